@@ -1,0 +1,187 @@
+"""``hearth loadtest SCENARIO [options]`` (also ``python -m loadtest``).
+
+Runs one scenario against Hearth (a running server with ``--url``, or one it starts
+itself), then against each ``--peer`` with the same clients and the same workload, and
+writes the report (``--json``, ``--html``). Every run is bounded: counts are capped, and
+each phase has a deadline after which the generators stop by themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from loadtest.coordinator import SCENARIOS, Coordinator, RunOptions
+from loadtest.target import (
+    Target,
+    TargetError,
+    check_target_url,
+    is_loopback_host,
+    local_hearth,
+    wait_ready,
+)
+
+MAX_CONNECTIONS = 200_000
+MAX_DURATION_S = 3_600.0
+DEFAULT_RATE = {"chat": 0.1, "broadcast": 10.0}
+CONNECTIONS_PER_PROCESS = 15_000
+"""Default generator processes: one per this many connections (each process must stay
+well under the per-process open-files limit and under one core)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hearth loadtest",
+        description="Load-test a Hearth server over real websockets with the public protocol.",
+        epilog="Scenarios: idle (open and hold N connections), chat (rooms of k, each member "
+               "sending --rate msg/s), broadcast (one channel of N, --rate msg/s in), "
+               "join-storm (connect+identify+ready as fast as admitted), failover (needs "
+               "--workers; not available yet).")
+    p.add_argument("scenario", choices=SCENARIOS)
+    p.add_argument("--url", help="base URL of a running server (default: start one)")
+    p.add_argument("--allow-remote", action="append", default=[], metavar="HOST",
+                   help="allow a non-loopback --url host (repeatable)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes when the harness starts the server")
+    p.add_argument("--data-dir", help="data directory of the server it starts (default: temp)")
+    p.add_argument("--database-url", help="PostgreSQL for the server it starts "
+                   "(default: embedded)")
+    p.add_argument("--connections", "-n", type=int, default=1000)
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds of measurement (default 10); join-storm: most seconds for "
+                        "the storm (default 60 + N/500)")
+    p.add_argument("--rate", type=float, default=None,
+                   help="chat: msg/s per member (default 0.1); broadcast: msg/s into the "
+                        "channel (default 10)")
+    p.add_argument("--room-size", "-k", type=int, default=10)
+    p.add_argument("--processes", type=int, default=0,
+                   help=f"generator processes (default: one per {CONNECTIONS_PER_PROCESS:,} "
+                        "connections)")
+    p.add_argument("--connect-rate", type=float, default=0.0,
+                   help="connection attempts/s in total (default: as fast as admitted)")
+    p.add_argument("--connect-concurrency", type=int, default=512,
+                   help="attempts in flight at once, in total")
+    p.add_argument("--connect-timeout", type=float, default=None,
+                   help="most seconds for the connect phase (default 60 + N/500)")
+    p.add_argument("--message-bytes", type=int, default=64)
+    p.add_argument("--drain", type=float, default=5.0,
+                   help="most seconds to wait for in-flight deliveries after the sends stop")
+    p.add_argument("--no-spread-sources", action="store_true",
+                   help="do not bind source addresses over 127.0.0.0/8")
+    p.add_argument("--peer", action="append", default=[], choices=("node-ws", "python-socketio"),
+                   help="also run the same workload against this peer (repeatable)")
+    p.add_argument("--json", dest="json_path", help="write the JSON report here")
+    p.add_argument("--html", dest="html_path", help="write the HTML report here")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    return p
+
+
+def options_from(args: argparse.Namespace) -> RunOptions:
+    n = args.connections
+    storm = args.scenario == "join-storm"
+    if args.duration is None:
+        args.duration = 60 + n / 500 if storm else 10.0
+    if not 1 <= n <= MAX_CONNECTIONS:
+        raise SystemExit(f"hearth loadtest: --connections must be 1-{MAX_CONNECTIONS:,}")
+    if not 0 < args.duration <= MAX_DURATION_S:
+        raise SystemExit(f"hearth loadtest: --duration must be in (0, {MAX_DURATION_S:g}]")
+    if args.room_size < 1:
+        raise SystemExit("hearth loadtest: --room-size must be at least 1")
+    rate = args.rate if args.rate is not None else DEFAULT_RATE.get(args.scenario, 0.0)
+    if rate < 0 or rate * (n if args.scenario == "chat" else 1) > 1_000_000:
+        raise SystemExit("hearth loadtest: --rate is negative or above 1,000,000 msg/s in")
+    processes = args.processes or max(1, math.ceil(n / CONNECTIONS_PER_PROCESS))
+    return RunOptions(
+        scenario=args.scenario, connections=n, duration_s=args.duration, rate=rate,
+        room_size=args.room_size, processes=processes, connect_rate=args.connect_rate,
+        connect_concurrency=max(1, args.connect_concurrency),
+        message_bytes=max(24, args.message_bytes), drain_s=max(0.5, args.drain),
+        connect_timeout_s=args.duration if storm else (args.connect_timeout or 60 + n / 500),
+        spread_sources=not args.no_spread_sources, progress=not args.quiet)
+
+
+async def _run_against(opts: RunOptions, target: Target) -> dict[str, Any]:
+    from loadtest.report import build_report
+
+    result = await Coordinator(opts, target).run()
+    return build_report(result)
+
+
+async def _run(args: argparse.Namespace, opts: RunOptions) -> dict[str, Any]:
+    from loadtest.peers import start_peer
+    from loadtest.report import compare
+
+    if args.url:
+        host, port = check_target_url(args.url, args.allow_remote)
+        target = Target(name="hearth", base_url=args.url.rstrip("/"), host=host, port=port,
+                        local=is_loopback_host(host))
+        await wait_ready(target.base_url, 10.0)
+        report = await _run_against(opts, target)
+    else:
+        async with local_hearth(args.workers, args.data_dir, args.database_url) as target:
+            report = await _run_against(opts, target)
+    report["peers"] = {}
+    report["ratios"] = {}
+    for name in args.peer:
+        async with start_peer(name) as peer:
+            peer_report = await _run_against(opts, peer)
+        report["peers"][name] = peer_report
+        report["ratios"][name] = compare(report, peer_report)
+    return report
+
+
+def _summary(report: dict[str, Any]) -> str:
+    lat = report["latency_ms"]
+    srv = report["server"]
+    lines = [f"{report['scenario']} @ hearth: {report['connections_peak']:,} connections peak, "
+             f"{report['messages_sent']:,} sent, {report['deliveries']:,} deliveries "
+             f"({report['deliveries_per_s'] or 0:,.0f}/s), latency p50 {lat['p50']} p99 "
+             f"{lat['p99']} max {lat['max']} ms, lost {report['lost']} dup "
+             f"{report['duplicated']} ooo {report['out_of_order']}, errors {report['errors']}, "
+             f"server cpu {srv['cpu_percent']}% rss/conn {srv['rss_per_connection_bytes']} B"]
+    if report.get("connect_rate_per_s"):
+        lines.append(f"  connect: {report['connect_rate_per_s']:,.0f}/s, p99 "
+                     f"{report['connect_ms']['p99']} ms")
+    for name, ratios in (report.get("ratios") or {}).items():
+        parts = [f"{k} x{v['ratio']}" for k, v in ratios.items() if v["ratio"] is not None]
+        lines.append(f"  hearth/{name}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.scenario == "failover":
+        print("hearth loadtest: the failover scenario needs a multi-process gateway "
+              "(hearth serve --workers N with Redis), which this version of Hearth does not "
+              "have yet; nothing was run.", file=sys.stderr)
+        return 3
+    opts = options_from(args)
+    from loadtest.worker import raise_nofile_limit
+
+    raise_nofile_limit()
+    try:
+        try:
+            import uvloop
+
+            report = uvloop.run(_run(args, opts))
+        except ImportError:  # pragma: no cover
+            report = asyncio.run(_run(args, opts))
+    except TargetError as exc:
+        print(f"hearth loadtest: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("hearth loadtest: interrupted", file=sys.stderr)
+        return 130
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if args.html_path:
+        from loadtest.html import render_html
+
+        Path(args.html_path).write_text(render_html(report), encoding="utf-8")
+    print(_summary(report))
+    return 0

@@ -1,0 +1,447 @@
+"""One scenario against one target: provision, spawn generators, run the phases, count.
+
+Phases (every one bounded in time):
+
+1. **provision**: bot users and rooms through ``POST /api/v1/loadtest/provision``.
+2. **connect**: generator processes open their connections (connect + websocket
+   handshake + identify + ready). ``join-storm`` measures this phase and ends here.
+3. **measure** (``--duration``): ``idle`` holds, ``chat`` and ``broadcast`` send on an
+   open-loop schedule that starts at the same monotonic instant in every process.
+4. **drain** (at most ``--drain`` s): no more sends; wait until every request is
+   answered and deliveries stop arriving.
+5. **finish**: every generator reports its final counts and closes its connections.
+
+Server CPU and RSS are sampled every second when the target is local; the time series
+(connections, deliveries/s, p99 per second) is built from the generators' ticks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from loadtest.accounting import Anomalies, ChannelEnd, Histogram, tail_lost
+from loadtest.ipc import ClientSpec, Final, Finish, Go, Plan, Tick, pack, read_report
+from loadtest.target import (
+    ProcSample,
+    Provisioned,
+    ServerProbe,
+    Target,
+    child_env,
+    cpu_percent_between,
+    is_loopback_host,
+    provision,
+)
+
+SCENARIOS = ("idle", "chat", "broadcast", "join-storm", "failover")
+CONNECTIONS_PER_SOURCE = 10_000
+"""Connections per source address (a source address has ~28,000 ephemeral ports)."""
+SAFE_SHARE_OF_RATE_LIMIT = 0.5
+"""Broadcast spreads its sends over enough members that none uses more than this share
+of the per-connection request limit (``limits.requests_per_window``)."""
+FD_HEADROOM = 200
+
+
+@dataclass
+class RunOptions:
+    scenario: str
+    connections: int
+    duration_s: float
+    rate: float
+    room_size: int
+    processes: int
+    connect_rate: float
+    connect_concurrency: int
+    message_bytes: int = 64
+    drain_s: float = 5.0
+    connect_timeout_s: float = 120.0
+    spread_sources: bool = True
+    progress: bool = True
+    requests_per_s_limit: float = 12.0
+    """The server's per-connection request rate (limits.requests_per_window / window)."""
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "progress"}
+
+
+@dataclass
+class WorkerState:
+    index: int
+    process: asyncio.subprocess.Process
+    clients: int
+    tick: Tick | None = None
+    final: Final | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class SeriesPoint:
+    t: float
+    connections: int
+    deliveries_per_s: float
+    sent_per_s: float
+    p99_ms: float | None
+    server_cpu_percent: float | None
+    server_rss_bytes: int | None
+
+
+@dataclass
+class RunResult:
+    """Everything measured in one run against one target (turned into JSON by report)."""
+
+    target: Target
+    options: RunOptions
+    started_at: float
+    phases: dict[str, float] = field(default_factory=dict)
+    workers: list[WorkerState] = field(default_factory=list)
+    latency: Histogram = field(default_factory=Histogram)
+    connect: Histogram = field(default_factory=Histogram)
+    ack: Histogram = field(default_factory=Histogram)
+    send_lag: Histogram = field(default_factory=Histogram)
+    series: list[SeriesPoint] = field(default_factory=list)
+    server_samples: dict[str, ProcSample | None] = field(default_factory=dict)
+    server_pids: list[int] = field(default_factory=list)
+    connections_peak: int = 0
+    connections_held: int = 0
+    channels: dict[int, ChannelEnd] = field(default_factory=dict)
+    anomalies: dict[int, Anomalies] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    interrupted: str | None = None
+    machine_cpu: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """(busy CPU seconds of the whole machine, monotonic time) at measure start/end."""
+
+
+def machine_cpu_busy() -> tuple[float, float]:
+    """Busy CPU seconds of the whole machine so far (all cores), and when: to show how
+    much CPU went to processes that are neither the server nor the generator."""
+    import psutil
+
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return (sum(times) - idle, time.monotonic())
+
+
+def plan_clients(opts: RunOptions, provisioned: Provisioned) -> tuple[list[ClientSpec], float]:
+    """Each provisioned user as a client spec, and the per-sender send rate."""
+    tokens = {u.id: u.token for u in provisioned.users}
+    specs: list[ClientSpec] = []
+    scenario = opts.scenario
+    if scenario == "broadcast":
+        members = [m for ch in provisioned.channels for m in ch.member_ids]
+        channel = provisioned.channels[0].id
+        per_sender = max(0.001, SAFE_SHARE_OF_RATE_LIMIT * opts.requests_per_s_limit)
+        senders = min(len(members), max(1, math.ceil(opts.rate / per_sender)))
+        step = max(1, len(members) // senders)
+        sender_ids = set(members[::step][:senders])
+        for uid in members:
+            specs.append(ClientSpec(tokens[uid], channel, uid in sender_ids))
+        return specs, opts.rate / len(sender_ids)
+    sending = scenario == "chat"
+    for ch in provisioned.channels:
+        for uid in ch.member_ids:
+            specs.append(ClientSpec(tokens[uid], ch.id, sending))
+    return specs, (opts.rate if sending else 0.0)
+
+
+def source_addresses(worker: int, clients: int, target_host: str, spread: bool) -> list[str]:
+    """Source addresses for one generator process: 127.<worker+1>.x.y for a loopback
+    IPv4 target, so that no single source address runs out of ephemeral ports."""
+    if not spread or not is_loopback_host(target_host) or ":" in target_host:
+        return []
+    count = max(1, math.ceil(clients / CONNECTIONS_PER_SOURCE))
+    return [f"127.{(worker + 1) % 256}.{j // 250}.{j % 250 + 1}" for j in range(count)]
+
+
+class Coordinator:
+    """Runs one scenario against one target and returns a :class:`RunResult`."""
+
+    def __init__(self, opts: RunOptions, target: Target, stream: TextIO = sys.stderr) -> None:
+        self.opts = opts
+        self.target = target
+        self.stream = stream
+        self.result = RunResult(target=target, options=opts, started_at=time.time())
+        self.probe: ServerProbe | None = None
+        self.generator_pids: list[int] = []
+        self.generator_probe: ServerProbe | None = None
+        self._interval_latency = Histogram()
+        self._last_counts = (0, 0, time.monotonic())
+        self._last_sample: ProcSample | None = None
+        self._phase = "provision"
+        self._tty = stream.isatty()
+        self._last_print = 0.0
+
+    # ------------------------------------------------------------------ totals
+
+    def _sum(self, name: str) -> int:
+        return sum(getattr(w.tick, name) for w in self.result.workers if w.tick is not None)
+
+    def _errors(self) -> dict[str, int]:
+        errors: dict[str, int] = {}
+        for w in self.result.workers:
+            if w.tick is not None:
+                for code, n in w.tick.errors.items():
+                    errors[code] = errors.get(code, 0) + n
+        return errors
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> RunResult:
+        opts, result = self.opts, self.result
+        t0 = time.monotonic()
+        budget = opts.connect_timeout_s + opts.duration_s + opts.drain_s + 120.0
+        deadline = t0 + budget
+        self.probe = self.target.probe()
+        if self.probe is not None:
+            result.server_pids = list(self.probe.pids)
+        self._progress_line(force=True)
+        room = opts.connections if opts.scenario == "broadcast" else \
+            min(opts.room_size, opts.connections)
+        provisioned = await provision(self.target.base_url, opts.connections, room)
+        result.phases["provision_s"] = round(time.monotonic() - t0, 3)
+        specs, per_sender_rate = plan_clients(opts, provisioned)
+        result.notes.append(f"{len(provisioned.channels)} channel(s); "
+                            f"{sum(s.sender for s in specs)} sender(s) at "
+                            f"{per_sender_rate:g} msg/s each")
+        if per_sender_rate > opts.requests_per_s_limit:
+            result.notes.append(f"per-sender rate {per_sender_rate:g}/s exceeds the server's "
+                                f"request limit {opts.requests_per_s_limit:g}/s: expect "
+                                "rate_limited errors")
+        result.server_samples["baseline"] = self._sample()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                await self._spawn(specs, per_sender_rate, deadline, tg)
+                tg.create_task(self._ticker())
+                try:
+                    async with asyncio.timeout_at(self._loop_time(deadline)):
+                        await self._phases()
+                except TimeoutError:
+                    result.interrupted = "run deadline reached"
+                await self._finish()
+                raise _Done
+        except* _Done:
+            pass
+        self._progress_line(force=True, final=True)
+        return result
+
+    @staticmethod
+    def _loop_time(monotonic_deadline: float) -> float:
+        loop = asyncio.get_running_loop()
+        return loop.time() + (monotonic_deadline - time.monotonic())
+
+    def _sample(self) -> ProcSample | None:
+        return self.probe.sample() if self.probe is not None else None
+
+    async def _spawn(self, specs: list[ClientSpec], per_sender_rate: float, deadline: float,
+                     tg: asyncio.TaskGroup) -> None:
+        opts = self.opts
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        per_process_cap = (hard if hard != resource.RLIM_INFINITY else 1 << 20) - FD_HEADROOM
+        processes = max(opts.processes, math.ceil(len(specs) / per_process_cap))
+        if processes != opts.processes:
+            self.result.notes.append(f"using {processes} generator processes: the open-files "
+                                     f"hard limit is {hard} per process")
+        env = child_env()
+        for w in range(processes):
+            clients = specs[w::processes]
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "loadtest.worker", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, env=env)
+            state = WorkerState(index=w, process=proc, clients=len(clients))
+            self.generator_pids.append(proc.pid)
+            self.result.workers.append(state)
+            plan = Plan(worker=w, scenario=opts.scenario, url=self.target.ws_url,
+                        host=self.target.host, port=self.target.port,
+                        sources=source_addresses(w, len(clients), self.target.host,
+                                                 opts.spread_sources),
+                        clients=clients,
+                        connect_rate=opts.connect_rate / processes if opts.connect_rate else 0,
+                        connect_concurrency=max(1, opts.connect_concurrency // processes),
+                        send_rate=per_sender_rate, message_bytes=opts.message_bytes,
+                        deadline=deadline, framing=self.target.framing)
+            assert proc.stdin is not None
+            proc.stdin.write(pack(plan))
+            await proc.stdin.drain()
+            tg.create_task(self._reader(state))
+        self._phase = "connect"
+
+    async def _reader(self, state: WorkerState) -> None:
+        assert state.process.stdout is not None
+        while True:
+            report = await read_report(state.process.stdout)
+            if report is None:
+                break
+            tick = report.tick if isinstance(report, Final) else report
+            state.tick = tick
+            self.result.latency.merge(Histogram.from_wire(tick.latency))
+            self._interval_latency.merge(Histogram.from_wire(tick.latency))
+            self.result.connect.merge(Histogram.from_wire(tick.connect))
+            self.result.ack.merge(Histogram.from_wire(tick.ack))
+            self.result.send_lag.merge(Histogram.from_wire(tick.send_lag))
+            if isinstance(report, Final):
+                state.final = report
+                break
+        state.done.set()
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._record_point()
+            self._progress_line()
+
+    def _record_point(self) -> None:
+        now = time.monotonic()
+        sent, delivered, before = self._sum("sent"), self._sum("deliveries"), \
+            self._last_counts
+        wall = max(1e-6, now - before[2])
+        sample = self._sample()
+        cpu = cpu_percent_between(self._last_sample, sample)
+        self._last_sample = sample
+        connections = self._sum("open")
+        self.result.connections_peak = max(self.result.connections_peak, connections)
+        p99 = self._interval_latency.percentile_us(0.99)
+        self.result.series.append(SeriesPoint(
+            t=round(time.time() - self.result.started_at, 2),
+            connections=connections,
+            deliveries_per_s=round((delivered - before[1]) / wall, 1),
+            sent_per_s=round((sent - before[0]) / wall, 1),
+            p99_ms=None if p99 is None else round(p99 / 1000, 3),
+            server_cpu_percent=round(sum(cpu.values()), 1) if cpu else None,
+            server_rss_bytes=sample.rss_bytes if sample else None))
+        self._interval_latency = Histogram()
+        self._last_counts = (sent, delivered, now)
+
+    async def _wait_connected(self) -> None:
+        """Until every generator has connected its clients (or given up on them)."""
+        while True:
+            workers = self.result.workers
+            if all(w.tick is not None and w.tick.connected_at > 0 for w in workers):
+                return
+            if any(w.done.is_set() for w in workers):
+                raise RuntimeError("a generator process exited early (see its stderr above)")
+            await asyncio.sleep(0.05)
+
+    async def _phases(self) -> None:
+        opts, result = self.opts, self.result
+        try:
+            async with asyncio.timeout(opts.connect_timeout_s + 5):
+                await self._wait_connected()
+        except TimeoutError:
+            result.notes.append(f"connect phase cut at --connect-timeout "
+                                f"{opts.connect_timeout_s:g} s")
+        started = [w.tick.connect_started_at for w in result.workers if w.tick]
+        ended = [w.tick.connected_at for w in result.workers if w.tick and w.tick.connected_at]
+        if started and ended:
+            result.phases["connect_s"] = round(max(ended) - min(started), 3)
+        result.connections_peak = max(result.connections_peak, self._sum("open"))
+        result.server_samples["connected"] = self._sample()
+        if opts.scenario == "join-storm":
+            result.server_samples["measure_start"] = result.server_samples["baseline"]
+            result.server_samples["measure_end"] = result.server_samples["connected"]
+            result.connections_held = self._sum("open")
+            return
+        self._phase = "measure"
+        start = time.monotonic() + 0.5
+        stop = start + opts.duration_s
+        if opts.scenario in ("chat", "broadcast"):
+            for w in result.workers:
+                assert w.process.stdin is not None
+                w.process.stdin.write(pack(Go(start=start, stop=stop)))
+                await w.process.stdin.drain()
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        self.generator_probe = ServerProbe(self.generator_pids)
+        result.server_samples["measure_start"] = self._sample()
+        result.server_samples["generator_start"] = self.generator_probe.sample()
+        result.machine_cpu["start"] = machine_cpu_busy()
+        await asyncio.sleep(max(0.0, stop - time.monotonic()))
+        result.server_samples["measure_end"] = self._sample()
+        result.server_samples["generator_end"] = self.generator_probe.sample()
+        result.machine_cpu["end"] = machine_cpu_busy()
+        result.phases["measure_s"] = round(time.monotonic() - start, 3)
+        result.connections_held = self._sum("open")
+        self._phase = "drain"
+        drain_end = time.monotonic() + opts.drain_s
+        last_delivered, stable_since = -1, time.monotonic()
+        while time.monotonic() < drain_end:
+            await asyncio.sleep(0.25)
+            delivered = self._sum("deliveries")
+            if delivered != last_delivered:
+                last_delivered, stable_since = delivered, time.monotonic()
+            elif self._sum("pending") == 0 and time.monotonic() - stable_since >= 1.0:
+                break
+        result.phases["drain_s"] = round(time.monotonic() - stop, 3)
+
+    async def _finish(self) -> None:
+        """Ask every generator for its final report, then make sure it exits."""
+        self._phase = "finish"
+        for w in self.result.workers:
+            if w.process.returncode is None and w.process.stdin is not None:
+                with contextlib.suppress(ConnectionError):
+                    w.process.stdin.write(pack(Finish()))
+                    await w.process.stdin.drain()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                for w in self.result.workers:
+                    await w.done.wait()
+        for w in self.result.workers:
+            if w.process.stdin is not None:
+                w.process.stdin.close()
+            try:
+                async with asyncio.timeout(15):
+                    await w.process.wait()
+            except TimeoutError:
+                w.process.kill()
+                await w.process.wait()
+        for w in self.result.workers:
+            if w.final is None:
+                self.result.notes.append(f"generator {w.index} sent no final report")
+                continue
+            for cid, (recipients, sum_last, max_seen, max_acked) in w.final.channels.items():
+                end = self.result.channels.setdefault(cid, ChannelEnd())
+                end.merge(ChannelEnd(recipients, sum_last, max_seen, max_acked))
+            for cid, (lost, dup, ooo) in w.final.anomalies.items():
+                self.result.anomalies.setdefault(cid, Anomalies()).add(Anomalies(lost, dup, ooo))
+        for cid, end in self.result.channels.items():
+            missing = tail_lost(end)
+            if missing:
+                self.result.anomalies.setdefault(cid, Anomalies()).lost += missing
+
+    # ------------------------------------------------------------------ progress
+
+    def _progress_line(self, force: bool = False, final: bool = False) -> None:
+        """One status line per second (rewritten in place on a terminal, every 5 s
+        otherwise so that logs stay readable)."""
+        if not self.opts.progress:
+            return
+        now = time.monotonic()
+        if not force and not self._tty and now - self._last_print < 5.0:
+            return
+        self._last_print = now
+        last = self.result.series[-1] if self.result.series else None
+        elapsed = time.time() - self.result.started_at
+        errors = sum(self._errors().values())
+        line = (f"[{self.opts.scenario} @ {self.target.name}] {elapsed:6.1f}s {self._phase:<9} "
+                f"conns {self._sum('open')}/{self.opts.connections} "
+                f"sent {self._sum('sent')} ({last.sent_per_s if last else 0:.0f}/s) "
+                f"deliv {self._sum('deliveries')} ({last.deliveries_per_s if last else 0:.0f}/s) "
+                f"p99 {last.p99_ms if last and last.p99_ms is not None else '-'} ms "
+                f"lost {self._sum('lost')} dup {self._sum('duplicated')} err {errors}")
+        if last and last.server_cpu_percent is not None:
+            line += f" srv cpu {last.server_cpu_percent:.0f}%"
+        if last and last.server_rss_bytes:
+            line += f" rss {last.server_rss_bytes / 2**20:.0f}MiB"
+        if self._tty and not final:
+            self.stream.write("\r" + line[:200].ljust(120))
+        else:
+            self.stream.write(("\r" if self._tty else "") + line + "\n")
+        self.stream.flush()
+
+
+class _Done(Exception):
+    """Leaves the TaskGroup once the run is over (cancelling the ticker and readers)."""

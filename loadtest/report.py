@@ -1,0 +1,205 @@
+"""The run report: one JSON document per run, Hearth and peers side by side.
+
+Required keys (issue 3): ``scenario``, ``connections_peak``, ``duration_s``,
+``messages_sent``, ``deliveries``, ``deliveries_per_s``, ``latency_ms`` (``p50``,
+``p90``, ``p99``, ``p999``, ``max``), ``lost``, ``duplicated``, ``out_of_order``,
+``errors``, ``server`` (``rss_bytes``, ``rss_per_connection_bytes``, ``cpu_percent``).
+Values that were not measured are ``null``, never a made-up zero (e.g. server figures
+for a remote target, latency in a scenario that sends nothing).
+
+Definitions:
+- ``duration_s``: the measured phase: the sending window for ``chat``/``broadcast``,
+  the holding time for ``idle``, the connect phase for ``join-storm``.
+- ``deliveries_per_s``: ``message_create`` frames received by all clients divided by
+  ``duration_s``.
+- ``latency_ms``: send (by the generator, monotonic clock) to receive (by each
+  recipient, same clock), over every delivery.
+- ``lost``: per channel, seqs a connected recipient skipped and never got, plus seqs
+  at the end it never reached; ``duplicated``: a seq received twice by one recipient;
+  ``out_of_order``: a skipped seq that arrived later.
+- ``server.cpu_percent``: CPU of the server's processes over the measured phase, summed
+  (100 = one core); ``server.rss_per_connection_bytes``: (RSS once connected - RSS
+  before connecting) / connections.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any
+
+import psutil
+
+from loadtest.coordinator import RunResult
+from loadtest.target import cpu_percent_between
+
+MAX_CHANNELS_LISTED = 50
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def build_report(result: RunResult) -> dict[str, Any]:
+    """The JSON report of one run."""
+    opts = result.options
+    ticks = [w.tick for w in result.workers if w.tick is not None]
+    total = {name: sum(getattr(t, name) for t in ticks)
+             for name in ("attempted", "ready", "failed", "sent", "acked", "deliveries",
+                          "session_gaps")}
+    errors: dict[str, int] = {}
+    for t in ticks:
+        for code, n in t.errors.items():
+            errors[code] = errors.get(code, 0) + n
+    lost = sum(a.lost for a in result.anomalies.values())
+    duplicated = sum(a.duplicated for a in result.anomalies.values())
+    out_of_order = sum(a.out_of_order for a in result.anomalies.values())
+    if opts.scenario == "join-storm":
+        duration = result.phases.get("connect_s", 0.0)
+    else:
+        duration = result.phases.get("measure_s", opts.duration_s)
+    connect_s = result.phases.get("connect_s") or None
+    deliveries_per_s = round(total["deliveries"] / duration, 1) if duration else None
+
+    samples = result.server_samples
+    base, connected = samples.get("baseline"), samples.get("connected")
+    m_start, m_end = samples.get("measure_start"), samples.get("measure_end")
+    cpu = cpu_percent_between(m_start, m_end)
+    server: dict[str, Any] = {
+        "local": result.target.local,
+        "pids": result.server_pids,
+        "rss_bytes": (m_end or connected).rss_bytes if (m_end or connected) else None,
+        "rss_baseline_bytes": base.rss_bytes if base else None,
+        "rss_connected_bytes": connected.rss_bytes if connected else None,
+        "rss_per_connection_bytes": None,
+        "cpu_percent": round(sum(cpu.values()), 1) if cpu else None,
+        "cpu_percent_per_process": {str(pid): pct for pid, pct in cpu.items()},
+        "connect_phase_cpu_percent": round(sum(cpu_percent_between(base, connected).values()),
+                                           1) if base and connected else None,
+    }
+    if base and connected and result.connections_peak:
+        server["rss_per_connection_bytes"] = round(
+            (connected.rss_bytes - base.rss_bytes) / result.connections_peak)
+    if deliveries_per_s and server["cpu_percent"]:
+        server["deliveries_per_cpu_s"] = round(deliveries_per_s / (server["cpu_percent"] / 100))
+    if opts.scenario == "join-storm" and connect_s and server["connect_phase_cpu_percent"]:
+        server["ready_per_cpu_s"] = round(total["ready"] / connect_s
+                                          / (server["connect_phase_cpu_percent"] / 100))
+
+    gen_rss_delta = 0
+    gen_ready = 0
+    for t in ticks:
+        if t.rss_connected_bytes:
+            gen_rss_delta += t.rss_connected_bytes - t.rss_before_bytes
+            gen_ready += t.ready
+    gen_cpu_s = sum(t.cpu_s for t in ticks)
+    wall = max(1e-6, time.time() - result.started_at)
+    lag = result.send_lag.summary_ms()
+    generator = {
+        "processes": len(result.workers),
+        "rss_bytes": sum(t.rss_bytes for t in ticks),
+        "rss_per_connection_bytes": round(gen_rss_delta / gen_ready) if gen_ready else None,
+        "cpu_percent_avg": round(100 * gen_cpu_s / wall, 1),
+        "cpu_percent": round(sum(cpu_percent_between(samples.get("generator_start"),
+                                                     samples.get("generator_end")).values()), 1)
+        if samples.get("generator_start") else None,
+        "send_lag_ms": {"p99": lag["p99"], "max": lag["max"]},
+        "behind_schedule": bool(lag["p99"] is not None and lag["p99"] > 50),
+    }
+
+    m_cpu = result.machine_cpu
+    if "start" in m_cpu and "end" in m_cpu and m_cpu["end"][1] > m_cpu["start"][1]:
+        busy = 100 * (m_cpu["end"][0] - m_cpu["start"][0]) / (m_cpu["end"][1] - m_cpu["start"][1])
+        ours = (server["cpu_percent"] or 0) + (generator["cpu_percent"] or 0)
+        generator["machine_cpu_busy_percent"] = round(busy, 1)
+        generator["other_processes_cpu_percent"] = round(max(0.0, busy - ours), 1)
+        if busy - ours > 20:
+            result.notes.append(f"other processes used about {busy - ours:.0f}% CPU during the "
+                                "measured phase: figures are disturbed")
+
+    channels_listed = sorted(result.anomalies.items(),
+                             key=lambda kv: -(kv[1].lost + kv[1].duplicated + kv[1].out_of_order))
+    report: dict[str, Any] = {
+        "scenario": opts.scenario,
+        "target": {"name": result.target.name, "url": result.target.base_url,
+                   "local": result.target.local, "notes": result.target.notes},
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(result.started_at)),
+        "machine": machine(),
+        "options": result.options.as_dict(),
+        "connections_target": opts.connections,
+        "connections_peak": result.connections_peak,
+        "connections_held": result.connections_held,
+        "connections_failed": total["failed"],
+        "connect_s": connect_s,
+        "connect_rate_per_s": round(total["ready"] / connect_s, 1) if connect_s else None,
+        "connect_ms": result.connect.summary_ms(),
+        "duration_s": duration,
+        "messages_sent": total["sent"],
+        "messages_acked": total["acked"],
+        "deliveries": total["deliveries"],
+        "deliveries_per_s": deliveries_per_s,
+        "latency_ms": result.latency.summary_ms(),
+        "ack_latency_ms": result.ack.summary_ms(),
+        "lost": lost,
+        "duplicated": duplicated,
+        "out_of_order": out_of_order,
+        "session_seq_gaps": total["session_gaps"],
+        "channels": {
+            "count": len(result.channels),
+            "with_anomalies": sum(1 for a in result.anomalies.values() if a.any()),
+            "worst": [{"channel_id": cid, "lost": a.lost, "duplicated": a.duplicated,
+                       "out_of_order": a.out_of_order}
+                      for cid, a in channels_listed[:MAX_CHANNELS_LISTED] if a.any()],
+        },
+        "errors": errors,
+        "server": server,
+        "generator": generator,
+        "phases_s": result.phases,
+        "timeseries": [p.__dict__ for p in result.series],
+        "latency_histogram_ms": [[round(ub, 4), n] for ub, n in result.latency.bars_ms()],
+        "notes": result.notes,
+        "interrupted": result.interrupted,
+    }
+    return report
+
+
+RATIO_KEYS = (
+    ("deliveries_per_s", ("deliveries_per_s",), "higher"),
+    ("latency_p50_ms", ("latency_ms", "p50"), "lower"),
+    ("latency_p99_ms", ("latency_ms", "p99"), "lower"),
+    ("connect_rate_per_s", ("connect_rate_per_s",), "higher"),
+    ("server_rss_per_connection_bytes", ("server", "rss_per_connection_bytes"), "lower"),
+    ("server_cpu_percent", ("server", "cpu_percent"), "lower"),
+    ("deliveries_per_cpu_s", ("server", "deliveries_per_cpu_s"), "higher"),
+)
+
+
+def _get(report: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = report
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def compare(hearth: dict[str, Any], peer: dict[str, Any]) -> dict[str, Any]:
+    """Hearth / peer for each headline figure, with which direction is better, so a
+    reader sees at once who wins (a ratio > 1 on a "higher" figure favours Hearth)."""
+    out: dict[str, Any] = {}
+    for name, path, better in RATIO_KEYS:
+        h, p = _get(hearth, path), _get(peer, path)
+        ratio = round(h / p, 3) if isinstance(h, int | float) and isinstance(p, int | float) \
+            and p else None
+        hearth_ahead = None
+        if ratio is not None:
+            hearth_ahead = ratio >= 1 if better == "higher" else ratio <= 1
+        out[name] = {"hearth": h, "peer": p, "ratio": ratio, "better": better,
+                     "hearth_ahead": hearth_ahead}
+    return out

@@ -1,0 +1,229 @@
+"""Communities: the community row, its members and their roles, invites, and the
+installation-wide settings table.
+
+Functions named ``*_txn`` must run inside a transaction the caller opened
+(``Database.transaction``) because they either write several rows that belong together
+or are meant to be combined with other writes; the others work on any connection.
+Membership writes use ``ON CONFLICT`` rather than catching unique violations so a lost
+race never leaves the caller's transaction aborted.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import msgspec
+
+from protocol.models import Community, Member, Role, User
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def _millis(value: datetime) -> int:
+    """Integer milliseconds since the epoch (exact: no float rounding)."""
+    return (value - _EPOCH) // _MS
+
+
+def _community(row: asyncpg.Record) -> Community:
+    return Community(id=row["id"], name=row["name"], owner_id=row["owner_id"],
+                     created_at=_millis(row["created_at"]))
+
+
+def _member(row: asyncpg.Record) -> Member:
+    user = User(id=row["user_id"], username=row["username"], display_name=row["display_name"],
+                bot=row["is_bot"])
+    return Member(community_id=row["community_id"], user=user, role=Role(row["role"]),
+                  joined_at=_millis(row["joined_at"]))
+
+
+_COMMUNITY_COLUMNS = "id, name, owner_id, created_at"
+
+# A member row joined with the user's public profile.
+_MEMBER_SELECT = """
+    SELECT cm.community_id, cm.user_id, cm.role, cm.joined_at,
+           u.username, u.display_name, u.is_bot
+      FROM community_members cm
+      JOIN users u ON u.id = cm.user_id
+"""
+
+
+# ------------------------------------------------------------------------ communities
+
+
+async def create_community_txn(conn: asyncpg.Connection, *, name: str,
+                               owner_id: int) -> Community:
+    """Insert a community and its owner's membership; both or neither, hence ``_txn``."""
+    row = await conn.fetchrow(
+        f"""INSERT INTO communities (name, owner_id) VALUES ($1, $2)
+            RETURNING {_COMMUNITY_COLUMNS}""",
+        name, owner_id)
+    assert row is not None
+    community = _community(row)
+    await conn.execute(
+        """INSERT INTO community_members (community_id, user_id, role)
+           VALUES ($1, $2, 'owner')""",
+        community.id, owner_id)
+    return community
+
+
+async def get_community(conn: asyncpg.Connection, community_id: int) -> Community | None:
+    row = await conn.fetchrow(
+        f"SELECT {_COMMUNITY_COLUMNS} FROM communities WHERE id = $1", community_id)
+    return _community(row) if row is not None else None
+
+
+# ---------------------------------------------------------------------------- members
+
+
+async def add_member_txn(conn: asyncpg.Connection, community_id: int, user_id: int,
+                         role: Role = Role.MEMBER) -> Member | None:
+    """Add a member; None if they already were one (their role is left unchanged).
+
+    ``ON CONFLICT DO NOTHING`` makes joining twice (two tabs clicking one invite)
+    harmless and keeps the caller's transaction usable.
+    """
+    row = await conn.fetchrow(
+        """WITH ins AS (
+               INSERT INTO community_members (community_id, user_id, role)
+               VALUES ($1, $2, $3)
+               ON CONFLICT (community_id, user_id) DO NOTHING
+               RETURNING community_id, user_id, role, joined_at)
+           SELECT ins.*, u.username, u.display_name, u.is_bot
+             FROM ins JOIN users u ON u.id = ins.user_id""",
+        community_id, user_id, Role(role).value)
+    return _member(row) if row is not None else None
+
+
+async def remove_member(conn: asyncpg.Connection, community_id: int, user_id: int) -> bool:
+    """Remove a membership; False if there was none. Channel memberships are kept
+    (callers decide whether leaving a community also leaves its private channels)."""
+    status = await conn.execute(
+        "DELETE FROM community_members WHERE community_id = $1 AND user_id = $2",
+        community_id, user_id)
+    return bool(status == "DELETE 1")
+
+
+async def get_role(conn: asyncpg.Connection, community_id: int, user_id: int) -> Role | None:
+    """The member's role, or None when ``user_id`` is not a member (the permission
+    checks treat None as "sees nothing")."""
+    value = await conn.fetchval(
+        "SELECT role FROM community_members WHERE community_id = $1 AND user_id = $2",
+        community_id, user_id)
+    return Role(value) if value is not None else None
+
+
+async def set_role(conn: asyncpg.Connection, community_id: int, user_id: int,
+                   role: Role) -> Member | None:
+    """Change a member's role; None if they are not a member. Authorization (who may
+    grant what) is the caller's job."""
+    row = await conn.fetchrow(
+        """WITH upd AS (
+               UPDATE community_members SET role = $3
+                WHERE community_id = $1 AND user_id = $2
+               RETURNING community_id, user_id, role, joined_at)
+           SELECT upd.*, u.username, u.display_name, u.is_bot
+             FROM upd JOIN users u ON u.id = upd.user_id""",
+        community_id, user_id, Role(role).value)
+    return _member(row) if row is not None else None
+
+
+async def get_member(conn: asyncpg.Connection, community_id: int,
+                     user_id: int) -> Member | None:
+    row = await conn.fetchrow(
+        _MEMBER_SELECT + " WHERE cm.community_id = $1 AND cm.user_id = $2",
+        community_id, user_id)
+    return _member(row) if row is not None else None
+
+
+async def list_members(conn: asyncpg.Connection, community_id: int, *,
+                       after_user_id: int = 0, limit: int = 100) -> list[Member]:
+    """One page of members ordered by user id (keyset paging: pass the last user id
+    seen as ``after_user_id``; stable while members join and leave)."""
+    rows = await conn.fetch(
+        _MEMBER_SELECT + """ WHERE cm.community_id = $1 AND cm.user_id > $2
+                             ORDER BY cm.user_id LIMIT $3""",
+        community_id, after_user_id, max(limit, 0))
+    return [_member(row) for row in rows]
+
+
+async def member_count(conn: asyncpg.Connection, community_id: int) -> int:
+    value = await conn.fetchval(
+        "SELECT count(*) FROM community_members WHERE community_id = $1", community_id)
+    return int(value)
+
+
+async def memberships(conn: asyncpg.Connection, user_id: int) -> list[tuple[Community, Role]]:
+    """Every community the user belongs to with their role there, oldest joined first
+    (the order a client lists them in)."""
+    rows = await conn.fetch(
+        """SELECT c.id, c.name, c.owner_id, c.created_at, cm.role
+             FROM community_members cm
+             JOIN communities c ON c.id = cm.community_id
+            WHERE cm.user_id = $1
+            ORDER BY cm.joined_at, c.id""",
+        user_id)
+    return [(_community(row), Role(row["role"])) for row in rows]
+
+
+async def member_ids(conn: asyncpg.Connection, community_id: int) -> list[int]:
+    """User ids of all members, ascending."""
+    rows = await conn.fetch(
+        "SELECT user_id FROM community_members WHERE community_id = $1 ORDER BY user_id",
+        community_id)
+    return [row["user_id"] for row in rows]
+
+
+# ---------------------------------------------------------------------------- invites
+
+
+async def create_invite(conn: asyncpg.Connection, *, community_id: int, created_by: int,
+                        code: str, max_uses: int | None, expires_in_s: int | None) -> str:
+    """Store an invite and return its code. The expiry is computed by PostgreSQL so
+    every process agrees on the clock used to check it."""
+    await conn.execute(
+        """INSERT INTO invites (code, community_id, created_by, max_uses, expires_at)
+           VALUES ($1, $2, $3, $4,
+                   CASE WHEN $5::integer IS NULL THEN NULL
+                        ELSE now() + make_interval(secs => $5::integer) END)""",
+        code, community_id, created_by, max_uses, expires_in_s)
+    return code
+
+
+async def redeem_invite_txn(conn: asyncpg.Connection, code: str) -> int | None:
+    """Use an invite once: the community id, or None if it is unknown, expired or used up.
+
+    One conditional ``UPDATE ... RETURNING`` both checks and counts, so two people
+    racing for the last use of an invite cannot both get in (the second waits on the
+    row lock, re-checks ``uses < max_uses`` and finds it false). ``_txn``: the use is
+    only consumed if the caller's membership insert commits with it.
+
+    Uses ``clock_timestamp()`` rather than ``now()`` so a long transaction cannot
+    redeem an invite that expired after it began.
+    """
+    value = await conn.fetchval(
+        """UPDATE invites SET uses = uses + 1
+            WHERE code = $1
+              AND (expires_at IS NULL OR expires_at > clock_timestamp())
+              AND (max_uses IS NULL OR uses < max_uses)
+           RETURNING community_id""",
+        code)
+    return int(value) if value is not None else None
+
+
+# ------------------------------------------------------------------ instance settings
+
+
+async def get_instance_setting(conn: asyncpg.Connection, key: str) -> object | None:
+    """The decoded JSON value of a setting, or None if it was never set."""
+    raw = await conn.fetchval("SELECT value::text FROM instance_settings WHERE key = $1", key)
+    return msgspec.json.decode(raw) if raw is not None else None
+
+
+async def set_instance_setting(conn: asyncpg.Connection, key: str, value: object) -> None:
+    """Insert or replace a setting (any JSON-encodable value)."""
+    await conn.execute(
+        """INSERT INTO instance_settings (key, value) VALUES ($1, $2::text::jsonb)
+           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value""",
+        key, msgspec.json.encode(value).decode())

@@ -1,0 +1,79 @@
+"""The PostgreSQL connection pool and the one way to open a transaction.
+
+Repositories (the other modules of this package) are plain async functions that take
+an ``asyncpg`` connection, named ``*_txn`` when they must run inside a transaction the
+caller opened, so that several of them can share one transaction. :class:`Database`
+owns the pool; nothing else in Hearth creates connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+Connection = asyncpg.Connection  # re-exported so callers need not import asyncpg
+
+
+class Database:
+    """An asyncpg pool plus named transactions (names show up in logs and metrics)."""
+
+    def __init__(self, pool: asyncpg.Pool | None = None) -> None:
+        self._pool = pool
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the database is not open yet")
+        return self._pool
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 20) -> Database:
+        db = cls()
+        await db.open(dsn, min_size=min_size, max_size=max_size)
+        return db
+
+    async def open(self, dsn: str, *, min_size: int = 2, max_size: int = 20) -> None:
+        """Open the pool. Services are built with an unopened Database and share it."""
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, command_timeout=30,
+            # Statement cache stays on: every query here is a fixed string.
+        )
+        assert pool is not None
+        self._pool = pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, name: str) -> AsyncIterator[asyncpg.Connection]:
+        """A connection inside a transaction; commits on exit, rolls back on error."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            try:
+                yield conn
+            except Exception:
+                log.debug("transaction %s rolled back", name)
+                raise
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for reads that need no transaction."""
+        async with self.pool.acquire() as conn:
+            yield conn
+
+    async def ping(self) -> bool:
+        if self._pool is None:
+            return False
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                value: Any = await conn.fetchval("SELECT 1")
+                return bool(value == 1)
+        except Exception:
+            return False

@@ -1,0 +1,49 @@
+"""Limits of protocol v1: one typed record, sent to clients in ``hello``.
+
+Every limit is enforced by the server; a client that knows them can stay inside them.
+Defaults are chosen for a chat server of the Discord/Slack class; operators may change
+them through configuration (``server/config.py``).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """Numbers a client must respect. Sent in ``hello.limits``."""
+
+    max_frame_bytes: int = 65_536
+    """Largest websocket frame accepted; larger closes with 1009 before decoding."""
+    max_message_chars: int = 4_000
+    """Longest message content, in Unicode code points."""
+    max_attachments: int = 10
+    """Attachment descriptors per message."""
+    max_mentions: int = 50
+    """User plus role mentions per message."""
+    max_emoji_chars: int = 64
+    """Longest reaction emoji (a Unicode sequence or a ``:custom_name:``)."""
+    max_distinct_reactions: int = 20
+    """Distinct emoji on one message."""
+    max_nonce_chars: int = 64
+    """Longest client nonce."""
+    history_page_size: int = 100
+    """Most messages returned by one history request."""
+    requests_per_window: int = 120
+    """Requests (everything but heartbeats) a connection may send per window."""
+    rate_window_ms: int = 10_000
+    """Length of the rate-limit window."""
+    identify_timeout_ms: int = 10_000
+    """Time after ``hello`` within which identify or resume must arrive."""
+    heartbeat_interval_ms: int = 30_000
+    """How often the client must heartbeat; twice this without one closes with 4009."""
+    max_invalid_frames: int = 10
+    """Undecodable or out-of-state frames tolerated (each gets an error) before closing."""
+    max_outbound_bytes: int = 4 * 1024 * 1024
+    """Bytes queued to a client that is not reading before it is closed with 4008."""
+    resume_window_ms: int = 120_000
+    """How long a disconnected session stays resumable."""
+    replay_buffer_events: int = 2_000
+    """Events kept per session for resume; a longer gap needs a fresh identify."""
+    typing_ttl_ms: int = 10_000
+    """A typing indicator expires this long after the last ``typing`` request."""

@@ -1,0 +1,151 @@
+"""Records that appear inside frames: users, communities, channels, messages.
+
+These are the one wire schema for Hearth's domain objects, used by the gateway, the
+REST API and every client. Schema evolution follows msgspec's rules: new fields are
+added with defaults, no field is ever retyped or renamed.
+
+Ids are positive integers below 2**53 so that JavaScript clients read them exactly.
+Times are integer milliseconds since the Unix epoch (UTC).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import msgspec
+
+Id = Annotated[int, msgspec.Meta(ge=1, le=2**53 - 1, description="Positive integer id.")]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1, description="Per-channel position.")]
+Millis = Annotated[int, msgspec.Meta(ge=0, description="Milliseconds since the Unix epoch.")]
+
+
+class Role(enum.StrEnum):
+    """A member's role in a community, from most to least privileged."""
+
+    OWNER = "owner"
+    ADMIN = "admin"
+    MODERATOR = "moderator"
+    MEMBER = "member"
+
+
+ROLE_RANK: dict[Role, int] = {Role.OWNER: 3, Role.ADMIN: 2, Role.MODERATOR: 1, Role.MEMBER: 0}
+"""Higher outranks lower; used by the permission checks."""
+
+
+class ChannelKind(enum.StrEnum):
+    """What a channel is. Threads hang off a text/announcement channel or a message."""
+
+    TEXT = "text"
+    ANNOUNCEMENT = "announcement"
+    CATEGORY = "category"
+    THREAD = "thread"
+    DM = "dm"
+    GROUP_DM = "group_dm"
+
+
+class User(msgspec.Struct, frozen=True, kw_only=True):
+    """Public profile of an account (people and bots alike)."""
+
+    id: Id
+    username: str
+    display_name: str
+    bot: bool = False
+
+
+class Attachment(msgspec.Struct, frozen=True, kw_only=True):
+    """Metadata of a file stored elsewhere (Hearth stores no file bodies in v1)."""
+
+    url: Annotated[str, msgspec.Meta(max_length=2048)]
+    filename: Annotated[str, msgspec.Meta(max_length=255)]
+    content_type: Annotated[str, msgspec.Meta(max_length=255)] = "application/octet-stream"
+    size: Annotated[int, msgspec.Meta(ge=0)] = 0
+    width: int | None = None
+    height: int | None = None
+
+
+class ReactionCount(msgspec.Struct, frozen=True, kw_only=True):
+    """One emoji on a message and how many members used it. Who: ``fetch_reactions``."""
+
+    emoji: str
+    count: int
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """A chat message. ``seq`` is its gap-free position in its channel."""
+
+    id: Id
+    channel_id: Id
+    seq: Seq
+    author: User
+    content: str
+    created_at: Millis
+    nonce: str | None = None
+    reply_to_id: Id | None = None
+    mention_user_ids: list[int] = []
+    mention_roles: list[Role] = []
+    mention_everyone: bool = False
+    attachments: list[Attachment] = []
+    reactions: list[ReactionCount] = []
+    thread_id: Id | None = None
+    edited_at: Millis | None = None
+    deleted: bool = False
+
+
+class Channel(msgspec.Struct, frozen=True, kw_only=True):
+    """A place messages are posted: text, announcement, thread, DM or group DM.
+
+    ``community_id`` is None for DMs and group DMs. ``parent_id`` is the category of a
+    channel or the channel a thread belongs to. ``last_seq`` is the newest message's seq.
+    """
+
+    id: Id
+    kind: ChannelKind
+    name: str
+    community_id: Id | None = None
+    parent_id: Id | None = None
+    topic: str = ""
+    private: bool = False
+    archived: bool = False
+    position: int = 0
+    last_seq: Seq = 0
+    thread_root_message_id: Id | None = None
+    member_ids: list[int] = []
+    """Members of a DM, group DM or thread (empty for community channels)."""
+
+
+class Community(msgspec.Struct, frozen=True, kw_only=True):
+    """A tenant: a community with its channels."""
+
+    id: Id
+    name: str
+    owner_id: Id
+    created_at: Millis = 0
+
+
+class Member(msgspec.Struct, frozen=True, kw_only=True):
+    """A user's membership of a community."""
+
+    community_id: Id
+    user: User
+    role: Role
+    joined_at: Millis = 0
+
+
+class CommunitySnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``ready`` tells a member about one community: it, their role, and the
+    channels they can see (private ones only if they are in them)."""
+
+    community: Community
+    role: Role
+    channels: list[Channel]
+    member_count: int = 0
+
+
+class ReadState(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-member, per-channel unread state."""
+
+    channel_id: Id
+    last_read_seq: Seq
+    unread_count: int = 0
+    mention_count: int = 0

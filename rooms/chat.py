@@ -1,0 +1,369 @@
+"""Chat requests over the gateway: messages, reactions, typing, read state, threads.
+
+Every handler first resolves the channel from the *session's* view (loaded from
+PostgreSQL at identify, kept current by control events) and checks the member's right
+with :mod:`rooms.permissions`; a channel the member cannot see is ``not_found``, never
+``forbidden``, so its existence is not revealed. Only then does it touch the database.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from persistence.messages import NewMessage
+
+from persistence import channels as channels_db
+from persistence import messages as messages_db
+from persistence import reactions as reactions_db
+from persistence import read_states as read_states_db
+from persistence.database import Database
+from protocol.codes import ErrorCode
+from protocol.frames import (
+    AddReaction,
+    ChannelCreated,
+    ChannelResult,
+    ChannelUpdated,
+    CreateThread,
+    DeleteMessage,
+    EditMessage,
+    Empty,
+    FetchHistory,
+    FetchReactions,
+    HistoryResult,
+    JoinThread,
+    LeaveThread,
+    MarkRead,
+    MessageCreated,
+    MessageDeleted,
+    MessageResult,
+    MessageUpdated,
+    ReactionAdded,
+    ReactionRemoved,
+    ReadStateResult,
+    ReadStateUpdated,
+    RemoveReaction,
+    Request,
+    Result,
+    SendMessage,
+    SetThreadArchived,
+    StartTyping,
+    TypingStarted,
+    UsersResult,
+)
+from protocol.limits import Limits
+from protocol.models import Channel, ChannelKind, Message, Role
+from rooms.bus import channel_topic, user_topic
+from rooms.errors import RequestError, forbidden, not_found
+from rooms.group_commit import GroupCommitWriter
+from rooms.hub import Hub
+from rooms.permissions import can_manage_messages, can_mention_everyone, can_send
+from rooms.sessions import Session
+
+_USER_MENTION = re.compile(r"<@(\d{1,16})>")
+_ROLE_MENTION = re.compile(r"<@&(owner|admin|moderator|member)>")
+_EVERYONE = re.compile(r"(?<![\w`])@everyone\b")
+
+TYPING_REBROADCAST_S = 3.0
+"""A member typing continuously is re-announced at most this often."""
+
+
+class Mentions:
+    __slots__ = ("everyone", "roles", "user_ids")
+
+    def __init__(self, user_ids: list[int], roles: list[str], everyone: bool) -> None:
+        self.user_ids = user_ids
+        self.roles = roles
+        self.everyone = everyone
+
+
+def parse_mentions(content: str, *, allow_everyone: bool, max_mentions: int) -> Mentions:
+    """Mentions come from the content, never from the client's say-so. ``@everyone``
+    from someone not allowed to use it stays plain text (as users expect)."""
+    user_ids = list(dict.fromkeys(int(m) for m in _USER_MENTION.findall(content)))
+    roles = list(dict.fromkeys(_ROLE_MENTION.findall(content)))
+    if len(user_ids) + len(roles) > max_mentions:
+        raise RequestError(ErrorCode.TOO_MANY_MENTIONS,
+                           f"at most {max_mentions} mentions per message")
+    everyone = allow_everyone and _EVERYONE.search(content) is not None
+    return Mentions([u for u in user_ids if 0 < u < 2**53], roles, everyone)
+
+
+class ChatService:
+    """Serves the chat requests of :mod:`protocol.frames` for a session."""
+
+    def __init__(self, db: Database, hub: Hub, writer: GroupCommitWriter, limits: Limits) -> None:
+        self.db = db
+        self.hub = hub
+        self.writer = writer
+        self.limits = limits
+        self._handlers: dict[type[Request], Callable[[Session, Any], Awaitable[Result]]] = {
+            SendMessage: self.send_message,
+            EditMessage: self.edit_message,
+            DeleteMessage: self.delete_message,
+            AddReaction: self.add_reaction,
+            RemoveReaction: self.remove_reaction,
+            FetchReactions: self.fetch_reactions,
+            StartTyping: self.typing,
+            MarkRead: self.mark_read,
+            FetchHistory: self.fetch_history,
+            CreateThread: self.create_thread,
+            SetThreadArchived: self.set_thread_archived,
+            JoinThread: self.join_thread,
+            LeaveThread: self.leave_thread,
+        }
+
+    async def handle(self, session: Session, request: Request) -> Result:
+        handler = self._handlers.get(type(request))
+        if handler is None:
+            raise RequestError(ErrorCode.INVALID_FRAME, f"unsupported request {type(request)}")
+        return await handler(session, request)
+
+    async def publish_committed(self, messages: list[Message]) -> None:
+        """Group-commit callback: announce committed messages, in seq order."""
+        await self.hub.publish_many(
+            [(channel_topic(m.channel_id), MessageCreated(message=m)) for m in messages])
+
+    # --------------------------------------------------------------------------- access
+
+    def _visible(self, session: Session, channel_id: int) -> Channel:
+        channel = session.channels.get(channel_id)
+        if channel is None:
+            raise not_found("unknown channel")
+        return channel
+
+    def _writable(self, session: Session, channel_id: int) -> Channel:
+        channel = self._visible(session, channel_id)
+        if channel.archived:
+            raise RequestError(ErrorCode.THREAD_ARCHIVED, "the thread is archived")
+        target = session.parent_of(channel) if channel.kind is ChannelKind.THREAD else None
+        # A thread inherits "may post" from members who may view its parent, except that
+        # announcement threads are open to every member (that is what they are for).
+        if target is None and not can_send(channel, session.role_in(channel)):
+            raise forbidden("you cannot post in this channel")
+        return channel
+
+    async def _message_in(self, channel: Channel, message_id: int) -> Message:
+        async with self.db.connection() as conn:
+            message = await messages_db.get_message(conn, message_id)
+        if message is None or message.channel_id != channel.id or message.deleted:
+            raise not_found("unknown message")
+        return message
+
+    # ------------------------------------------------------------------------- messages
+
+    def _check_content(self, content: str) -> None:
+        if len(content) > self.limits.max_message_chars:
+            raise RequestError(ErrorCode.CONTENT_TOO_LONG,
+                               f"at most {self.limits.max_message_chars} characters")
+
+    async def send_message(self, session: Session, req: SendMessage) -> Result:
+        channel = self._writable(session, req.channel_id)
+        self._check_content(req.content)
+        if not req.content.strip() and not req.attachments:
+            raise RequestError(ErrorCode.EMPTY_MESSAGE, "a message needs content or a file")
+        if len(req.attachments) > self.limits.max_attachments:
+            raise RequestError(ErrorCode.TOO_MANY_ATTACHMENTS,
+                               f"at most {self.limits.max_attachments} attachments")
+        if req.nonce is not None and len(req.nonce) > self.limits.max_nonce_chars:
+            raise RequestError(ErrorCode.INVALID_ARGUMENT,
+                               f"nonce longer than {self.limits.max_nonce_chars}")
+        role = session.role_in(channel)
+        mentions = parse_mentions(req.content, max_mentions=self.limits.max_mentions,
+                                  allow_everyone=can_mention_everyone(channel, role))
+        if req.reply_to_id is not None:
+            await self._message_in(channel, req.reply_to_id)
+        message = await self.writer.submit(NewMessage(
+            channel_id=channel.id, author_id=session.user.id, content=req.content,
+            nonce=req.nonce, reply_to_id=req.reply_to_id, mention_user_ids=mentions.user_ids,
+            mention_roles=mentions.roles, mention_everyone=mentions.everyone,
+            attachments=list(req.attachments)))
+        return MessageResult(message=message)
+
+    async def edit_message(self, session: Session, req: EditMessage) -> Result:
+        channel = self._writable(session, req.channel_id)
+        self._check_content(req.content)
+        message = await self._message_in(channel, req.message_id)
+        if message.author.id != session.user.id:
+            raise forbidden("only the author can edit a message")
+        if not req.content.strip() and not message.attachments:
+            raise RequestError(ErrorCode.EMPTY_MESSAGE, "a message needs content or a file")
+        mentions = parse_mentions(req.content, max_mentions=self.limits.max_mentions,
+                                  allow_everyone=can_mention_everyone(
+                                      channel, session.role_in(channel)))
+        async with self.db.connection() as conn:
+            edited = await messages_db.edit_message(
+                conn, message.id, req.content, mentions.user_ids, mentions.roles,
+                mentions.everyone)
+        if edited is None:
+            raise not_found("unknown message")
+        await self.hub.publish(channel_topic(channel.id), MessageUpdated(message=edited))
+        return MessageResult(message=edited)
+
+    async def delete_message(self, session: Session, req: DeleteMessage) -> Result:
+        channel = self._visible(session, req.channel_id)
+        message = await self._message_in(channel, req.message_id)
+        if message.author.id != session.user.id and not can_manage_messages(
+                channel, session.role_in(channel)):
+            raise forbidden("you can delete only your own messages")
+        async with self.db.connection() as conn:
+            deleted = await messages_db.delete_message(conn, message.id)
+        if deleted is None:
+            raise not_found("unknown message")
+        await self.hub.publish(channel_topic(channel.id), MessageDeleted(
+            channel_id=channel.id, message_id=message.id, seq=message.seq))
+        return Empty()
+
+    async def fetch_history(self, session: Session, req: FetchHistory) -> Result:
+        channel = self._visible(session, req.channel_id)
+        if req.limit > self.limits.history_page_size:
+            raise RequestError(ErrorCode.INVALID_ARGUMENT,
+                               f"limit is at most {self.limits.history_page_size}")
+        if sum(x is not None for x in (req.before, req.after, req.around)) > 1:
+            raise RequestError(ErrorCode.INVALID_ARGUMENT,
+                               "use at most one of before, after, around")
+        async with self.db.connection() as conn:
+            messages, has_more = await messages_db.history(
+                conn, channel.id, before=req.before, after=req.after, around=req.around,
+                limit=req.limit)
+        return HistoryResult(channel_id=channel.id, messages=messages, has_more=has_more)
+
+    # ------------------------------------------------------------------------ reactions
+
+    def _check_emoji(self, emoji: str) -> None:
+        if not emoji.strip() or len(emoji) > self.limits.max_emoji_chars:
+            raise RequestError(ErrorCode.INVALID_EMOJI,
+                               f"an emoji is 1 to {self.limits.max_emoji_chars} characters")
+
+    async def add_reaction(self, session: Session, req: AddReaction) -> Result:
+        channel = self._writable_for_reactions(session, req.channel_id)
+        self._check_emoji(req.emoji)
+        await self._message_in(channel, req.message_id)
+        async with self.db.connection() as conn:
+            count = await reactions_db.add_reaction(
+                conn, req.message_id, session.user.id, req.emoji,
+                max_distinct=self.limits.max_distinct_reactions)
+        if count is None:
+            raise RequestError(ErrorCode.TOO_MANY_REACTIONS,
+                               f"at most {self.limits.max_distinct_reactions} distinct emoji")
+        await self.hub.publish(channel_topic(channel.id), ReactionAdded(
+            channel_id=channel.id, message_id=req.message_id, user_id=session.user.id,
+            emoji=req.emoji, count=count))
+        return Empty()
+
+    async def remove_reaction(self, session: Session, req: RemoveReaction) -> Result:
+        channel = self._writable_for_reactions(session, req.channel_id)
+        self._check_emoji(req.emoji)
+        await self._message_in(channel, req.message_id)
+        async with self.db.connection() as conn:
+            removed, count = await reactions_db.remove_reaction(
+                conn, req.message_id, session.user.id, req.emoji)
+        if removed:
+            await self.hub.publish(channel_topic(channel.id), ReactionRemoved(
+                channel_id=channel.id, message_id=req.message_id, user_id=session.user.id,
+                emoji=req.emoji, count=count))
+        return Empty()
+
+    def _writable_for_reactions(self, session: Session, channel_id: int) -> Channel:
+        """Reacting is allowed wherever you can read, announcements included, but not
+        in archived threads."""
+        channel = self._visible(session, channel_id)
+        if channel.archived:
+            raise RequestError(ErrorCode.THREAD_ARCHIVED, "the thread is archived")
+        return channel
+
+    async def fetch_reactions(self, session: Session, req: FetchReactions) -> Result:
+        channel = self._visible(session, req.channel_id)
+        self._check_emoji(req.emoji)
+        await self._message_in(channel, req.message_id)
+        async with self.db.connection() as conn:
+            users = await reactions_db.reaction_users(conn, req.message_id, req.emoji, req.limit)
+        return UsersResult(users=users)
+
+    # ------------------------------------------------------------ typing and read state
+
+    async def typing(self, session: Session, req: StartTyping) -> Result:
+        channel = self._writable(session, req.channel_id)
+        now = time.monotonic()
+        if now - session.typing_at.get(channel.id, -1e9) >= TYPING_REBROADCAST_S:
+            session.typing_at[channel.id] = now
+            await self.hub.publish(channel_topic(channel.id), TypingStarted(
+                channel_id=channel.id, user=session.user,
+                expires_at=int(time.time() * 1000) + self.limits.typing_ttl_ms))
+        return Empty()
+
+    async def mark_read(self, session: Session, req: MarkRead) -> Result:
+        channel = self._visible(session, req.channel_id)
+        role = session.role_in(channel)
+        async with self.db.connection() as conn:
+            await read_states_db.mark_read(conn, session.user.id, channel.id, req.seq)
+            fresh = await channels_db.get_channel(conn, channel.id)
+            last_seq = fresh.last_seq if fresh else channel.last_seq
+            state = await read_states_db.read_state(
+                conn, session.user.id, channel.id, last_seq, role.value if role else None)
+        await self.hub.publish(user_topic(session.user.id), ReadStateUpdated(read_state=state))
+        return ReadStateResult(read_state=state)
+
+    # -------------------------------------------------------------------------- threads
+
+    async def create_thread(self, session: Session, req: CreateThread) -> Result:
+        parent = self._visible(session, req.channel_id)
+        if parent.kind not in (ChannelKind.TEXT, ChannelKind.ANNOUNCEMENT):
+            raise RequestError(ErrorCode.INVALID_ARGUMENT,
+                               "threads hang off text and announcement channels")
+        if req.message_id is not None:
+            root = await self._message_in(parent, req.message_id)
+            if root.thread_id is not None:
+                raise RequestError(ErrorCode.INVALID_ARGUMENT, "that message has a thread")
+        self._check_content(req.name)
+        async with self.db.transaction("create_thread") as conn:
+            thread = await channels_db.create_channel_txn(
+                conn, kind=ChannelKind.THREAD, name=req.name, community_id=parent.community_id,
+                created_by=session.user.id, parent_id=parent.id, private=parent.private,
+                thread_root_message_id=req.message_id, member_ids=[session.user.id])
+        # Everyone who sees the parent learns of the thread (and starts receiving it).
+        await self.hub.publish(channel_topic(parent.id), ChannelCreated(channel=thread))
+        return ChannelResult(channel=thread)
+
+    def _thread(self, session: Session, thread_id: int) -> Channel:
+        thread = self._visible(session, thread_id)
+        if thread.kind is not ChannelKind.THREAD:
+            raise RequestError(ErrorCode.INVALID_ARGUMENT, "not a thread")
+        return thread
+
+    async def set_thread_archived(self, session: Session, req: SetThreadArchived) -> Result:
+        thread = self._thread(session, req.thread_id)
+        role = session.role_in(thread)
+        async with self.db.connection() as conn:
+            is_creator = await conn.fetchval(
+                "SELECT created_by = $2 FROM channels WHERE id = $1", thread.id, session.user.id)
+            if not is_creator and not can_manage_messages(thread, role):
+                raise forbidden("only the thread's creator or a moderator can archive it")
+            updated = await channels_db.set_archived(conn, thread.id, req.archived)
+        if updated is None:
+            raise not_found("unknown thread")
+        await self.hub.publish(channel_topic(thread.id), ChannelUpdated(channel=updated))
+        return ChannelResult(channel=updated)
+
+    async def join_thread(self, session: Session, req: JoinThread) -> Result:
+        thread = self._thread(session, req.thread_id)
+        async with self.db.connection() as conn:
+            added = await channels_db.add_channel_member(conn, thread.id, session.user.id)
+            updated = await channels_db.get_channel(conn, thread.id)
+        if added and updated is not None:
+            await self.hub.publish(channel_topic(thread.id), ChannelUpdated(channel=updated))
+        return ChannelResult(channel=updated or thread)
+
+    async def leave_thread(self, session: Session, req: LeaveThread) -> Result:
+        thread = self._thread(session, req.thread_id)
+        async with self.db.connection() as conn:
+            removed = await channels_db.remove_channel_member(conn, thread.id, session.user.id)
+            updated = await channels_db.get_channel(conn, thread.id)
+        if removed and updated is not None:
+            await self.hub.publish(channel_topic(thread.id), ChannelUpdated(channel=updated))
+        return ChannelResult(channel=updated or thread)
+
+
+__all__ = ["ChatService", "Mentions", "Role", "parse_mentions"]

@@ -1,0 +1,143 @@
+"""Gateway sessions: what a connected member can see, and what they were sent.
+
+A :class:`Session` outlives its websocket: when the socket drops, the session stays
+*detached* for ``limits.resume_window_ms``, still numbering and buffering the events
+addressed to it, so a client that reconnects and sends ``resume`` receives exactly what
+it missed, in order. The replay buffer is bounded (``limits.replay_buffer_events``);
+a client further behind than that is told to start over.
+
+The session's view of the member's communities, roles and visible channels is loaded
+from PostgreSQL at identify and then kept current by the control events the hub
+applies (channel created, access granted, role changed...). The gateway's permission
+checks read it, so they cost no database round-trip on the hot path.
+"""
+
+from __future__ import annotations
+
+import collections
+import secrets
+from typing import Protocol
+
+from protocol.codec import Codec
+from protocol.codes import CloseCode
+from protocol.models import Channel, ChannelKind, Role, User
+from rooms.bus import channel_topic, community_topic, user_topic
+
+
+class Sink(Protocol):
+    """Where a session's frames go: the live websocket (server/gateway.py)."""
+
+    def write(self, frame: bytes) -> None:
+        """Queue one complete protocol frame; never blocks."""
+
+    def fail(self, code: CloseCode, reason: str) -> None:
+        """Close the connection with ``code`` (e.g. slow consumer)."""
+
+
+class Session:
+    """One member's gateway session. See the module docstring."""
+
+    __slots__ = (
+        "channels",
+        "codec",
+        "detached_at",
+        "replay",
+        "replay_floor",
+        "roles",
+        "seq",
+        "session_id",
+        "sink",
+        "typing_at",
+        "user",
+    )
+
+    def __init__(self, user: User, codec: Codec, replay_size: int,
+                 session_id: str | None = None) -> None:
+        self.session_id = session_id or secrets.token_urlsafe(18)
+        self.user = user
+        self.codec = codec
+        self.roles: dict[int, Role] = {}
+        self.channels: dict[int, Channel] = {}
+        self.seq = 0
+        self.replay: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=replay_size)
+        self.replay_floor = 0
+        """The newest seq no longer in the buffer; resume from below it is impossible."""
+        self.sink: Sink | None = None
+        self.detached_at: float | None = None
+        self.typing_at: dict[int, float] = {}
+
+    # ----------------------------------------------------------------- view of the world
+
+    def role_in(self, channel: Channel) -> Role | None:
+        if channel.community_id is None:
+            return None
+        return self.roles.get(channel.community_id)
+
+    def parent_of(self, channel: Channel) -> Channel | None:
+        return self.channels.get(channel.parent_id) if channel.parent_id else None
+
+    def topics(self) -> set[str]:
+        """Every bus topic this session listens to."""
+        topics = {user_topic(self.user.id)}
+        topics.update(community_topic(c) for c in self.roles)
+        topics.update(channel_topic(c) for c in self.channels)
+        return topics
+
+    def community_channel_ids(self, community_id: int) -> list[int]:
+        return [c.id for c in self.channels.values() if c.community_id == community_id]
+
+    def is_listed(self, channel: Channel) -> bool:
+        return self.user.id in channel.member_ids or (
+            channel.kind is not ChannelKind.THREAD and channel.id in self.channels
+        )
+
+    # -------------------------------------------------------------------------- delivery
+
+    def deliver(self, event_body: bytes) -> None:
+        """Number an encoded event, keep it for resume, and write it if connected."""
+        self.seq += 1
+        frame = self.codec.dispatch_frame(self.seq, event_body)
+        if len(self.replay) == self.replay.maxlen:
+            self.replay_floor = self.replay[0][0]
+        self.replay.append((self.seq, frame))
+        sink = self.sink
+        if sink is not None:
+            sink.write(frame)
+
+    def replay_after(self, seq: int) -> list[bytes] | None:
+        """Frames after ``seq``, or None when they are no longer all buffered."""
+        if seq > self.seq or seq < self.replay_floor:
+            return None
+        return [frame for s, frame in self.replay if s > seq]
+
+
+class SessionRegistry:
+    """Live and detached sessions of this process, by id."""
+
+    def __init__(self, resume_window_ms: int) -> None:
+        self._sessions: dict[str, Session] = {}
+        self._resume_window_ms = resume_window_ms
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def add(self, session: Session) -> None:
+        self._sessions[session.session_id] = session
+
+    def get(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+    def remove(self, session_id: str) -> Session | None:
+        return self._sessions.pop(session_id, None)
+
+    def detached_count(self) -> int:
+        return sum(1 for s in self._sessions.values() if s.sink is None)
+
+    def expired(self, now: float) -> list[Session]:
+        """Detached sessions past the resume window (the caller drops them)."""
+        limit = self._resume_window_ms
+        return [s for s in self._sessions.values()
+                if s.sink is None and s.detached_at is not None and now - s.detached_at > limit]
+
+    def all(self) -> list[Session]:
+        return list(self._sessions.values())

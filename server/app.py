@@ -1,0 +1,172 @@
+"""The aiohttp application: every resource opened in one place, closed in reverse.
+
+``build_app(config)`` constructs every collaborator (passing each its dependencies) and
+registers every route. ``cleanup_ctx`` then opens what needs I/O in order (PostgreSQL,
+embedded or external; migrations; the bus; background tasks) and tears it down in
+reverse. ``on_shutdown`` drains the gateway first, so clients are told to reconnect
+elsewhere (a ``reconnect`` frame, then close 1001) before anything they use goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import argon2
+from aiohttp import web
+
+from persistence.database import Connection, Database
+from persistence.embedded import EmbeddedPostgres
+from persistence.migrate import migrate
+from protocol.models import Message, User
+from rooms.bus import Bus, InProcessBus
+from rooms.chat import ChatService
+from rooms.communities import CommunityService
+from rooms.group_commit import GroupCommitWriter
+from rooms.hub import Hub
+from rooms.ready import SessionOpener
+from rooms.sessions import SessionRegistry
+from server.api_auth import add_auth_routes
+from server.api_communities import add_community_routes
+from server.auth import Authenticator
+from server.config import Config, secret_for
+from server.cors import cors_middleware
+from server.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+
+
+class Services:
+    """Every long-lived collaborator of one gateway process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.db = Database()
+        self.bus: Bus = InProcessBus()
+        self.hub = Hub(self.bus)
+        self.communities = CommunityService(self.db, self.hub, config.limits)
+        self.starter_community_id: int | None = None
+        hasher = None
+        if config.argon2_time_cost or config.argon2_memory_kib:
+            defaults = argon2.PasswordHasher()
+            hasher = argon2.PasswordHasher(
+                time_cost=config.argon2_time_cost or defaults.time_cost,
+                memory_cost=config.argon2_memory_kib or defaults.memory_cost)
+        self.auth = Authenticator(self.db, secret_for(config), password_hasher=hasher,
+                                  access_ttl_s=config.access_token_ttl_s,
+                                  loadtest_provisioning=config.loadtest_provisioning,
+                                  on_register=self._on_register)
+        self.writer = GroupCommitWriter(self.db, self._publish_committed,
+                                        window_ms=config.group_commit_window_ms)
+        self.chat = ChatService(self.db, self.hub, self.writer, config.limits)
+        self.registry = SessionRegistry(config.limits.resume_window_ms)
+        self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits)
+        self.gateway = Gateway(auth=self.auth, opener=self.opener, chat=self.chat,
+                               limits=config.limits, allowed_origins=config.allowed_origins)
+
+    async def _publish_committed(self, messages: list[Message]) -> None:
+        await self.chat.publish_committed(messages)
+
+    async def _on_register(self, conn: Connection, user: User) -> None:
+        """New people land in the starter community, so they have somewhere to talk.
+        Runs inside the registration transaction; the new account has no session yet,
+        so there is nobody to notify but the community's member list, which is read
+        from the database on demand."""
+        if self.starter_community_id is not None and not user.bot:
+            await self.communities.add_starter_member_txn(conn, self.starter_community_id,
+                                                          user.id)
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    config = services.config
+    embedded: EmbeddedPostgres | None = None
+    dsn = config.database_url
+    if not dsn:
+        embedded = EmbeddedPostgres(config.data_path() / "postgres")
+        dsn = await asyncio.to_thread(embedded.start)
+    try:
+        await services.db.open(dsn, min_size=2, max_size=config.db_pool_size)
+        try:
+            applied = await migrate(services.db.pool)
+            if applied:
+                log.info("migrations applied: %s", ", ".join(applied))
+            yield
+        finally:
+            await services.db.close()
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+async def _realtime(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    if services.config.starter_community:
+        services.starter_community_id = await services.communities.ensure_starter_community()
+    await services.bus.start()
+    background = [
+        asyncio.create_task(services.writer.run(), name="group-commit"),
+        asyncio.create_task(services.gateway.sweep_forever(), name="gateway-sweeper"),
+    ]
+    try:
+        yield
+    finally:
+        for task in background:
+            task.cancel()
+        for result in await asyncio.gather(*background, return_exceptions=True):
+            if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
+                log.error("background task failed at shutdown", exc_info=result)
+        await services.bus.close()
+
+
+async def _drain_gateway(app: web.Application) -> None:
+    await app[SERVICES].gateway.drain()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process serves HTTP."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the database and the bus answer, and the node is not draining."""
+    services = request.app[SERVICES]
+    checks = {"database": await services.db.ping(), "bus": await services.bus.ping()}
+    ok = all(checks.values()) and not services.gateway.draining
+    return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks},
+                             status=200 if ok else 503)
+
+
+async def gateway_handler(request: web.Request) -> web.StreamResponse:
+    return await request.app[SERVICES].gateway.handle(request)
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(WEB_ROOT / "index.html")
+
+
+def build_app(config: Config) -> web.Application:
+    """The whole server as an aiohttp application."""
+    services = Services(config)
+    app = web.Application(middlewares=[cors_middleware(config.allowed_origins)],
+                          client_max_size=1024 * 1024)
+    app[SERVICES] = services
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_realtime)
+    app.on_shutdown.append(_drain_gateway)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/gateway", gateway_handler)
+    add_auth_routes(app, services.auth)
+    add_community_routes(app, services.auth, services.communities)
+    if (WEB_ROOT / "index.html").is_file():
+        app.router.add_get("/", index)
+        app.router.add_static("/static/", WEB_ROOT, show_index=False)
+    return app

@@ -1,0 +1,131 @@
+"""The ``hearth`` command: ``serve``, ``migrate``, ``docs``, ``loadtest``.
+
+``hearth serve`` with no configuration runs the embedded default: PostgreSQL from the
+``pgserver`` package in ``.hearth/postgres`` and the in-process bus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from server.config import Config, ConfigError, load_config
+
+log = logging.getLogger("hearth")
+
+
+def _install_uvloop() -> str:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        return "asyncio"
+    uvloop.install()  # type: ignore[no-untyped-call]
+    return "uvloop"
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def _serve(config: Config) -> None:
+    from server.app import build_app
+
+    app = build_app(config)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, reuse_port=True, backlog=4096)
+    await site.start()
+    where = "embedded PostgreSQL in " + str(config.data_path() / "postgres") \
+        if not config.database_url else "PostgreSQL at HEARTH_DATABASE_URL"
+    print(f"Hearth is running at http://{config.host}:{config.port}/  ({where}, "
+          f"in-process bus). Press Ctrl+C to stop.", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        print("Hearth is shutting down (clients are told to reconnect)...", flush=True)
+        await runner.cleanup()
+
+
+async def _migrate(config: Config) -> list[str]:
+    from persistence.database import Database
+    from persistence.embedded import EmbeddedPostgres
+    from persistence.migrate import migrate
+
+    embedded = None
+    dsn = config.database_url
+    if not dsn:
+        embedded = EmbeddedPostgres(config.data_path() / "postgres")
+        dsn = embedded.start()
+    try:
+        db = await Database.connect(dsn, min_size=1, max_size=1)
+        try:
+            return await migrate(db.pool)
+        finally:
+            await db.close()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "loadtest":
+        from loadtest.cli import main as loadtest_main
+
+        return loadtest_main(argv[1:])
+
+    parser = argparse.ArgumentParser(prog="hearth", description="Hearth community server")
+    parser.add_argument("--config", help="TOML configuration file (or HEARTH_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.add_argument("--data-dir", help="embedded PostgreSQL and secret (default .hearth)")
+    sub.add_parser("migrate", help="apply database migrations and exit")
+    docs = sub.add_parser("docs", help="regenerate docs/protocol.md")
+    docs.add_argument("--out", default="docs/protocol.md")
+    sub.add_parser("loadtest", help="run the load-test harness (see hearth loadtest --help)")
+    args = parser.parse_args(argv)
+
+    if args.command == "docs":
+        from protocol.docgen import render_protocol_markdown
+
+        Path(args.out).write_text(render_protocol_markdown(), encoding="utf-8")
+        print(f"wrote {args.out}")
+        return 0
+
+    overrides = {}
+    if args.command == "serve":
+        overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir}
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        print(f"hearth: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config.log_level)
+    if args.command == "migrate":
+        applied = asyncio.run(_migrate(config))
+        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+        return 0
+    loop_name = _install_uvloop()
+    log.info("event loop: %s", loop_name)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(config))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Hearth's configuration: one typed object, read once, failing fast with the key's name.
+
+Sources, later ones winning: defaults, a TOML file (``--config`` or ``HEARTH_CONFIG``),
+environment variables ``HEARTH_<FIELD>`` (upper case), then command-line flags.
+Limits are under ``[limits]`` in TOML and ``HEARTH_LIMIT_<NAME>`` in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from protocol.limits import Limits
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed; the message names the key."""
+
+
+class Config(msgspec.Struct, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str | None = None
+    """PostgreSQL DSN. Unset: an embedded PostgreSQL in ``data_dir``."""
+    data_dir: str = ".hearth"
+    """Where the embedded PostgreSQL and the generated secret live."""
+    secret: str | None = None
+    """Signs access tokens. Required with ``database_url`` (every node must share it);
+    generated and kept in ``data_dir`` for the embedded default."""
+    allowed_origins: list[str] = []
+    """Browser origins allowed to call the REST API and open the gateway, besides the
+    server's own. ``["*"]`` allows any."""
+    starter_community: bool = True
+    """Create a starter community on a new installation and add new accounts to it."""
+    loadtest_provisioning: bool = False
+    """Enable ``POST /api/v1/loadtest/provision`` (bulk bot accounts). Never in production."""
+    group_commit_window_ms: float = 0.0
+    """Extra wait for more messages before a group commit; 0 batches naturally."""
+    db_pool_size: int = 20
+    log_level: str = "INFO"
+    access_token_ttl_s: int = 900
+    argon2_time_cost: int | None = None
+    """Password hashing cost; unset uses argon2-cffi's defaults (recommended). Tests
+    lower it to keep the suite fast."""
+    argon2_memory_kib: int | None = None
+    limits: Limits = Limits()
+
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+
+_FIELDS = {f.name: f for f in msgspec.structs.fields(Config)}
+_LIMIT_FIELDS = {f.name for f in msgspec.structs.fields(Limits)}
+
+
+def _env_value(raw: str, name: str, annotation: Any) -> Any:
+    """Strings from the environment, decoded as JSON when the field is not a string."""
+    if annotation in (str, "str", "str | None") or annotation == (str | None):
+        return raw
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        if "list" in str(annotation):
+            return [item.strip() for item in raw.split(",") if item.strip()]
+        raise ConfigError(f"{name}: cannot read {raw!r}") from None
+
+
+def load_config(file: str | None = None, overrides: dict[str, Any] | None = None,
+                environ: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ if environ is None else environ)
+    raw: dict[str, Any] = {}
+    path = file or env.get("HEARTH_CONFIG")
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"HEARTH_CONFIG ({path}): {exc}") from exc
+    limits = dict(raw.pop("limits", {}))
+    for name, field in _FIELDS.items():
+        key = f"HEARTH_{name.upper()}"
+        if name != "limits" and key in env:
+            raw[name] = _env_value(env[key], key, field.type)
+    for name in _LIMIT_FIELDS:
+        key = f"HEARTH_LIMIT_{name.upper()}"
+        if key in env:
+            limits[name] = _env_value(env[key], key, int)
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if limits:
+        raw["limits"] = limits
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc} (keys are HEARTH_<NAME>)") from exc
+    if not 0 < config.port < 65536:
+        raise ConfigError(f"HEARTH_PORT: {config.port} is not a port")
+    if config.database_url and not config.secret:
+        raise ConfigError("HEARTH_SECRET is required with HEARTH_DATABASE_URL: every node "
+                          "must sign tokens with the same secret")
+    if config.secret is not None and len(config.secret) < 16:
+        raise ConfigError("HEARTH_SECRET: use at least 16 characters")
+    return config
+
+
+def secret_for(config: Config) -> str:
+    """The configured secret, or one generated once and kept in the data directory."""
+    if config.secret:
+        return config.secret
+    path = config.data_path() / "secret"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    path.write_text(value, encoding="utf-8")
+    path.chmod(0o600)
+    return value

@@ -1,0 +1,270 @@
+"""The websocket gateway: a thin I/O adapter between aiohttp and the sans-I/O protocol.
+
+Each connection feeds received messages to its :class:`protocol.session.GatewayProtocol`,
+acts on the events it yields (authenticate, open or resume a session, serve requests via
+:class:`rooms.chat.ChatService`) and writes what it produces. Requests of one connection
+are served one after another, so a client's messages keep their order.
+
+Writes bypass aiohttp's per-call send path: a frame is written as one
+``transport.write`` of a prebuilt websocket header plus the payload, and the payload of
+a dispatch is the event encoded once for every recipient (``rooms/hub.py``). aiohttp
+still owns the read side, ping/pong and the close handshake; its uncompressed writes are
+whole frames too, so the two never interleave inside a frame.
+
+Slow consumers: when a socket's transport buffer passes ``limits.max_outbound_bytes``
+the connection is closed with 4008 (resumable) instead of buffering without bound.
+One sweeper task drives every connection's timers (identify timeout, zombies) and
+expires detached sessions, instead of a timer per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import struct
+import time
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from protocol.codec import Codec, codec_for
+from protocol.codes import CloseCode, ErrorCode
+from protocol.limits import Limits
+from protocol.session import (
+    GatewayProtocol,
+    IdentifyRequested,
+    RequestReceived,
+    ResumeRequested,
+)
+from rooms.chat import ChatService
+from rooms.errors import RequestError
+from rooms.ready import SessionOpener
+from rooms.sessions import Session
+from server.auth import Authenticator
+from server.cors import origin_allowed
+
+log = logging.getLogger(__name__)
+
+
+_SESSION_ENDING = frozenset({CloseCode.AUTHENTICATION_FAILED, CloseCode.SESSION_INVALID,
+                             CloseCode.NOT_AUTHENTICATED})
+"""Closes after which the session is gone rather than resumable."""
+
+
+def _now_ms() -> float:
+    return time.monotonic() * 1000.0
+
+
+def frame_header(length: int, binary: bool) -> bytes:
+    """RFC 6455 header of an unmasked, final, uncompressed server frame."""
+    first = 0x82 if binary else 0x81
+    if length < 126:
+        return bytes((first, length))
+    if length < 65536:
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
+
+
+class GatewayConnection:
+    """One websocket. Implements :class:`rooms.sessions.Sink` for its session."""
+
+    def __init__(self, gateway: Gateway, ws: web.WebSocketResponse, codec: Codec,
+                 transport: asyncio.Transport, remote: str | None) -> None:
+        self.gateway = gateway
+        self.ws = ws
+        self.codec = codec
+        self.transport = transport
+        self.remote = remote
+        self.protocol = GatewayProtocol(codec, gateway.limits, _now_ms())
+        self.session: Session | None = None
+        self._binary = codec.binary
+        self._closing = False
+        self.wake = asyncio.Event()
+
+    # ----------------------------------------------------------------------------- Sink
+
+    def write(self, frame: bytes) -> None:
+        if self._closing:
+            return
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(frame_header(len(frame), self._binary) + frame)
+        if transport.get_write_buffer_size() > self.gateway.limits.max_outbound_bytes:
+            self.gateway.stats["slow_consumers"] += 1
+            self.fail(CloseCode.SLOW_CONSUMER, "outbound buffer full")
+
+    def fail(self, code: CloseCode, reason: str) -> None:
+        self.protocol.fail(code, reason)
+        self.wake.set()
+        self.gateway.close_soon(self)
+
+    # --------------------------------------------------------------------------- flows
+
+    def flush(self) -> None:
+        for frame in self.protocol.data_to_send():
+            self.write(frame)
+
+    async def process(self) -> None:
+        """Act on what the protocol decided, then write its frames."""
+        for event in self.protocol.events():
+            if isinstance(event, RequestReceived):
+                await self._serve(event)
+            elif isinstance(event, IdentifyRequested):
+                await self._identify(event)
+            elif isinstance(event, ResumeRequested):
+                await self._resume(event)
+            self.flush()
+        self.flush()
+
+    async def _identify(self, event: IdentifyRequested) -> None:
+        user = await self.gateway.auth.authenticate(event.token)
+        if user is None:
+            self.protocol.reject_authentication()
+            return
+        session, ready = await self.gateway.opener.open(user, self.codec, self)
+        # No await between open() and here: nothing can be dispatched before ready.
+        self.session = session
+        self.protocol.accept_identify(ready)
+        self.flush()
+
+    async def _resume(self, event: ResumeRequested) -> None:
+        self.gateway.stats["resume_attempts"] += 1
+        user = await self.gateway.auth.authenticate(event.token)
+        if user is None:
+            self.protocol.reject_authentication()
+            return
+        result = self.gateway.opener.resume(user, event.session_id, event.seq, self.codec, self)
+        if isinstance(result, str):
+            self.protocol.reject_resume(result)
+            return
+        self.session, replay = result
+        self.gateway.stats["resume_successes"] += 1
+        self.protocol.accept_resume(self.session.session_id, replay)
+        self.flush()
+
+    async def _serve(self, event: RequestReceived) -> None:
+        request = event.request
+        session = self.session
+        assert session is not None
+        try:
+            result = await self.gateway.chat.handle(session, request)
+        except RequestError as exc:
+            self.protocol.reply_error(request.id, exc.code, exc.message, exc.retry_after_ms)
+        except Exception:
+            log.exception("request %s failed (session %s)", type(request).__name__,
+                          session.session_id)
+            self.protocol.reply_error(request.id, ErrorCode.INTERNAL, "internal error")
+        else:
+            self.protocol.reply_ok(request.id, result)
+
+    async def close(self) -> None:
+        """Send the protocol's close code (after its last frames) and close."""
+        if self._closing:
+            return
+        self.flush()
+        self._closing = True
+        decided = self.protocol.close_code()
+        code, reason = decided if decided else (CloseCode.NORMAL, "")
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=int(code), message=reason.encode()[:120])
+
+
+class Gateway:
+    """Every connection of this process, the sweeper, and shutdown."""
+
+    def __init__(self, *, auth: Authenticator, opener: SessionOpener, chat: ChatService,
+                 limits: Limits, allowed_origins: list[str]) -> None:
+        self.auth = auth
+        self.opener = opener
+        self.chat = chat
+        self.limits = limits
+        self.allowed_origins = allowed_origins
+        self.connections: set[GatewayConnection] = set()
+        self.draining = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.stats: dict[str, int] = {
+            "connections_total": 0, "resume_attempts": 0, "resume_successes": 0,
+            "slow_consumers": 0, "frames_in": 0,
+        }
+
+    def close_soon(self, conn: GatewayConnection) -> None:
+        task = asyncio.get_running_loop().create_task(conn.close())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if not origin_allowed(request, self.allowed_origins):
+            return web.json_response({"error": {"code": "origin_not_allowed",
+                                                "message": "origin not allowed"}}, status=403)
+        codec = codec_for(request.query.get("encoding"))
+        if codec is None:
+            return web.json_response({"error": {"code": "invalid_encoding",
+                                                "message": "encoding is json or msgpack"}},
+                                     status=400)
+        if self.draining:
+            return web.json_response({"error": {"code": "draining",
+                                                "message": "node is draining"}}, status=503,
+                                     headers={"Retry-After": "1"})
+        ws = web.WebSocketResponse(max_msg_size=self.limits.max_frame_bytes, autoping=True,
+                                   heartbeat=None, compress=False, timeout=2.0)
+        await ws.prepare(request)
+        transport = request.transport
+        assert transport is not None
+        conn = GatewayConnection(self, ws, codec, transport, request.remote)  # type: ignore[arg-type]
+        self.connections.add(conn)
+        self.stats["connections_total"] += 1
+        client_closed_normally = False
+        try:
+            conn.flush()  # hello
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+                    self.stats["frames_in"] += 1
+                    conn.protocol.receive(msg.data, _now_ms())
+                    await conn.process()
+                    if conn.protocol.close_code() is not None:
+                        await conn.close()
+                        break
+                elif msg.type is WSMsgType.ERROR:
+                    break
+            client_closed_normally = ws.close_code in (WSCloseCode.OK, WSCloseCode.GOING_AWAY) \
+                and conn.protocol.close_code() is None
+        except Exception:
+            log.exception("gateway connection failed")
+            conn.protocol.fail(CloseCode.INTERNAL_ERROR, "internal error")
+            await conn.close()
+        finally:
+            self.connections.discard(conn)
+            session = conn.session
+            if session is not None and session.sink is conn:
+                decided = conn.protocol.close_code()
+                final = decided is not None and decided[0] in _SESSION_ENDING
+                if not client_closed_normally and not final:
+                    self.opener.detach(session, _now_ms())
+                else:
+                    self.opener.close(session)
+        return ws
+
+    async def sweep_forever(self, interval_s: float = 1.0) -> None:
+        """Timers for every connection, and expiry of detached sessions."""
+        while True:
+            await asyncio.sleep(interval_s)
+            now = _now_ms()
+            for conn in list(self.connections):
+                if conn.protocol.close_code() is None:
+                    conn.protocol.tick(now)
+                    if conn.protocol.close_code() is not None:
+                        self.close_soon(conn)
+            for session in self.opener.registry.expired(now):
+                self.opener.close(session)
+
+    async def drain(self) -> None:
+        """Shutdown: ask every client to reconnect elsewhere (jittered), close with 1001."""
+        self.draining = True
+        for conn in list(self.connections):
+            conn.protocol.drain(retry_after_ms=random.randint(0, 5_000))
+            self.close_soon(conn)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
