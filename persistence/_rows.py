@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 
 from protocol.models import Attachment, Channel, ChannelKind, Message, ReactionCount, Role, User
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
 
 def millis(value: datetime | None) -> int | None:
-    return None if value is None else int(value.timestamp() * 1000)
+    """Integer milliseconds since the epoch; exact (no float rounding of microseconds)."""
+    return None if value is None else (value - _EPOCH) // _MILLISECOND
 
 
 def user_from(row: Any, prefix: str = "") -> User:

@@ -10,32 +10,23 @@ race never leaves the caller's transaction aborted.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import asyncpg
 import msgspec
 
+from persistence._rows import millis
 from protocol.models import Community, Member, Role, User
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
-
-def _millis(value: datetime) -> int:
-    """Integer milliseconds since the epoch (exact: no float rounding)."""
-    return (value - _EPOCH) // _MS
 
 
 def _community(row: asyncpg.Record) -> Community:
     return Community(id=row["id"], name=row["name"], owner_id=row["owner_id"],
-                     created_at=_millis(row["created_at"]))
+                     created_at=millis(row["created_at"]) or 0)
 
 
 def _member(row: asyncpg.Record) -> Member:
     user = User(id=row["user_id"], username=row["username"], display_name=row["display_name"],
                 bot=row["is_bot"])
     return Member(community_id=row["community_id"], user=user, role=Role(row["role"]),
-                  joined_at=_millis(row["joined_at"]))
+                  joined_at=millis(row["joined_at"]) or 0)
 
 
 _COMMUNITY_COLUMNS = "id, name, owner_id, created_at"

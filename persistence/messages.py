@@ -47,8 +47,19 @@ class Stored(msgspec.Struct, frozen=True):
 
 
 def _pg_array(values: Sequence[object]) -> str:
-    """A PostgreSQL array literal of integers or plain identifiers (roles)."""
-    return "{" + ",".join(str(v) for v in values) + "}"
+    """A PostgreSQL array literal, cast to ``bigint[]``/``text[]`` in the INSERT.
+
+    Per-row arrays cannot travel as one multidimensional array (rows differ in length),
+    so each row's array goes as a literal inside a ``text[]``. Strings are always quoted
+    and escaped, so a role name can never break the literal.
+    """
+    def element(value: object) -> str:
+        if isinstance(value, int):
+            return str(value)
+        text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{text}"'
+
+    return "{" + ",".join(element(v) for v in values) + "}"
 
 
 async def insert_batch_txn(conn: asyncpg.Connection, batch: Sequence[NewMessage]) -> list[Stored]:
@@ -64,7 +75,11 @@ async def insert_batch_txn(conn: asyncpg.Connection, batch: Sequence[NewMessage]
             "JOIN unnest($1::bigint[], $2::text[]) AS k(author_id, nonce) "
             "ON m.author_id = k.author_id AND m.nonce = k.nonce",
             [m.author_id for _, m in keyed], [m.nonce for _, m in keyed])
-        existing = {(r["author_id"], r["nonce"]): message_from(r) for r in rows}
+        if rows:
+            # A retried send returns the message as it is now, reactions included.
+            reactions = await _reactions_for(conn, [r["id"] for r in rows])
+            existing = {(r["author_id"], r["nonce"]): message_from(r, reactions.get(r["id"]))
+                        for r in rows}
     fresh: list[int] = []
     first_of: dict[tuple[int, str], int] = {}
     duplicates: list[tuple[int, int]] = []
@@ -161,7 +176,10 @@ async def get_message(conn: asyncpg.Connection, message_id: int) -> Message | No
 async def find_by_nonce(conn: asyncpg.Connection, author_id: int, nonce: str) -> Message | None:
     row = await conn.fetchrow(_SELECT + " WHERE m.author_id = $1 AND m.nonce = $2",
                               author_id, nonce)
-    return message_from(row) if row else None
+    if row is None:
+        return None
+    reactions = await _reactions_for(conn, [row["id"]])
+    return message_from(row, reactions.get(row["id"]))
 
 
 async def edit_message(conn: asyncpg.Connection, message_id: int, content: str,

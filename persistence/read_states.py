@@ -35,6 +35,9 @@ async def read_states(conn: asyncpg.Connection, user_id: int, channels: list[tup
                  WHERE m.channel_id = d.channel_id
                    AND m.seq > COALESCE(rs.last_read_seq, 0)
                    AND m.deleted_at IS NULL
+                   -- the predicate of the partial index messages_with_mentions:
+                   AND (m.mention_everyone OR m.mention_user_ids <> '{}'
+                        OR m.mention_roles <> '{}')
                    AND ($2 = ANY(m.mention_user_ids) OR m.mention_everyone
                         OR (d.role IS NOT NULL AND d.role = ANY(m.mention_roles)))
                ) AS mentions

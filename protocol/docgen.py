@@ -21,14 +21,13 @@ import enum
 import inspect
 import re
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from types import ModuleType
 from typing import Any, Final
 
 import msgspec
 import msgspec.inspect as mi
 
-from protocol import codec as codec_module
 from protocol import codes, frames, limits, models
 from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
 from protocol.frames import (
@@ -108,6 +107,7 @@ __all__ = [
     "render_protocol_markdown",
     "result_types",
     "server_frame_types",
+    "undocumented_fields",
 ]
 
 StructT = type[msgspec.Struct]
@@ -198,17 +198,27 @@ def _inline(text: str) -> str:
 
 def _prose(doc: str) -> str:
     """A docstring as Markdown paragraphs (``::`` literal blocks become fenced code)."""
-    out: list[str] = []
+    blocks: list[str] = []
+    para: list[str] = []
+
+    def flush() -> None:
+        if para:
+            blocks.append(" ".join(para))
+            para.clear()
+
     lines = doc.splitlines()
     i = 0
     while i < len(lines):
-        line = lines[i]
-        if line.rstrip().endswith("::"):
-            head = line.rstrip()[:-2].rstrip()
+        stripped = lines[i].strip()
+        i += 1
+        if not stripped:
+            flush()
+        elif stripped.endswith("::"):
+            head = stripped[:-2].rstrip()
             if head:
-                out.append(_inline(head) + ":")
+                para.append(_inline(head) + ":")
+            flush()
             block: list[str] = []
-            i += 1
             while i < len(lines) and (not lines[i].strip() or lines[i].startswith((" ", "\t"))):
                 block.append(lines[i])
                 i += 1
@@ -216,34 +226,11 @@ def _prose(doc: str) -> str:
                 block.pop()
             while block and not block[0].strip():
                 block.pop(0)
-            out.extend(["", "```", *_dedent(block), "```", ""])
-            continue
-        out.append(_inline(line))
-        i += 1
-    paragraphs: list[str] = []
-    current: list[str] = []
-    in_code = False
-    for line in out:
-        if line == "```":
-            in_code = not in_code
-            if in_code and current:
-                paragraphs.append(" ".join(current))
-                current = []
-            paragraphs.append(line) if not in_code else paragraphs.append("```")
-            continue
-        if in_code:
-            paragraphs.append(line)
-        elif not line.strip():
-            if current:
-                paragraphs.append(" ".join(current))
-                current = []
-            paragraphs.append("")
+            blocks.append("```text\n" + "\n".join(_dedent(block)) + "\n```")
         else:
-            current.append(line.strip())
-    if current:
-        paragraphs.append(" ".join(current))
-    text = "\n".join(paragraphs)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+            para.append(_inline(stripped))
+    flush()
+    return "\n\n".join(blocks)
 
 
 def _dedent(block: list[str]) -> list[str]:
@@ -651,16 +638,15 @@ class _Types:
 
     @staticmethod
     def _bounds(ge: int | None, gt: int | None, le: int | None, lt: int | None) -> str:
-        low = f"{_num(ge)} ≤ " if ge is not None else (f"{_num(gt)} < " if gt is not None
-                                                           else "")
-        high = f" ≤ {_num(le)}" if le is not None else (f" < {_num(lt)}" if lt is not None
-                                                          else "")
-        if not low and not high:
-            return ""
+        low = f"{_num(ge)}" if ge is not None else f"{_num(gt + 1)}" if gt is not None else ""
+        high = f"{_num(le)}" if le is not None else f"{_num(lt - 1)}" if lt is not None else ""
         if low and high:
-            return f" ({low}n{high})"
-        return f" (n{high})" if high else f" (n ≥ {low[:-3]})" if ge is not None \
-            else f" (n > {low[:-3]})"
+            return f" ({low} to {high})"
+        if low:
+            return f" (≥ {low})"
+        if high:
+            return f" (≤ {high})"
+        return ""
 
 
 # ------------------------------------------------------------------------- the document
@@ -690,7 +676,8 @@ class _Doc:
 
     def para(self, *texts: str) -> None:
         for text in texts:
-            self.lines.extend([text, ""])
+            if text.strip():
+                self.lines.extend([text, ""])
 
     def code(self, text: str, lang: str = "json") -> None:
         self.lines.extend([f"```{lang}", text.rstrip("\n"), "```", ""])
@@ -707,8 +694,7 @@ class _Doc:
         for level, text, slug in self.toc:
             if level in (2, 3) and text != "Contents":
                 toc.append("  " * (level - 2) + f"- [{text}](#{slug})")
-        body = "\n".join([*head, *toc, "", *self.lines]).rstrip("\n") + "\n"
-        return re.sub(r"\n{3,}", "\n\n", body)
+        return "\n".join([*head, *toc, "", *self.lines]).rstrip("\n") + "\n"
 
 
 class _Renderer:
@@ -768,7 +754,9 @@ class _Renderer:
     def enums(self) -> list[type[enum.Enum]]:
         found: list[type[enum.Enum]] = []
         for cls in self.records():
-            for f in mi.type_info(cls).fields:  # type: ignore[attr-defined]
+            info = mi.type_info(cls)
+            assert isinstance(info, mi.StructType)
+            for f in info.fields:
                 for t in _walk(f.type):
                     if isinstance(t, mi.EnumType) and t.cls is not ErrorCode \
                             and t.cls not in found:
@@ -860,7 +848,7 @@ class _Renderer:
     def overview(self) -> None:
         d = self.doc
         d.heading(2, "Overview")
-        d.para(_prose(_own_doc_module(frames)))
+        d.para(*_prose(_own_doc_module(frames)).split("\n\n")[1:])
         d.heading(3, "Transport")
         d.para(
             "Open a websocket to `ws://HOST:PORT/gateway?encoding=json` (`wss://` behind "
@@ -879,7 +867,6 @@ class _Renderer:
             "batched. A frame larger than `limits.max_frame_bytes` "
             f"({_num(self.limits.max_frame_bytes)} bytes by default) closes the connection "
             "with 1009.",
-            _prose(_own_doc_module(codec_module).split("\n\n")[0]),
             "Conventions used below:",
         )
         d.para(
@@ -1039,7 +1026,8 @@ class _Renderer:
             if issubclass(cls, Request):
                 result = request_results.get(cls)
                 if result is not None:
-                    intro = f"Replied with `ok` carrying {self.types.link(result, f'`{_tag(result)}`')}."
+                    link = self.types.link(result, f"`{_tag(result)}`")
+                    intro = f"Replied with `ok` carrying {link}."
             self.frame_section(cls, f"`{_tag(cls)}`", example_of(cls), intro)
 
     def server_frames(self) -> None:
@@ -1053,26 +1041,29 @@ class _Renderer:
         d = self.doc
         d.heading(2, "Results")
         d.para(
-            _prose(_own_doc(frames.ResultBase)) + " The `data` of an `ok` reply is one of "
-            "these, tagged by `type`. The examples show the whole `ok` frame.",
+            "The `data` of an `ok` reply is one of these, tagged by `type`. Which one a "
+            "request gets is listed with the request. The examples show the whole `ok` "
+            "frame.",
         )
         for i, cls in enumerate(result_types(), start=1):
-            self.frame_section(cls, f"Result `{_tag(cls)}`", Ok(id=i, data=example_of(cls)))
+            data = typing.cast(Result, example_of(cls))
+            self.frame_section(cls, f"Result `{_tag(cls)}`", Ok(id=i, data=data))
 
     def events(self) -> None:
         d = self.doc
         d.heading(2, "Events")
         d.para(
-            _prose(_own_doc(frames.EventBase)) + " Every event arrives as the `d` of a "
-            "`dispatch` frame, tagged by `t`. The examples show the whole `dispatch` "
-            "frame.",
+            "Every event arrives as the `d` of a `dispatch` frame, tagged by `t`. You "
+            "receive the events of the communities and channels you can see, and those "
+            "about yourself. The examples show the whole `dispatch` frame.",
         )
         d.table(["`t`", "when"], [
             [f"[`{_tag(cls)}`](#{self.anchors[cls]})", _cell(_first_sentence(_own_doc(cls)))]
             for cls in event_types()
         ])
         for i, cls in enumerate(event_types(), start=18):
-            self.frame_section(cls, f"`{_tag(cls)}`", Dispatch(s=i, d=example_of(cls)))
+            event = typing.cast(Event, example_of(cls))
+            self.frame_section(cls, f"`{_tag(cls)}`", Dispatch(s=i, d=event))
 
     def records_section(self) -> None:
         d = self.doc
@@ -1103,13 +1094,11 @@ class _Renderer:
             [f"`{code.value}`", _cell(member_docs.get(code.name, ""))] for code in ErrorCode
         ])
         d.para(
-            "Clients must treat an unknown code like `internal`: new codes may be added. "
-            "Where errors and closes come from:",
+            "Treat a code you do not know like `internal`: new codes may be added. Errors "
+            "the protocol layer answers by itself (`invalid_frame`, `not_ready`, "
+            "`already_identified`, `rate_limited`) also count towards the closes below; "
+            "the others are decided per request and never close the connection.",
         )
-        tree = _own_doc_module(codes)
-        match = re.search(r"::\n\n(.*)", tree, re.S)
-        if match:
-            d.code("\n".join(_dedent(match.group(1).rstrip().splitlines())), lang="text")
 
     def close_codes(self) -> None:
         d = self.doc
@@ -1297,10 +1286,20 @@ def _close_action(code: CloseCode) -> str:
     return "Reconnect and identify."
 
 
+def undocumented_fields() -> list[str]:
+    """``Class.field`` of every documented field that has no description at all."""
+    renderer = _Renderer()
+    missing: list[str] = []
+    for cls in (*client_frame_types(), *server_frame_types(), *result_types(),
+                *event_types(), *renderer.records(), Limits):
+        info = mi.type_info(cls)
+        assert isinstance(info, mi.StructType)
+        for f in info.fields:
+            if not renderer.field_doc(cls, f.name, f.type):
+                missing.append(f"{cls.__name__}.{f.name}")
+    return missing
+
+
 def render_protocol_markdown() -> str:
     """The whole of ``docs/protocol.md``. Pure: reads only the protocol package."""
     return _Renderer().render()
-
-
-def _unused(*_: Callable[..., Any]) -> None:  # pragma: no cover - keeps imports honest
-    return None

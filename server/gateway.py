@@ -20,7 +20,6 @@ expires detached sessions, instead of a timer per connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import struct
@@ -65,6 +64,18 @@ def frame_header(length: int, binary: bool) -> bytes:
     if length < 65536:
         return struct.pack("!BBH", first, 126, length)
     return struct.pack("!BBQ", first, 127, length)
+
+
+SLOW_CLOSE_GRACE_S = 2.0
+"""How long a slow consumer has to read its 4008 close frame before the socket is cut."""
+CLOSE_TIMEOUT_S = 5.0
+"""Longest a close handshake may take before the socket is cut."""
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    """An RFC 6455 close frame (unmasked, server to client)."""
+    payload = struct.pack("!H", code) + reason.encode()[:120]
+    return bytes((0x88, len(payload))) + payload
 
 
 class GatewayConnection:
@@ -168,8 +179,19 @@ class GatewayConnection:
         self._closing = True
         decided = self.protocol.close_code()
         code, reason = decided if decided else (CloseCode.NORMAL, "")
-        with contextlib.suppress(Exception):
-            await self.ws.close(code=int(code), message=reason.encode()[:120])
+        if code is CloseCode.SLOW_CONSUMER or self.transport.is_closing():
+            # Its buffer is full: a close handshake would wait on a drain that never
+            # comes. Queue the close frame behind what is buffered (a client that is
+            # merely slow still reads it) and cut the socket after a short grace.
+            if not self.transport.is_closing():
+                self.transport.write(close_frame(int(code), reason))
+            asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE_S, self.transport.abort)
+            return
+        try:
+            await asyncio.wait_for(self.ws.close(code=int(code), message=reason.encode()[:120]),
+                                   timeout=CLOSE_TIMEOUT_S)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            self.transport.abort()
 
 
 class Gateway:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -268,3 +269,84 @@ async def test_request_before_identify_and_heartbeat(live_server: RunningServer,
     await client.send({"op": "send_message", "id": 1, "channel_id": 1, "content": "x"})
     err = await client.recv()
     assert err["code"] == "not_ready" and err["id"] == 1
+
+
+async def test_msgpack_encoding_end_to_end(live_server: RunningServer,
+                                           http: aiohttp.ClientSession) -> None:
+    import msgspec
+
+    a = await register(http, live_server.url)
+    b = await register(http, live_server.url)
+    ws = await http.ws_connect(live_server.ws_url + "?encoding=msgpack")
+    hello = msgspec.msgpack.decode((await ws.receive()).data)
+    assert hello["op"] == "hello"
+    await ws.send_bytes(msgspec.msgpack.encode({"op": "identify", "token": a["access_token"]}))
+    ready = msgspec.msgpack.decode((await ws.receive()).data)
+    general = next(c["id"] for s in ready["communities"] for c in s["channels"]
+                   if c["name"] == "general")
+    json_client = await GatewayClient.identified(http, live_server.ws_url, b["access_token"])
+    await json_client.ok("send_message", channel_id=general, content="to both encodings")
+    frame = msgspec.msgpack.decode((await ws.receive()).data)
+    assert frame["op"] == "dispatch" and frame["s"] == 1
+    assert frame["d"]["message"]["content"] == "to both encodings"
+    await ws.close()
+
+
+async def test_slow_consumer_is_cut_off_and_others_carry_on(
+        database_url: str, http: aiohttp.ClientSession) -> None:
+    """A client that stops reading is closed (4008) once its buffer passes the limit;
+    a reading client in the same channel keeps receiving everything."""
+    from aiohttp import web
+
+    from server.app import SERVICES, build_app
+    from server.config import load_config
+    from tests.conftest import TEST_SECRET, free_port
+
+    config = load_config(overrides={
+        "database_url": database_url, "secret": TEST_SECRET, "argon2_time_cost": 1,
+        "argon2_memory_kib": 8192, "limits": {"max_outbound_bytes": 64 * 1024,
+                                              "requests_per_window": 10_000}}, environ={})
+    app = build_app(config)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    base, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/gateway"
+    try:
+        a, b, c = [await register(http, base) for _ in range(3)]
+        sender = await GatewayClient.identified(http, ws_url, a["access_token"])
+        reader = await GatewayClient.identified(http, ws_url, b["access_token"])
+        # The slow one: a raw socket whose receive buffer we never drain.
+        slow = await GatewayClient.identified(http, ws_url, c["access_token"])
+        slow_transport = slow.ws._response.connection.transport  # type: ignore[union-attr]
+        slow_transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow_transport.pause_reading()
+        general = sender.channel_named("general")["id"]
+        payload = "x" * 3900
+        gateway = app[SERVICES].gateway
+        # Kernel socket buffers absorb a few MiB first; keep sending until the server's
+        # own buffer for the slow client passes the limit (bounded: 3,000 messages).
+        sent = 0
+        while gateway.stats["slow_consumers"] == 0 and sent < 3000:
+            await sender.ok("send_message", channel_id=general, content=f"{sent} {payload}")
+            got = await reader.event("message_create")
+            assert got["message"]["content"].startswith(f"{sent} ")
+            sent += 1
+        assert gateway.stats["slow_consumers"] == 1, sent
+        slow_user = c["user"]["id"]
+
+        def slow_still_connected() -> bool:
+            return any(conn.session is not None and conn.session.user.id == slow_user
+                       for conn in gateway.connections)
+
+        for _ in range(50):  # the close handshake gets ws timeout (2 s), then an abort
+            if not slow_still_connected():
+                break
+            await asyncio.sleep(0.1)
+        assert not slow_still_connected()
+        # The reader is unaffected and the session of the slow one stays resumable.
+        await sender.ok("send_message", channel_id=general, content="after")
+        assert (await reader.event("message_create"))["message"]["content"] == "after"
+    finally:
+        await runner.cleanup()

@@ -115,6 +115,10 @@ CREATE TABLE messages (
 -- The idempotency key: one author never creates two messages with one nonce.
 CREATE UNIQUE INDEX messages_author_nonce ON messages (author_id, nonce) WHERE nonce IS NOT NULL;
 CREATE INDEX messages_mentions ON messages USING gin (mention_user_ids);
+-- Unread-mention counts (persistence/read_states.py) scan only the messages of a channel
+-- after the read marker that mention anybody, not every unread message.
+CREATE INDEX messages_with_mentions ON messages (channel_id, seq)
+    WHERE mention_everyone OR mention_user_ids <> '{}' OR mention_roles <> '{}';
 
 CREATE TABLE reactions (
     message_id      bigint NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
