@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import logging
 import random
+import typing
 import uuid
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
@@ -31,8 +32,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
-import websockets
-from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from protocol.codec import Codec, codec_for
@@ -61,8 +61,8 @@ from protocol.frames import (
     MarkRead,
     MessageResult,
     Ok,
-    Ready,
     ReadStateResult,
+    Ready,
     Reconnect,
     RemoveReaction,
     Request,
@@ -209,6 +209,7 @@ class HearthClient:
         self._heartbeat: asyncio.Task[None] | None = None
         self._ack_pending = False
         self._closed: HearthClosed | None = None
+        self._finished = False
         self._on_ready: list[Callable[[Ready], Any]] = []
 
     # ------------------------------------------------------------------------ lifecycle
@@ -337,7 +338,7 @@ class HearthClient:
             future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
             self._pending[rid] = future
             try:
-                await self._send(msgspec.structs.replace(frame, id=rid))
+                await self._send(typing.cast(ClientFrame, msgspec.structs.replace(frame, id=rid)))
                 return await future
             finally:
                 self._pending.pop(rid, None)
@@ -463,9 +464,8 @@ class HearthClient:
     async def _open_connection(self, *, resume: bool) -> None:
         """Connect, read hello, identify or resume; raises :class:`_Reconnect`."""
         try:
-            ws = await websockets.connect(self.url, open_timeout=self.connect_timeout,
-                                          max_size=None, compression=None,
-                                          ping_interval=None, close_timeout=5)
+            ws = await connect(self.url, open_timeout=self.connect_timeout, max_size=None,
+                               compression=None, ping_interval=None, close_timeout=5)
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             raise _Reconnect(None, f"connect failed: {exc}") from exc
         self._ws = ws
@@ -635,9 +635,10 @@ class HearthClient:
         await asyncio.sleep(interval * random.uniform(0.5, 1.0))
         while True:
             if self._ack_pending:
+                # A zombie connection: drop it (no close handshake to wait for) and let
+                # the reader resume on a new one.
                 log.warning("heartbeat not acknowledged; reconnecting")
-                with contextlib.suppress(Exception):
-                    await ws.close(code=CloseCode.UNKNOWN_ERROR, reason="heartbeat timeout")
+                ws.transport.abort()
                 return
             self._ack_pending = True
             try:
@@ -660,6 +661,9 @@ class HearthClient:
         self._pending.clear()
 
     def _finish(self, error: HearthClosed | None) -> None:
+        if self._finished:
+            return
+        self._finished = True
         if self._events.full():
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._events.get_nowait()

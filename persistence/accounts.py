@@ -273,3 +273,16 @@ async def provision_rooms_txn(conn: asyncpg.Connection, *, community_name: str,
         """INSERT INTO channel_members (channel_id, user_id)
            SELECT * FROM unnest($1::bigint[], $2::bigint[])""", member_channels, user_ids)
     return community_id, list(zip(channel_ids, rooms, strict=True))
+
+
+async def ensure_system_user_txn(conn: asyncpg.Connection, username: str,
+                                 display_name: str) -> int:
+    """A bot-flagged account without credentials (owner of the starter community); it
+    cannot log in: no password hash and no bot token."""
+    user_id = await conn.fetchval(
+        "INSERT INTO users (username, display_name, is_bot) VALUES ($1, $2, true) "
+        "ON CONFLICT DO NOTHING RETURNING id", username, display_name)
+    if user_id is None:
+        user_id = await conn.fetchval(
+            "SELECT id FROM users WHERE lower(username) = lower($1)", username)
+    return int(user_id)

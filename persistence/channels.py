@@ -129,3 +129,16 @@ async def set_archived(conn: asyncpg.Connection, channel_id: int,
     row = await conn.fetchrow(
         "UPDATE channels SET archived = $2 WHERE id = $1 RETURNING *", channel_id, archived)
     return (await _with_members(conn, [row]))[0] if row else None
+
+
+async def last_seqs(conn: asyncpg.Connection, channel_ids: list[int]) -> dict[int, int]:
+    """Newest message seq of each channel (for catching up after a bus outage)."""
+    rows = await conn.fetch(
+        "SELECT id, last_seq FROM channels WHERE id = ANY($1::bigint[])", channel_ids)
+    return {r["id"]: r["last_seq"] for r in rows}
+
+
+async def created_by(conn: asyncpg.Connection, channel_id: int) -> int | None:
+    """Who created a channel or thread (None when unknown or system-made)."""
+    value = await conn.fetchval("SELECT created_by FROM channels WHERE id = $1", channel_id)
+    return int(value) if value is not None else None

@@ -1290,8 +1290,9 @@ def undocumented_fields() -> list[str]:
     """``Class.field`` of every documented field that has no description at all."""
     renderer = _Renderer()
     missing: list[str] = []
-    for cls in (*client_frame_types(), *server_frame_types(), *result_types(),
-                *event_types(), *renderer.records(), Limits):
+    documented: list[StructT] = [*client_frame_types(), *server_frame_types(),
+                                 *result_types(), *event_types(), *renderer.records(), Limits]
+    for cls in documented:
         info = mi.type_info(cls)
         assert isinstance(info, mi.StructType)
         for f in info.fields:

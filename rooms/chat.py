@@ -13,13 +13,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from persistence.messages import NewMessage
-
 from persistence import channels as channels_db
 from persistence import messages as messages_db
 from persistence import reactions as reactions_db
 from persistence import read_states as read_states_db
 from persistence.database import Database
+from persistence.messages import NewMessage
 from protocol.codes import ErrorCode
 from protocol.frames import (
     AddReaction,
@@ -337,8 +336,7 @@ class ChatService:
         thread = self._thread(session, req.thread_id)
         role = session.role_in(thread)
         async with self.db.connection() as conn:
-            is_creator = await conn.fetchval(
-                "SELECT created_by = $2 FROM channels WHERE id = $1", thread.id, session.user.id)
+            is_creator = await channels_db.created_by(conn, thread.id) == session.user.id
             if not is_creator and not can_manage_messages(thread, role):
                 raise forbidden("only the thread's creator or a moderator can archive it")
             updated = await channels_db.set_archived(conn, thread.id, req.archived)

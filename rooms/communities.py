@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 
+from persistence import accounts as accounts_db
 from persistence import channels as channels_db
 from persistence import communities as communities_db
 from persistence import messages as messages_db
@@ -136,12 +137,7 @@ class CommunityService:
             existing = await communities_db.get_instance_setting(conn, STARTER_KEY)
             if isinstance(existing, int):
                 return existing
-            owner_id = await conn.fetchval(
-                "INSERT INTO users (username, display_name, is_bot) VALUES ('hearth', 'Hearth', "
-                "true) ON CONFLICT DO NOTHING RETURNING id")
-            if owner_id is None:
-                owner_id = await conn.fetchval(
-                    "SELECT id FROM users WHERE lower(username) = 'hearth'")
+            owner_id = await accounts_db.ensure_system_user_txn(conn, "hearth", "Hearth")
             community = await communities_db.create_community_txn(
                 conn, name="Hearth", owner_id=owner_id)
             for name, topic in (("general", "Say hello!"),
@@ -230,9 +226,8 @@ class CommunityService:
             raise RequestError(ErrorCode.INVALID_ARGUMENT,
                                f"a DM has 1 to {MAX_GROUP_DM - 1} other members")
         async with self.db.transaction("open_direct") as conn:
-            found = await conn.fetchval(
-                "SELECT count(*) FROM users WHERE id = ANY($1::bigint[])", others)
-            if found != len(others):
+            found = await accounts_db.users_by_ids(conn, others)
+            if len(found) != len(others):
                 raise not_found("unknown user")
             if len(others) == 1:
                 channel, created = await channels_db.get_or_create_dm_txn(

@@ -6,16 +6,34 @@ same bytes; a session only splices its sequence number in front (see
 ``protocol/codec.py``). A msgpack session gets the event transcoded once per event per
 process, not once per recipient.
 
-Most events are *plain*: delivered as they are, never decoded here. A few are *control*
-events that change what a session may see (a channel created, a community joined, a role
-changed); the hub decodes those once and updates each recipient's view and topic
-subscriptions before delivering them. A one-byte kind prefix on the bus payload tells
-the two apart without decoding.
+Bus payloads are a fixed 17-byte header plus the encoded event::
+
+    kind (1 byte: b"E" plain, b"C" control) | published_at (float64, unix ms)
+    | channel seq (uint64; the message's seq for message_create, else 0) | event JSON
+
+so a receiving process can route, measure publish-to-deliver latency and check channel
+order without decoding the event. Most events are *plain*: delivered as they are. A few
+are *control* events that change what a session may see (a channel created, a community
+joined, a role changed); the hub decodes those once and updates each recipient's view
+and subscriptions before delivering them.
+
+The bus is lossy (Redis pub/sub drops what is published while a subscriber reconnects);
+PostgreSQL is the record. For every channel topic the hub remembers the newest message
+seq it delivered. A ``message_create`` that skips ahead triggers a catch-up: the missing
+messages are read from PostgreSQL and delivered first, in order, and events arriving
+meanwhile wait behind them; one at or below the remembered seq is a duplicate and is
+dropped. After the bus reconnects, :meth:`Hub.catch_up_all` does the same for every
+channel. Only messages are sequenced: a lost edit, reaction or typing event stays lost
+(clients see the current state in history).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import struct
+import time
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -28,8 +46,9 @@ from protocol.frames import (
     CommunityUnavailable,
     Event,
     MemberUpdated,
+    MessageCreated,
 )
-from protocol.models import ChannelKind
+from protocol.models import ChannelKind, Message
 from rooms.bus import Bus, channel_topic, community_topic
 from rooms.permissions import can_view
 from rooms.sessions import Session
@@ -38,21 +57,34 @@ log = logging.getLogger(__name__)
 
 _PLAIN = b"E"
 _CONTROL = b"C"
+_HEADER = struct.Struct("!cdQ")
 _CONTROL_TYPES = (
     ChannelCreated, ChannelUpdated, ChannelDeleted, CommunityAvailable, CommunityUnavailable,
     MemberUpdated,
 )
 _event_decoder = msgspec.json.Decoder(Event)
 
+FetchMissing = Callable[[int, int, int], Awaitable[list[Message]]]
+"""(channel id, after seq, up to seq inclusive) -> messages from PostgreSQL, in order."""
+LatencyObserver = Callable[[float], None]
+
 
 class Hub:
     """Local fan-out. Owns the mapping topic -> sessions and the bus subscriptions."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, fetch_missing: FetchMissing | None = None,
+                 observe_latency: LatencyObserver | None = None) -> None:
         self.bus = bus
+        self.fetch_missing = fetch_missing
+        self.observe_latency = observe_latency
         self._subscribers: dict[str, set[Session]] = {}
+        self._last_seq: dict[int, int] = {}
+        self._held: dict[int, list[tuple[str, bytes]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.deliveries = 0
         self.events_in = 0
+        self.duplicates_dropped = 0
+        self.gaps_repaired = 0
         bus.set_handler(self._on_bus_message)
 
     # ----------------------------------------------------------------------- publishing
@@ -60,7 +92,9 @@ class Hub:
     @staticmethod
     def encode(topic: str, event: Event) -> tuple[str, bytes]:
         kind = _CONTROL if isinstance(event, _CONTROL_TYPES) else _PLAIN
-        return topic, kind + JSON.encode_event(event)
+        seq = event.message.seq if isinstance(event, MessageCreated) else 0
+        header = _HEADER.pack(kind, time.time() * 1000.0, seq)
+        return topic, header + JSON.encode_event(event)
 
     async def publish(self, topic: str, event: Event) -> None:
         await self.bus.publish(*self.encode(topic, event))
@@ -89,6 +123,12 @@ class Hub:
         if subscribers is None:
             subscribers = self._subscribers[topic] = set()
             self.bus.subscribe(topic)
+            if topic.startswith("ch."):
+                channel_id = int(topic[3:])
+                known = session.channels.get(channel_id)
+                # The member's snapshot says how far the channel was when it was read;
+                # anything newer that the bus does not bring is caught up from PostgreSQL.
+                self._last_seq[channel_id] = known.last_seq if known else 0
         subscribers.add(session)
 
     def _remove(self, session: Session, topic: str) -> None:
@@ -99,15 +139,40 @@ class Hub:
         if not subscribers:
             del self._subscribers[topic]
             self.bus.unsubscribe(topic)
+            if topic.startswith("ch."):
+                self._last_seq.pop(int(topic[3:]), None)
+                self._held.pop(int(topic[3:]), None)
 
     # ------------------------------------------------------------------------ receiving
 
     def _on_bus_message(self, topic: str, payload: bytes) -> None:
+        if topic not in self._subscribers:
+            return
+        self.events_in += 1
+        kind, published_at, seq = _HEADER.unpack_from(payload)
+        if self.observe_latency is not None:
+            self.observe_latency(time.time() * 1000.0 - published_at)
+        if seq:
+            channel_id = int(topic[3:])
+            held = self._held.get(channel_id)
+            if held is not None:  # a catch-up is running: wait behind it
+                held.append((topic, payload))
+                return
+            last = self._last_seq.get(channel_id, 0)
+            if seq <= last:
+                self.duplicates_dropped += 1
+                return
+            if seq > last + 1 and self.fetch_missing is not None:
+                self._held[channel_id] = [(topic, payload)]
+                self._spawn(self._repair(channel_id, last, seq - 1))
+                return
+            self._last_seq[channel_id] = seq
+        self._deliver(topic, kind, payload[_HEADER.size:])
+
+    def _deliver(self, topic: str, kind: bytes, body: bytes) -> None:
         subscribers = self._subscribers.get(topic)
         if not subscribers:
             return
-        self.events_in += 1
-        kind, body = payload[:1], payload[1:]
         recipients = list(subscribers)
         if kind == _CONTROL:
             try:
@@ -124,6 +189,56 @@ class Hub:
                     _event_decoder.decode(body))
             session.deliver(encoded)
         self.deliveries += len(recipients)
+
+    # ------------------------------------------------------------------------- catch-up
+
+    def catch_up_all(self, newest: dict[int, int]) -> None:
+        """After a bus reconnect: repair every channel whose newest seq in PostgreSQL
+        (``newest``: channel id -> last_seq) is ahead of what was delivered here."""
+        for channel_id, last_seq in newest.items():
+            last = self._last_seq.get(channel_id)
+            if last is None or channel_id in self._held or last_seq <= last:
+                continue
+            self._held[channel_id] = []
+            self._spawn(self._repair(channel_id, last, last_seq))
+
+    def subscribed_channels(self) -> list[int]:
+        return list(self._last_seq)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _repair(self, channel_id: int, after: int, upto: int) -> None:
+        """Deliver messages (after, upto] from PostgreSQL, then whatever waited."""
+        assert self.fetch_missing is not None
+        topic = channel_topic(channel_id)
+        try:
+            missing = await self.fetch_missing(channel_id, after, upto)
+        except Exception:
+            log.exception("catch-up of channel %d from seq %d failed", channel_id, after)
+            missing = []
+        held = self._held.pop(channel_id, [])
+        if topic not in self._subscribers:
+            return
+        last = self._last_seq.get(channel_id, after)
+        for message in missing:
+            if message.seq > last:
+                _, payload = self.encode(topic, MessageCreated(message=message))
+                self._deliver(topic, _PLAIN, payload[_HEADER.size:])
+                last = message.seq
+                self.gaps_repaired += 1
+        self._last_seq[channel_id] = last
+        for held_topic, payload in held:
+            self._on_bus_message(held_topic, payload)
+
+    # ------------------------------------------------------------------------- control
 
     def _apply_control(self, session: Session, topic: str, event: Event) -> bool:
         """Update ``session``'s view for a control event; False if it must not see it."""

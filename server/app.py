@@ -17,6 +17,8 @@ from pathlib import Path
 import argon2
 from aiohttp import web
 
+from persistence import channels as channels_db
+from persistence import messages as messages_db
 from persistence.database import Connection, Database
 from persistence.embedded import EmbeddedPostgres
 from persistence.migrate import migrate
@@ -37,17 +39,20 @@ from server.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
+MAX_CATCH_UP = 1000
+"""Most messages one channel catch-up reads from PostgreSQL."""
+
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 
 
 class Services:
     """Every long-lived collaborator of one gateway process."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, bus: Bus | None = None) -> None:
         self.config = config
         self.db = Database()
-        self.bus: Bus = InProcessBus()
-        self.hub = Hub(self.bus)
+        self.bus: Bus = bus or InProcessBus()
+        self.hub = Hub(self.bus, fetch_missing=self._fetch_missing)
         self.communities = CommunityService(self.db, self.hub, config.limits)
         self.starter_community_id: int | None = None
         hasher = None
@@ -70,6 +75,31 @@ class Services:
 
     async def _publish_committed(self, messages: list[Message]) -> None:
         await self.chat.publish_committed(messages)
+
+    async def _fetch_missing(self, channel_id: int, after: int, upto: int) -> list[Message]:
+        """Messages the bus lost, from the record (bounded: a longer gap is left to the
+        clients, who see it by seq and page history themselves)."""
+        found: list[Message] = []
+        async with self.db.connection() as conn:
+            while after < upto and len(found) < MAX_CATCH_UP:
+                page, _ = await messages_db.history(
+                    conn, channel_id, before=None, after=after, around=None,
+                    limit=min(500, upto - after))
+                page = [m for m in page if m.seq <= upto]
+                if not page:
+                    break
+                found.extend(page)
+                after = page[-1].seq
+        return found
+
+    async def on_bus_reconnect(self) -> None:
+        """The bus came back: whatever it dropped meanwhile is read from PostgreSQL."""
+        channel_ids = self.hub.subscribed_channels()
+        if not channel_ids:
+            return
+        async with self.db.connection() as conn:
+            newest = await channels_db.last_seqs(conn, channel_ids)
+        self.hub.catch_up_all(newest)
 
     async def _on_register(self, conn: Connection, user: User) -> None:
         """New people land in the starter community, so they have somewhere to talk.
@@ -123,6 +153,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         for result in await asyncio.gather(*background, return_exceptions=True):
             if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
                 log.error("background task failed at shutdown", exc_info=result)
+        await services.hub.close()
         await services.bus.close()
 
 
@@ -152,9 +183,9 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(WEB_ROOT / "index.html")
 
 
-def build_app(config: Config) -> web.Application:
-    """The whole server as an aiohttp application."""
-    services = Services(config)
+def build_app(config: Config, bus: Bus | None = None) -> web.Application:
+    """The whole server as an aiohttp application (``bus``: a test may bring its own)."""
+    services = Services(config, bus)
     app = web.Application(middlewares=[cors_middleware(config.allowed_origins)],
                           client_max_size=1024 * 1024)
     app[SERVICES] = services

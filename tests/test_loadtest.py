@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,7 @@ from loadtest.accounting import Anomalies, ChannelEnd, Histogram, SeqCursor, tai
 from loadtest.client import READY
 from loadtest.html import render_html
 from loadtest.ipc import ClientSpec, Plan
-from loadtest.target import TargetError, check_target_url
+from loadtest.target import TargetError, check_target_url, free_port
 from loadtest.wire import decode_frame, encode_send, last_seqs_of_ready, sent_ns_of
 from loadtest.worker import Generator
 from protocol.codec import JSON
@@ -195,6 +200,51 @@ def test_only_loopback_or_named_hosts_are_targeted() -> None:
 # ----------------------------------------------------------------- real runs
 
 
+@dataclass
+class Served:
+    url: str
+    log: Path
+
+
+@pytest.fixture
+def hearth_server(database_url: str, tmp_path: Path) -> Iterator[Served]:
+    """``hearth serve`` as a separate process on a fresh database, provisioning on.
+
+    Its output goes to a file, not a pipe: a load test can make a server log a lot,
+    and an unread pipe would block it mid-run."""
+    port = free_port()
+    log = tmp_path / "hearth-serve.log"
+    env = dict(os.environ, HEARTH_DATABASE_URL=database_url,
+               HEARTH_SECRET="hearth-loadtest-secret-0123456789",
+               HEARTH_LOADTEST_PROVISIONING="true", HEARTH_LOG_LEVEL="WARNING",
+               HEARTH_DATA_DIR=tempfile.mkdtemp(prefix="hearth-lt-data-"))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port",
+                                 str(port)], cwd=REPO, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    served = Served(url=f"http://127.0.0.1:{port}", log=log)
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{served.url}/readyz", timeout=1) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"hearth serve did not become ready:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield served
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _run_cli(args: list[str], tmp_path: Path, timeout: float = 240) -> dict[str, Any]:
     out = tmp_path / "report.json"
     page = tmp_path / "report.html"
@@ -225,7 +275,7 @@ def _assert_structure(report: dict[str, Any], scenario: str, connections: int) -
 
 
 @pytest.mark.slow
-def test_idle_holds_authenticated_connections(hearth_server: Any, tmp_path: Path) -> None:
+def test_idle_holds_authenticated_connections(hearth_server: Served, tmp_path: Path) -> None:
     report = _run_cli(["idle", "--url", hearth_server.url, "-n", "60", "--duration", "2",
                        "--processes", "2"], tmp_path)
     _assert_structure(report, "idle", 60)
@@ -235,7 +285,7 @@ def test_idle_holds_authenticated_connections(hearth_server: Any, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_chat_delivers_every_message_once_in_order(hearth_server: Any, tmp_path: Path) -> None:
+def test_chat_delivers_every_message_once_in_order(hearth_server: Served, tmp_path: Path) -> None:
     report = _run_cli(["chat", "--url", hearth_server.url, "-n", "40", "--room-size", "5",
                        "--rate", "1", "--duration", "3", "--processes", "2"], tmp_path)
     _assert_structure(report, "chat", 40)
@@ -249,7 +299,7 @@ def test_chat_delivers_every_message_once_in_order(hearth_server: Any, tmp_path:
 
 
 @pytest.mark.slow
-def test_broadcast_fans_out_to_the_whole_channel(hearth_server: Any, tmp_path: Path) -> None:
+def test_broadcast_fans_out_to_the_whole_channel(hearth_server: Served, tmp_path: Path) -> None:
     report = _run_cli(["broadcast", "--url", hearth_server.url, "-n", "50", "--rate", "20",
                        "--duration", "2"], tmp_path)
     _assert_structure(report, "broadcast", 50)
@@ -260,7 +310,7 @@ def test_broadcast_fans_out_to_the_whole_channel(hearth_server: Any, tmp_path: P
 
 
 @pytest.mark.slow
-def test_join_storm_measures_the_connect_rate(hearth_server: Any, tmp_path: Path) -> None:
+def test_join_storm_measures_the_connect_rate(hearth_server: Served, tmp_path: Path) -> None:
     report = _run_cli(["join-storm", "--url", hearth_server.url, "-n", "100", "--duration",
                        "30"], tmp_path)
     _assert_structure(report, "join-storm", 100)
@@ -278,7 +328,7 @@ def test_failover_says_it_is_not_available_and_runs_nothing(tmp_path: Path) -> N
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm")), reason="needs node")
-def test_node_ws_peer_runs_the_same_workload(hearth_server: Any, tmp_path: Path) -> None:
+def test_node_ws_peer_runs_the_same_workload(hearth_server: Served, tmp_path: Path) -> None:
     report = _run_cli(["chat", "--url", hearth_server.url, "-n", "20", "--room-size", "5",
                        "--rate", "1", "--duration", "2", "--peer", "node-ws"], tmp_path,
                       timeout=400)
@@ -293,7 +343,7 @@ def test_node_ws_peer_runs_the_same_workload(hearth_server: Any, tmp_path: Path)
 @pytest.mark.skipif(importlib.util.find_spec("socketio") is None
                     or not shutil.which("redis-server"),
                     reason="needs the loadtest extra (python-socketio) and redis-server")
-def test_python_socketio_peer_runs_the_same_workload(hearth_server: Any,
+def test_python_socketio_peer_runs_the_same_workload(hearth_server: Served,
                                                      tmp_path: Path) -> None:
     report = _run_cli(["broadcast", "--url", hearth_server.url, "-n", "20", "--rate", "10",
                        "--duration", "2", "--peer", "python-socketio"], tmp_path, timeout=400)

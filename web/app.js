@@ -170,6 +170,16 @@ function connect() {
   ws.onclose = (ev) => { if (gw.ws === ws) onClose(ev); };
 }
 
+/** Close the socket ourselves and reconnect as after a network failure (resumable).
+ * The close event would carry the code the server echoes, not ours, so act now. */
+function dropSocket(code, reason) {
+  const ws = gw.ws;
+  if (!ws) return;
+  gw.ws = null;
+  ws.close(code, reason);
+  onClose({ code });
+}
+
 function sendRaw(frame) {
   if (gw.ws?.readyState === WebSocket.OPEN) gw.ws.send(JSON.stringify(frame));
 }
@@ -246,7 +256,7 @@ function startHeartbeat(interval) {
   clearInterval(gw.heartbeat);
   gw.acked = true;
   gw.heartbeat = setInterval(() => {
-    if (!gw.acked) { gw.ws?.close(4000, "no heartbeat ack"); return; } // zombie: resume
+    if (!gw.acked) { dropSocket(4000, "no heartbeat ack"); return; } // zombie: resume
     gw.acked = false;
     sendRaw({ op: "heartbeat", seq: gw.seq });
   }, interval);
@@ -807,7 +817,7 @@ $("composer").addEventListener("submit", (ev) => {
 });
 
 // Debug/test hook: drop the socket as a network failure would (the client resumes).
-window.hearth = { state, gw, dropConnection: () => gw.ws?.close(4000, "simulated drop") };
+window.hearth = { state, gw, dropConnection: () => dropSocket(4000, "simulated drop") };
 
 // ------------------------------------------------------------------------------ start
 
