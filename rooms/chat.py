@@ -69,6 +69,13 @@ TYPING_REBROADCAST_S = 3.0
 """A member typing continuously is re-announced at most this often."""
 
 
+def check_text(*texts: str) -> None:
+    """PostgreSQL text cannot hold NUL; refuse it here rather than fail a commit."""
+    for text in texts:
+        if "\x00" in text:
+            raise RequestError(ErrorCode.INVALID_ARGUMENT, "text may not contain NUL")
+
+
 class Mentions:
     __slots__ = ("everyone", "roles", "user_ids")
 
@@ -154,6 +161,7 @@ class ChatService:
     # ------------------------------------------------------------------------- messages
 
     def _check_content(self, content: str) -> None:
+        check_text(content)
         if len(content) > self.limits.max_message_chars:
             raise RequestError(ErrorCode.CONTENT_TOO_LONG,
                                f"at most {self.limits.max_message_chars} characters")
@@ -169,6 +177,8 @@ class ChatService:
         if req.nonce is not None and len(req.nonce) > self.limits.max_nonce_chars:
             raise RequestError(ErrorCode.INVALID_ARGUMENT,
                                f"nonce longer than {self.limits.max_nonce_chars}")
+        check_text(req.nonce or "", *(f for a in req.attachments
+                                      for f in (a.url, a.filename, a.content_type)))
         role = session.role_in(channel)
         mentions = parse_mentions(req.content, max_mentions=self.limits.max_mentions,
                                   allow_everyone=can_mention_everyone(channel, role))
@@ -232,6 +242,7 @@ class ChatService:
     # ------------------------------------------------------------------------ reactions
 
     def _check_emoji(self, emoji: str) -> None:
+        check_text(emoji)
         if not emoji.strip() or len(emoji) > self.limits.max_emoji_chars:
             raise RequestError(ErrorCode.INVALID_EMOJI,
                                f"an emoji is 1 to {self.limits.max_emoji_chars} characters")

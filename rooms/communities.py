@@ -32,6 +32,7 @@ from protocol.models import (
     User,
 )
 from rooms.bus import channel_topic, community_topic, user_topic
+from rooms.chat import check_text
 from rooms.errors import RequestError, forbidden, not_found
 from rooms.hub import Hub
 from rooms.permissions import (
@@ -66,6 +67,7 @@ class CommunityService:
 
     async def create_community(self, owner: User, name: str) -> CommunitySnapshot:
         name = name.strip()
+        check_text(name)
         if not 1 <= len(name) <= 100:
             raise RequestError(ErrorCode.INVALID_ARGUMENT, "a name is 1 to 100 characters")
         async with self.db.transaction("create_community") as conn:
@@ -183,6 +185,7 @@ class CommunityService:
             raise RequestError(ErrorCode.INVALID_ARGUMENT,
                                "kind is text, announcement or category")
         name = name.strip()
+        check_text(name, topic)
         if not 1 <= len(name) <= 100 or len(topic) > 1024:
             raise RequestError(ErrorCode.INVALID_ARGUMENT, "a name is 1 to 100 characters")
         async with self.db.transaction("create_channel") as conn:

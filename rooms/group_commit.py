@@ -86,17 +86,41 @@ class GroupCommitWriter:
             self._wakeup.clear()
         if not batch:
             return
-        messages = [m for m, _ in batch]
         try:
-            stored = await self._insert(messages)
+            stored = await self._insert([m for m, _ in batch])
         except Exception as exc:
-            log.exception("group commit of %d messages failed", len(batch))
-            error = RequestError(ErrorCode.INTERNAL, "could not store the message; retry")
-            error.__cause__ = exc
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            if len(batch) == 1:
+                log.exception("storing a message failed")
+                self._fail(batch, exc)
+                return
+            # One bad message must not sink the others: commit them one by one, in
+            # order, so only the culprit fails.
+            log.warning("group commit of %d messages failed (%s); retrying singly",
+                        len(batch), exc)
+            for item in batch:
+                await self._commit_batch([item])
             return
+        await self._finish(batch, stored)
+
+    async def _commit_batch(self, batch: list[tuple[NewMessage, asyncio.Future[Message]]]) -> None:
+        try:
+            stored = await self._insert([m for m, _ in batch])
+        except Exception as exc:
+            log.exception("storing a message failed")
+            self._fail(batch, exc)
+            return
+        await self._finish(batch, stored)
+
+    @staticmethod
+    def _fail(batch: list[tuple[NewMessage, asyncio.Future[Message]]], exc: Exception) -> None:
+        error = RequestError(ErrorCode.INTERNAL, "could not store the message; retry")
+        error.__cause__ = exc
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(error)
+
+    async def _finish(self, batch: list[tuple[NewMessage, asyncio.Future[Message]]],
+                      stored: list[Stored]) -> None:
         # Publish only what this batch created: a nonce retry returns the stored message.
         fresh = [s.message for s in stored if s.created]
         self.batches += 1

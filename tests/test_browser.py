@@ -16,7 +16,10 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
+
+from tests.helpers import GatewayClient, register
 
 playwright_api = pytest.importorskip("playwright.async_api")
 Browser = playwright_api.Browser
@@ -103,6 +106,12 @@ class Person:
         await self.connected()
         # A new account lands in the starter community, in #general.
         await expect(self.tid("channel-title")).to_have_text("# general")
+
+    async def login(self, username: str) -> None:
+        await self.tid("auth-username").fill(username)
+        await self.tid("auth-password").fill(PASSWORD)
+        await self.tid("login-button").click()
+        await self.connected()
 
     async def connected(self) -> None:
         await expect(self.tid("connection-status")).to_have_text("connected", timeout=10_000)
@@ -206,6 +215,15 @@ async def test_unread_resume_errors_edit_and_delete(browser: Any, server: Any) -
     await expect(alice.message("sent while you were away")).to_have_count(1, timeout=LIVE_MS)
     assert await alice.page.evaluate("window.hearth.gw.sessionId") == session_id
 
+    # A resume the server refuses (invalid_session) falls back to a fresh identify.
+    await alice.page.evaluate("window.hearth.gw.sessionId = 'no-such-session'")
+    await alice.page.evaluate("window.hearth.dropConnection()")
+    await alice.connected()
+    await bob.send("after a fresh identify")
+    await expect(alice.message("after a fresh identify")).to_have_count(1, timeout=LIVE_MS)
+    assert await alice.page.evaluate("window.hearth.gw.sessionId") not in (
+        session_id, "no-such-session")
+
     # An error frame is shown with its code and message; the message stays as not sent.
     await alice.send("x" * 4_001)
     await expect(alice.tid("error-text")).to_contain_text("content_too_long", timeout=LIVE_MS)
@@ -269,4 +287,27 @@ async def test_login_errors_and_communities(browser: Any, server: Any) -> None:
                  ).to_have_attribute("data-channel-name", "general")
     await guest.send("glad to be here")
     await expect(owner.message("glad to be here")).to_have_count(1, timeout=LIVE_MS)
+    assert errors == []
+
+
+async def test_scrolling_up_loads_older_history(browser: Any, server: Any) -> None:
+    # 70 messages through the raw gateway: more than one page (50) of history.
+    async with aiohttp.ClientSession() as http:
+        reply = await register(http, server.url, "carol", password=PASSWORD)
+        client = await GatewayClient.identified(http, server.ws_url, reply["access_token"])
+        general = client.channel_named("general")
+        for i in range(70):
+            await client.ok("send_message", channel_id=general["id"],
+                            content=f"history {i:02d}", nonce=f"seed-{i}")
+        await client.close()
+
+    errors: list[str] = []
+    carol = await Person.open(browser, server.url, "carol", errors)
+    await carol.login("carol")
+    await expect(carol.message("history 69")).to_have_count(1, timeout=LIVE_MS)
+    await expect(carol.message("history 19")).to_have_count(0)  # only the newest page
+    await carol.tid("message-list").evaluate("list => { list.scrollTop = 0; }")
+    await expect(carol.message("history 00")).to_have_count(1, timeout=LIVE_MS)
+    history = [c for c in await carol.contents() if c.startswith("history ")]
+    assert history == [f"history {i:02d}" for i in range(70)]
     assert errors == []

@@ -350,3 +350,15 @@ async def test_slow_consumer_is_cut_off_and_others_carry_on(
         assert (await reader.event("message_create"))["message"]["content"] == "after"
     finally:
         await runner.cleanup()
+
+
+async def test_nul_is_refused_and_does_not_sink_a_batch(
+        live_server: RunningServer, http: aiohttp.ClientSession) -> None:
+    ca, cb, _, _ = await two_members(http, live_server)
+    general = ca.channel_named("general")["id"]
+    bad = await ca.request("send_message", channel_id=general, content="a\x00b")
+    assert bad["code"] == "invalid_argument"
+    bad = await ca.request("add_reaction", channel_id=general, message_id=1, emoji="\x00")
+    assert bad["code"] in ("invalid_argument", "not_found")
+    fine = await ca.ok("send_message", channel_id=general, content="fine")
+    assert (await cb.event("message_create"))["message"]["id"] == fine["message"]["id"]
