@@ -141,6 +141,13 @@ class _Reconnect(Exception):
         self.delay_s = delay_s
 
 
+class _Envelope(msgspec.Struct):
+    """What every server frame has in common, for frames newer than this SDK."""
+
+    op: str = ""
+    s: int | None = None
+
+
 def gateway_url(url: str, encoding: str) -> str:
     """``url`` with ``?encoding=`` set (other query parameters kept)."""
     parts = urlsplit(url)
@@ -458,8 +465,22 @@ class HearthClient:
             try:
                 return self.codec.decode_server(data)
             except (ValueError, RecursionError) as exc:  # DecodeError, UnicodeDecodeError
-                # A newer server may send frames this SDK does not know: skip them.
-                log.debug("ignoring undecodable frame: %s", exc)
+                # A newer server may send ops or events this SDK does not know: skip
+                # them, but count a dispatch's ``s`` so heartbeats and resume stay exact.
+                log.debug("ignoring a frame this SDK cannot read: %s", exc)
+                envelope = self._envelope(data)
+                if envelope is not None and envelope.op == "dispatch" \
+                        and isinstance(envelope.s, int) and envelope.s > self.last_seq:
+                    self.last_seq = envelope.s
+
+    def _envelope(self, data: str | bytes) -> _Envelope | None:
+        try:
+            if self.codec.binary:
+                raw = data.encode() if isinstance(data, str) else data
+                return msgspec.msgpack.decode(raw, type=_Envelope)
+            return msgspec.json.decode(data, type=_Envelope)
+        except (ValueError, RecursionError):
+            return None
 
     async def _open_connection(self, *, resume: bool) -> None:
         """Connect, read hello, identify or resume; raises :class:`_Reconnect`."""

@@ -86,6 +86,11 @@ def build_report(result: RunResult) -> dict[str, Any]:
     if base and connected and result.connections_peak:
         server["rss_per_connection_bytes"] = round(
             (connected.rss_bytes - base.rss_bytes) / result.connections_peak)
+    db_cpu = cpu_percent_between(samples.get("database_start"), samples.get("database_end"))
+    server["postgres_cpu_percent"] = round(sum(db_cpu.values()), 1) \
+        if samples.get("database_start") else None
+    """All postgres processes of the machine over the measured phase (the embedded
+    database of a local Hearth, and any other PostgreSQL running there)."""
     if deliveries_per_s and server["cpu_percent"]:
         server["deliveries_per_cpu_s"] = round(deliveries_per_s / (server["cpu_percent"] / 100))
     if opts.scenario == "join-storm" and connect_s and server["connect_phase_cpu_percent"]:
@@ -116,7 +121,8 @@ def build_report(result: RunResult) -> dict[str, Any]:
     m_cpu = result.machine_cpu
     if "start" in m_cpu and "end" in m_cpu and m_cpu["end"][1] > m_cpu["start"][1]:
         busy = 100 * (m_cpu["end"][0] - m_cpu["start"][0]) / (m_cpu["end"][1] - m_cpu["start"][1])
-        ours = (server["cpu_percent"] or 0) + (generator["cpu_percent"] or 0)
+        ours = (server["cpu_percent"] or 0) + (generator["cpu_percent"] or 0) \
+            + (server["postgres_cpu_percent"] or 0)
         generator["machine_cpu_busy_percent"] = round(busy, 1)
         generator["other_processes_cpu_percent"] = round(max(0.0, busy - ours), 1)
         if busy - ours > 20:

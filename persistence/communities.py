@@ -218,3 +218,8 @@ async def set_instance_setting(conn: asyncpg.Connection, key: str, value: object
         """INSERT INTO instance_settings (key, value) VALUES ($1, $2::text::jsonb)
            ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value""",
         key, msgspec.json.encode(value).decode())
+
+
+async def lock_instance_settings_txn(conn: asyncpg.Connection) -> None:
+    """Serialize instance set-up between processes booting at once (released at commit)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(4242001)")

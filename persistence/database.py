@@ -32,6 +32,9 @@ class Database:
             raise RuntimeError("the database is not open yet")
         return self._pool
 
+    def pool_or_none(self) -> asyncpg.Pool | None:
+        return self._pool
+
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 20) -> Database:
         db = cls()

@@ -136,6 +136,7 @@ class CommunityService:
         """On a new installation, a community everyone joins on registering, with a
         #general and an #introductions channel, so a newcomer has somewhere to talk."""
         async with self.db.transaction("starter_community") as conn:
+            await communities_db.lock_instance_settings_txn(conn)
             existing = await communities_db.get_instance_setting(conn, STARTER_KEY)
             if isinstance(existing, int):
                 return existing

@@ -36,6 +36,7 @@ from server.auth import Authenticator
 from server.config import Config, secret_for
 from server.cors import cors_middleware
 from server.gateway import Gateway
+from server.metrics import Metrics, render
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,10 @@ class Services:
     def __init__(self, config: Config, bus: Bus | None = None) -> None:
         self.config = config
         self.db = Database()
-        self.bus: Bus = bus or InProcessBus()
-        self.hub = Hub(self.bus, fetch_missing=self._fetch_missing)
+        self.metrics = Metrics()
+        self.bus: Bus = bus or self._make_bus(config)
+        self.hub = Hub(self.bus, fetch_missing=self._fetch_missing,
+                       observe_latency=self.metrics.observe_latency_ms)
         self.communities = CommunityService(self.db, self.hub, config.limits)
         self.starter_community_id: int | None = None
         hasher = None
@@ -70,11 +73,51 @@ class Services:
         self.chat = ChatService(self.db, self.hub, self.writer, config.limits)
         self.registry = SessionRegistry(config.limits.resume_window_ms)
         self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits)
+        self._background: set[asyncio.Task[None]] = set()
         self.gateway = Gateway(auth=self.auth, opener=self.opener, chat=self.chat,
                                limits=config.limits, allowed_origins=config.allowed_origins)
 
     async def _publish_committed(self, messages: list[Message]) -> None:
         await self.chat.publish_committed(messages)
+
+    def _make_bus(self, config: Config) -> Bus:
+        if not config.redis_url:
+            return InProcessBus()
+        from rooms.redis_bus import RedisBus
+
+        return RedisBus(config.redis_url, on_reconnect=self._bus_reconnected)
+
+    def _bus_reconnected(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.on_bus_reconnect())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def sample_metrics(self, m: Metrics) -> None:
+        """Copy this process's counters into prometheus (every few seconds)."""
+        gateway, hub, writer = self.gateway, self.hub, self.writer
+        m.connections.set(len(gateway.connections))
+        m.sessions_detached.set(self.registry.detached_count())
+        m.topics.set(hub.topic_count())
+        m.outbound_bytes.set(sum(c.transport.get_write_buffer_size()
+                                 for c in gateway.connections))
+        m.pending_commits.set(writer.pending)
+        pool = self.db.pool_or_none()
+        if pool is not None:
+            m.db_pool_size.set(pool.get_size())
+            m.db_pool_in_use.set(pool.get_size() - pool.get_idle_size())
+        roundtrip = getattr(self.bus, "last_roundtrip_s", None)
+        if isinstance(roundtrip, float):
+            m.bus_roundtrip.set(roundtrip)
+        m.add_delta(m.frames_in, "frames_in", gateway.stats["frames_in"])
+        m.add_delta(m.events_in, "events_in", hub.events_in)
+        m.add_delta(m.deliveries, "deliveries", hub.deliveries)
+        m.add_delta(m.messages_committed, "committed", writer.committed)
+        m.add_delta(m.commit_batches, "batches", writer.batches)
+        m.add_delta(m.drops.labels("slow_consumer"), "slow", gateway.stats["slow_consumers"])
+        m.add_delta(m.resume_attempts, "resume_attempts", gateway.stats["resume_attempts"])
+        m.add_delta(m.resume_successes, "resume_successes", gateway.stats["resume_successes"])
+        m.add_delta(m.gaps_repaired, "gaps", hub.gaps_repaired)
+        m.add_delta(m.duplicates_dropped, "dups", hub.duplicates_dropped)
 
     async def _fetch_missing(self, channel_id: int, after: int, upto: int) -> list[Message]:
         """Messages the bus lost, from the record (bounded: a longer gap is left to the
@@ -144,6 +187,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     background = [
         asyncio.create_task(services.writer.run(), name="group-commit"),
         asyncio.create_task(services.gateway.sweep_forever(), name="gateway-sweeper"),
+        asyncio.create_task(services.metrics.run(services.sample_metrics), name="metrics"),
     ]
     try:
         yield
@@ -175,6 +219,11 @@ async def readyz(request: web.Request) -> web.Response:
                              status=200 if ok else 503)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition (all workers' samples with --workers)."""
+    return render(request.app[SERVICES].metrics)
+
+
 async def gateway_handler(request: web.Request) -> web.StreamResponse:
     return await request.app[SERVICES].gateway.handle(request)
 
@@ -195,6 +244,7 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/gateway", gateway_handler)
+    app.router.add_get("/metrics", metrics)
     add_auth_routes(app, services.auth)
     add_community_routes(app, services.auth, services.communities)
     if (WEB_ROOT / "index.html").is_file():

@@ -10,13 +10,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
 from aiohttp import web
 
-from server.config import Config, ConfigError, load_config
+from server.config import Config, ConfigError, load_config, worker_count
 
 log = logging.getLogger("hearth")
 
@@ -47,8 +48,10 @@ async def _serve(config: Config) -> None:
     await site.start()
     where = "embedded PostgreSQL in " + str(config.data_path() / "postgres") \
         if not config.database_url else "PostgreSQL at HEARTH_DATABASE_URL"
-    print(f"Hearth is running at http://{config.host}:{config.port}/  ({where}, "
-          f"in-process bus). Press Ctrl+C to stop.", flush=True)
+    if not os.environ.get("HEARTH_SUPERVISED"):
+        bus = "Redis bus" if config.redis_url else "in-process bus"
+        print(f"Hearth is running at http://{config.host}:{config.port}/  ({where}, {bus}). "
+              "Press Ctrl+C to stop.", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -95,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8080)")
     serve.add_argument("--data-dir", help="embedded PostgreSQL and secret (default .hearth)")
+    serve.add_argument("--workers", type=int,
+                       help="processes sharing the port (default: one per core with Redis)")
     sub.add_parser("migrate", help="apply database migrations and exit")
     docs = sub.add_parser("docs", help="regenerate docs/protocol.md")
     docs.add_argument("--out", default="docs/protocol.md")
@@ -110,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = {}
     if args.command == "serve":
-        overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir}
+        overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir,
+                     "workers": args.workers}
     try:
         config = load_config(args.config, overrides)
     except ConfigError as exc:
@@ -121,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         applied = asyncio.run(_migrate(config))
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
         return 0
+    if worker_count(config) > 1:
+        from server.supervisor import supervise
+
+        return supervise(config)
     loop_name = _install_uvloop()
     log.info("event loop: %s", loop_name)
     with contextlib.suppress(KeyboardInterrupt):

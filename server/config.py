@@ -27,6 +27,12 @@ class Config(msgspec.Struct, kw_only=True):
     port: int = 8080
     database_url: str | None = None
     """PostgreSQL DSN. Unset: an embedded PostgreSQL in ``data_dir``."""
+    redis_url: str | None = None
+    """Redis for fan-out between processes and nodes. Unset: the in-process bus (one
+    process only). Several primaries: a comma-separated list (topics are hashed)."""
+    workers: int = 0
+    """Gateway processes on this node sharing the port (SO_REUSEPORT). 0: one per core
+    when ``redis_url`` is set, else one. More than one needs ``redis_url``."""
     data_dir: str = ".hearth"
     """Where the embedded PostgreSQL and the generated secret live."""
     secret: str | None = None
@@ -101,9 +107,20 @@ def load_config(file: str | None = None, overrides: dict[str, Any] | None = None
     if config.database_url and not config.secret:
         raise ConfigError("HEARTH_SECRET is required with HEARTH_DATABASE_URL: every node "
                           "must sign tokens with the same secret")
+    if config.workers < 0:
+        raise ConfigError("HEARTH_WORKERS: 0 (automatic) or more")
+    if config.workers > 1 and not config.redis_url:
+        raise ConfigError("HEARTH_WORKERS > 1 needs HEARTH_REDIS_URL: processes exchange "
+                          "events through Redis")
     if config.secret is not None and len(config.secret) < 16:
         raise ConfigError("HEARTH_SECRET: use at least 16 characters")
     return config
+
+
+def worker_count(config: Config) -> int:
+    if config.workers:
+        return config.workers
+    return (os.cpu_count() or 1) if config.redis_url else 1
 
 
 def secret_for(config: Config) -> str:

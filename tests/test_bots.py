@@ -11,24 +11,31 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bots import echo_bot
-from bots.client import HearthClient, HearthClosed, HearthError
+from bots.client import ConnectionLost, HearthClient, HearthClosed, HearthError
 from bots.rest import HearthRest, RestError, TokenPair
+from protocol.codec import JSON
 from protocol.codes import CloseCode, ErrorCode
 from protocol.frames import (
     ChannelCreated,
+    Empty,
     Event,
+    MemberLeft,
     MessageCreated,
     MessageDeleted,
     MessageUpdated,
     ReactionAdded,
+    Ready,
     SendMessage,
     TypingStarted,
 )
+from protocol.limits import Limits
 from protocol.models import ChannelKind, Message, User
+from protocol.session import GatewayProtocol, IdentifyRequested, ResumeRequested, State
 from tests.conftest import RunningServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -334,3 +341,156 @@ async def test_echo_bot_process_answers_in_its_channels(server: RunningServer,
             process.kill()
             output = process.communicate()[0].decode()
     assert process.returncode == 0, output
+
+
+# ---------------------------------------------------------------- against a fake gateway
+# The SDK's reconnect logic, driven by a websockets server whose brain is the sans-I/O
+# GatewayProtocol itself: deterministic drains, lost heartbeats and unanswered requests.
+
+
+class FakeGateway:
+    """A one-session gateway: identify opens session "s1"; resume replays its events."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.events: list[bytes] = []  # encoded events, s = index + 1
+        self.connections: list[GatewayProtocol] = []
+        self.resumes: list[int] = []
+        self.ack_heartbeats = True
+        self.answer_requests = True
+        self.url = ""
+
+    def publish(self, event: Event) -> None:
+        """Buffer an event and write it to the live connection, if any."""
+        self.events.append(JSON.encode_event(event))
+        self._wake.set()
+
+    async def serve(self) -> AsyncIterator[None]:
+        from websockets.asyncio.server import serve
+
+        self._wake = asyncio.Event()
+        async with serve(self._handle, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]  # type: ignore[index]
+            self.url = f"ws://127.0.0.1:{port}/gateway"
+            yield
+
+    async def _handle(self, ws: Any) -> None:
+        loop = asyncio.get_running_loop()
+
+        def now() -> float:
+            return loop.time() * 1000
+
+        proto = GatewayProtocol(JSON, self.limits, now())
+        self.connections.append(proto)
+        sent = 0
+
+        async def flush() -> None:
+            for frame in proto.data_to_send():
+                await ws.send(frame.decode())
+
+        async def pump() -> None:
+            nonlocal sent
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while proto.state is State.READY and sent < len(self.events):
+                    sent += 1
+                    await ws.send(proto.dispatch_frame(sent, self.events[sent - 1]).decode())
+                decided = proto.close_code()
+                if decided is not None:
+                    await flush()
+                    await ws.close(int(decided[0]), decided[1])
+                    return
+
+        pumping = loop.create_task(pump())
+        try:
+            await flush()
+            async for message in ws:
+                if not self.ack_heartbeats and '"heartbeat"' in message:
+                    continue
+                proto.receive(message, now())
+                for event in proto.events():
+                    if isinstance(event, IdentifyRequested):
+                        proto.accept_identify(Ready(
+                            session_id="s1", user=User(id=1, username="me", display_name="Me"),
+                            communities=[], private_channels=[], read_states=[]))
+                    elif isinstance(event, ResumeRequested):
+                        self.resumes.append(event.seq)
+                        sent = len(self.events)
+                        replay = [JSON.dispatch_frame(s, self.events[s - 1])
+                                  for s in range(event.seq + 1, sent + 1)]
+                        proto.accept_resume("s1", replay)
+                    elif self.answer_requests:
+                        proto.reply_ok(event.request.id, Empty())
+                await flush()
+                self._wake.set()
+        finally:
+            pumping.cancel()
+
+
+def _left(user_id: int) -> MemberLeft:
+    return MemberLeft(community_id=1, user_id=user_id)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeGateway]:
+    gateway = FakeGateway(Limits(heartbeat_interval_ms=200))
+    async for _ in gateway.serve():
+        yield gateway
+
+
+async def test_drain_reconnects_and_resumes_in_order(fake: FakeGateway) -> None:
+    async with HearthClient(fake.url, "token", max_backoff=0.2) as client:
+        fake.publish(_left(1))
+        fake.publish(_left(2))
+        assert [await client.next_event(5) for _ in range(2)] == [_left(1), _left(2)]
+        fake.connections[-1].drain(retry_after_ms=50)  # reconnect frame, then 1001
+        fake.publish(_left(3))  # buffered while the client is away
+        assert await client.next_event(5) == _left(3)
+        assert fake.resumes == [2]
+        assert client.resumes == 1 and client.identifies == 1 and client.last_seq == 3
+        await client.typing(1)  # requests flow on the new connection
+
+
+async def test_unacknowledged_heartbeats_mean_a_dead_connection(fake: FakeGateway) -> None:
+    fake.ack_heartbeats = False
+    async with HearthClient(fake.url, "token", max_backoff=0.2) as client:
+        for _ in range(100):
+            if client.resumes:
+                break
+            await asyncio.sleep(0.05)
+        assert client.resumes >= 1 and fake.resumes[0] == 0
+
+
+async def test_requests_in_flight_fail_when_the_connection_drops(fake: FakeGateway) -> None:
+    fake.answer_requests = False
+    async with HearthClient(fake.url, "token", max_backoff=0.2) as client:
+        pending = asyncio.create_task(client.typing(1))
+        await asyncio.sleep(0.1)
+        await client.drop_connection()
+        with pytest.raises(ConnectionLost):
+            await pending
+        fake.answer_requests = True
+        await client.typing(1)  # retried on the resumed session
+        assert client.resumes == 1
+
+
+async def test_full_event_queue_drops_the_oldest(fake: FakeGateway) -> None:
+    async with HearthClient(fake.url, "token", max_queued_events=3) as client:
+        for i in range(1, 6):
+            fake.publish(_left(i))
+        for _ in range(100):
+            if client.last_seq == 5:
+                break
+            await asyncio.sleep(0.02)
+        assert client.dropped_events == 2
+        assert [await client.next_event(1) for _ in range(3)] == [_left(3), _left(4), _left(5)]
+
+
+async def test_unknown_events_are_skipped_but_counted(fake: FakeGateway) -> None:
+    async with HearthClient(fake.url, "token") as client:
+        fake.publish(_left(1))
+        fake.events.append(b'{"t":"from_the_future","x":1}')  # s = 2, unknown to the SDK
+        fake.publish(_left(3))
+        assert [await client.next_event(5) for _ in range(2)] == [_left(1), _left(3)]
+        assert client.last_seq == 3
