@@ -7,9 +7,9 @@ frame (the connection cannot continue). Both enums are rendered into
 
 Error tree (what a client sees, by where it went wrong)::
 
-    request rejected, connection kept       -> ErrorFrame(code=ErrorCode.*)
+    request rejected, connection kept       -> Error(code=ErrorCode.*)
         malformed frame ........................ invalid_frame
-        well-formed but not allowed ............ forbidden, not_found, not_member
+        well-formed but not allowed ............ forbidden, not_found
         limits ................................. rate_limited, content_too_long, ...
         state .................................. thread_archived, not_ready
         server side ............................ internal (logged, nothing lost)

@@ -32,6 +32,7 @@ from protocol.models import (
     ReadState,
     Role,
     Seq,
+    SessionSeq,
     User,
 )
 
@@ -64,13 +65,13 @@ class Resume(ClientFrameBase, tag="resume"):
 
     token: Token
     session_id: Annotated[str, msgspec.Meta(max_length=64)]
-    seq: Seq
+    seq: SessionSeq
 
 
 class Heartbeat(ClientFrameBase, tag="heartbeat"):
     """Keep-alive; ``seq`` is the last dispatch received. Answered by ``heartbeat_ack``."""
 
-    seq: Seq | None = None
+    seq: SessionSeq | None = None
 
 
 class Request(ClientFrameBase):
@@ -464,7 +465,7 @@ class Error(ServerFrameBase, tag="error"):
 class Dispatch(ServerFrameBase, tag="dispatch"):
     """A server event. ``s`` is the session sequence number, 1 for the first after ready."""
 
-    s: Seq
+    s: SessionSeq
     d: Event
 
 

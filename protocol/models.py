@@ -17,6 +17,8 @@ import msgspec
 
 Id = Annotated[int, msgspec.Meta(ge=1, le=2**53 - 1, description="Positive integer id.")]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1, description="Per-channel position.")]
+SessionSeq = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1,
+                                         description="Per-session dispatch number.")]
 Millis = Annotated[int, msgspec.Meta(ge=0, description="Milliseconds since the Unix epoch.")]
 
 

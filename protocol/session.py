@@ -235,10 +235,10 @@ class GatewayProtocol:
         self._outbox.append(self.codec.encode(Error(
             id=request_id, code=code, message=message, retry_after_ms=retry_after_ms)))
 
-    def dispatch_frame(self, seq: int, event_body: bytes) -> bytes:
-        """The dispatch frame for ``seq``; the caller writes it (the fan-out fast path)."""
+    def dispatch_frame(self, seq: int, event_body: bytes) -> bytes | None:
+        """The dispatch frame for ``seq`` (the caller writes it), or None once closed."""
         if not self._expect(State.READY):
-            return b""
+            return None
         return self.codec.dispatch_frame(seq, event_body)
 
     def drain(self, retry_after_ms: int) -> None:

@@ -173,8 +173,11 @@ def hearth_server(database_url: str) -> Iterator[RunningServer]:
                HEARTH_LOADTEST_PROVISIONING="true", HEARTH_LOG_LEVEL="WARNING",
                HEARTH_ARGON2_TIME_COST="1", HEARTH_ARGON2_MEMORY_KIB="8192",
                HEARTH_DATA_DIR=tempfile.mkdtemp(prefix="hearth-data-"))
+    log_path = Path(env["HEARTH_DATA_DIR"]) / "server.log"
+    log_file = log_path.open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    log_file.close()  # the child holds its own descriptor
     server = RunningServer("127.0.0.1", port, database_url)
     server.process = proc
     deadline = time.monotonic() + 30
@@ -187,7 +190,8 @@ def hearth_server(database_url: str) -> Iterator[RunningServer]:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            output = proc.stdout.read().decode() if proc.stdout else ""
+            proc.wait()
+            output = log_path.read_text(errors="replace")
             raise RuntimeError(f"hearth serve did not become ready:\n{output}")
         time.sleep(0.1)
     try:

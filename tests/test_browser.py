@@ -287,6 +287,22 @@ async def test_login_errors_and_communities(browser: Any, server: Any) -> None:
                  ).to_have_attribute("data-channel-name", "general")
     await guest.send("glad to be here")
     await expect(owner.message("glad to be here")).to_have_count(1, timeout=LIVE_MS)
+    await owner.send("welcome, Gus")
+    await expect(guest.message("welcome, Gus")).to_have_count(1, timeout=LIVE_MS)
+
+    # A channel created over REST shows up live in both sidebars (channel_create).
+    token = await owner.page.evaluate("sessionStorage.getItem('hearth.access')")
+    community_id = await study.get_attribute("data-community-id")
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{server.url}/api/v1/communities/{community_id}/channels",
+            json={"name": "homework"}, headers={"Authorization": f"Bearer {token}"}) as reply:
+        assert reply.status == 201, await reply.text()
+    await expect(guest.channel("homework")).to_have_count(1, timeout=LIVE_MS)
+    await expect(owner.channel("homework")).to_have_count(1, timeout=LIVE_MS)
+    await guest.open_channel("homework")
+    await guest.send("first homework question")
+    await owner.open_channel("homework")
+    await expect(owner.message("first homework question")).to_have_count(1, timeout=LIVE_MS)
     assert errors == []
 
 

@@ -135,3 +135,12 @@ def test_docgen_is_pure(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(builtins, "open", read_only_open)
     assert docgen.render_protocol_markdown().startswith("# Hearth gateway protocol")
+
+
+def test_every_request_names_its_result(rendered: str) -> None:
+    """docgen's request -> result table must cover every request type."""
+    from protocol.frames import REQUEST_TYPES
+
+    missing = [cls.__name__ for cls in REQUEST_TYPES if cls not in docgen._request_results()]
+    assert missing == [], f"add these to docgen._RESULT_OF: {missing}"
+    assert rendered.count("Replied with `ok` carrying") == len(REQUEST_TYPES)

@@ -1,0 +1,230 @@
+"""Redis for the tests: never skipped.
+
+``redis_url`` (session): ``HEARTH_REDIS_URL`` when set, otherwise a throwaway
+``redis-server`` on a free port (``--save "" --appendonly no``), stopped at the end.
+``redis_server`` (function): a throwaway server of the test's own, which the test may
+stop and start again on the same port. ``make_redis_server`` builds more of them, and
+``redis_cluster`` starts a three-primary Redis Cluster.
+
+``redis-server`` comes from Debian's package; :func:`ensure_redis_server` installs it
+when it is missing. A CI step can call it ahead of the tests::
+
+    python -m tests.redis_fixture        # prints the path of redis-server
+
+Import the fixtures into ``tests/conftest.py`` with
+``from tests.redis_fixture import make_redis_server, redis_cluster, redis_server, redis_url``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+_DEBIAN_PACKAGE = "redis-server"
+
+
+def ensure_redis_server() -> str:
+    """Path of ``redis-server``; installs Debian's ``redis-server`` package when missing
+    (as root, or with password-less sudo). Raises if it cannot: Redis tests never skip."""
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    if found:
+        return found
+    prefix: list[str] = []
+    if os.geteuid() != 0:
+        if shutil.which("sudo") is None:
+            raise RuntimeError("redis-server is missing and cannot be installed without root: "
+                               "apt-get install -y redis-server, or set HEARTH_REDIS_URL")
+        prefix = ["sudo", "-n"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", _DEBIAN_PACKAGE]):
+        result = subprocess.run(prefix + command, env=env, capture_output=True, text=True,
+                                check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+    # The package's post-install starts a system service on 6379; the tests do not use it.
+    found = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(found).exists():
+        raise RuntimeError("redis-server still missing after installing the package")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def redis_cli(port: int, *args: str, timeout: float = 10) -> str:
+    """Run ``redis-cli`` against a local port (the Debian package ships it)."""
+    cli = shutil.which("redis-cli") or str(Path(ensure_redis_server()).with_name("redis-cli"))
+    result = subprocess.run([cli, "-h", "127.0.0.1", "-p", str(port), *args],
+                            capture_output=True, text=True, timeout=timeout, check=True)
+    return result.stdout
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` on 127.0.0.1; ``stop()`` and ``start()`` keep the port."""
+
+    def __init__(self, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = Path(tempfile.mkdtemp(prefix="hearth-redis-"))
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15) -> None:
+        if self.process is not None:
+            raise RuntimeError("already running")
+        args = [ensure_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"),
+                *self.extra_args]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not _answers_ping(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop(kill=True)
+                log = (self.dir / "redis.log")
+                raise RuntimeError(f"redis-server did not start on port {self.port}:\n"
+                                   f"{log.read_text() if log.exists() else ''}")
+            time.sleep(0.02)
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop the server: SIGTERM (clean shutdown), or SIGKILL with ``kill=True``."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def cli(self, *args: str) -> str:
+        return redis_cli(self.port, *args)
+
+
+class RedisCluster:
+    """A Redis Cluster of throwaway primaries (no replicas) on 127.0.0.1."""
+
+    def __init__(self, size: int = 3) -> None:
+        self.nodes = [RedisServer(extra_args=("--cluster-enabled", "yes",
+                                              "--cluster-config-file", "nodes.conf",
+                                              "--cluster-node-timeout", "2000"))
+                      for _ in range(size)]
+        self.urls = [node.url for node in self.nodes]
+        self.url = ",".join(self.urls)
+
+    def start(self, timeout: float = 30) -> None:
+        for node in self.nodes:
+            node.start()
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            first.cli("CLUSTER", "MEET", "127.0.0.1", str(node.port))
+        size = len(self.nodes)
+        for i, node in enumerate(self.nodes):
+            low, high = i * 16384 // size, (i + 1) * 16384 // size - 1
+            node.cli("CLUSTER", "ADDSLOTSRANGE", str(low), str(high))
+        deadline = time.monotonic() + timeout
+        while True:
+            infos = [node.cli("CLUSTER", "INFO") for node in self.nodes]
+            known = [node.cli("CLUSTER", "NODES").count("master") for node in self.nodes]
+            if all("cluster_state:ok" in i for i in infos) and all(k == size for k in known):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Redis Cluster did not form: {infos}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop(kill=True)
+
+    def node_id(self, node: RedisServer) -> str:
+        return node.cli("CLUSTER", "MYID").strip()
+
+    def move_slot(self, slot: int, source: RedisServer, target: RedisServer) -> None:
+        """Give an (empty) hash slot to another primary, the way resharding does."""
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        target.cli("CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        source.cli("CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        for node in (target, source, *[n for n in self.nodes if n not in (source, target)]):
+            node.cli("CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis for the whole session (shared: tests use unique topic names)."""
+    url = os.environ.get("HEARTH_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def make_redis_server() -> Iterator[Callable[[], RedisServer]]:
+    """Factory of throwaway servers of this test's own; all stopped at the end."""
+    servers: list[RedisServer] = []
+
+    def make() -> RedisServer:
+        server = RedisServer()
+        servers.append(server)
+        server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop(kill=True)
+
+
+@pytest.fixture
+def redis_server(make_redis_server: Callable[[], RedisServer]) -> RedisServer:
+    """A throwaway ``redis-server`` of this test's own (``.url``, ``.stop()``, ``.start()``)."""
+    return make_redis_server()
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[RedisCluster]:
+    cluster = RedisCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    print(ensure_redis_server())
