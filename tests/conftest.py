@@ -26,6 +26,9 @@ import pytest
 from persistence.database import Database
 from persistence.embedded import EmbeddedPostgres
 from persistence.migrate import migrate
+from tests.redis_fixture import make_redis_server, redis_server, redis_url
+
+__all__ = ["make_redis_server", "redis_server", "redis_url"]
 
 _SEED = int(os.environ.get("HEARTH_TEST_SEED", random.randrange(2**32)))
 
@@ -159,25 +162,24 @@ async def live_server(database_url: str) -> AsyncIterator[RunningServer]:
         await runner.cleanup()
 
 
-@pytest.fixture
-def hearth_server(database_url: str) -> Iterator[RunningServer]:
-    """``hearth serve`` as a separate process, the way a user runs it (for browser and
-    load-test tests, whose clients must not share the server's event loop)."""
+def start_server_process(database_url: str, **extra_env: str) -> RunningServer:
+    """``hearth serve`` in its own process on a free port, ready when this returns.
+    Stop it with :func:`stop_server_process`."""
     import subprocess
     import sys
     import time
     import urllib.request
 
-    port = free_port()
+    port = int(extra_env.pop("port", free_port()))
     env = dict(os.environ, HEARTH_DATABASE_URL=database_url, HEARTH_SECRET=TEST_SECRET,
                HEARTH_LOADTEST_PROVISIONING="true", HEARTH_LOG_LEVEL="WARNING",
                HEARTH_ARGON2_TIME_COST="1", HEARTH_ARGON2_MEMORY_KIB="8192",
-               HEARTH_DATA_DIR=tempfile.mkdtemp(prefix="hearth-data-"))
+               HEARTH_DATA_DIR=tempfile.mkdtemp(prefix="hearth-data-"), **extra_env)
     log_path = Path(env["HEARTH_DATA_DIR"]) / "server.log"
-    log_file = log_path.open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
-                            env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    log_file.close()  # the child holds its own descriptor
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+            env=env, stdout=log_file, stderr=subprocess.STDOUT)
     server = RunningServer("127.0.0.1", port, database_url)
     server.process = proc
     deadline = time.monotonic() + 30
@@ -185,7 +187,7 @@ def hearth_server(database_url: str) -> Iterator[RunningServer]:
         try:
             with urllib.request.urlopen(f"{server.url}/readyz", timeout=1) as reply:
                 if reply.status == 200:
-                    break
+                    return server
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -194,12 +196,28 @@ def hearth_server(database_url: str) -> Iterator[RunningServer]:
             output = log_path.read_text(errors="replace")
             raise RuntimeError(f"hearth serve did not become ready:\n{output}")
         time.sleep(0.1)
-    try:
-        yield server
-    finally:
+
+
+def stop_server_process(server: RunningServer) -> None:
+    import subprocess
+
+    proc = server.process
+    assert isinstance(proc, subprocess.Popen)
+    if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def hearth_server(database_url: str) -> Iterator[RunningServer]:
+    """``hearth serve`` as a separate process, the way a user runs it (for browser and
+    load-test tests, whose clients must not share the server's event loop)."""
+    server = start_server_process(database_url)
+    try:
+        yield server
+    finally:
+        stop_server_process(server)

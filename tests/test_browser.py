@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -49,26 +48,6 @@ async def browser() -> AsyncIterator[Any]:
             yield instance
         finally:
             await instance.close()
-
-
-@pytest.fixture
-def server(hearth_server: Any) -> Iterator[Any]:
-    """The shared ``hearth_server``, whose output pipe is also closed at the end.
-
-    Workaround: conftest's fixture never closes ``process.stdout``, and the resulting
-    ResourceWarning (an error under ``filterwarnings = error``) fails the next test's
-    setup. Stopping the process here first leaves its own teardown nothing to do.
-    """
-    yield hearth_server
-    proc = hearth_server.process
-    if proc is not None and proc.stdout is not None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
 
 
 class Person:
@@ -132,10 +111,10 @@ class Person:
 
 
 async def test_two_people_chat_live_and_history_survives_reload(
-        browser: Any, server: Any) -> None:
+        browser: Any, hearth_server: Any) -> None:
     errors: list[str] = []
-    alice = await Person.open(browser, server.url, "alice", errors)
-    bob = await Person.open(browser, server.url, "bob", errors)
+    alice = await Person.open(browser, hearth_server.url, "alice", errors)
+    bob = await Person.open(browser, hearth_server.url, "bob", errors)
     await alice.register("alice", "Alice")
     await bob.register("bob", "Bob")
     await alice.open_channel("general")
@@ -184,10 +163,10 @@ async def test_two_people_chat_live_and_history_survives_reload(
     assert errors == []
 
 
-async def test_unread_resume_errors_edit_and_delete(browser: Any, server: Any) -> None:
+async def test_unread_resume_errors_edit_and_delete(browser: Any, hearth_server: Any) -> None:
     errors: list[str] = []
-    alice = await Person.open(browser, server.url, "alice", errors)
-    bob = await Person.open(browser, server.url, "bob", errors)
+    alice = await Person.open(browser, hearth_server.url, "alice", errors)
+    bob = await Person.open(browser, hearth_server.url, "bob", errors)
     await alice.register("alice2", "Alice")
     await bob.register("bob2", "Bob")
     await bob.open_channel("introductions")
@@ -249,10 +228,10 @@ async def test_unread_resume_errors_edit_and_delete(browser: Any, server: Any) -
     assert errors == []
 
 
-async def test_login_errors_and_communities(browser: Any, server: Any) -> None:
+async def test_login_errors_and_communities(browser: Any, hearth_server: Any) -> None:
     errors: list[str] = []
-    owner = await Person.open(browser, server.url, "owner", errors)
-    guest = await Person.open(browser, server.url, "guest", errors)
+    owner = await Person.open(browser, hearth_server.url, "owner", errors)
+    guest = await Person.open(browser, hearth_server.url, "guest", errors)
 
     # A wrong password is explained on the form (the 401 itself is a console error in
     # Chromium's network log, which is expected here and nowhere else).
@@ -294,7 +273,7 @@ async def test_login_errors_and_communities(browser: Any, server: Any) -> None:
     token = await owner.page.evaluate("sessionStorage.getItem('hearth.access')")
     community_id = await study.get_attribute("data-community-id")
     async with aiohttp.ClientSession() as http, http.post(
-            f"{server.url}/api/v1/communities/{community_id}/channels",
+            f"{hearth_server.url}/api/v1/communities/{community_id}/channels",
             json={"name": "homework"}, headers={"Authorization": f"Bearer {token}"}) as reply:
         assert reply.status == 201, await reply.text()
     await expect(guest.channel("homework")).to_have_count(1, timeout=LIVE_MS)
@@ -306,11 +285,11 @@ async def test_login_errors_and_communities(browser: Any, server: Any) -> None:
     assert errors == []
 
 
-async def test_scrolling_up_loads_older_history(browser: Any, server: Any) -> None:
+async def test_scrolling_up_loads_older_history(browser: Any, hearth_server: Any) -> None:
     # 70 messages through the raw gateway: more than one page (50) of history.
     async with aiohttp.ClientSession() as http:
-        reply = await register(http, server.url, "carol", password=PASSWORD)
-        client = await GatewayClient.identified(http, server.ws_url, reply["access_token"])
+        reply = await register(http, hearth_server.url, "carol", password=PASSWORD)
+        client = await GatewayClient.identified(http, hearth_server.ws_url, reply["access_token"])
         general = client.channel_named("general")
         for i in range(70):
             await client.ok("send_message", channel_id=general["id"],
@@ -318,7 +297,7 @@ async def test_scrolling_up_loads_older_history(browser: Any, server: Any) -> No
         await client.close()
 
     errors: list[str] = []
-    carol = await Person.open(browser, server.url, "carol", errors)
+    carol = await Person.open(browser, hearth_server.url, "carol", errors)
     await carol.login("carol")
     await expect(carol.message("history 69")).to_have_count(1, timeout=LIVE_MS)
     await expect(carol.message("history 19")).to_have_count(0)  # only the newest page

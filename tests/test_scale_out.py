@@ -1,0 +1,128 @@
+"""Several real gateway processes sharing one PostgreSQL and one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+
+from tests.conftest import (
+    TEST_SECRET,
+    RunningServer,
+    free_port,
+    start_server_process,
+    stop_server_process,
+)
+from tests.helpers import GatewayClient, register
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def three_nodes(database_url: str, redis_url: str) -> Iterator[list[RunningServer]]:
+    nodes = [start_server_process(database_url, HEARTH_REDIS_URL=redis_url) for _ in range(3)]
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            stop_server_process(node)
+
+
+async def test_message_on_node_a_reaches_b_and_c_in_order_once(
+        three_nodes: list[RunningServer], http: aiohttp.ClientSession) -> None:
+    a, b, c = three_nodes
+    people = [await register(http, a.url) for _ in range(3)]
+    clients = [await GatewayClient.identified(http, node.ws_url, person["access_token"])
+               for node, person in zip(three_nodes, people, strict=True)]
+    general = clients[0].channel_named("general")["id"]
+    sent = [(await clients[0].ok("send_message", channel_id=general,
+                                 content=f"m{i}"))["message"]["seq"] for i in range(50)]
+    for receiver in clients[1:]:
+        got = [(await receiver.event("message_create"))["message"]["seq"] for _ in range(50)]
+        assert got == sent
+        await receiver.no_event("message_create")
+    # A typing indicator and an edit cross nodes too.
+    await clients[1].ok("typing", channel_id=general)
+    assert (await clients[2].event("typing_start"))["user"]["id"] == people[1]["user"]["id"]
+    for node in (b, c):
+        async with http.get(f"{node.url}/metrics") as reply:
+            text = await reply.text()
+            assert "hearth_deliveries_total" in text
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        assert proc.poll() is None, "supervisor exited"
+        time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+async def test_workers_share_one_port_and_a_dead_worker_is_replaced(
+        database_url: str, redis_url: str, http: aiohttp.ClientSession) -> None:
+    port = free_port()
+    env = dict(os.environ, HEARTH_DATABASE_URL=database_url, HEARTH_SECRET=TEST_SECRET,
+               HEARTH_REDIS_URL=redis_url, HEARTH_ARGON2_TIME_COST="1",
+               HEARTH_ARGON2_MEMORY_KIB="8192", HEARTH_LOG_LEVEL="WARNING",
+               HEARTH_DATA_DIR=tempfile.mkdtemp(prefix="hearth-data-"))
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/gateway"
+    try:
+        await asyncio.to_thread(_wait_ready, url, supervisor)
+        people = [await register(http, url) for _ in range(8)]
+        clients = [await GatewayClient.identified(http, ws_url, p["access_token"])
+                   for p in people]
+        general = clients[0].channel_named("general")["id"]
+        await clients[0].ok("send_message", channel_id=general, content="to all workers")
+        for client in clients[1:]:
+            assert (await client.event("message_create"))["message"]["content"] == \
+                "to all workers"
+        workers = [int(p) for p in subprocess.run(
+            ["pgrep", "-P", str(supervisor.pid)], capture_output=True, text=True,
+            check=True).stdout.split()]
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            alive = subprocess.run(["pgrep", "-P", str(supervisor.pid)], capture_output=True,
+                                   text=True).stdout.split()
+            if len(alive) == 2 and str(workers[0]) not in alive:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("the dead worker was not replaced")
+        # New connections work whichever worker the kernel picks.
+        fresh = [await GatewayClient.identified(http, ws_url, p["access_token"])
+                 for p in people[:4]]
+        await fresh[0].ok("send_message", channel_id=general, content="after the crash")
+        for client in fresh[1:]:
+            assert (await client.event("message_create"))["message"]["content"] == \
+                "after the crash"
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        try:
+            supervisor.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            supervisor.kill()
+            supervisor.wait()
