@@ -15,9 +15,10 @@ async def _count(conn: asyncpg.Connection, message_id: int, emoji: str) -> int:
 
 
 async def add_reaction(conn: asyncpg.Connection, message_id: int, user_id: int, emoji: str, *,
-                       max_distinct: int) -> int | None:
-    """The emoji's count after adding; unchanged if already there; None when a new
-    distinct emoji would pass ``max_distinct``. The limit check and the insert are one
+                       max_distinct: int) -> tuple[int, bool] | None:
+    """(the emoji's count after adding, whether this call added it); the count is
+    unchanged and the flag False if it was already there; None when a new distinct
+    emoji would pass ``max_distinct``. The limit check and the insert are one
     statement, so two racing reactors cannot both slip past it by much."""
     inserted = await conn.fetchval(
         """
@@ -34,7 +35,7 @@ async def add_reaction(conn: asyncpg.Connection, message_id: int, user_id: int, 
             message_id, emoji, user_id)
         if exists is None:
             return None
-    return await _count(conn, message_id, emoji)
+    return await _count(conn, message_id, emoji), inserted is not None
 
 
 async def remove_reaction(conn: asyncpg.Connection, message_id: int, user_id: int,

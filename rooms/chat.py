@@ -252,12 +252,15 @@ class ChatService:
         self._check_emoji(req.emoji)
         await self._message_in(channel, req.message_id)
         async with self.db.connection() as conn:
-            count = await reactions_db.add_reaction(
+            outcome = await reactions_db.add_reaction(
                 conn, req.message_id, session.user.id, req.emoji,
                 max_distinct=self.limits.max_distinct_reactions)
-        if count is None:
+        if outcome is None:
             raise RequestError(ErrorCode.TOO_MANY_REACTIONS,
                                f"at most {self.limits.max_distinct_reactions} distinct emoji")
+        count, added = outcome
+        if not added:  # reacting twice is a no-op, for the channel too
+            return Empty()
         await self.hub.publish(channel_topic(channel.id), ReactionAdded(
             channel_id=channel.id, message_id=req.message_id, user_id=session.user.id,
             emoji=req.emoji, count=count))

@@ -11,8 +11,13 @@ when it is missing. A CI step can call it ahead of the tests::
 
     python -m tests.redis_fixture        # prints the path of redis-server
 
-Import the fixtures into ``tests/conftest.py`` with
-``from tests.redis_fixture import make_redis_server, redis_cluster, redis_server, redis_url``.
+Import the fixtures into ``tests/conftest.py`` with::
+
+    from tests.redis_fixture import (  # noqa: F401
+        make_redis_server_fixture, redis_cluster_fixture, redis_server_fixture,
+        redis_url_fixture)
+
+(each is registered under the name without ``_fixture``: ``redis_url`` and so on).
 """
 
 from __future__ import annotations
@@ -62,6 +67,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_cluster_port() -> int:
+    """A free port P <= 55535 whose cluster bus port P + 10000 is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port > 55535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def _answers_ping(port: int) -> bool:
@@ -134,12 +154,14 @@ class RedisCluster:
     """A Redis Cluster of throwaway primaries (no replicas) on 127.0.0.1."""
 
     def __init__(self, size: int = 3) -> None:
-        self.nodes = [RedisServer(extra_args=("--cluster-enabled", "yes",
+        self.nodes = [RedisServer(port=free_cluster_port(),
+                                  extra_args=("--cluster-enabled", "yes",
                                               "--cluster-config-file", "nodes.conf",
                                               "--cluster-node-timeout", "2000"))
                       for _ in range(size)]
         self.urls = [node.url for node in self.nodes]
         self.url = ",".join(self.urls)
+        self._moved: dict[int, RedisServer] = {}
 
     def start(self, timeout: float = 30) -> None:
         for node in self.nodes:
@@ -165,6 +187,15 @@ class RedisCluster:
         for node in self.nodes:
             node.stop(kill=True)
 
+    def owner_of(self, slot: int) -> RedisServer:
+        """The primary that serves ``slot`` (as assigned by :meth:`start`/:meth:`move_slot`)."""
+        moved = self._moved.get(slot)
+        if moved is not None:
+            return moved
+        size = len(self.nodes)
+        return next(node for i, node in enumerate(self.nodes)
+                    if i * 16384 // size <= slot <= (i + 1) * 16384 // size - 1)
+
     def node_id(self, node: RedisServer) -> str:
         return node.cli("CLUSTER", "MYID").strip()
 
@@ -175,10 +206,11 @@ class RedisCluster:
         source.cli("CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
         for node in (target, source, *[n for n in self.nodes if n not in (source, target)]):
             node.cli("CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+        self._moved[slot] = target
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+@pytest.fixture(scope="session", name="redis_url")
+def redis_url_fixture() -> Iterator[str]:
     """A Redis for the whole session (shared: tests use unique topic names)."""
     url = os.environ.get("HEARTH_REDIS_URL")
     if url:
@@ -192,8 +224,8 @@ def redis_url() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def make_redis_server() -> Iterator[Callable[[], RedisServer]]:
+@pytest.fixture(name="make_redis_server")
+def make_redis_server_fixture() -> Iterator[Callable[[], RedisServer]]:
     """Factory of throwaway servers of this test's own; all stopped at the end."""
     servers: list[RedisServer] = []
 
@@ -210,14 +242,14 @@ def make_redis_server() -> Iterator[Callable[[], RedisServer]]:
             server.stop(kill=True)
 
 
-@pytest.fixture
-def redis_server(make_redis_server: Callable[[], RedisServer]) -> RedisServer:
+@pytest.fixture(name="redis_server")
+def redis_server_fixture(make_redis_server: Callable[[], RedisServer]) -> RedisServer:
     """A throwaway ``redis-server`` of this test's own (``.url``, ``.stop()``, ``.start()``)."""
     return make_redis_server()
 
 
-@pytest.fixture
-def redis_cluster() -> Iterator[RedisCluster]:
+@pytest.fixture(name="redis_cluster")
+def redis_cluster_fixture() -> Iterator[RedisCluster]:
     cluster = RedisCluster()
     try:
         cluster.start()

@@ -104,6 +104,7 @@ async def test_reactions_typing_and_read_state(live_server: RunningServer,
     added = await ca.event("reaction_add")
     assert added["count"] == 1 and added["emoji"] == "👍"
     await cb.ok("add_reaction", channel_id=general, message_id=msg["id"], emoji="👍")  # no-op
+    await ca.no_event("reaction_add")
     who = await ca.ok("fetch_reactions", channel_id=general, message_id=msg["id"], emoji="👍")
     assert [u["id"] for u in who["users"]] == [cb.ready["user"]["id"]]
     await cb.ok("remove_reaction", channel_id=general, message_id=msg["id"], emoji="👍")

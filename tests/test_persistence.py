@@ -362,13 +362,13 @@ async def test_reaction_counts_duplicates_and_distinct_limit(
     message = (await insert(db, [new(a, owner)]))[0].message
     async with db.connection() as conn:
         add = reactions_db.add_reaction
-        assert await add(conn, message.id, owner.id, "👍", max_distinct=2) == 1
-        assert await add(conn, message.id, other.id, "👍", max_distinct=2) == 2
-        assert await add(conn, message.id, other.id, "👍", max_distinct=2) == 2  # duplicate
-        assert await add(conn, message.id, owner.id, "🎉", max_distinct=2) == 1
+        assert await add(conn, message.id, owner.id, "👍", max_distinct=2) == (1, True)
+        assert await add(conn, message.id, other.id, "👍", max_distinct=2) == (2, True)
+        assert await add(conn, message.id, other.id, "👍", max_distinct=2) == (2, False)
+        assert await add(conn, message.id, owner.id, "🎉", max_distinct=2) == (1, True)
         # A third distinct emoji is refused; more of an existing one is fine.
         assert await add(conn, message.id, owner.id, "🚀", max_distinct=2) is None
-        assert await add(conn, message.id, third.id, "🎉", max_distinct=2) == 2
+        assert await add(conn, message.id, third.id, "🎉", max_distinct=2) == (2, True)
 
         fetched = await messages_db.get_message(conn, message.id)
         assert fetched is not None
@@ -383,7 +383,7 @@ async def test_reaction_counts_duplicates_and_distinct_limit(
         assert await reactions_db.remove_reaction(conn, message.id, owner.id, "👍") == (False, 1)
         assert await reactions_db.remove_reaction(conn, message.id, other.id, "👍") == (True, 0)
         # With 👍 gone there is room for another distinct emoji.
-        assert await add(conn, message.id, owner.id, "🚀", max_distinct=2) == 1
+        assert await add(conn, message.id, owner.id, "🚀", max_distinct=2) == (1, True)
 
 
 # ------------------------------------------------------------------------ read state
