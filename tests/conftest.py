@@ -26,9 +26,15 @@ import pytest
 from persistence.database import Database
 from persistence.embedded import EmbeddedPostgres
 from persistence.migrate import migrate
-from tests.redis_fixture import make_redis_server, redis_server, redis_url
+from tests.redis_fixture import (
+    make_redis_server_fixture,
+    redis_cluster_fixture,
+    redis_server_fixture,
+    redis_url_fixture,
+)
 
-__all__ = ["make_redis_server", "redis_server", "redis_url"]
+__all__ = ["make_redis_server_fixture", "redis_cluster_fixture", "redis_server_fixture",
+           "redis_url_fixture"]
 
 _SEED = int(os.environ.get("HEARTH_TEST_SEED", random.randrange(2**32)))
 

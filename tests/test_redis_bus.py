@@ -36,15 +36,7 @@ from rooms.redis_bus import (
     split_urls,
 )
 from tests.redis_fixture import RedisCluster, RedisServer, free_port
-
-# The Redis fixtures (redis_url, redis_server, make_redis_server, redis_cluster). Once
-# tests/conftest.py imports them this import may go; keeping it is harmless.
-from tests.redis_fixture import (  # noqa: F401
-    make_redis_server_fixture,
-    redis_cluster_fixture,
-    redis_server_fixture,
-    redis_url_fixture,
-)
+from tests.redis_fixture import redis_cluster as redis_cluster  # the fixture (not in conftest)
 
 MakeBus = Callable[..., Awaitable[RedisBus]]
 
