@@ -68,6 +68,25 @@ async def community_channels(conn: asyncpg.Connection, community_id: int) -> lis
     return await _with_members(conn, rows)
 
 
+async def visible_community_channels(conn: asyncpg.Connection, user_id: int) -> list[Channel]:
+    """Channels of all the member's communities that the member may see, in one query:
+    public ones, private ones listing the member, and live threads whose parent is one
+    of those. Costs what the member sees, not what the communities hold. Callers still
+    apply ``rooms.permissions.can_view`` (the rules live there)."""
+    rows = await conn.fetch(
+        """
+        SELECT c.* FROM channels c
+        JOIN community_members cm ON cm.community_id = c.community_id AND cm.user_id = $1
+        WHERE NOT (c.kind = 'thread' AND c.archived)
+          AND (NOT c.private OR EXISTS (
+                SELECT 1 FROM channel_members m
+                WHERE m.user_id = $1
+                  AND m.channel_id = CASE WHEN c.kind = 'thread' THEN c.parent_id ELSE c.id END))
+        ORDER BY c.community_id, c.position, c.id
+        """, user_id)
+    return await _with_members(conn, rows)
+
+
 async def channel_member_ids(conn: asyncpg.Connection, channel_id: int) -> list[int]:
     rows = await conn.fetch(
         "SELECT user_id FROM channel_members WHERE channel_id = $1 ORDER BY user_id", channel_id)

@@ -158,6 +158,15 @@ async def memberships(conn: asyncpg.Connection, user_id: int) -> list[tuple[Comm
     return [(_community(row), Role(row["role"])) for row in rows]
 
 
+async def memberships_with_counts(conn: asyncpg.Connection,
+                                  user_id: int) -> list[tuple[Community, Role, int]]:
+    """The member's communities, role and member count, in one query (identify)."""
+    rows = await conn.fetch(
+        "SELECT c.*, cm.role FROM community_members cm JOIN communities c "
+        "ON c.id = cm.community_id WHERE cm.user_id = $1 ORDER BY c.id", user_id)
+    return [(_community(r), Role(r["role"]), r["member_count"]) for r in rows]
+
+
 async def member_ids(conn: asyncpg.Connection, community_id: int) -> list[int]:
     """User ids of all members, ascending."""
     rows = await conn.fetch(

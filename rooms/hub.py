@@ -167,9 +167,12 @@ class Hub:
                 self._spawn(self._repair(channel_id, last, seq - 1))
                 return
             self._last_seq[channel_id] = seq
+            self._deliver(topic, kind, payload[_HEADER.size:], channel_id, seq)
+            return
         self._deliver(topic, kind, payload[_HEADER.size:])
 
-    def _deliver(self, topic: str, kind: bytes, body: bytes) -> None:
+    def _deliver(self, topic: str, kind: bytes, body: bytes, channel_id: int = 0,
+                 seq: int = 0) -> None:
         subscribers = self._subscribers.get(topic)
         if not subscribers:
             return
@@ -187,7 +190,7 @@ class Hub:
             if encoded is None:
                 encoded = bodies[session.codec] = session.codec.encode_event(
                     _event_decoder.decode(body))
-            session.deliver(encoded)
+            session.deliver(encoded, channel_id, seq)
         self.deliveries += len(recipients)
 
     # ------------------------------------------------------------------------- catch-up
@@ -231,7 +234,7 @@ class Hub:
         for message in missing:
             if message.seq > last:
                 _, payload = self.encode(topic, MessageCreated(message=message))
-                self._deliver(topic, _PLAIN, payload[_HEADER.size:])
+                self._deliver(topic, _PLAIN, payload[_HEADER.size:], channel_id, message.seq)
                 last = message.seq
                 self.gaps_repaired += 1
         self._last_seq[channel_id] = last
@@ -255,6 +258,7 @@ class Hub:
                     return False
             session.channels[channel.id] = channel
             if not known:
+                session.set_cursor(channel.id, channel.last_seq)
                 self._add(session, channel_topic(channel.id))
             return True
         if isinstance(event, ChannelDeleted):
@@ -269,6 +273,7 @@ class Hub:
             self._add(session, community_topic(cid))
             for channel in snapshot.channels:
                 session.channels[channel.id] = channel
+                session.set_cursor(channel.id, channel.last_seq)
                 self._add(session, channel_topic(channel.id))
             return True
         if isinstance(event, CommunityUnavailable):

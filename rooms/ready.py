@@ -1,6 +1,19 @@
-"""Opening and resuming sessions: the ``ready`` snapshot and the replay on ``resume``."""
+"""Opening and resuming sessions: the ``ready`` snapshot, replay, and resume elsewhere.
+
+Identify costs a fixed handful of queries whatever the size of the member's
+communities: memberships with their member counts, the channels the member may see
+(filtered in SQL, then by :mod:`rooms.permissions`), DMs, and read states.
+
+Resume finds the session in this process, or, with a :class:`SessionMirror`, loads it
+from Redis after its process died: it replays the frames the client missed, then
+delivers from PostgreSQL the messages published while no process held the session
+(per-channel cursors say where each channel stood), then goes live.
+"""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
 
 from persistence import channels as channels_db
 from persistence import communities as communities_db
@@ -8,12 +21,17 @@ from persistence import read_states as read_states_db
 from persistence.database import Database
 from protocol.codec import Codec
 from protocol.codes import CloseCode
-from protocol.frames import Ready
+from protocol.frames import MessageCreated, Ready
 from protocol.limits import Limits
-from protocol.models import Channel, ChannelKind, CommunitySnapshot, Role, User
+from protocol.models import Channel, ChannelKind, CommunitySnapshot, Message, Role, User
 from rooms.hub import Hub
 from rooms.permissions import can_view
+from rooms.session_mirror import SessionMirror
 from rooms.sessions import Session, SessionRegistry, Sink
+
+log = logging.getLogger(__name__)
+
+FetchMissing = Callable[[int, int, int], Awaitable[list[Message]]]
 
 
 def visible_channels(all_channels: list[Channel], role: Role | None,
@@ -31,7 +49,7 @@ def visible_channels(all_channels: list[Channel], role: Role | None,
 
 async def community_snapshot(db: Database, community_id: int, user_id: int) -> \
         CommunitySnapshot | None:
-    """What a member is told about one community (``ready``, ``community_available``)."""
+    """What a member is told about one community (``community_available``, REST)."""
     async with db.connection() as conn:
         community = await communities_db.get_community(conn, community_id)
         role = await communities_db.get_role(conn, community_id, user_id)
@@ -47,49 +65,69 @@ async def community_snapshot(db: Database, community_id: int, user_id: int) -> \
 class SessionOpener:
     """Builds sessions for identify and finds them for resume."""
 
-    def __init__(self, db: Database, hub: Hub, registry: SessionRegistry, limits: Limits) -> None:
+    def __init__(self, db: Database, hub: Hub, registry: SessionRegistry, limits: Limits,
+                 mirror: SessionMirror | None = None,
+                 fetch_missing: FetchMissing | None = None) -> None:
         self.db = db
         self.hub = hub
         self.registry = registry
         self.limits = limits
+        self.mirror = mirror
+        self.fetch_missing = fetch_missing
+
+    async def _load_view(self, session: Session) -> tuple[list[CommunitySnapshot],
+                                                           list[Channel], list[Role | None]]:
+        """Fill the session's roles and channels from PostgreSQL (a few queries)."""
+        user_id = session.user.id
+        async with self.db.connection() as conn:
+            memberships = await communities_db.memberships_with_counts(conn, user_id)
+            listed = await channels_db.private_channel_ids_for_user(conn, user_id)
+            candidates = await channels_db.visible_community_channels(conn, user_id)
+            direct = await channels_db.direct_channels(conn, user_id)
+        by_community: dict[int, list[Channel]] = {}
+        for channel in candidates:
+            if channel.community_id is not None:
+                by_community.setdefault(channel.community_id, []).append(channel)
+        snapshots: list[CommunitySnapshot] = []
+        for community, role, count in memberships:
+            channels = visible_channels(by_community.get(community.id, []), role, listed)
+            snapshots.append(CommunitySnapshot(community=community, role=role,
+                                               channels=channels, member_count=count))
+            session.roles[community.id] = role
+            for channel in channels:
+                session.channels[channel.id] = channel
+        for channel in direct:
+            session.channels[channel.id] = channel
+        return snapshots, direct, []
 
     async def open(self, user: User, codec: Codec, sink: Sink) -> tuple[Session, Ready]:
         """Load the member's world, register a session, subscribe it, return ``ready``."""
         session = Session(user, codec, self.limits.replay_buffer_events)
-        snapshots: list[CommunitySnapshot] = []
+        snapshots, direct, _ = await self._load_view(session)
+        roles_by_channel = {c.id: (r.value if (r := session.role_in(c)) else None)
+                            for c in session.channels.values()}
         async with self.db.connection() as conn:
-            listed = await channels_db.private_channel_ids_for_user(conn, user.id)
-            memberships = await communities_db.memberships(conn, user.id)
-            roles_by_channel: dict[int, str | None] = {}
-            for community, role in memberships:
-                channels = visible_channels(
-                    await channels_db.community_channels(conn, community.id), role, listed)
-                count = await communities_db.member_count(conn, community.id)
-                snapshots.append(CommunitySnapshot(community=community, role=role,
-                                                   channels=channels, member_count=count))
-                session.roles[community.id] = role
-                for channel in channels:
-                    session.channels[channel.id] = channel
-                    roles_by_channel[channel.id] = role.value
-            direct = await channels_db.direct_channels(conn, user.id)
-            for channel in direct:
-                session.channels[channel.id] = channel
-                roles_by_channel[channel.id] = None
             read_states = await read_states_db.read_states(
                 conn, user.id, [(c.id, c.last_seq) for c in session.channels.values()],
                 roles_by_channel)
         ready = Ready(session_id=session.session_id, user=user, communities=snapshots,
                       private_channels=direct, read_states=read_states)
+        for channel in session.channels.values():
+            session.set_cursor(channel.id, channel.last_seq)
         session.sink = sink
+        if self.mirror is not None:
+            session.mirror = self.mirror
+            self.mirror.mark_dirty(session)  # store the cursors: resumable from now on
         self.registry.add(session)
         self.hub.attach(session)
         return session, ready
 
     def resume(self, user: User, session_id: str, seq: int, codec: Codec,
                sink: Sink) -> tuple[Session, list[bytes]] | str:
-        """Reattach a detached session; returns it and the frames to replay, or why not."""
+        """Reattach a session held by this process; returns it and the frames to
+        replay, or why not."""
         session = self.registry.get(session_id)
-        if session is None or session.user.id != user.id:
+        if session is None or session.user.id != user.id or session.is_superseded:
             return "unknown or expired session"
         if session.codec is not codec:
             return "resume must use the session's encoding"
@@ -106,12 +144,69 @@ class SessionOpener:
         session.detached_at = None
         return session, replay
 
+    async def resume_elsewhere(self, user: User, session_id: str, seq: int, codec: Codec,
+                               sink: Sink) -> tuple[Session, list[bytes]] | str:
+        """Take over a session another process held (it may be dead) from the mirror.
+        The session is returned *holding* its deliveries: call :meth:`catch_up` once
+        the replay is written."""
+        if self.mirror is None:
+            return "unknown or expired session"
+        mirrored = await self.mirror.claim(session_id)
+        if mirrored is None or mirrored.user_id != user.id:
+            return "unknown or expired session"
+        if mirrored.encoding != codec.encoding.value:
+            return "resume must use the session's encoding"
+        session = Session(user, codec, self.limits.replay_buffer_events, session_id=session_id)
+        session.seq = mirrored.seq
+        for frame in mirrored.frames:
+            session.replay.append(frame)
+        session.replay_floor = mirrored.frames[0][0] - 1 if mirrored.frames else mirrored.seq
+        replay = session.replay_after(seq)
+        if replay is None:
+            await self.mirror.forget(session_id)
+            return "too far behind; identify and fetch history"
+        await self._load_view(session)
+        for channel in session.channels.values():
+            session.cursors[channel.id] = mirrored.cursors.get(channel.id, channel.last_seq)
+        session.changed_cursors = dict(session.cursors)
+        session.mirror = self.mirror
+        session.sink = sink
+        session.hold()
+        self.registry.add(session)
+        self.hub.attach(session)
+        return session, replay
+
+    async def catch_up(self, session: Session) -> int:
+        """After a resume elsewhere: messages published while nobody held the session,
+        from PostgreSQL, then whatever arrived meanwhile. Returns how many were fetched."""
+        first: list[tuple[bytes, int, int]] = []
+        try:
+            if self.fetch_missing is not None:
+                for channel in list(session.channels.values()):
+                    cursor = session.cursors.get(channel.id, channel.last_seq)
+                    if cursor >= channel.last_seq:
+                        continue
+                    for message in await self.fetch_missing(channel.id, cursor,
+                                                            channel.last_seq):
+                        body = session.codec.encode_event(MessageCreated(message=message))
+                        first.append((body, channel.id, message.seq))
+        except Exception:
+            log.exception("catch-up for resumed session %s failed", session.session_id)
+        session.release(first)
+        return len(first)
+
     def detach(self, session: Session, now: float) -> None:
         """The socket closed: keep the session resumable for the resume window."""
         session.sink = None
         session.detached_at = now
 
     def close(self, session: Session) -> None:
-        """Forget a session for good (expired, invalidated or closed normally)."""
+        """Forget a session here (expired, invalidated, closed, or taken over)."""
         self.hub.detach(session)
         self.registry.remove(session.session_id)
+
+    async def forget(self, session: Session) -> None:
+        """The session ended for good (the client closed normally): drop its mirror."""
+        self.close(session)
+        if self.mirror is not None and not session.is_superseded:
+            await self.mirror.forget(session.session_id)

@@ -15,9 +15,11 @@ Publishing (pipelined)
     :meth:`RedisBus.publish` and :meth:`RedisBus.publish_many` append to a bounded
     outgoing queue (``max_pending_publishes`` messages in total, queued plus in flight)
     and wait. One publisher task per shard takes everything queued (up to
-    ``max_batch``) and sends it as one pipeline (``transaction=False``, one ``PUBLISH``
-    per message) while new publishes accumulate for the next round-trip: natural
-    batching, order preserved per shard (hence per topic). A publish returns only once
+    ``max_batch``) and sends it as one pipeline, one ``PUBLISH`` per message, no
+    ``MULTI`` (the bytes redis-py's ``pipeline(transaction=False)`` would send, packed
+    here: redis-py's generic packing and reply parsing cost five times more), while new
+    publishes accumulate for the next round-trip: natural batching, order preserved per
+    shard (hence per topic). A publish returns only once
     Redis replied to its pipeline, so a caller that got no exception knows the event left
     the process. A full queue raises :class:`BusOverloaded` at once; a publish not
     accepted within ``publish_timeout`` raises :class:`PublishTimeout` and is withdrawn
@@ -85,8 +87,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool, parse_url
+from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
@@ -194,12 +195,6 @@ def _new_connection(kwargs: dict[str, Any]) -> AbstractConnection:
     return cls(**options)
 
 
-def _new_pool(kwargs: dict[str, Any]) -> ConnectionPool:
-    options = dict(kwargs)
-    cls: type[AbstractConnection] = options.pop("connection_class", Connection)
-    return ConnectionPool(connection_class=cls, **options)
-
-
 async def _disconnect(conn: AbstractConnection) -> None:
     with contextlib.suppress(Exception):
         await conn.disconnect(nowait=True)
@@ -229,13 +224,14 @@ class _Shard:
         self.bus = bus
         self.name = name
         self.kwargs = kwargs
-        self._pool = _new_pool(dict(kwargs, client_name="hearth-bus-pub"))
-        self._client = Redis(connection_pool=self._pool)
+        self._pub_kwargs = dict(kwargs, client_name="hearth-bus-pub")
         self._sub_kwargs = dict(kwargs, client_name="hearth-bus-sub")
         # publishing
         self.queue: deque[_Entry] = deque()
         self.pub_wake = asyncio.Event()
+        self._ping_waiters: list[asyncio.Future[None]] = []
         self._pub_failures = 0
+        self._first_pub: AbstractConnection | None = None
         # subscribing
         self.desired: set[str] = set()
         self._applied: set[str] = set()
@@ -246,16 +242,15 @@ class _Shard:
         self._markers: dict[bytes, asyncio.Future[None]] = {}
         self._marker_ids = itertools.count()
         self._last_rx = 0.0
-        self._first_conn: AbstractConnection | None = None
+        self._first_sub: AbstractConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---------------------------------------------------------------------- lifecycle
 
     async def connect_initial(self) -> None:
         """Both connections, now (``start`` fails fast if this raises)."""
-        async with asyncio.timeout(self.bus.connect_timeout):
-            await self._client.ping()
-        self._first_conn = await self._open_pubsub()
+        self._first_pub = await self._open(self._pub_kwargs)
+        self._first_sub = await self._open(self._sub_kwargs)
 
     def start_tasks(self) -> None:
         self._tasks = [
@@ -268,21 +263,33 @@ class _Shard:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        if self._first_conn is not None:
-            await _disconnect(self._first_conn)
-            self._first_conn = None
-        for waiter in self._barriers:
+        for conn in (self._first_pub, self._first_sub):
+            if conn is not None:
+                await _disconnect(conn)
+        self._first_pub = self._first_sub = None
+        for waiter in self._barriers + self._ping_waiters:
             waiter.cancel()
         self._barriers.clear()
-        with contextlib.suppress(Exception):
-            await self._client.aclose()
-        with contextlib.suppress(Exception):
-            await self._pool.disconnect()
+        self._ping_waiters.clear()
 
     async def ping(self) -> None:
         """Raises unless the publisher connection and the pub/sub connection answer."""
-        await self._client.ping()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ping_waiters = [w for w in self._ping_waiters if not w.done()]
+        self._ping_waiters.append(waiter)
+        self.pub_wake.set()
+        await waiter
         await self.barrier()
+
+    async def _open(self, kwargs: dict[str, Any]) -> AbstractConnection:
+        conn = _new_connection(kwargs)
+        try:
+            async with asyncio.timeout(self.bus.connect_timeout):
+                await conn.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            await _disconnect(conn)
+            raise
+        return conn
 
     # ----------------------------------------------------------------------- publishing
 
@@ -316,54 +323,115 @@ class _Shard:
         return batch
 
     async def _run_publisher(self) -> None:
+        conn, self._first_pub = self._first_pub, None
+        try:
+            while True:
+                conn = await self._publish_round(conn)
+        finally:
+            if conn is not None:
+                await _disconnect(conn)
+
+    async def _publish_round(self, conn: AbstractConnection | None) -> AbstractConnection | None:
+        """Wait for work, send one pipeline, settle it; returns the connection to use next
+        (None after a failure)."""
         bus = self.bus
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self.queue:
-                self.pub_wake.clear()
-                await self.pub_wake.wait()
-                continue
-            batch = self._take_batch()
-            if not batch:
-                continue
-            started = loop.time()
+        if not self.queue and not self._ping_waiters:
+            self.pub_wake.clear()
+            await self.pub_wake.wait()
+            return conn
+        if conn is None:
             try:
-                async with asyncio.timeout(bus.io_timeout):
-                    async with self._client.pipeline(transaction=False) as pipe:
-                        for topic, payload, _ in batch:
-                            pipe.execute_command(bus.publish_command, topic, payload)
-                        results: list[Any] = await pipe.execute(raise_on_error=False)
+                conn = await self._open(self._pub_kwargs)
             except _CONNECTION_ERRORS as exc:
-                self.queue.extendleft(reversed(batch))
-                self._pub_failures += 1
-                if self._pub_failures == 1:
-                    log.warning("redis bus %s: publish failed (%s: %s); %d queued, retrying",
-                                self.name, type(exc).__name__, exc, len(self.queue))
-                if bus.sharded and self._pub_failures % 2 == 0:
-                    bus.request_topology_refresh()
+                self._publish_failed(exc)
                 await asyncio.sleep(backoff_delay(self._pub_failures - 1, bus.backoff_base,
                                                   bus.backoff_max))
-                continue
-            except asyncio.CancelledError:
-                self.queue.extendleft(reversed(batch))
-                raise
-            except Exception as exc:  # a bug or an unexpected reply: fail, never hang
-                log.exception("redis bus %s: publish pipeline failed", self.name)
-                for _, _, call in batch:
-                    if not call.future.done():
-                        call.future.set_exception(PublishFailed(f"{type(exc).__name__}: {exc}"))
-                bus.publish_errors += len(batch)
-                bus._settled(len(batch))
-                await asyncio.sleep(bus.backoff_base)
-                continue
+                return None
+        batch = self._take_batch()
+        pings, self._ping_waiters = self._ping_waiters, []
+        if not batch and not pings:
+            return conn
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(bus.io_timeout):
+                results = await self._pipeline(conn, batch, bool(pings))
+        except _CONNECTION_ERRORS as exc:
+            self.queue.extendleft(reversed(batch))
+            await _disconnect(conn)
+            self._publish_failed(exc, pings)
+            await asyncio.sleep(backoff_delay(self._pub_failures - 1, bus.backoff_base,
+                                              bus.backoff_max))
+            return None
+        except asyncio.CancelledError:
+            self.queue.extendleft(reversed(batch))
+            raise
+        except Exception as exc:  # a bug or an unexpected reply: fail, never hang
+            log.exception("redis bus %s: publish pipeline failed", self.name)
+            await _disconnect(conn)
+            for _, _, call in batch:
+                if not call.future.done():
+                    call.future.set_exception(PublishFailed(f"{type(exc).__name__}: {exc}"))
+            for waiter in pings:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            bus.publish_errors += len(batch)
+            bus._settled(len(batch))
+            await asyncio.sleep(bus.backoff_base)
+            return None
+        if batch:
             bus.last_roundtrip_s = loop.time() - started
             bus.publish_batches += 1
-            if self._pub_failures:
-                log.warning("redis bus %s: publishing again after %d failed attempt(s)",
-                            self.name, self._pub_failures)
-                self._pub_failures = 0
-                bus.reconnects += 1
-            self._complete(batch, results)
+        if self._pub_failures:
+            log.warning("redis bus %s: publishing again after %d failed attempt(s)",
+                        self.name, self._pub_failures)
+            self._pub_failures = 0
+            bus.reconnects += 1
+        for waiter in pings:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._complete(batch, results)
+        return conn
+
+    def _publish_failed(self, exc: BaseException,
+                        pings: list[asyncio.Future[None]] | None = None) -> None:
+        self._pub_failures += 1
+        if self._pub_failures == 1:
+            log.warning("redis bus %s: publish failed (%s: %s); %d queued, retrying",
+                        self.name, type(exc).__name__, exc, len(self.queue))
+        for waiter in (pings or []) + self._ping_waiters:
+            if not waiter.done():
+                waiter.set_exception(RedisConnectionError(f"publisher: {exc}"))
+        self._ping_waiters = []
+        if self.bus.sharded and self._pub_failures % 2 == 0:
+            self.bus.request_topology_refresh()
+
+    async def _pipeline(self, conn: AbstractConnection, batch: list[_Entry],
+                        ping: bool) -> list[Any]:
+        """One write with a (S)PUBLISH per entry (and a PING), then every reply: the
+        wire format of redis-py's ``pipeline(transaction=False)``, packed here because
+        redis-py's generic per-command packing and reply parsing cost ~5x more."""
+        if not conn.is_connected:
+            raise RedisConnectionError("publisher connection closed")
+        prefix = self.bus.publish_prefix
+        parts: list[bytes] = []
+        for topic, payload, _ in batch:
+            name = topic.encode()
+            parts.append(b"%s$%d\r\n%s\r\n$%d\r\n" % (prefix, len(name), name, len(payload)))
+            parts.append(payload)
+            parts.append(b"\r\n")
+        if ping:
+            parts.append(b"*1\r\n$4\r\nPING\r\n")
+        await conn.send_packed_command(parts, check_health=False)
+        results: list[Any] = []
+        for _ in batch:
+            try:
+                results.append(await conn.read_response())
+            except ResponseError as exc:
+                results.append(exc)
+        if ping:
+            await conn.read_response()
+        return results
 
     def _complete(self, batch: list[_Entry], results: list[Any]) -> None:
         bus = self.bus
@@ -406,25 +474,15 @@ class _Shard:
         self.sub_wake.set()
         return waiter
 
-    async def _open_pubsub(self) -> AbstractConnection:
-        conn = _new_connection(self._sub_kwargs)
-        try:
-            async with asyncio.timeout(self.bus.connect_timeout):
-                await conn.connect()  # type: ignore[no-untyped-call]
-        except BaseException:
-            await _disconnect(conn)
-            raise
-        return conn
-
     async def _run_pubsub(self) -> None:
         bus = self.bus
-        conn, self._first_conn = self._first_conn, None
+        conn, self._first_sub = self._first_sub, None
         reconnected = False
         failures = 0
         while True:
             if conn is None:
                 try:
-                    conn = await self._open_pubsub()
+                    conn = await self._open(self._sub_kwargs)
                 except _CONNECTION_ERRORS as exc:
                     failures += 1
                     if failures == 1:
@@ -653,7 +711,7 @@ class RedisBus(Bus):
         self.topology_refreshes = 0
         # state
         self.sharded = False
-        self.publish_command = "PUBLISH"
+        self.publish_prefix = b"*3\r\n$7\r\nPUBLISH\r\n"
         self.subscribe_command = "SUBSCRIBE"
         self.unsubscribe_command = "UNSUBSCRIBE"
         self._desired: set[str] = set()
@@ -920,7 +978,7 @@ class RedisBus(Bus):
                              f"{redact_url(self.urls[0])} is not one")
         if cluster:
             self.sharded = True
-            self.publish_command = "SPUBLISH"
+            self.publish_prefix = b"*3\r\n$8\r\nSPUBLISH\r\n"
             self.subscribe_command = "SSUBSCRIBE"
             self.unsubscribe_command = "SUNSUBSCRIBE"
 

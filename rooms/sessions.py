@@ -34,13 +34,24 @@ class Sink(Protocol):
         """Close the connection with ``code`` (e.g. slow consumer)."""
 
 
+class Mirror(Protocol):
+    """Write-ahead copy of sessions for resume on another node (rooms/session_mirror.py)."""
+
+    def mark_dirty(self, session: Session) -> None: ...
+
+
 class Session:
     """One member's gateway session. See the module docstring."""
 
     __slots__ = (
+        "changed_cursors",
         "channels",
         "codec",
+        "cursors",
         "detached_at",
+        "held",
+        "is_superseded",
+        "mirror",
         "replay",
         "replay_floor",
         "roles",
@@ -48,6 +59,7 @@ class Session:
         "session_id",
         "sink",
         "typing_at",
+        "unmirrored",
         "user",
     )
 
@@ -65,6 +77,13 @@ class Session:
         self.sink: Sink | None = None
         self.detached_at: float | None = None
         self.typing_at: dict[int, float] = {}
+        self.cursors: dict[int, int] = {}
+        """Per channel, the newest message seq delivered (duplicates are dropped)."""
+        self.changed_cursors: dict[int, int] = {}
+        self.mirror: Mirror | None = None
+        self.unmirrored: list[tuple[int, bytes]] = []
+        self.held: list[tuple[bytes, int, int]] | None = None
+        self.is_superseded = False
 
     # ----------------------------------------------------------------- view of the world
 
@@ -93,16 +112,69 @@ class Session:
 
     # -------------------------------------------------------------------------- delivery
 
-    def deliver(self, event_body: bytes) -> None:
-        """Number an encoded event, keep it for resume, and write it if connected."""
+    def deliver(self, event_body: bytes, channel_id: int = 0, channel_seq: int = 0) -> None:
+        """Number an encoded event, keep it for resume, and write it if connected.
+        ``channel_seq`` is the message's seq for ``message_create`` (0 otherwise); a
+        message this session already got is dropped."""
+        if self.held is not None:
+            self.held.append((event_body, channel_id, channel_seq))
+            return
+        if channel_seq:
+            if channel_seq <= self.cursors.get(channel_id, 0):
+                return
+            self.cursors[channel_id] = channel_seq
+            self.changed_cursors[channel_id] = channel_seq
         self.seq += 1
         frame = self.codec.dispatch_frame(self.seq, event_body)
         if len(self.replay) == self.replay.maxlen:
             self.replay_floor = self.replay[0][0]
         self.replay.append((self.seq, frame))
+        if self.mirror is not None:
+            self.unmirrored.append((self.seq, frame))
+            self.mirror.mark_dirty(self)
+            return
         sink = self.sink
         if sink is not None:
             sink.write(frame)
+
+    def set_cursor(self, channel_id: int, seq: int) -> None:
+        """Where this session starts in a channel it just gained (or loaded)."""
+        self.cursors[channel_id] = seq
+        self.changed_cursors[channel_id] = seq
+
+    # -------------------------------------------------------- mirroring (write-ahead)
+
+    def take_unmirrored(self) -> list[tuple[int, bytes]]:
+        frames, self.unmirrored = self.unmirrored, []
+        return frames
+
+    def take_cursor_changes(self) -> dict[int, int]:
+        changes, self.changed_cursors = self.changed_cursors, {}
+        return changes
+
+    def write_out(self, frames: list[tuple[int, bytes]]) -> None:
+        """Frames now safe in the mirror go to the socket."""
+        sink = self.sink
+        if sink is not None:
+            for _, frame in frames:
+                sink.write(frame)
+
+    def superseded(self) -> None:
+        """Another process resumed this session: this copy must stop."""
+        self.is_superseded = True
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.fail(CloseCode.SESSION_INVALID, "session resumed on another connection")
+
+    def hold(self) -> None:
+        """Queue deliveries (while a resume catches up from the database)."""
+        self.held = []
+
+    def release(self, first: list[tuple[bytes, int, int]]) -> None:
+        """Deliver ``first`` (caught-up messages), then what was held, in order."""
+        held, self.held = self.held or [], None
+        for body, channel_id, channel_seq in [*first, *held]:
+            self.deliver(body, channel_id, channel_seq)
 
     def replay_after(self, seq: int) -> list[bytes] | None:
         """Frames after ``seq``, or None when they are no longer all buffered."""
@@ -134,10 +206,11 @@ class SessionRegistry:
         return sum(1 for s in self._sessions.values() if s.sink is None)
 
     def expired(self, now: float) -> list[Session]:
-        """Detached sessions past the resume window (the caller drops them)."""
+        """Detached sessions past the resume window, and sessions another process took
+        over (the caller drops them)."""
         limit = self._resume_window_ms
-        return [s for s in self._sessions.values()
-                if s.sink is None and s.detached_at is not None and now - s.detached_at > limit]
+        return [s for s in self._sessions.values() if s.is_superseded or (
+            s.sink is None and s.detached_at is not None and now - s.detached_at > limit)]
 
     def all(self) -> list[Session]:
         return list(self._sessions.values())

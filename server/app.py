@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from rooms.communities import CommunityService
 from rooms.group_commit import GroupCommitWriter
 from rooms.hub import Hub
 from rooms.ready import SessionOpener
+from rooms.session_mirror import SessionMirror
 from rooms.sessions import SessionRegistry
 from server.api_auth import add_auth_routes
 from server.api_communities import add_community_routes
@@ -72,7 +76,15 @@ class Services:
                                         window_ms=config.group_commit_window_ms)
         self.chat = ChatService(self.db, self.hub, self.writer, config.limits)
         self.registry = SessionRegistry(config.limits.resume_window_ms)
-        self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits)
+        self.mirror: SessionMirror | None = None
+        if config.redis_url:
+            self.mirror = SessionMirror(
+                config.redis_url.split(",")[0].strip(),
+                owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+                ttl_ms=config.limits.resume_window_ms,
+                max_frames=config.limits.replay_buffer_events)
+        self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits,
+                                    mirror=self.mirror, fetch_missing=self._fetch_missing)
         self._background: set[asyncio.Task[None]] = set()
         self.gateway = Gateway(auth=self.auth, opener=self.opener, chat=self.chat,
                                limits=config.limits, allowed_origins=config.allowed_origins)
@@ -199,6 +211,8 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
                 log.error("background task failed at shutdown", exc_info=result)
         await services.hub.close()
         await services.bus.close()
+        if services.mirror is not None:
+            await services.mirror.close()
 
 
 async def _drain_gateway(app: web.Application) -> None:
@@ -214,6 +228,8 @@ async def readyz(request: web.Request) -> web.Response:
     """Readiness: the database and the bus answer, and the node is not draining."""
     services = request.app[SERVICES]
     checks = {"database": await services.db.ping(), "bus": await services.bus.ping()}
+    if services.mirror is not None:
+        checks["sessions"] = await services.mirror.ping()
     ok = all(checks.values()) and not services.gateway.draining
     return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks},
                              status=200 if ok else 503)

@@ -68,6 +68,8 @@ def frame_header(length: int, binary: bool) -> bytes:
 
 SLOW_CLOSE_GRACE_S = 2.0
 """How long a slow consumer has to read its 4008 close frame before the socket is cut."""
+MIRROR_TOUCH_EVERY = 20
+"""Sweeps between refreshes of live sessions' mirror TTLs (well inside the window)."""
 CLOSE_TIMEOUT_S = 5.0
 """Longest a close handshake may take before the socket is cut."""
 
@@ -147,7 +149,15 @@ class GatewayConnection:
         if user is None:
             self.protocol.reject_authentication()
             return
-        result = self.gateway.opener.resume(user, event.session_id, event.seq, self.codec, self)
+        opener = self.gateway.opener
+        result = opener.resume(user, event.session_id, event.seq, self.codec, self)
+        elsewhere = False
+        if isinstance(result, str) and opener.mirror is not None \
+                and opener.registry.get(event.session_id) is None:
+            # Not held here: its process may have died. Take it over from the mirror.
+            result = await opener.resume_elsewhere(user, event.session_id, event.seq,
+                                                   self.codec, self)
+            elsewhere = True
         if isinstance(result, str):
             self.protocol.reject_resume(result)
             return
@@ -155,6 +165,8 @@ class GatewayConnection:
         self.gateway.stats["resume_successes"] += 1
         self.protocol.accept_resume(self.session.session_id, replay)
         self.flush()
+        if elsewhere:
+            await opener.catch_up(self.session)
 
     async def _serve(self, event: RequestReceived) -> None:
         request = event.request
@@ -266,13 +278,19 @@ class Gateway:
                 if not client_closed_normally and not final:
                     self.opener.detach(session, _now_ms())
                 else:
-                    self.opener.close(session)
+                    await self.opener.forget(session)
         return ws
 
     async def sweep_forever(self, interval_s: float = 1.0) -> None:
-        """Timers for every connection, and expiry of detached sessions."""
+        """Timers for every connection, expiry of detached sessions, and keeping live
+        sessions' mirrors from expiring."""
+        ticks = 0
         while True:
             await asyncio.sleep(interval_s)
+            ticks += 1
+            mirror = self.opener.mirror
+            if mirror is not None and ticks % MIRROR_TOUCH_EVERY == 0:
+                await mirror.touch(s for s in self.opener.registry.all() if s.sink is not None)
             now = _now_ms()
             for conn in list(self.connections):
                 if conn.protocol.close_code() is None:

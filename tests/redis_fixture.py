@@ -11,8 +11,14 @@ when it is missing. A CI step can call it ahead of the tests::
 
     python -m tests.redis_fixture        # prints the path of redis-server
 
-``tests/conftest.py`` imports the fixtures (add ``redis_cluster`` there to use it outside
-``tests/test_redis_bus.py``).
+``tests/conftest.py`` imports them::
+
+    from tests.redis_fixture import (
+        make_redis_server_fixture, redis_cluster_fixture, redis_server_fixture,
+        redis_url_fixture)
+
+Each is registered under its name without ``_fixture`` (``redis_url`` and so on), so the
+import does not clash with the test functions' parameters.
 """
 
 from __future__ import annotations
@@ -204,8 +210,8 @@ class RedisCluster:
         self._moved[slot] = target
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+@pytest.fixture(scope="session", name="redis_url")
+def redis_url_fixture() -> Iterator[str]:
     """A Redis for the whole session (shared: tests use unique topic names)."""
     url = os.environ.get("HEARTH_REDIS_URL")
     if url:
@@ -219,8 +225,8 @@ def redis_url() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def make_redis_server() -> Iterator[Callable[[], RedisServer]]:
+@pytest.fixture(name="make_redis_server")
+def make_redis_server_fixture() -> Iterator[Callable[[], RedisServer]]:
     """Factory of throwaway servers of this test's own; all stopped at the end."""
     servers: list[RedisServer] = []
 
@@ -237,14 +243,14 @@ def make_redis_server() -> Iterator[Callable[[], RedisServer]]:
             server.stop(kill=True)
 
 
-@pytest.fixture
-def redis_server(make_redis_server: Callable[[], RedisServer]) -> RedisServer:
+@pytest.fixture(name="redis_server")
+def redis_server_fixture(make_redis_server: Callable[[], RedisServer]) -> RedisServer:
     """A throwaway ``redis-server`` of this test's own (``.url``, ``.stop()``, ``.start()``)."""
     return make_redis_server()
 
 
-@pytest.fixture
-def redis_cluster() -> Iterator[RedisCluster]:
+@pytest.fixture(name="redis_cluster")
+def redis_cluster_fixture() -> Iterator[RedisCluster]:
     cluster = RedisCluster()
     try:
         cluster.start()

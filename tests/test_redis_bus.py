@@ -36,7 +36,6 @@ from rooms.redis_bus import (
     split_urls,
 )
 from tests.redis_fixture import RedisCluster, RedisServer, free_port
-from tests.redis_fixture import redis_cluster as redis_cluster  # the fixture (not in conftest)
 
 MakeBus = Callable[..., Awaitable[RedisBus]]
 
@@ -627,6 +626,17 @@ async def test_publish_throughput_report(redis_url: str, make_bus: MakeBus,
                 await a.publish(topic, payload)
         await asyncio.gather(*(session() for _ in range(1000)))
 
+    async def redis_py_pipeline(topic: str) -> None:  # for reference: redis-py's own packing
+        client = Redis.from_url(redis_url, protocol=2)
+        try:
+            for _ in range(count // 1000):
+                async with client.pipeline(transaction=False) as pipe:
+                    for _ in range(1000):
+                        pipe.publish(topic, payload)
+                    await pipe.execute()
+        finally:
+            await client.aclose()
+
     async def unpipelined(topic: str) -> None:
         client = Redis.from_url(redis_url, protocol=2)
         try:
@@ -638,6 +648,7 @@ async def test_publish_throughput_report(redis_url: str, make_bus: MakeBus,
     await measure("RedisBus.publish_many (one call)", bus_publish_many, True)
     await measure(f"RedisBus.publish x{count} concurrent", bus_concurrent, True)
     await measure("RedisBus.publish, 1,000 sequential publishers", bus_sessions, True)
+    await measure("redis-py pipeline(transaction=False) x1,000", redis_py_pipeline, False)
     await measure("redis-py publish, awaited one by one", unpipelined, False)
 
     with capsys.disabled():
