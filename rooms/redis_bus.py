@@ -79,6 +79,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import random
 import re
 import zlib
@@ -203,11 +204,16 @@ async def _disconnect(conn: AbstractConnection) -> None:
 class _Call:
     """One publish / publish_many call: resolved when all its messages are accepted."""
 
-    __slots__ = ("future", "remaining")
+    __slots__ = ("deadline", "future", "remaining")
 
-    def __init__(self, future: asyncio.Future[None], remaining: int) -> None:
+    def __init__(self, future: asyncio.Future[None], remaining: int, deadline: float) -> None:
         self.future = future
         self.remaining = remaining
+        self.deadline = deadline
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
 
 
 _Entry = tuple[str, bytes, _Call]
@@ -230,6 +236,7 @@ class _Shard:
         self.queue: deque[_Entry] = deque()
         self.pub_wake = asyncio.Event()
         self._ping_waiters: list[asyncio.Future[None]] = []
+        self.inflight: list[_Entry] = []
         self._pub_failures = 0
         self._first_pub: AbstractConnection | None = None
         # subscribing
@@ -307,6 +314,25 @@ class _Shard:
         self.queue = deque(e for e in self.queue if not e[2].future.done())
         return before - len(self.queue)
 
+    def expire(self, now: float) -> int:
+        """Fail the calls whose deadline passed (in flight or at the head of the queue,
+        which is in deadline order) and drop finished calls from the head; returns how
+        many queued entries were dropped."""
+        for _, _, call in self.inflight:
+            if call.deadline <= now:
+                call.fail(self.bus.timeout_error())
+        dropped = 0
+        queue = self.queue
+        while queue:
+            call = queue[0][2]
+            if not call.future.done():
+                if call.deadline > now:
+                    break
+                call.fail(self.bus.timeout_error())
+            queue.popleft()
+            dropped += 1
+        return dropped
+
     def _take_batch(self) -> list[_Entry]:
         batch: list[_Entry] = []
         skipped = 0
@@ -353,6 +379,7 @@ class _Shard:
             return conn
         loop = asyncio.get_running_loop()
         started = loop.time()
+        self.inflight = batch
         try:
             async with asyncio.timeout(bus.io_timeout):
                 results = await self._pipeline(conn, batch, bool(pings))
@@ -370,8 +397,7 @@ class _Shard:
             log.exception("redis bus %s: publish pipeline failed", self.name)
             await _disconnect(conn)
             for _, _, call in batch:
-                if not call.future.done():
-                    call.future.set_exception(PublishFailed(f"{type(exc).__name__}: {exc}"))
+                call.fail(PublishFailed(f"{type(exc).__name__}: {exc}"))
             for waiter in pings:
                 if not waiter.done():
                     waiter.set_exception(exc)
@@ -379,6 +405,8 @@ class _Shard:
             bus._settled(len(batch))
             await asyncio.sleep(bus.backoff_base)
             return None
+        finally:
+            self.inflight = []
         if batch:
             bus.last_roundtrip_s = loop.time() - started
             bus.publish_batches += 1
@@ -443,8 +471,7 @@ class _Shard:
                     redirected.append(entry)
                     continue
                 bus.publish_errors += 1
-                if not call.future.done():
-                    call.future.set_exception(PublishFailed(f"Redis refused: {result}"))
+                call.fail(PublishFailed(f"Redis refused: {result}"))
                 continue
             bus.published += 1
             call.remaining -= 1
@@ -722,6 +749,8 @@ class RedisBus(Bus):
         self._seed_kwargs: list[dict[str, Any]] = []
         self._pending = 0
         self._drained: asyncio.Event | None = None
+        self._busy: asyncio.Event | None = None
+        self._expiry_task: asyncio.Task[None] | None = None
         self._redirected: list[_Entry] = []
         self._topology_wake: asyncio.Event | None = None
         self._resync_needed = False
@@ -749,6 +778,7 @@ class RedisBus(Bus):
         self._started = True
         self._drained = asyncio.Event()
         self._drained.set()
+        self._busy = asyncio.Event()
         self._topology_wake = asyncio.Event()
         where = ", ".join(redact_url(u) for u in self.urls)
         try:
@@ -781,6 +811,9 @@ class RedisBus(Bus):
         if self.sharded:
             self._topology_task = asyncio.create_task(self._run_topology(),
                                                       name="redis-bus-topology")
+        if self.publish_timeout is not None:
+            self._expiry_task = asyncio.create_task(self._run_expiry(),
+                                                    name="redis-bus-expiry")
         log.info("redis bus started: %s mode, %d primar%s", "sharded" if self.sharded else
                  "plain", len(self._shards), "y" if len(self._shards) == 1 else "ies")
         if self._desired:
@@ -794,10 +827,11 @@ class RedisBus(Bus):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.close_timeout):
                     await self._drained.wait()
-        if self._topology_task is not None:
-            self._topology_task.cancel()
-            await asyncio.gather(self._topology_task, return_exceptions=True)
-            self._topology_task = None
+        for task in (self._topology_task, self._expiry_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._topology_task = self._expiry_task = None
         await self._stop_shards()
         leftovers = self._redirected
         self._redirected = []
@@ -850,7 +884,10 @@ class RedisBus(Bus):
                 raise BusOverloaded(
                     f"Redis bus outgoing queue full ({self._pending} pending, "
                     f"max_pending_publishes={self.max_pending_publishes}); is Redis down?")
-        call = _Call(asyncio.get_running_loop().create_future(), count)
+        loop = asyncio.get_running_loop()
+        timeout = self.publish_timeout
+        call = _Call(loop.create_future(), count,
+                     loop.time() + timeout if timeout is not None else math.inf)
         if len(self._shards) == 1 and not self.sharded:
             shard = self._ring[0]
             shard.queue.extend((topic, payload, call) for topic, payload in items)
@@ -864,27 +901,44 @@ class RedisBus(Bus):
             for shard in touched:
                 shard.wake_publisher()
         self._pending += count
-        if self._drained is not None:
+        if self._drained is not None and self._busy is not None:
             self._drained.clear()
+            self._busy.set()
         return call
 
     async def _wait(self, call: _Call) -> None:
-        try:
-            async with asyncio.timeout(self.publish_timeout):
-                await call.future
-        except TimeoutError:
-            if call.future.cancelled():  # cancelled by the timeout, not a result
-                raise PublishTimeout(
-                    f"Redis did not accept the publish within {self.publish_timeout} s "
-                    f"({self._pending} pending)") from None
-            raise
+        # No timer per call: the expiry task fails calls past their deadline (cheaper
+        # than asyncio.timeout for every publish). A cancelled caller cancels the future,
+        # and the publisher skips what nobody waits for.
+        await call.future
+
+    def timeout_error(self) -> PublishTimeout:
+        return PublishTimeout(f"Redis did not accept the publish within "
+                              f"{self.publish_timeout} s ({self._pending} pending)")
+
+    async def _run_expiry(self) -> None:
+        """While publishes are pending, fail those past ``publish_timeout`` (checked every
+        ``publish_timeout / 10``, at most every 0.1 s)."""
+        assert self._busy is not None and self.publish_timeout is not None
+        loop = asyncio.get_running_loop()
+        tick = min(0.1, self.publish_timeout / 10)
+        while True:
+            await self._busy.wait()
+            await asyncio.sleep(tick)
+            now = loop.time()
+            dropped = sum(s.expire(now) for s in list(self._shards.values()))
+            for _, _, call in self._redirected:
+                if call.deadline <= now:
+                    call.fail(self.timeout_error())
+            self._settled(dropped)
 
     def _settled(self, count: int) -> None:
         self._pending -= count
         if self._pending <= 0:
             self._pending = 0
-            if self._drained is not None:
+            if self._drained is not None and self._busy is not None:
                 self._drained.set()
+                self._busy.clear()
 
     # ------------------------------------------------------------------- subscribing
 

@@ -8,6 +8,7 @@ Limits are under ``[limits]`` in TOML and ``HEARTH_LIMIT_<NAME>`` in the environ
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tomllib
 from pathlib import Path
@@ -64,16 +65,36 @@ _FIELDS = {f.name: f for f in msgspec.structs.fields(Config)}
 _LIMIT_FIELDS = {f.name for f in msgspec.structs.fields(Limits)}
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
 def _env_value(raw: str, name: str, annotation: Any) -> Any:
-    """Strings from the environment, decoded as JSON when the field is not a string."""
+    """Strings from the environment, decoded as JSON when the field is not a string;
+    booleans also accept 1/0, yes/no, on/off."""
     if annotation in (str, "str", "str | None") or annotation == (str | None):
         return raw
+    if annotation in (bool, "bool"):
+        lowered = raw.strip().lower()
+        if lowered in _TRUE | _FALSE:
+            return lowered in _TRUE
+        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
     try:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError:
         if "list" in str(annotation):
             return [item.strip() for item in raw.split(",") if item.strip()]
         raise ConfigError(f"{name}: cannot read {raw!r}") from None
+
+
+def _key_of(message: str) -> str:
+    """The environment variable behind a msgspec error path such as ``$.limits.x``."""
+    match = re.search(r"\$\.([a-z_]+)(?:\.([a-z_]+))?", message)
+    if not match:
+        return "configuration"
+    if match.group(1) == "limits" and match.group(2):
+        return f"HEARTH_LIMIT_{match.group(2).upper()}"
+    return f"HEARTH_{match.group(1).upper()}"
 
 
 def load_config(file: str | None = None, overrides: dict[str, Any] | None = None,
@@ -101,7 +122,7 @@ def load_config(file: str | None = None, overrides: dict[str, Any] | None = None
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc} (keys are HEARTH_<NAME>)") from exc
+        raise ConfigError(f"{_key_of(str(exc))}: {exc}") from exc
     if not 0 < config.port < 65536:
         raise ConfigError(f"HEARTH_PORT: {config.port} is not a port")
     if config.database_url and not config.secret:

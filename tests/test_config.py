@@ -1,0 +1,49 @@
+"""Configuration: typed, fail-fast, and every error names its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.config import ConfigError, load_config, worker_count
+
+
+def test_defaults_are_the_embedded_single_process() -> None:
+    config = load_config(environ={})
+    assert config.database_url is None and config.redis_url is None
+    assert (config.host, config.port) == ("127.0.0.1", 8080)
+    assert worker_count(config) == 1
+
+
+def test_environment_booleans_lists_and_limits() -> None:
+    config = load_config(environ={
+        "HEARTH_LOADTEST_PROVISIONING": "1", "HEARTH_STARTER_COMMUNITY": "no",
+        "HEARTH_ALLOWED_ORIGINS": "https://a.example, https://b.example",
+        "HEARTH_LIMIT_MAX_MESSAGE_CHARS": "2000", "HEARTH_PORT": "9000"})
+    assert config.loadtest_provisioning is True and config.starter_community is False
+    assert config.allowed_origins == ["https://a.example", "https://b.example"]
+    assert config.limits.max_message_chars == 2000 and config.port == 9000
+
+
+@pytest.mark.parametrize(("environ", "names"), [
+    ({"HEARTH_PORT": "seventy"}, "HEARTH_PORT"),
+    ({"HEARTH_PORT": "70000"}, "HEARTH_PORT"),
+    ({"HEARTH_LOADTEST_PROVISIONING": "maybe"}, "HEARTH_LOADTEST_PROVISIONING"),
+    ({"HEARTH_DATABASE_URL": "postgresql://x/y"}, "HEARTH_SECRET"),
+    ({"HEARTH_WORKERS": "4"}, "HEARTH_REDIS_URL"),
+    ({"HEARTH_SECRET": "short"}, "HEARTH_SECRET"),
+    ({"HEARTH_LIMIT_MAX_FRAME_BYTES": "\"big\""}, "HEARTH_LIMIT_MAX_FRAME_BYTES"),
+])
+def test_bad_values_fail_fast_naming_the_key(environ: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigError) as failure:
+        load_config(environ=environ)
+    assert names in str(failure.value)
+
+
+def test_toml_file_then_environment_wins(tmp_path: Path) -> None:
+    path = tmp_path / "hearth.toml"
+    path.write_text('port = 7000\nhost = "0.0.0.0"\n[limits]\nhistory_page_size = 50\n')
+    config = load_config(str(path), environ={"HEARTH_PORT": "7001"})
+    assert config.port == 7001 and config.host == "0.0.0.0"
+    assert config.limits.history_page_size == 50
