@@ -47,6 +47,7 @@ from protocol.frames import (
     Event,
     MemberUpdated,
     MessageCreated,
+    TypingStarted,
 )
 from protocol.models import ChannelKind, Message
 from rooms.bus import Bus, channel_topic, community_topic
@@ -57,11 +58,14 @@ log = logging.getLogger(__name__)
 
 _PLAIN = b"E"
 _CONTROL = b"C"
+_EPHEMERAL = b"T"
+"""Typing (and presence): the first thing a congested client goes without."""
 _HEADER = struct.Struct("!cdQ")
 _CONTROL_TYPES = (
     ChannelCreated, ChannelUpdated, ChannelDeleted, CommunityAvailable, CommunityUnavailable,
     MemberUpdated,
 )
+_EPHEMERAL_TYPES: tuple[type, ...] = (TypingStarted,)
 _event_decoder = msgspec.json.Decoder(Event)
 
 FetchMissing = Callable[[int, int, int], Awaitable[list[Message]]]
@@ -85,13 +89,15 @@ class Hub:
         self.events_in = 0
         self.duplicates_dropped = 0
         self.gaps_repaired = 0
+        self.ephemeral_dropped = 0
         bus.set_handler(self._on_bus_message)
 
     # ----------------------------------------------------------------------- publishing
 
     @staticmethod
     def encode(topic: str, event: Event) -> tuple[str, bytes]:
-        kind = _CONTROL if isinstance(event, _CONTROL_TYPES) else _PLAIN
+        kind = _CONTROL if isinstance(event, _CONTROL_TYPES) else \
+            _EPHEMERAL if isinstance(event, _EPHEMERAL_TYPES) else _PLAIN
         seq = event.message.seq if isinstance(event, MessageCreated) else 0
         header = _HEADER.pack(kind, time.time() * 1000.0, seq)
         return topic, header + JSON.encode_event(event)
@@ -184,8 +190,12 @@ class Hub:
                 log.exception("undecodable control event on %s", topic)
                 return
             recipients = [s for s in recipients if self._apply_control(s, topic, event)]
+        ephemeral = kind == _EPHEMERAL
         bodies: dict[Codec, bytes] = {JSON: body}
         for session in recipients:
+            if ephemeral and session.congested():
+                self.ephemeral_dropped += 1
+                continue
             encoded = bodies.get(session.codec)
             if encoded is None:
                 encoded = bodies[session.codec] = session.codec.encode_event(

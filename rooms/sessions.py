@@ -33,6 +33,9 @@ class Sink(Protocol):
     def fail(self, code: CloseCode, reason: str) -> None:
         """Close the connection with ``code`` (e.g. slow consumer)."""
 
+    def congested(self) -> bool:
+        """True when the client is behind: ephemeral events are skipped for it."""
+
 
 class Mirror(Protocol):
     """Write-ahead copy of sessions for resume on another node (rooms/session_mirror.py)."""
@@ -136,6 +139,13 @@ class Session:
         sink = self.sink
         if sink is not None:
             sink.write(frame)
+
+    def congested(self) -> bool:
+        """Skip ephemeral events for a client that is behind (or detached): they would
+        be stale on arrival and only push it towards the slow-consumer cut-off. They are
+        skipped before numbering, so the session's sequence stays gap-free."""
+        sink = self.sink
+        return sink is None or sink.congested()
 
     def set_cursor(self, channel_id: int, seq: int) -> None:
         """Where this session starts in a channel it just gained (or loaded)."""

@@ -129,6 +129,7 @@ class Services:
         m.add_delta(m.resume_attempts, "resume_attempts", gateway.stats["resume_attempts"])
         m.add_delta(m.resume_successes, "resume_successes", gateway.stats["resume_successes"])
         m.add_delta(m.gaps_repaired, "gaps", hub.gaps_repaired)
+        m.add_delta(m.drops.labels("ephemeral"), "ephemeral", hub.ephemeral_dropped)
         m.add_delta(m.duplicates_dropped, "dups", hub.duplicates_dropped)
 
     async def _fetch_missing(self, channel_id: int, after: int, upto: int) -> list[Message]:

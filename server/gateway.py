@@ -93,6 +93,7 @@ class GatewayConnection:
         self.protocol = GatewayProtocol(codec, gateway.limits, _now_ms())
         self.session: Session | None = None
         self._binary = codec.binary
+        self._congested_at = gateway.limits.max_outbound_bytes // 4
         self._closing = False
         self.wake = asyncio.Event()
 
@@ -108,6 +109,9 @@ class GatewayConnection:
         if transport.get_write_buffer_size() > self.gateway.limits.max_outbound_bytes:
             self.gateway.stats["slow_consumers"] += 1
             self.fail(CloseCode.SLOW_CONSUMER, "outbound buffer full")
+
+    def congested(self) -> bool:
+        return self.transport.get_write_buffer_size() > self._congested_at
 
     def fail(self, code: CloseCode, reason: str) -> None:
         self.protocol.fail(code, reason)
