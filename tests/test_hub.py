@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from protocol.codec import JSON, MSGPACK
+from protocol.codec import JSON, MSGPACK, Codec
 from protocol.codes import CloseCode
 from protocol.frames import MessageCreated, ServerFrame, TypingStarted
 from protocol.models import Channel, ChannelKind, Message, User
@@ -34,9 +34,9 @@ ALICE = User(id=1, username="alice", display_name="Alice")
 CHANNEL = Channel(id=7, kind=ChannelKind.TEXT, name="general", community_id=3)
 
 
-def _session(user_id: int, codec: type = type(JSON)) -> tuple[Session, RecordingSink]:
+def _session(user_id: int, codec: Codec = JSON) -> tuple[Session, RecordingSink]:
     session = Session(User(id=user_id, username=f"u{user_id}", display_name="U"),
-                      JSON if codec is type(JSON) else MSGPACK, replay_size=100)
+                      codec, replay_size=100)
     session.channels[CHANNEL.id] = CHANNEL
     sink = RecordingSink()
     session.sink = sink
@@ -68,7 +68,7 @@ async def test_one_encoding_many_recipients_each_numbered() -> None:
 async def test_msgpack_sessions_get_one_transcoding() -> None:
     hub = Hub(InProcessBus())
     (json_session, json_sink) = _session(2)
-    (mp_session, mp_sink) = _session(3, type(MSGPACK))
+    (mp_session, mp_sink) = _session(3, MSGPACK)
     hub.attach(json_session)
     hub.attach(mp_session)
     await hub.publish(channel_topic(CHANNEL.id), MessageCreated(message=_message(1)))
