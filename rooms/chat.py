@@ -8,6 +8,7 @@ with :mod:`rooms.permissions`; a channel the member cannot see is ``not_found``,
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -105,6 +106,9 @@ class ChatService:
         self.hub = hub
         self.writer = writer
         self.limits = limits
+        self._history_in_flight: dict[tuple[int, int | None, int | None, int | None, int],
+                                      asyncio.Future[tuple[list[Message], bool]]] = {}
+        self.history_coalesced = 0
         self._handlers: dict[type[Request], Callable[[Session, Any], Awaitable[Result]]] = {
             SendMessage: self.send_message,
             EditMessage: self.edit_message,
@@ -233,11 +237,24 @@ class ChatService:
         if sum(x is not None for x in (req.before, req.after, req.around)) > 1:
             raise RequestError(ErrorCode.INVALID_ARGUMENT,
                                "use at most one of before, after, around")
-        async with self.db.connection() as conn:
-            messages, has_more = await messages_db.history(
-                conn, channel.id, before=req.before, after=req.after, around=req.around,
-                limit=req.limit)
+        key = (channel.id, req.before, req.after, req.around, req.limit)
+        shared = self._history_in_flight.get(key)
+        if shared is None:
+            # Single flight: after a reconnect storm many clients ask for the same page
+            # at once; they share one query instead of queueing for the pool.
+            shared = asyncio.ensure_future(self._read_history(*key))
+            self._history_in_flight[key] = shared
+            shared.add_done_callback(lambda _: self._history_in_flight.pop(key, None))
+        else:
+            self.history_coalesced += 1
+        messages, has_more = await asyncio.shield(shared)
         return HistoryResult(channel_id=channel.id, messages=messages, has_more=has_more)
+
+    async def _read_history(self, channel_id: int, before: int | None, after: int | None,
+                            around: int | None, limit: int) -> tuple[list[Message], bool]:
+        async with self.db.connection() as conn:
+            return await messages_db.history(conn, channel_id, before=before, after=after,
+                                             around=around, limit=limit)
 
     # ------------------------------------------------------------------------ reactions
 

@@ -76,7 +76,7 @@ class SessionOpener:
         self.fetch_missing = fetch_missing
 
     async def _load_view(self, session: Session) -> tuple[list[CommunitySnapshot],
-                                                           list[Channel], list[Role | None]]:
+                                                           list[Channel]]:
         """Fill the session's roles and channels from PostgreSQL (a few queries)."""
         user_id = session.user.id
         async with self.db.connection() as conn:
@@ -98,12 +98,12 @@ class SessionOpener:
                 session.channels[channel.id] = channel
         for channel in direct:
             session.channels[channel.id] = channel
-        return snapshots, direct, []
+        return snapshots, direct
 
     async def open(self, user: User, codec: Codec, sink: Sink) -> tuple[Session, Ready]:
         """Load the member's world, register a session, subscribe it, return ``ready``."""
         session = Session(user, codec, self.limits.replay_buffer_events)
-        snapshots, direct, _ = await self._load_view(session)
+        snapshots, direct = await self._load_view(session)
         roles_by_channel = {c.id: (r.value if (r := session.role_in(c)) else None)
                             for c in session.channels.values()}
         async with self.db.connection() as conn:

@@ -87,7 +87,8 @@ class Services:
                                     mirror=self.mirror, fetch_missing=self._fetch_missing)
         self._background: set[asyncio.Task[None]] = set()
         self.gateway = Gateway(auth=self.auth, opener=self.opener, chat=self.chat,
-                               limits=config.limits, allowed_origins=config.allowed_origins)
+                               limits=config.limits, allowed_origins=config.allowed_origins,
+                               admission_per_s=config.admission_per_s)
 
     async def _publish_committed(self, messages: list[Message]) -> None:
         await self.chat.publish_committed(messages)
@@ -130,6 +131,8 @@ class Services:
         m.add_delta(m.resume_successes, "resume_successes", gateway.stats["resume_successes"])
         m.add_delta(m.gaps_repaired, "gaps", hub.gaps_repaired)
         m.add_delta(m.drops.labels("ephemeral"), "ephemeral", hub.ephemeral_dropped)
+        m.add_delta(m.drops.labels("admission"), "admission",
+                    gateway.stats["admission_refused"])
         m.add_delta(m.duplicates_dropped, "dups", hub.duplicates_dropped)
 
     async def _fetch_missing(self, channel_id: int, after: int, upto: int) -> list[Message]:

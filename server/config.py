@@ -49,6 +49,9 @@ class Config(msgspec.Struct, kw_only=True):
     group_commit_window_ms: float = 0.0
     """Extra wait for more messages before a group commit; 0 batches naturally."""
     db_pool_size: int = 20
+    admission_per_s: int = 2000
+    """New websocket connections a process accepts per second (burst: one second's
+    worth); beyond it, HTTP 503 with a jittered Retry-After. Bounds reconnect storms."""
     log_level: str = "INFO"
     access_token_ttl_s: int = 900
     argon2_time_cost: int | None = None

@@ -214,7 +214,8 @@ class Gateway:
     """Every connection of this process, the sweeper, and shutdown."""
 
     def __init__(self, *, auth: Authenticator, opener: SessionOpener, chat: ChatService,
-                 limits: Limits, allowed_origins: list[str]) -> None:
+                 limits: Limits, allowed_origins: list[str],
+                 admission_per_s: int = 2000) -> None:
         self.auth = auth
         self.opener = opener
         self.chat = chat
@@ -222,11 +223,26 @@ class Gateway:
         self.allowed_origins = allowed_origins
         self.connections: set[GatewayConnection] = set()
         self.draining = False
+        self.admission_per_s = admission_per_s
+        self._admission_tokens = float(admission_per_s)
+        self._admission_at = time.monotonic()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stats: dict[str, int] = {
             "connections_total": 0, "resume_attempts": 0, "resume_successes": 0,
-            "slow_consumers": 0, "frames_in": 0,
+            "slow_consumers": 0, "frames_in": 0, "admission_refused": 0,
         }
+
+    def _admit(self) -> bool:
+        """Token bucket on new connections (``admission_per_s``, burst of one second)."""
+        now = time.monotonic()
+        rate = self.admission_per_s
+        self._admission_tokens = min(float(rate),
+                                     self._admission_tokens + (now - self._admission_at) * rate)
+        self._admission_at = now
+        if self._admission_tokens < 1.0:
+            return False
+        self._admission_tokens -= 1.0
+        return True
 
     def close_soon(self, conn: GatewayConnection) -> None:
         task = asyncio.get_running_loop().create_task(conn.close())
@@ -246,6 +262,12 @@ class Gateway:
             return web.json_response({"error": {"code": "draining",
                                                 "message": "node is draining"}}, status=503,
                                      headers={"Retry-After": "1"})
+        if not self._admit():
+            # A reconnect storm: refuse before any websocket work, and spread the retries.
+            self.stats["admission_refused"] += 1
+            return web.json_response(
+                {"error": {"code": "busy", "message": "too many new connections; retry"}},
+                status=503, headers={"Retry-After": str(random.randint(1, 5))})
         ws = web.WebSocketResponse(max_msg_size=self.limits.max_frame_bytes, autoping=True,
                                    heartbeat=None, compress=False, timeout=2.0)
         await ws.prepare(request)

@@ -363,3 +363,51 @@ async def test_nul_is_refused_and_does_not_sink_a_batch(
     assert bad["code"] in ("invalid_argument", "not_found")
     fine = await ca.ok("send_message", channel_id=general, content="fine")
     assert (await cb.event("message_create"))["message"]["id"] == fine["message"]["id"]
+
+
+async def test_identical_history_reads_share_one_query(
+        live_server: RunningServer, http: aiohttp.ClientSession) -> None:
+    from protocol.frames import FetchHistory
+    from server.app import SERVICES
+
+    ca, _, _, _ = await two_members(http, live_server)
+    general = ca.channel_named("general")["id"]
+    for i in range(3):
+        await ca.ok("send_message", channel_id=general, content=f"h{i}")
+    services = live_server.app[SERVICES]  # type: ignore[index]
+    session = services.registry.get(ca.ready["session_id"])
+    request = FetchHistory(id=1, channel_id=general, limit=10)
+    pages = await asyncio.gather(*[services.chat.fetch_history(session, request)
+                                   for _ in range(8)])
+    assert services.chat.history_coalesced == 7
+    assert all(p == pages[0] for p in pages)
+    assert [m.content for m in pages[0].messages] == ["h0", "h1", "h2"]
+
+
+async def test_new_connections_beyond_the_admission_rate_are_told_to_retry(
+        database_url: str, http: aiohttp.ClientSession) -> None:
+    from aiohttp import web
+
+    from server.app import build_app
+    from server.config import load_config
+    from tests.conftest import TEST_SECRET, free_port
+
+    config = load_config(overrides={"database_url": database_url, "secret": TEST_SECRET,
+                                    "admission_per_s": 3}, environ={})
+    runner = web.AppRunner(build_app(config), handle_signals=False, shutdown_timeout=2)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        url = f"ws://127.0.0.1:{port}/gateway"
+        admitted = [await http.ws_connect(url) for _ in range(3)]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url)
+        assert refused.value.status == 503
+        assert 1 <= int(refused.value.headers["Retry-After"]) <= 5  # type: ignore[index]
+        await asyncio.sleep(0.5)  # the bucket refills at 3/s
+        late = await http.ws_connect(url)
+        for ws in [*admitted, late]:
+            await ws.close()
+    finally:
+        await runner.cleanup()
