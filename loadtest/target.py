@@ -195,7 +195,10 @@ class Target:
     def probe(self) -> ServerProbe | None:
         if not self.local:
             return None
-        pids = listening_pids(self.port)
+        pids = hearth_pids(self.process) if self.process is not None and \
+            self.name == "hearth" else []
+        if not pids:
+            pids = listening_pids(self.port)
         if not pids and self.process is not None:
             pids = [self.process.pid]
         return ServerProbe(pids) if pids else None
@@ -242,23 +245,166 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float = 15.
         process.wait()
 
 
+PG_CONNECTION_HEADROOM = 10
+"""PostgreSQL connections left free when sizing the server's pools (psql, the
+migration connection, other clients of a shared server)."""
+DEFAULT_POOL_SIZE = 20
+"""Hearth's own default ``db_pool_size`` (per process)."""
+
+
+def fresh_database_name() -> str:
+    return "hearth_lt_" + os.urandom(6).hex()
+
+
+def _dsn_with_database(dsn: str, name: str) -> str:
+    """``dsn`` pointed at database ``name`` (host and unix-socket DSNs alike)."""
+    from urllib.parse import urlunsplit
+
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+async def create_database(admin_dsn: str) -> tuple[str, int]:
+    """Create a fresh, empty database on the server of ``admin_dsn``; return its DSN and
+    how many more connections that server admits (max_connections minus those open)."""
+    import asyncpg
+
+    name = fresh_database_name()
+    try:
+        admin = await asyncpg.connect(admin_dsn, timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise TargetError(f"--postgres {admin_dsn}: cannot connect ({exc})") from exc
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        max_conn = int(await admin.fetchval("SHOW max_connections"))
+        in_use = int(await admin.fetchval("SELECT count(*) FROM pg_stat_activity"))
+    finally:
+        await admin.close()
+    return _dsn_with_database(admin_dsn, name), max(0, max_conn - in_use)
+
+
+async def drop_database(admin_dsn: str, database_dsn: str) -> None:
+    import asyncpg
+
+    name = urlsplit(database_dsn).path.lstrip("/")
+    if not name.startswith("hearth_lt_"):  # only ever a database this module created
+        return
+    admin = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def pool_size_for(workers: int, free_connections: int | None) -> int:
+    """Per-process pool so that every worker's pool fits the PostgreSQL server: at most
+    Hearth's default, at least 2 (identify and a group commit at once)."""
+    budget = (100 if free_connections is None else free_connections) - PG_CONNECTION_HEADROOM
+    return max(2, min(DEFAULT_POOL_SIZE, budget // max(1, workers)))
+
+
+@contextlib.asynccontextmanager
+async def throwaway_redis(maxclients: int = 10_000) -> AsyncIterator[str]:
+    """A private ``redis-server`` on a free loopback port (no persistence), stopped
+    afterwards: runs never share Redis keys with anything else."""
+    redis_server = shutil.which("redis-server")
+    if not redis_server:
+        raise TargetError("more than one Hearth process needs Redis: install redis-server or "
+                          "pass --redis-url")
+    port = free_port()
+    process = spawn_logged([redis_server, "--port", str(port), "--bind", "127.0.0.1",
+                            "--save", "", "--appendonly", "no",
+                            "--maxclients", str(maxclients)], None, child_env())
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise TargetError("redis-server did not start")
+            await asyncio.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        await asyncio.to_thread(stop_process, process, 5.0)
+
+
+def hearth_pids(process: subprocess.Popen[bytes]) -> list[int]:
+    """The gateway processes of a ``hearth serve`` the harness started: the process
+    itself, or its ``server.cli`` children when it supervises workers (not the embedded
+    PostgreSQL it may also have started)."""
+    try:
+        parent = psutil.Process(process.pid)
+        children = [c for c in parent.children()
+                    if "server.cli" in " ".join(c.cmdline())]
+    except psutil.Error:
+        return []
+    return sorted(c.pid for c in children) or [process.pid]
+
+
+@dataclass
+class LocalServer:
+    """What :func:`local_hearth` set up besides the target (for the report)."""
+
+    workers: int
+    database: str
+    redis: str | None
+    pool_size: int | None
+
+
 @contextlib.asynccontextmanager
 async def local_hearth(workers: int, data_dir: str | None, database_url: str | None,
-                       ready_timeout_s: float = 120.0) -> AsyncIterator[Target]:
+                       ready_timeout_s: float = 120.0, *, postgres_url: str | None = None,
+                       redis_url: str | None = None) -> AsyncIterator[Target]:
     """``hearth serve`` on a free loopback port with provisioning on, stopped afterwards.
 
-    The data directory is a fresh temporary one unless given (the embedded PostgreSQL
-    is created there on first start, which takes a few seconds)."""
-    port = free_port()
+    Database: ``database_url`` as is; or, with ``postgres_url`` (a server the harness may
+    create databases on), a fresh database for this run, dropped afterwards; or the
+    embedded PostgreSQL in a fresh temporary data directory (created on first start,
+    which takes a few seconds). With more than one worker the processes need Redis:
+    ``redis_url`` or a throwaway ``redis-server``; and each worker's pool is sized so
+    that all of them fit the PostgreSQL server (``HEARTH_DB_POOL_SIZE`` overrides)."""
     own_dir = data_dir is None
     directory = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="hearth-lt-"))
     directory.mkdir(parents=True, exist_ok=True)
+    created: str | None = None
+    free_conns: int | None = None
+    try:
+        if postgres_url and not database_url:
+            created, free_conns = await create_database(postgres_url)
+            database_url = created
+        async with contextlib.AsyncExitStack() as stack:
+            if workers > 1 and not redis_url:
+                redis_url = await stack.enter_async_context(
+                    throwaway_redis(maxclients=max(10_000, 64 * workers)))
+            target = await stack.enter_async_context(
+                _serve(workers, directory, database_url, redis_url, free_conns,
+                       ready_timeout_s, created is not None))
+            yield target
+    finally:
+        if created and postgres_url:
+            with contextlib.suppress(Exception):
+                await drop_database(postgres_url, created)
+        if own_dir:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def _serve(workers: int, directory: Path, database_url: str | None,
+                 redis_url: str | None, free_conns: int | None, ready_timeout_s: float,
+                 fresh_database: bool) -> AsyncIterator[Target]:
+    port = free_port()
     log_path = directory / "hearth-serve.log"
     env = child_env(HEARTH_LOADTEST_PROVISIONING="true", HEARTH_DATA_DIR=str(directory),
                     HEARTH_LOG_LEVEL=os.environ.get("HEARTH_LOG_LEVEL", "WARNING"))
     if database_url:
         env["HEARTH_DATABASE_URL"] = database_url
         env.setdefault("HEARTH_SECRET", "hearth-loadtest-" + os.urandom(8).hex())
+    pool_size: int | None = None
+    if workers > 1 and "HEARTH_DB_POOL_SIZE" not in os.environ:
+        pool_size = pool_size_for(workers, free_conns)
+        env["HEARTH_DB_POOL_SIZE"] = str(pool_size)
+    if redis_url:
+        env["HEARTH_REDIS_URL"] = redis_url
     command = [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1",
                "--port", str(port)]
     if workers > 1:
@@ -266,13 +412,24 @@ async def local_hearth(workers: int, data_dir: str | None, database_url: str | N
     process = spawn_logged(command, log_path, env)
     target = Target(name="hearth", base_url=f"http://127.0.0.1:{port}", host="127.0.0.1",
                     port=port, process=process, log_path=log_path)
+    where = ("a fresh database on --postgres" if fresh_database else
+             "HEARTH_DATABASE_URL" if database_url else "embedded PostgreSQL")
+    target.notes.append(f"hearth serve started by the harness: {workers} process(es), "
+                        f"{where}, " + ("Redis bus" if redis_url else "in-process bus")
+                        + (f", HEARTH_DB_POOL_SIZE={pool_size}" if pool_size else ""))
     try:
         await wait_ready(target.base_url, ready_timeout_s, process, log_path)
+        if workers > 1:  # /readyz answers as soon as one worker is up: wait for all
+            deadline = time.monotonic() + ready_timeout_s
+            while len(hearth_pids(process)) < workers or \
+                    len(listening_pids(port)) < workers:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise TargetError(f"only {len(listening_pids(port))} of {workers} "
+                                      f"workers listen on {port}\n{tail(log_path)}")
+                await asyncio.sleep(0.2)
         yield target
     finally:
-        await asyncio.to_thread(stop_process, process)
-        if own_dir:
-            shutil.rmtree(directory, ignore_errors=True)
+        await asyncio.to_thread(stop_process, process, 30.0)
 
 
 async def provision(base_url: str, users: int, room_size: int,

@@ -743,6 +743,7 @@ class RedisBus(Bus):
         self.unsubscribe_command = "UNSUBSCRIBE"
         self._desired: set[str] = set()
         self._shards: dict[str, _Shard] = {}
+        self._retiring: list[_Shard] = []
         self._ring: list[_Shard] = []
         self._slot_owner: list[str] = []
         self._topic_shard: dict[str, _Shard] = {}
@@ -796,12 +797,14 @@ class RedisBus(Bus):
                     self._shards[shard.name] = shard
                     self._ring.append(shard)
             await asyncio.gather(*(s.connect_initial() for s in self._shards.values()))
-        except (RedisError, OSError, TimeoutError, ValueError) as exc:
+        except BaseException as exc:
             await self._stop_shards()
             self._closed = True
-            raise BusUnavailable(
-                f"cannot use the Redis bus at {where} (HEARTH_REDIS_URL): "
-                f"{type(exc).__name__}: {exc}") from exc
+            if isinstance(exc, RedisError | OSError | TimeoutError | ValueError):
+                raise BusUnavailable(
+                    f"cannot use the Redis bus at {where} (HEARTH_REDIS_URL): "
+                    f"{type(exc).__name__}: {exc}") from exc
+            raise
         for topic in self._desired:
             shard = self._route(topic)
             self._topic_shard[topic] = shard
@@ -838,17 +841,18 @@ class RedisBus(Bus):
         for shard in self._shards.values():
             leftovers += shard.take_queue()
         for _, _, call in leftovers:
-            if not call.future.done():
-                call.future.set_exception(BusClosed("the Redis bus closed before this "
-                                                    "publish went out"))
-        self._pending = 0
+            call.fail(BusClosed("the Redis bus closed before this publish went out"))
+        self._settled(self._pending)
         self._shards.clear()
         self._ring.clear()
         self._topic_shard.clear()
 
     async def _stop_shards(self) -> None:
-        await asyncio.gather(*(s.stop() for s in self._shards.values()),
-                             return_exceptions=True)
+        shards = [*self._shards.values(), *self._retiring]
+        await asyncio.gather(*(s.stop() for s in shards), return_exceptions=True)
+        for shard in self._retiring:
+            self._redirected += shard.take_queue()
+        self._retiring.clear()
 
     async def ping(self) -> bool:
         """True when every primary's publisher and pub/sub connections answer within
@@ -1025,7 +1029,17 @@ class RedisBus(Bus):
     async def _choose_mode(self) -> None:
         if self.mode == "plain":
             return
-        info = await self._command(self._seed_kwargs[0], "INFO", "cluster")
+        info: Any = None
+        error: BaseException | None = None
+        for kwargs in self._seed_kwargs:  # the first seed that answers decides
+            try:
+                info = await self._command(kwargs, "INFO", "cluster")
+                break
+            except _CONNECTION_ERRORS as exc:
+                error = exc
+        else:
+            assert error is not None
+            raise error
         cluster = isinstance(info, bytes) and b"cluster_enabled:1" in info
         if self.mode == "sharded" and not cluster:
             raise ValueError("mode='sharded' needs a Redis Cluster, and "
@@ -1109,6 +1123,7 @@ class RedisBus(Bus):
         for shard in retired:
             log.info("redis bus: %s is no longer a cluster primary", shard.name)
             del self._shards[shard.name]
+            self._retiring.append(shard)  # close() stops it if this task is cancelled
         moved: set[_Shard] = set()
         for topic, shard in list(self._topic_shard.items()):
             target = self._route(topic)
@@ -1120,6 +1135,7 @@ class RedisBus(Bus):
         entries, self._redirected = self._redirected, []
         for shard in retired:
             await shard.stop()
+            self._retiring.remove(shard)
             entries = shard.take_queue() + entries
         self._reroute(entries)
         if moved or resync:

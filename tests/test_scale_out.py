@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
+import psutil
 import pytest
 
 from tests.conftest import (
@@ -63,6 +64,18 @@ async def test_message_on_node_a_reaches_b_and_c_in_order_once(
             assert "hearth_deliveries_total" in text
 
 
+def _start_supervisor(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", str(port),
+         "--workers", str(workers)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _children(pid: int) -> list[int]:
+    return [child.pid for child in psutil.Process(pid).children()
+            if child.status() != psutil.STATUS_ZOMBIE]
+
+
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -84,9 +97,7 @@ async def test_workers_share_one_port_and_a_dead_worker_is_replaced(
                HEARTH_REDIS_URL=redis_url, HEARTH_ARGON2_TIME_COST="1",
                HEARTH_ARGON2_MEMORY_KIB="8192", HEARTH_LOG_LEVEL="WARNING",
                HEARTH_DATA_DIR=tempfile.mkdtemp(prefix="hearth-data-"))
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--workers", "2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    supervisor = _start_supervisor(env, port, workers=2)
     url, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/gateway"
     try:
         await asyncio.to_thread(_wait_ready, url, supervisor)
@@ -98,16 +109,13 @@ async def test_workers_share_one_port_and_a_dead_worker_is_replaced(
         for client in clients[1:]:
             assert (await client.event("message_create"))["message"]["content"] == \
                 "to all workers"
-        workers = [int(p) for p in subprocess.run(
-            ["pgrep", "-P", str(supervisor.pid)], capture_output=True, text=True,
-            check=True).stdout.split()]
+        workers = _children(supervisor.pid)
         assert len(workers) == 2
         os.kill(workers[0], signal.SIGKILL)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            alive = subprocess.run(["pgrep", "-P", str(supervisor.pid)], capture_output=True,
-                                   text=True).stdout.split()
-            if len(alive) == 2 and str(workers[0]) not in alive:
+            alive = _children(supervisor.pid)
+            if len(alive) == 2 and workers[0] not in alive:
                 break
             await asyncio.sleep(0.2)
         else:
