@@ -40,17 +40,26 @@ def _parser() -> argparse.ArgumentParser:
         description="Load-test a Hearth server over real websockets with the public protocol.",
         epilog="Scenarios: idle (open and hold N connections), chat (rooms of k, each member "
                "sending --rate msg/s), broadcast (one channel of N, --rate msg/s in), "
-               "join-storm (connect+identify+ready as fast as admitted), failover (needs "
-               "--workers; not available yet).")
+               "join-storm (connect+identify+ready as fast as admitted), failover (chat "
+               "while one of several gateway processes is killed with SIGKILL; its clients "
+               "reconnect and resume).")
     p.add_argument("scenario", choices=SCENARIOS)
     p.add_argument("--url", help="base URL of a running server (default: start one)")
     p.add_argument("--allow-remote", action="append", default=[], metavar="HOST",
                    help="allow a non-loopback --url host (repeatable)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="server processes when the harness starts the server")
+    p.add_argument("--workers", type=int, default=None,
+                   help="server processes when the harness starts the server (default 1; "
+                        "failover: 2); more than 1 uses Redis (--redis-url or a throwaway "
+                        "redis-server)")
     p.add_argument("--data-dir", help="data directory of the server it starts (default: temp)")
-    p.add_argument("--database-url", help="PostgreSQL for the server it starts "
-                   "(default: embedded)")
+    p.add_argument("--database-url", help="PostgreSQL database for the server it starts, "
+                   "used as is (default: embedded)")
+    p.add_argument("--postgres", metavar="URL",
+                   help="a PostgreSQL server the harness may create databases on (e.g. "
+                        "postgresql://postgres@127.0.0.1:5432/postgres): each run gets a "
+                        "fresh database, dropped afterwards")
+    p.add_argument("--redis-url", help="Redis for the server it starts with --workers > 1 "
+                   "(default: a throwaway redis-server on a free loopback port)")
     p.add_argument("--connections", "-n", type=int, default=1000)
     p.add_argument("--duration", type=float, default=None,
                    help="seconds of measurement (default 10); join-storm: most seconds for "
@@ -69,8 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--connect-timeout", type=float, default=None,
                    help="most seconds for the connect phase (default 60 + N/500)")
     p.add_argument("--message-bytes", type=int, default=64)
-    p.add_argument("--drain", type=float, default=5.0,
-                   help="most seconds to wait for in-flight deliveries after the sends stop")
+    p.add_argument("--drain", type=float, default=None,
+                   help="most seconds to wait for in-flight deliveries after the sends stop "
+                        "(default 5; failover 30)")
+    p.add_argument("--kill-after", type=float, default=None,
+                   help="failover: seconds into the measured phase at which the gateway "
+                        "process with the most connections is killed (default: a third)")
+    p.add_argument("--reconnect-jitter", type=float, default=1.0,
+                   help="failover: a dropped client first waits a random delay up to this "
+                        "many seconds, doubling per failed attempt (default 1, as "
+                        "docs/protocol.md recommends)")
     p.add_argument("--no-spread-sources", action="store_true",
                    help="do not bind source addresses over 127.0.0.0/8")
     p.add_argument("--peer", action="append", default=[], choices=("node-ws", "python-socketio"),
@@ -84,16 +101,30 @@ def _parser() -> argparse.ArgumentParser:
 def options_from(args: argparse.Namespace) -> RunOptions:
     n = args.connections
     storm = args.scenario == "join-storm"
+    failover = args.scenario == "failover"
     if args.duration is None:
-        args.duration = 60 + n / 500 if storm else 10.0
+        args.duration = 60 + n / 500 if storm else (20.0 if failover else 10.0)
+    if args.drain is None:
+        args.drain = 30.0 if failover else 5.0
+    kill_after = args.kill_after if args.kill_after is not None else args.duration / 3
+    if failover and not 0 <= kill_after < args.duration:
+        raise SystemExit("hearth loadtest: --kill-after must be within --duration")
+    if failover and args.peer:
+        raise SystemExit("hearth loadtest: the peers have no resume; failover runs against "
+                         "Hearth only")
+    if args.workers is None:
+        args.workers = 2 if failover else 1
+    if failover and not args.url and args.workers < 2:
+        raise SystemExit("hearth loadtest: failover needs --workers 2 or more")
     if not 1 <= n <= MAX_CONNECTIONS:
         raise SystemExit(f"hearth loadtest: --connections must be 1-{MAX_CONNECTIONS:,}")
     if not 0 < args.duration <= MAX_DURATION_S:
         raise SystemExit(f"hearth loadtest: --duration must be in (0, {MAX_DURATION_S:g}]")
     if args.room_size < 1:
         raise SystemExit("hearth loadtest: --room-size must be at least 1")
-    rate = args.rate if args.rate is not None else DEFAULT_RATE.get(args.scenario, 0.0)
-    if rate < 0 or rate * (n if args.scenario == "chat" else 1) > 1_000_000:
+    rate = args.rate if args.rate is not None else DEFAULT_RATE.get(
+        "chat" if failover else args.scenario, 0.0)
+    if rate < 0 or rate * (n if args.scenario in ("chat", "failover") else 1) > 1_000_000:
         raise SystemExit("hearth loadtest: --rate is negative or above 1,000,000 msg/s in")
     processes = args.processes or max(1, math.ceil(n / CONNECTIONS_PER_PROCESS))
     return RunOptions(
@@ -102,7 +133,9 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         connect_concurrency=max(1, args.connect_concurrency),
         message_bytes=max(24, args.message_bytes), drain_s=max(0.5, args.drain),
         connect_timeout_s=args.duration if storm else (args.connect_timeout or 60 + n / 500),
-        spread_sources=not args.no_spread_sources, progress=not args.quiet)
+        spread_sources=not args.no_spread_sources, progress=not args.quiet,
+        kill_after_s=kill_after if failover else 0.0,
+        reconnect_jitter_s=max(0.0, args.reconnect_jitter))
 
 
 async def _run_against(opts: RunOptions, target: Target) -> dict[str, Any]:
@@ -120,10 +153,15 @@ async def _run(args: argparse.Namespace, opts: RunOptions) -> dict[str, Any]:
         host, port = check_target_url(args.url, args.allow_remote)
         target = Target(name="hearth", base_url=args.url.rstrip("/"), host=host, port=port,
                         local=is_loopback_host(host))
+        if opts.scenario == "failover" and not target.local:
+            raise TargetError("failover kills a gateway process: it needs a server on this "
+                              "machine (a loopback --url)")
         await wait_ready(target.base_url, 10.0)
         report = await _run_against(opts, target)
     else:
-        async with local_hearth(args.workers, args.data_dir, args.database_url) as target:
+        async with local_hearth(args.workers, args.data_dir, args.database_url,
+                                postgres_url=args.postgres,
+                                redis_url=args.redis_url) as target:
             report = await _run_against(opts, target)
     report["peers"] = {}
     report["ratios"] = {}
@@ -144,6 +182,16 @@ def _summary(report: dict[str, Any]) -> str:
              f"{lat['p99']} max {lat['max']} ms, lost {report['lost']} dup "
              f"{report['duplicated']} ooo {report['out_of_order']}, errors {report['errors']}, "
              f"server cpu {srv['cpu_percent']}% rss/conn {srv['rss_per_connection_bytes']} B"]
+    fo = report.get("failover")
+    if fo and fo.get("killed"):
+        k = fo["kill_to_resumed_ms"]
+        lines.append(f"  failover: killed pid {fo['killed_pid']} at {fo['kill_after_s']} s, "
+                     f"{fo['dropped']:,} dropped, {fo['resumed']:,} resumed "
+                     f"({(fo['resume_success_rate'] or 0) * 100:.1f}%), kill->resumed p50 "
+                     f"{k['p50']} p99 {k['p99']} max {k['max']} ms, lost/dup/ooo "
+                     f"{fo['lost']}/{fo['duplicated']}/{fo['out_of_order']}")
+    elif fo:
+        lines.append("  failover: nothing was killed (see notes)")
     if report.get("connect_rate_per_s"):
         lines.append(f"  connect: {report['connect_rate_per_s']:,.0f}/s, p99 "
                      f"{report['connect_ms']['p99']} ms")
@@ -155,11 +203,6 @@ def _summary(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.scenario == "failover":
-        print("hearth loadtest: the failover scenario needs a multi-process gateway "
-              "(hearth serve --workers N with Redis), which this version of Hearth does not "
-              "have yet; nothing was run.", file=sys.stderr)
-        return 3
     opts = options_from(args)
     from loadtest.worker import raise_nofile_limit
 

@@ -35,11 +35,12 @@ from loadtest.wire import (
     decode_frame,
     encode_heartbeat,
     encode_identify,
+    encode_resume,
 )
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
-CONNECTING, HANDSHAKE, IDENTIFYING, READY, CLOSED = range(5)
+CONNECTING, HANDSHAKE, IDENTIFYING, READY, CLOSED, RESUMING = range(6)
 
 
 class Sink(Protocol):
@@ -47,6 +48,8 @@ class Sink(Protocol):
 
     def on_hello(self, conn: Connection, frame: FrameView) -> None: ...
     def on_ready(self, conn: Connection, frame: FrameView, now_ns: int) -> None: ...
+    def on_resumed(self, conn: Connection, frame: FrameView, now_ns: int) -> None: ...
+    def on_invalid_session(self, conn: Connection, frame: FrameView) -> None: ...
     def on_dispatch(self, conn: Connection, frame: FrameView, now_ns: int) -> None: ...
     def on_reply(self, conn: Connection, frame: FrameView, now_ns: int) -> None: ...
     def on_closed(self, conn: Connection, reason: str) -> None: ...
@@ -54,7 +57,13 @@ class Sink(Protocol):
 
 
 class Connection(asyncio.Protocol):
-    """One simulated user: connect, identify, then receive and (maybe) send."""
+    """One simulated user: connect, identify, then receive and (maybe) send.
+
+    With ``resume`` (the failover scenario), a connection that drops after ``ready``
+    is reconnected by its generator (:meth:`reset`, then a new TCP connection to the
+    same object) and sends ``resume`` with its session id and the ``s`` of the last
+    dispatch it received, as the protocol tells clients to; if the server answers
+    ``invalid_session``, the next attempt identifies afresh."""
 
     __slots__ = (
         "channel_id",
@@ -63,23 +72,30 @@ class Connection(asyncio.Protocol):
         "heartbeat_due",
         "index",
         "last_s",
+        "resume",
         "sender",
+        "session_id",
         "sink",
         "started_ns",
         "state",
         "token",
         "transport",
+        "url",
         "ws",
     )
 
     def __init__(self, sink: Sink, index: int, token: str, channel_id: int, sender: bool,
-                 url: str, framing: SocketIoFraming | None = None) -> None:
+                 url: str, framing: SocketIoFraming | None = None,
+                 resume: bool = False) -> None:
         self.sink = sink
         self.index = index
         self.token = token
         self.channel_id = channel_id
         self.sender = sender
         self.framing = framing
+        self.url = url
+        self.resume = resume
+        self.session_id: str | None = None
         self.ws = ClientProtocol(parse_uri(url), max_size=2**20)
         self.transport: asyncio.Transport | None = None
         self.state = CONNECTING
@@ -88,6 +104,15 @@ class Connection(asyncio.Protocol):
         """The generator's per-channel state for this recipient (a SeqCursor)."""
         self.heartbeat_due = 0.0
         self.started_ns = 0
+
+    def reset(self) -> None:
+        """Ready for a new TCP connection (a reconnect): fresh websocket state; the
+        session id, ``last_s`` and the seq cursor are kept."""
+        if self.transport is not None:
+            self.transport.abort()
+        self.transport = None
+        self.ws = ClientProtocol(parse_uri(self.url), max_size=2**20)
+        self.state = CONNECTING
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
@@ -123,11 +148,11 @@ class Connection(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
         if self.state != CLOSED:
             was = self.state
             self.state = CLOSED
             self.sink.on_closed(self, "lost_after_ready" if was == READY else "lost_before_ready")
-        self.transport = None
 
     # ---------------------------------------------------------------- frames
 
@@ -155,15 +180,26 @@ class Connection(asyncio.Protocol):
         elif op == "ok" or op == "error":
             self.sink.on_reply(self, frame, now_ns)
         elif op == "hello":
-            self.state = IDENTIFYING
             self.sink.on_hello(self, frame)
-            self.send(encode_identify(self.token))
+            if self.resume and self.session_id is not None:
+                self.state = RESUMING
+                self.send(encode_resume(self.token, self.session_id, self.last_s))
+            else:
+                self.state = IDENTIFYING
+                self.send(encode_identify(self.token))
         elif op == "ready":
             self.state = READY
+            self.session_id = frame.session_id
             self.sink.on_ready(self, frame, now_ns)
+        elif op == "resumed" and self.state == RESUMING:
+            self.state = READY
+            self.sink.on_resumed(self, frame, now_ns)
+        elif op == "invalid_session" and self.state == RESUMING:
+            self.session_id = None  # the next attempt identifies
+            self.sink.on_invalid_session(self, frame)
         elif op == "heartbeat_ack":
             pass
-        else:  # reconnect, invalid_session, resumed: not expected in these scenarios
+        else:  # reconnect; resumed or invalid_session out of place
             self.sink.count_error(f"frame_{op}")
 
     def send(self, frame: bytes) -> None:

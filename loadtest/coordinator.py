@@ -7,8 +7,12 @@ Phases (every one bounded in time):
    handshake + identify + ready). ``join-storm`` measures this phase and ends here.
 3. **measure** (``--duration``): ``idle`` holds, ``chat`` and ``broadcast`` send on an
    open-loop schedule that starts at the same monotonic instant in every process.
+   ``failover`` is ``chat`` plus, ``--kill-after`` seconds in, a SIGKILL of the gateway
+   process holding the most connections: its clients reconnect after a jittered
+   back-off and ``resume`` on whatever process the kernel hands them, and the report
+   times kill -> resumed and counts lost / duplicated / out-of-order per channel.
 4. **drain** (at most ``--drain`` s): no more sends; wait until every request is
-   answered and deliveries stop arriving.
+   answered, every reconnect is over and deliveries stop arriving.
 5. **finish**: every generator reports its final counts and closes its connections.
 
 Server CPU and RSS are sampled every second when the target is local; the time series
@@ -20,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,7 +40,9 @@ from loadtest.target import (
     Target,
     child_env,
     cpu_percent_between,
+    hearth_pids,
     is_loopback_host,
+    listening_pids,
     provision,
 )
 
@@ -64,6 +72,11 @@ class RunOptions:
     progress: bool = True
     requests_per_s_limit: float = 12.0
     """The server's per-connection request rate (limits.requests_per_window / window)."""
+    kill_after_s: float = 0.0
+    """failover: seconds into the measured phase at which a gateway process is killed."""
+    reconnect_jitter_s: float = 1.0
+    """failover: a dropped client waits a random delay up to this before reconnecting
+    (doubling per failed attempt)."""
 
     def as_dict(self) -> dict[str, object]:
         return {k: v for k, v in self.__dict__.items() if k != "progress"}
@@ -114,6 +127,11 @@ class RunResult:
     interrupted: str | None = None
     machine_cpu: dict[str, tuple[float, float]] = field(default_factory=dict)
     """(busy CPU seconds of the whole machine, monotonic time) at measure start/end."""
+    resume: Histogram = field(default_factory=Histogram)
+    """failover: from a client's drop to its ``resumed`` (as each client saw it)."""
+    failover: dict[str, object] = field(default_factory=dict)
+    """failover: what was killed and when (``kill_at`` is monotonic), and after the run
+    the drop and resume times of every client (filled in by :meth:`Coordinator._finish`)."""
 
 
 def postgres_pids() -> list[int]:
@@ -149,7 +167,7 @@ def plan_clients(opts: RunOptions, provisioned: Provisioned) -> tuple[list[Clien
         for uid in members:
             specs.append(ClientSpec(tokens[uid], channel, uid in sender_ids))
         return specs, opts.rate / len(sender_ids)
-    sending = scenario == "chat"
+    sending = scenario in ("chat", "failover")
     for ch in provisioned.channels:
         for uid in ch.member_ids:
             specs.append(ClientSpec(tokens[uid], ch.id, sending))
@@ -183,6 +201,7 @@ class Coordinator:
         self._phase = "provision"
         self._tty = stream.isatty()
         self._last_print = 0.0
+        self._measure_start: float | None = None
 
     # ------------------------------------------------------------------ totals
 
@@ -273,12 +292,25 @@ class Coordinator:
                         connect_rate=opts.connect_rate / processes if opts.connect_rate else 0,
                         connect_concurrency=max(1, opts.connect_concurrency // processes),
                         send_rate=per_sender_rate, message_bytes=opts.message_bytes,
-                        deadline=deadline, framing=self.target.framing)
+                        deadline=deadline, framing=self.target.framing,
+                        resume=opts.scenario == "failover",
+                        reconnect_jitter_s=opts.reconnect_jitter_s)
             assert proc.stdin is not None
             proc.stdin.write(pack(plan))
             await proc.stdin.drain()
             tg.create_task(self._reader(state))
         self._phase = "connect"
+        self.generator_probe = ServerProbe(self.generator_pids)
+        self.database_probe = ServerProbe(postgres_pids())
+        self._other_samples("connect_start")
+
+    def _other_samples(self, label: str) -> None:
+        """Generator, database and whole-machine CPU at the start or end of a phase."""
+        samples = self.result.server_samples
+        assert self.generator_probe is not None and self.database_probe is not None
+        samples[f"generator_{label}"] = self.generator_probe.sample()
+        samples[f"database_{label}"] = self.database_probe.sample()
+        self.result.machine_cpu[label] = machine_cpu_busy()
 
     async def _reader(self, state: WorkerState) -> None:
         assert state.process.stdout is not None
@@ -293,6 +325,7 @@ class Coordinator:
             self.result.connect.merge(Histogram.from_wire(tick.connect))
             self.result.ack.merge(Histogram.from_wire(tick.ack))
             self.result.send_lag.merge(Histogram.from_wire(tick.send_lag))
+            self.result.resume.merge(Histogram.from_wire(tick.resume))
             if isinstance(report, Final):
                 state.final = report
                 break
@@ -306,6 +339,8 @@ class Coordinator:
 
     def _record_point(self) -> None:
         now = time.monotonic()
+        if self.result.failover.get("kill_at") and self.probe is not None:
+            self.probe.add(self._gateway_pids())  # the worker that replaced the dead one
         sent, delivered, before = self._sum("sent"), self._sum("deliveries"), \
             self._last_counts
         wall = max(1e-6, now - before[2])
@@ -352,31 +387,36 @@ class Coordinator:
             result.phases["connect_s"] = round(time.monotonic() - min(started), 3)
         result.connections_peak = max(result.connections_peak, self._sum("open"))
         result.server_samples["connected"] = self._sample()
+        self._other_samples("connect_end")
         if opts.scenario == "join-storm":
-            result.server_samples["measure_start"] = result.server_samples["baseline"]
-            result.server_samples["measure_end"] = result.server_samples["connected"]
+            samples = result.server_samples
+            samples["measure_start"] = samples["baseline"]
+            samples["measure_end"] = samples["connected"]
+            for who in ("generator", "database"):
+                samples[f"{who}_start"] = samples[f"{who}_connect_start"]
+                samples[f"{who}_end"] = samples[f"{who}_connect_end"]
+            result.machine_cpu["start"] = result.machine_cpu["connect_start"]
+            result.machine_cpu["end"] = result.machine_cpu["connect_end"]
             result.connections_held = self._sum("open")
             return
         self._phase = "measure"
         start = time.monotonic() + 0.5
+        self._measure_start = start
         stop = start + opts.duration_s
-        if opts.scenario in ("chat", "broadcast"):
+        if opts.scenario in ("chat", "broadcast", "failover"):
             for w in result.workers:
                 assert w.process.stdin is not None
                 w.process.stdin.write(pack(Go(start=start, stop=stop)))
                 await w.process.stdin.drain()
         await asyncio.sleep(max(0.0, start - time.monotonic()))
-        self.generator_probe = ServerProbe(self.generator_pids)
-        self.database_probe = ServerProbe(postgres_pids())
         result.server_samples["measure_start"] = self._sample()
-        result.server_samples["generator_start"] = self.generator_probe.sample()
-        result.server_samples["database_start"] = self.database_probe.sample()
-        result.machine_cpu["start"] = machine_cpu_busy()
+        self._other_samples("start")
+        if opts.scenario == "failover":
+            await asyncio.sleep(max(0.0, start + opts.kill_after_s - time.monotonic()))
+            await self._kill_one()
         await asyncio.sleep(max(0.0, stop - time.monotonic()))
         result.server_samples["measure_end"] = self._sample()
-        result.server_samples["generator_end"] = self.generator_probe.sample()
-        result.server_samples["database_end"] = self.database_probe.sample()
-        result.machine_cpu["end"] = machine_cpu_busy()
+        self._other_samples("end")
         result.phases["measure_s"] = round(time.monotonic() - start, 3)
         result.connections_held = self._sum("open")
         self._phase = "drain"
@@ -387,9 +427,55 @@ class Coordinator:
             delivered = self._sum("deliveries")
             if delivered != last_delivered:
                 last_delivered, stable_since = delivered, time.monotonic()
-            elif self._sum("pending") == 0 and time.monotonic() - stable_since >= 1.0:
+            elif self._sum("pending") == 0 and self._sum("reconnecting") == 0 \
+                    and time.monotonic() - stable_since >= 1.0:
                 break
         result.phases["drain_s"] = round(time.monotonic() - stop, 3)
+        if opts.scenario == "failover":
+            result.failover["pids_after"] = self._gateway_pids()
+            if self._sum("reconnecting"):
+                result.notes.append(f"{self._sum('reconnecting')} client(s) were still "
+                                    "reconnecting when the drain ended")
+
+    # ------------------------------------------------------------------ failover
+
+    def _gateway_pids(self) -> list[int]:
+        """The target's gateway processes: the workers of a server the harness started,
+        else whoever listens on the port (local targets only)."""
+        if self.target.process is not None and self.target.name == "hearth":
+            return hearth_pids(self.target.process)
+        return listening_pids(self.target.port) if self.target.local else []
+
+    async def _kill_one(self) -> None:
+        """SIGKILL the gateway process holding the most client connections (no goodbye,
+        as a crash or an OOM kill would do it)."""
+        import psutil
+
+        result = self.result
+        pids = self._gateway_pids()
+        if len(pids) < 2:
+            result.notes.append(f"failover: {len(pids)} gateway process(es) found on port "
+                                f"{self.target.port}; at least 2 are needed: nothing killed")
+            return
+
+        def held(pid: int) -> int:
+            try:
+                return sum(1 for c in psutil.Process(pid).net_connections(kind="tcp")
+                           if c.status == psutil.CONN_ESTABLISHED and c.laddr
+                           and c.laddr.port == self.target.port)
+            except psutil.Error:
+                return 0
+
+        counts = await asyncio.to_thread(lambda: {pid: held(pid) for pid in pids})
+        victim = max(pids, key=lambda pid: counts[pid])
+        kill_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        result.failover.update(killed_pid=victim, kill_at=kill_at, pids_before=pids,
+                               connections_per_pid=counts,
+                               kill_after_s=round(kill_at - (self._measure_start or kill_at),
+                                                  3))
+        self._phase = "failover"
+        self._progress_line(force=True)
 
     async def _finish(self) -> None:
         """Ask every generator for its final report, then make sure it exits."""
@@ -421,6 +507,10 @@ class Coordinator:
                 end.merge(ChannelEnd(recipients, sum_last, max_seen, max_acked))
             for cid, (lost, dup, ooo) in w.final.anomalies.items():
                 self.result.anomalies.setdefault(cid, Anomalies()).add(Anomalies(lost, dup, ooo))
+            fo = self.result.failover
+            fo.setdefault("dropped_at", []).extend(w.final.dropped_at)  # type: ignore[union-attr]
+            fo.setdefault("resumed_at", []).extend(w.final.resumed_at)  # type: ignore[union-attr]
+            fo["unanswered"] = int(fo.get("unanswered", 0)) + w.final.unanswered  # type: ignore[call-overload]
         for cid, end in self.result.channels.items():
             missing = tail_lost(end)
             if missing:
@@ -446,6 +536,9 @@ class Coordinator:
                 f"deliv {self._sum('deliveries')} ({last.deliveries_per_s if last else 0:.0f}/s) "
                 f"p99 {last.p99_ms if last and last.p99_ms is not None else '-'} ms "
                 f"lost {self._sum('lost')} dup {self._sum('duplicated')} err {errors}")
+        if self.opts.scenario == "failover":
+            line += (f" dropped {self._sum('dropped')} resumed {self._sum('resumed')} "
+                     f"reconnecting {self._sum('reconnecting')}")
         if last and last.server_cpu_percent is not None:
             line += f" srv cpu {last.server_cpu_percent:.0f}%"
         if last and last.server_rss_bytes:

@@ -159,6 +159,43 @@ SUMMARY_ROWS = (
 )
 
 
+FAILOVER_ROWS = (
+    ("killed pid", ("killed_pid",)),
+    ("killed at (s into the measured phase)", ("kill_after_s",)),
+    ("connections it held", ("expected_dropped",)),
+    ("clients dropped", ("dropped",)),
+    ("resumed", ("resumed",)),
+    ("resume success rate", ("resume_success_rate",)),
+    ("invalid_session answers", ("invalid_sessions",)),
+    ("re-identified instead", ("reidentified",)),
+    ("not recovered by the end", ("not_recovered",)),
+    ("reconnect attempts", ("reconnect_attempts",)),
+    ("kill → resumed p50 (ms)", ("kill_to_resumed_ms", "p50")),
+    ("kill → resumed p99 (ms)", ("kill_to_resumed_ms", "p99")),
+    ("kill → resumed max (ms)", ("kill_to_resumed_ms", "max")),
+    ("drop → resumed p50 (ms)", ("drop_to_resumed_ms", "p50")),
+    ("drop → resumed p99 (ms)", ("drop_to_resumed_ms", "p99")),
+    ("requests re-sent after resume", ("requests_retried",)),
+    ("requests never answered", ("requests_unanswered",)),
+    ("lost / duplicated / out of order", ()),
+    ("worker replaced by the supervisor", ("worker_replaced",)),
+)
+
+
+def failover_table(fo: dict[str, Any]) -> str:
+    rows = []
+    for label, path in FAILOVER_ROWS:
+        if not path:
+            value = f"{_fmt(fo.get('lost'))} / {_fmt(fo.get('duplicated'))} / " \
+                    f"{_fmt(fo.get('out_of_order'))}"
+        else:
+            raw = _get(fo, path)
+            value = f"{raw * 100:.2f} %" if path == ("resume_success_rate",) and \
+                isinstance(raw, float) else _fmt(raw)
+        rows.append(f"<tr><th>{_esc(label)}</th><td>{_esc(value)}</td></tr>")
+    return "<h2>Failover</h2><table>" + "".join(rows) + "</table>"
+
+
 def _get(report: dict[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = report
     for key in path:
@@ -222,6 +259,7 @@ Target {_esc((report.get("target") or {}).get("url"))}.
 {("<b>Interrupted: " + _esc(report["interrupted"]) + "</b>") if report.get("interrupted") else ""}
 </p>
 <table><tr><th></th>{head}</tr>{"".join(rows)}</table>
+{failover_table(report["failover"]) if report.get("failover") else ""}
 {ratio_html}
 <div>{"".join(charts)}</div>
 <h2>Errors</h2><table>{errors or "<tr><td>none</td></tr>"}</table>

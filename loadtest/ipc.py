@@ -50,6 +50,12 @@ class Plan(msgspec.Struct, tag="plan", kw_only=True):
     """Monotonic time after which the process stops whatever it is doing and exits."""
     framing: str = "hearth"
     """``hearth`` (plain JSON frames) or ``socketio`` (python-socketio peer)."""
+    resume: bool = False
+    """Reconnect a connection that drops after ``ready`` and ``resume`` its session
+    (the failover scenario); otherwise a drop is counted as an error."""
+    reconnect_jitter_s: float = 1.0
+    """First reconnect waits a random delay up to this, doubling per failed attempt up
+    to 30 s (what docs/protocol.md asks of clients)."""
 
 
 class Go(msgspec.Struct, tag="go", kw_only=True):
@@ -96,6 +102,24 @@ class Tick(msgspec.Struct, tag="tick", kw_only=True):
     """When every client of this process had connected or given up (0: not yet)."""
     rss_connected_bytes: int
     """RSS at ``connected_at`` (0: not yet)."""
+    dropped: int = 0
+    """Connections that dropped after ``ready`` (resume mode: each is reconnected)."""
+    reconnecting: int = 0
+    """Connections waiting to reconnect or in a reconnect attempt right now."""
+    reconnect_attempts: int = 0
+    resumed: int = 0
+    """Reconnects answered ``resumed``."""
+    invalid_sessions: int = 0
+    """Resumes answered ``invalid_session`` (the connection then identifies afresh)."""
+    reidentified: int = 0
+    """Reconnects that ended with a fresh ``ready`` instead of ``resumed``."""
+    retried: int = 0
+    """Requests re-sent (same nonce) after a reconnect because the old connection died
+    before their reply."""
+    skipped_disconnected: int = 0
+    """Scheduled sends skipped because the sender was reconnecting (resume mode)."""
+    resume: tuple[dict[int, int], int, int, int] = ({}, 0, 0, 0)
+    """Histogram: from a drop to ``resumed`` (since the previous tick)."""
 
 
 class Final(msgspec.Struct, tag="final", kw_only=True):
@@ -106,6 +130,12 @@ class Final(msgspec.Struct, tag="final", kw_only=True):
     """channel id -> (recipients, sum of last seq, max seen, max acked)."""
     anomalies: dict[int, tuple[int, int, int]]
     """channel id -> (lost, duplicated, out of order), only channels with any."""
+    dropped_at: list[float] = []
+    """Monotonic times of the drops after ``ready`` (resume mode)."""
+    resumed_at: list[float] = []
+    """Monotonic times at which each reconnect was answered ``resumed``."""
+    unanswered: int = 0
+    """Requests never answered by the end of the run."""
 
 
 Report = Tick | Final

@@ -20,6 +20,14 @@ Definitions:
 - ``server.cpu_percent``: CPU of the server's processes over the measured phase, summed
   (100 = one core); ``server.rss_per_connection_bytes``: (RSS once connected - RSS
   before connecting) / connections.
+- ``failover`` (that scenario only): ``dropped`` clients whose connection died at or
+  after the kill; ``resume_success_rate``: of those, the share whose first successful
+  reconnect was answered ``resumed`` (not ``invalid_session`` and a fresh ``ready``);
+  ``kill_to_resumed_ms``: from the SIGKILL to each ``resumed``, as the client saw it
+  (it includes the client's jittered back-off, ``reconnect_jitter_s``);
+  ``drop_to_resumed_ms``: from each client noticing the drop to its ``resumed``.
+  Lost / duplicated / out-of-order are the run's per-channel counts (the whole run,
+  across the failover).
 """
 
 from __future__ import annotations
@@ -129,6 +137,7 @@ def build_report(result: RunResult) -> dict[str, Any]:
             result.notes.append(f"other processes used about {busy - ours:.0f}% CPU during the "
                                 "measured phase: figures are disturbed")
 
+    failover = failover_report(result, ticks) if opts.scenario == "failover" else None
     channels_listed = sorted(result.anomalies.items(),
                              key=lambda kv: -(kv[1].lost + kv[1].duplicated + kv[1].out_of_order))
     report: dict[str, Any] = {
@@ -172,7 +181,62 @@ def build_report(result: RunResult) -> dict[str, Any]:
         "notes": result.notes,
         "interrupted": result.interrupted,
     }
+    if failover is not None:
+        report["failover"] = failover
+        failover["lost"], failover["duplicated"], failover["out_of_order"] = \
+            lost, duplicated, out_of_order
     return report
+
+
+def failover_report(result: RunResult, ticks: list[Any]) -> dict[str, Any]:
+    """The ``failover`` block (see the module docstring)."""
+    from loadtest.accounting import Histogram
+
+    fo = result.failover
+    total = {name: sum(getattr(t, name) for t in ticks)
+             for name in ("dropped", "reconnecting", "reconnect_attempts", "resumed",
+                          "invalid_sessions", "reidentified", "retried",
+                          "skipped_disconnected")}
+    kill_at = fo.get("kill_at")
+    out: dict[str, Any] = {
+        "killed_pid": fo.get("killed_pid"),
+        "kill_after_s": fo.get("kill_after_s"),
+        "gateway_pids_before": fo.get("pids_before"),
+        "gateway_pids_after": fo.get("pids_after"),
+        "connections_per_pid_before": {str(k): v for k, v in
+                                       dict(fo.get("connections_per_pid") or {}).items()},
+        "reconnect_jitter_s": result.options.reconnect_jitter_s,
+    }
+    if not isinstance(kill_at, float):
+        out["killed"] = False
+        return out
+    dropped_at = [t for t in fo.get("dropped_at") or [] if t >= kill_at - 0.01]
+    resumed_at = [t for t in fo.get("resumed_at") or [] if t >= kill_at]
+    before = len(fo.get("dropped_at") or []) - len(dropped_at)
+    kill_to = Histogram()
+    for t in resumed_at:
+        kill_to.record(int((t - kill_at) * 1e6))
+    dropped = len(dropped_at)
+    out.update({
+        "killed": True,
+        "expected_dropped": dict(fo.get("connections_per_pid") or {}).get(fo.get("killed_pid")),
+        "dropped": dropped,
+        "dropped_before_kill": before,
+        "resumed": len(resumed_at),
+        "resume_success_rate": round(len(resumed_at) / dropped, 4) if dropped else None,
+        "invalid_sessions": total["invalid_sessions"],
+        "reidentified": total["reidentified"],
+        "not_recovered": total["reconnecting"],
+        "reconnect_attempts": total["reconnect_attempts"],
+        "kill_to_resumed_ms": kill_to.summary_ms(),
+        "drop_to_resumed_ms": result.resume.summary_ms(),
+        "requests_retried": total["retried"],
+        "requests_unanswered": fo.get("unanswered", 0),
+        "sends_skipped_while_reconnecting": total["skipped_disconnected"],
+        "worker_replaced": bool(set(fo.get("pids_after") or []) - set(fo.get("pids_before")
+                                                                      or [])),
+    })
+    return out
 
 
 RATIO_KEYS = (

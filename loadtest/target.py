@@ -147,6 +147,14 @@ class ServerProbe:
             with contextlib.suppress(psutil.Error):
                 self._procs[pid] = psutil.Process(pid)
 
+    def add(self, pids: list[int]) -> None:
+        """Also sample these processes from now on (a restarted worker)."""
+        for pid in pids:
+            if pid not in self._procs:
+                with contextlib.suppress(psutil.Error):
+                    self._procs[pid] = psutil.Process(pid)
+                    self.pids.append(pid)
+
     def sample(self) -> ProcSample | None:
         if not self._procs:
             return None
@@ -303,6 +311,21 @@ def pool_size_for(workers: int, free_connections: int | None) -> int:
     return max(2, min(DEFAULT_POOL_SIZE, budget // max(1, workers)))
 
 
+def stop_tree(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Stop a server the harness started and every process it started (a supervisor's
+    workers; the embedded PostgreSQL stops itself): SIGTERM, then SIGKILL after
+    ``timeout_s`` to whatever is left of that tree."""
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+    except psutil.Error:
+        children = []
+    stop_process(process, timeout_s)
+    _, alive = psutil.wait_procs(children, timeout=5)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+
+
 @contextlib.asynccontextmanager
 async def throwaway_redis(maxclients: int = 10_000) -> AsyncIterator[str]:
     """A private ``redis-server`` on a free loopback port (no persistence), stopped
@@ -339,16 +362,6 @@ def hearth_pids(process: subprocess.Popen[bytes]) -> list[int]:
     except psutil.Error:
         return []
     return sorted(c.pid for c in children) or [process.pid]
-
-
-@dataclass
-class LocalServer:
-    """What :func:`local_hearth` set up besides the target (for the report)."""
-
-    workers: int
-    database: str
-    redis: str | None
-    pool_size: int | None
 
 
 @contextlib.asynccontextmanager
@@ -429,7 +442,7 @@ async def _serve(workers: int, directory: Path, database_url: str | None,
                 await asyncio.sleep(0.2)
         yield target
     finally:
-        await asyncio.to_thread(stop_process, process, 30.0)
+        await asyncio.to_thread(stop_tree, process, 30.0)
 
 
 async def provision(base_url: str, users: int, room_size: int,

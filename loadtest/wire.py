@@ -22,7 +22,7 @@ from __future__ import annotations
 import msgspec
 
 from protocol.codec import JSON
-from protocol.frames import Heartbeat, Identify, SendMessage
+from protocol.frames import Heartbeat, Identify, Resume, SendMessage
 
 CONTENT_PREFIX = "lt:"
 
@@ -70,6 +70,8 @@ class FrameView(msgspec.Struct):
     heartbeat_interval_ms: int | None = None
     limits: LimitsView | None = None
     session_id: str | None = None
+    replayed: int | None = None
+    reason: str | None = None
     communities: list[SnapshotView] = []
     private_channels: list[ChannelView] = []
 
@@ -84,6 +86,10 @@ def decode_frame(data: bytes | str) -> FrameView:
 
 def encode_identify(token: str) -> bytes:
     return JSON.encode_client(Identify(token=token, client="hearth-loadtest"))
+
+
+def encode_resume(token: str, session_id: str, seq: int) -> bytes:
+    return JSON.encode_client(Resume(token=token, session_id=session_id, seq=seq))
 
 
 def encode_heartbeat(seq: int | None) -> bytes:

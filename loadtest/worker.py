@@ -36,6 +36,7 @@ MAX_PENDING = 100_000
 """Unanswered requests per process before sends are skipped (``send_backpressure``)."""
 SEND_BATCH = 2_000
 """Most sends in one pass before yielding to the event loop (receives must go on)."""
+MAX_RECONNECT_DELAY_S = 30.0
 
 
 def raise_nofile_limit() -> int:
@@ -69,7 +70,8 @@ class Generator:
         self.out = out
         framing = SocketIoFraming() if plan.framing == "socketio" else None
         self.conns = [
-            Connection(self, i, spec.token, spec.channel_id, spec.sender, plan.url, framing)
+            Connection(self, i, spec.token, spec.channel_id, spec.sender, plan.url, framing,
+                       plan.resume)
             for i, spec in enumerate(plan.clients)
         ]
         self.waiting: dict[int, asyncio.Future[None]] = {}
@@ -81,7 +83,8 @@ class Generator:
         self.ack = Histogram()
         self.send_lag = Histogram()
         self.book = ChannelBook()
-        self.pending: dict[int, tuple[int, int]] = {}
+        self.pending: dict[int, tuple[int, int, int, bytes]] = {}
+        """Request id -> (send time, channel, connection index, frame): unanswered."""
         self.max_acked: dict[int, int] = {}
         self.next_id = 1
         self.heartbeat_s = 30.0
@@ -93,6 +96,15 @@ class Generator:
         self.connected_at = 0.0
         self.connect_started_at = 0.0
         self.finished = asyncio.Event()
+        # Resume mode (failover): reconnects and what became of them.
+        self.dropped = self.reconnect_attempts = self.resumed = self.invalid_sessions = 0
+        self.reidentified = self.retried = self.skipped_disconnected = 0
+        self.resume_hist = Histogram()
+        self.dropped_at: list[float] = []
+        self.resumed_at: list[float] = []
+        self.reconnects: dict[int, asyncio.Task[None]] = {}
+        """Connection index -> its reconnect loop (while it runs)."""
+        self.dropped_since: dict[int, float] = {}
 
     # ------------------------------------------------------------------ Sink
 
@@ -105,8 +117,15 @@ class Generator:
         self.heartbeat_s = max(1.0, interval / 1000.0)
 
     def on_ready(self, conn: Connection, frame: FrameView, now_ns: int) -> None:
-        self.ready += 1
         self.open += 1
+        if conn.index in self.reconnects:
+            # A reconnect that could not resume: a new session. The seq cursor goes on
+            # from what this member saw, so the messages it missed count as lost.
+            self.reidentified += 1
+            conn.last_s = 0
+            self._reconnected(conn, resumed=False)
+            return
+        self.ready += 1
         self.connect.record((now_ns - conn.started_ns) // 1000)
         baseline = last_seqs_of_ready(frame).get(conn.channel_id)
         if baseline is None:
@@ -119,11 +138,47 @@ class Generator:
         if fut is not None and not fut.done():
             fut.set_result(None)
 
+    def on_resumed(self, conn: Connection, frame: FrameView, now_ns: int) -> None:
+        self.open += 1
+        self.resumed += 1
+        self._reconnected(conn, resumed=True)
+
+    def on_invalid_session(self, conn: Connection, frame: FrameView) -> None:
+        self.invalid_sessions += 1
+        self.count_error("invalid_session")
+
+    def _reconnected(self, conn: Connection, resumed: bool) -> None:
+        """A reconnect ended in ``resumed`` or a fresh ``ready``: time it, re-send what
+        the old connection left unanswered (same nonce: the server stores it once), and
+        let the reconnect loop finish."""
+        now = time.monotonic()
+        dropped_at = self.dropped_since.pop(conn.index, now)
+        if resumed:
+            self.resumed_at.append(now)
+            self.resume_hist.record(int((now - dropped_at) * 1e6))
+        conn.heartbeat_due = now + random.uniform(0.3, 0.9) * self.heartbeat_s
+        if conn.sender:
+            for rid, (_, _, index, frame) in list(self.pending.items()):
+                if index == conn.index:
+                    conn.send(frame)
+                    self.retried += 1
+        fut = self.waiting.get(conn.index)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
     def on_closed(self, conn: Connection, reason: str) -> None:
         if reason == "lost_after_ready":
             self.open -= 1
             if not self.finished.is_set():
-                self.count_error("disconnected")
+                if self.plan.resume:
+                    self.dropped += 1
+                    now = time.monotonic()
+                    self.dropped_at.append(now)
+                    if conn.index not in self.reconnects:
+                        self.reconnects[conn.index] = asyncio.get_running_loop().create_task(
+                            self.reconnect(conn, now))
+                else:
+                    self.count_error("disconnected")
         fut = self.waiting.get(conn.index)
         if fut is not None and not fut.done():
             fut.set_exception(ConnectionResetError(reason))
@@ -195,6 +250,45 @@ class Generator:
         self.connected_at = time.monotonic()
         write_report(self.out, self.tick())  # tell the coordinator now, not next second
 
+    def source_of(self, conn: Connection) -> str | None:
+        sources = self.plan.sources
+        return sources[conn.index % len(sources)] if sources else None
+
+    async def reconnect(self, conn: Connection, dropped_at: float) -> None:
+        """Reconnect after a jittered back-off (random up to ``reconnect_jitter_s``,
+        doubling per failed attempt up to 30 s) and resume; until it works or the run
+        ends."""
+        attempt = 0
+        try:
+            while not self.finished.is_set():
+                bound = min(MAX_RECONNECT_DELAY_S, self.plan.reconnect_jitter_s * 2**attempt)
+                await asyncio.sleep(random.uniform(0, bound))
+                if self.finished.is_set():
+                    return
+                attempt += 1
+                self.reconnect_attempts += 1
+                conn.reset()
+                self.dropped_since[conn.index] = dropped_at
+                fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self.waiting[conn.index] = fut
+                try:
+                    async with asyncio.timeout(ATTEMPT_TIMEOUT_S):
+                        await open_connection(conn, self.plan.host, self.plan.port,
+                                              self.source_of(conn))
+                        await fut
+                    return
+                except (TimeoutError, OSError) as exc:
+                    code = "timeout" if isinstance(exc, TimeoutError) else \
+                        connect_error_code(exc)
+                    self.count_error(f"reconnect_{code}")
+                    conn.abort()
+                finally:
+                    self.waiting.pop(conn.index, None)
+                    if fut.done() and not fut.cancelled():
+                        fut.exception()
+        finally:
+            self.reconnects.pop(conn.index, None)
+
     async def connect_one(self, conn: Connection, source: str | None) -> None:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
@@ -255,7 +349,10 @@ class Generator:
                 batch += 1
                 self.send_lag.record(int((now - due) * 1e6))
                 if conn.state != READY:
-                    self.count_error("sender_not_connected")
+                    if conn.index in self.reconnects:
+                        self.skipped_disconnected += 1
+                    else:
+                        self.count_error("sender_not_connected")
                     continue
                 if len(self.pending) >= MAX_PENDING:
                     self.count_error("send_backpressure")
@@ -263,8 +360,9 @@ class Generator:
                 rid = self.next_id
                 self.next_id += 1
                 send_ns = time.monotonic_ns()
-                conn.send(encode_send(rid, conn.channel_id, send_ns, f"{worker}.{rid}", pad))
-                self.pending[rid] = (send_ns, conn.channel_id)
+                frame = encode_send(rid, conn.channel_id, send_ns, f"{worker}.{rid}", pad)
+                conn.send(frame)
+                self.pending[rid] = (send_ns, conn.channel_id, conn.index, frame)
                 self.sent += 1
             if batch >= SEND_BATCH:
                 await asyncio.sleep(0)
@@ -297,9 +395,14 @@ class Generator:
             send_lag=self.send_lag.to_wire(), pending=len(self.pending),
             rss_bytes=rss_bytes(), rss_before_bytes=self.rss_before,
             cpu_s=time.process_time(), connect_started_at=self.connect_started_at,
-            connected_at=self.connected_at, rss_connected_bytes=self.rss_connected)
-        self.latency, self.connect, self.ack, self.send_lag = (
-            Histogram(), Histogram(), Histogram(), Histogram())
+            connected_at=self.connected_at, rss_connected_bytes=self.rss_connected,
+            dropped=self.dropped, reconnecting=len(self.reconnects),
+            reconnect_attempts=self.reconnect_attempts, resumed=self.resumed,
+            invalid_sessions=self.invalid_sessions, reidentified=self.reidentified,
+            retried=self.retried, skipped_disconnected=self.skipped_disconnected,
+            resume=self.resume_hist.to_wire())
+        self.latency, self.connect, self.ack, self.send_lag, self.resume_hist = (
+            Histogram(), Histogram(), Histogram(), Histogram(), Histogram())
         return tick
 
     async def ticker(self) -> None:
@@ -329,7 +432,9 @@ class Generator:
             channels={cid: (e.recipients, e.sum_last, e.max_seen, e.max_acked)
                       for cid, e in ends.items()},
             anomalies={cid: (t.lost, t.duplicated, t.out_of_order)
-                       for cid, t in self.book.nonzero().items()})
+                       for cid, t in self.book.nonzero().items()},
+            dropped_at=self.dropped_at, resumed_at=self.resumed_at,
+            unanswered=len(self.pending))
 
     async def close_all(self) -> None:
         """Orderly close of every connection, then abort what did not close in 2 s."""
@@ -357,6 +462,8 @@ class Generator:
             sender.cancel()
         if command is not None:  # Finish: report; on EOF there is nobody to report to
             self.finished.set()
+            for task in list(self.reconnects.values()):
+                task.cancel()
             write_report(self.out, self.final())
         self.finished.set()
 

@@ -48,6 +48,7 @@ from protocol.frames import (
     Error,
     Event,
     FetchHistory,
+    FetchMembers,
     FetchReactions,
     Heartbeat,
     HeartbeatAck,
@@ -61,11 +62,13 @@ from protocol.frames import (
     MemberJoined,
     MemberLeft,
     MemberUpdated,
+    MembersResult,
     MessageCreated,
     MessageDeleted,
     MessageResult,
     MessageUpdated,
     Ok,
+    PresenceUpdated,
     ReactionAdded,
     ReactionRemoved,
     ReadStateResult,
@@ -79,6 +82,7 @@ from protocol.frames import (
     Resumed,
     SendMessage,
     ServerFrame,
+    SetPresence,
     SetThreadArchived,
     StartTyping,
     TypingStarted,
@@ -93,6 +97,8 @@ from protocol.models import (
     CommunitySnapshot,
     Member,
     Message,
+    Presence,
+    PresenceStatus,
     ReactionCount,
     ReadState,
     Role,
@@ -279,6 +285,9 @@ FIELD_NOTES: Final[dict[tuple[str, str], str]] = {
     ("CreateThread", "name"): "The thread's name (1 to 100 characters).",
     ("CreateThread", "message_id"): "Start the thread off this message of the channel.",
     ("SetThreadArchived", "archived"): "True archives (read-only), false unarchives.",
+    ("SetPresence", "status"): "`online`, `idle`, `dnd`, or `invisible` (`offline` means "
+    "`invisible`).",
+    ("FetchMembers", "community_id"): "The community (you must be a member).",
     ("*", "channel_id"): "The channel (threads, DMs and group DMs are channels too).",
     ("*", "message_id"): "The message.",
     ("*", "thread_id"): "The thread (a channel of kind `thread`).",
@@ -293,6 +302,8 @@ FIELD_NOTES: Final[dict[tuple[str, str], str]] = {
     ("ChannelResult", "channel"): "The channel or thread as it now is.",
     ("UsersResult", "users"): "The users, in no particular order.",
     ("ReadStateResult", "read_state"): "Your read state in the channel.",
+    ("MembersResult", "community_id"): "The community paged.",
+    ("MembersResult", "members"): "The page, by ascending user id (at most `limit`).",
     # events
     ("MessageCreated", "message"): "The new message (yours too: match it by `nonce`).",
     ("MessageUpdated", "message"): "The message after the edit.",
@@ -315,6 +326,9 @@ FIELD_NOTES: Final[dict[tuple[str, str], str]] = {
     ("MemberUpdated", "member"): "The member with their new role.",
     ("MemberLeft", "community_id"): "The community.",
     ("MemberLeft", "user_id"): "Who left or was removed.",
+    ("PresenceUpdated", "community_id"): "The community whose members changed presence.",
+    ("PresenceUpdated", "presences"): "The latest presence of each member who changed, "
+    "once each.",
     # server frames
     ("Hello", "heartbeat_interval_ms"): "Send a `heartbeat` this often (milliseconds).",
     ("Hello", "limits"): "The limits this server enforces.",
@@ -385,6 +399,9 @@ FIELD_NOTES: Final[dict[tuple[str, str], str]] = {
     ("CommunitySnapshot", "role"): "Your role in it.",
     ("CommunitySnapshot", "channels"): "The channels you can see.",
     ("CommunitySnapshot", "member_count"): "How many members it has.",
+    ("Presence", "user_id"): "The user.",
+    ("Presence", "status"): "`online`, `idle`, `dnd` or `offline` (invisible users are "
+    "`offline`).",
     ("ReadState", "channel_id"): "The channel.",
     ("ReadState", "last_read_seq"): "The newest `seq` you have read.",
     ("ReadState", "unread_count"): "Messages after it.",
@@ -410,13 +427,16 @@ def _example_records() -> dict[str, Any]:
                       mention_user_ids=[205], reactions=[ReactionCount(emoji="👍", count=2)])
     community = Community(id=7, name="Hearth", owner_id=1, created_at=_T0 - 86_400_000)
     snapshot = CommunitySnapshot(community=community, role=Role.MEMBER, channels=[general],
-                                 member_count=2)
+                                 member_count=2, online_count=1)
     return {
         "ada": ada, "echo": echo, "general": general, "thread": thread, "message": message,
         "snapshot": snapshot,
         "read_state": ReadState(channel_id=42, last_read_seq=118),
         "member": Member(community_id=7, user=echo, role=Role.MEMBER, joined_at=_T0),
         "dm": Channel(id=64, kind=ChannelKind.DM, name="", member_ids=[101, 205]),
+        "online": Presence(user_id=101, status=PresenceStatus.ONLINE),
+        "away": Presence(user_id=205, status=PresenceStatus.OFFLINE,
+                         last_seen=_T0 - 3_600_000),
     }
 
 
@@ -447,6 +467,8 @@ def _curated_examples() -> dict[StructT, msgspec.Struct]:
         SetThreadArchived: SetThreadArchived(id=11, thread_id=57, archived=True),
         JoinThread: JoinThread(id=12, thread_id=57),
         LeaveThread: LeaveThread(id=13, thread_id=57),
+        SetPresence: SetPresence(id=14, status=PresenceStatus.DND),
+        FetchMembers: FetchMembers(id=15, community_id=7, after=0, limit=100),
         # server frames
         Hello: Hello(heartbeat_interval_ms=Limits().heartbeat_interval_ms, limits=Limits()),
         Ready: Ready(session_id="6f1c2d8e9a7b4c3d", user=r["ada"],
@@ -467,6 +489,10 @@ def _curated_examples() -> dict[StructT, msgspec.Struct]:
         ChannelResult: ChannelResult(channel=r["thread"]),
         UsersResult: UsersResult(users=[r["ada"], r["echo"]]),
         ReadStateResult: ReadStateResult(read_state=r["read_state"]),
+        MembersResult: MembersResult(
+            community_id=7, members=[Member(community_id=7, user=r["ada"], role=Role.MEMBER,
+                                            joined_at=_T0), r["member"]],
+            presences=[r["online"], r["away"]], online_count=1, has_more=False),
         # events
         MessageCreated: MessageCreated(message=message),
         MessageUpdated: MessageUpdated(message=msgspec.structs.replace(
@@ -488,6 +514,10 @@ def _curated_examples() -> dict[StructT, msgspec.Struct]:
         MemberUpdated: MemberUpdated(member=msgspec.structs.replace(r["member"],
                                                                     role=Role.MODERATOR)),
         MemberLeft: MemberLeft(community_id=7, user_id=205),
+        PresenceUpdated: PresenceUpdated(
+            community_id=7, presences=[msgspec.structs.replace(r["online"],
+                                                               status=PresenceStatus.DND),
+                                       r["away"]], online_count=1),
         # records
         User: r["ada"], Channel: r["general"], Message: message, Member: r["member"],
         CommunitySnapshot: r["snapshot"], ReadState: r["read_state"],
@@ -495,6 +525,7 @@ def _curated_examples() -> dict[StructT, msgspec.Struct]:
         Attachment: Attachment(url="https://cdn.example.com/a/plan.png", filename="plan.png",
                                content_type="image/png", size=48_213, width=800, height=600),
         ReactionCount: ReactionCount(emoji="👍", count=2),
+        Presence: r["away"],
     }
 
 
@@ -745,8 +776,8 @@ class _Renderer:
 
         for info in mi.multi_type_info([ClientFrame, ServerFrame]):
             visit(info)
-        order = [User, Community, CommunitySnapshot, Member, Channel, Message, Attachment,
-                 ReactionCount, ReadState]
+        order = [User, Community, CommunitySnapshot, Member, Presence, Channel, Message,
+                 Attachment, ReactionCount, ReadState]
         ranked = sorted(found.values(), key=lambda c: (order.index(c) if c in order
                                                        else len(order), c.__name__))
         return ranked
@@ -1260,6 +1291,8 @@ _RESULT_OF: Final[dict[StructT, StructT]] = {
     SetThreadArchived: ChannelResult,
     JoinThread: ChannelResult,
     LeaveThread: ChannelResult,
+    SetPresence: Empty,
+    FetchMembers: MembersResult,
 }
 
 

@@ -29,6 +29,8 @@ from protocol.models import (
     Id,
     Member,
     Message,
+    Presence,
+    PresenceStatus,
     ReadState,
     Role,
     Seq,
@@ -133,7 +135,9 @@ class FetchReactions(Request, tag="fetch_reactions"):
 
 
 class StartTyping(Request, tag="typing"):
-    """Tell the channel you are typing; expires after ``limits.typing_ttl_ms``."""
+    """Tell the channel you are typing; expires after ``limits.typing_ttl_ms`` (10 s
+    by default). Send it again every few seconds while typing goes on: the server
+    re-announces you at most every 3 s. Typing is never stored."""
 
     channel_id: Id
 
@@ -183,6 +187,25 @@ class LeaveThread(Request, tag="leave_thread"):
     thread_id: Id
 
 
+class SetPresence(Request, tag="set_presence"):
+    """Choose your presence, for all your sessions (kept between sessions). Others
+    see it while any of your sessions is connected, and ``offline`` otherwise;
+    ``invisible`` (or ``offline``) looks ``offline`` to them."""
+
+    status: PresenceStatus
+
+
+class FetchMembers(Request, tag="fetch_members"):
+    """A page of a community's members with their presence, by ascending user id:
+    start with ``after`` 0, then pass the last user id of the previous page."""
+
+    community_id: Id
+    after: Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)] = 0
+    """Return members whose user id is greater than this."""
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 100
+    """Members per page (1 to 100)."""
+
+
 ClientFrame = (
     Identify
     | Resume
@@ -200,6 +223,8 @@ ClientFrame = (
     | SetThreadArchived
     | JoinThread
     | LeaveThread
+    | SetPresence
+    | FetchMembers
 )
 """Every frame a client may send."""
 
@@ -217,6 +242,8 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     SetThreadArchived,
     JoinThread,
     LeaveThread,
+    SetPresence,
+    FetchMembers,
 )
 
 
@@ -266,7 +293,23 @@ class ReadStateResult(ResultBase, tag="read_state"):
     read_state: ReadState
 
 
-Result = Empty | MessageResult | HistoryResult | ChannelResult | UsersResult | ReadStateResult
+class MembersResult(ResultBase, tag="members"):
+    """A page of members and their presence (``fetch_members``)."""
+
+    community_id: Id
+    members: list[Member]
+    presences: list[Presence]
+    """The presence of each member of the page, in the same order."""
+    online_count: int
+    """Members of the community online, idle or dnd now."""
+    has_more: bool
+    """More members follow: ask again with ``after`` set to the last user id."""
+
+
+Result = (
+    Empty | MessageResult | HistoryResult | ChannelResult | UsersResult | ReadStateResult
+    | MembersResult
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -319,7 +362,10 @@ class ReactionRemoved(EventBase, tag="reaction_remove"):
 
 
 class TypingStarted(EventBase, tag="typing_start"):
-    """``user`` is typing in ``channel_id`` until ``expires_at`` unless renewed."""
+    """``user`` is typing in ``channel_id`` until ``expires_at`` unless renewed.
+    Ephemeral and never stored (not in history): drop the indicator at ``expires_at``,
+    at the latest ``limits.typing_ttl_ms`` (10 s by default) after you received it
+    (your clock may differ from the server's), or when that user's message arrives."""
 
     channel_id: Id
     user: User
@@ -382,6 +428,18 @@ class MemberLeft(EventBase, tag="member_leave"):
     user_id: Id
 
 
+class PresenceUpdated(EventBase, tag="presence_update"):
+    """Members of a community changed presence. Batched: at most one per community
+    every ~1.5 s, carrying everyone whose presence changed since the previous one (their
+    latest presence). Ephemeral: skipped while your connection is congested or detached
+    (so after a ``resume``, page ``fetch_members`` to refresh a member list you show)."""
+
+    community_id: Id
+    presences: list[Presence]
+    online_count: int = 0
+    """Members of the community online, idle or dnd after these changes."""
+
+
 Event = (
     MessageCreated
     | MessageUpdated
@@ -398,6 +456,7 @@ Event = (
     | MemberJoined
     | MemberUpdated
     | MemberLeft
+    | PresenceUpdated
 )
 """Every event a server may dispatch."""
 
@@ -427,6 +486,8 @@ class Ready(ServerFrameBase, tag="ready"):
     communities: list[CommunitySnapshot]
     private_channels: list[Channel]
     read_states: list[ReadState]
+    status: PresenceStatus = PresenceStatus.ONLINE
+    """Your chosen presence (kept between sessions; change it with ``set_presence``)."""
 
 
 class Resumed(ServerFrameBase, tag="resumed"):
@@ -508,6 +569,7 @@ __all__ = [
     "Error",
     "Event",
     "FetchHistory",
+    "FetchMembers",
     "FetchReactions",
     "Heartbeat",
     "HeartbeatAck",
@@ -521,11 +583,13 @@ __all__ = [
     "MemberJoined",
     "MemberLeft",
     "MemberUpdated",
+    "MembersResult",
     "MessageCreated",
     "MessageDeleted",
     "MessageResult",
     "MessageUpdated",
     "Ok",
+    "PresenceUpdated",
     "ReactionAdded",
     "ReactionRemoved",
     "ReadStateResult",
@@ -540,6 +604,7 @@ __all__ = [
     "Role",
     "SendMessage",
     "ServerFrame",
+    "SetPresence",
     "SetThreadArchived",
     "StartTyping",
     "TypingStarted",

@@ -46,6 +46,18 @@ class ChannelKind(enum.StrEnum):
     GROUP_DM = "group_dm"
 
 
+class PresenceStatus(enum.StrEnum):
+    """A user's presence. Others see ``online``, ``idle``, ``dnd`` or ``offline``;
+    ``invisible`` is only ever chosen (with ``set_presence``): an invisible user looks
+    ``offline`` to everyone else. Choosing ``offline`` is the same as ``invisible``."""
+
+    ONLINE = "online"
+    IDLE = "idle"
+    DND = "dnd"
+    INVISIBLE = "invisible"
+    OFFLINE = "offline"
+
+
 class User(msgspec.Struct, frozen=True, kw_only=True):
     """Public profile of an account (people and bots alike)."""
 
@@ -142,6 +154,18 @@ class CommunitySnapshot(msgspec.Struct, frozen=True, kw_only=True):
     role: Role
     channels: list[Channel]
     member_count: int = 0
+    online_count: int = 0
+    """Members online, idle or dnd (not invisible) when the snapshot was taken (in
+    ``ready``; 0 in ``community_available``). ``presence_update`` keeps it current."""
+
+
+class Presence(msgspec.Struct, frozen=True, kw_only=True):
+    """What others see of a user's presence (never ``invisible``)."""
+
+    user_id: Id
+    status: PresenceStatus
+    last_seen: Millis | None = None
+    """When an ``offline`` user was last online (null if never, or not offline)."""
 
 
 class ReadState(msgspec.Struct, frozen=True, kw_only=True):

@@ -180,7 +180,8 @@ def start_server_process(database_url: str, **extra_env: str) -> RunningServer:
     env = dict(os.environ, HEARTH_DATABASE_URL=database_url, HEARTH_SECRET=TEST_SECRET,
                HEARTH_LOADTEST_PROVISIONING="true", HEARTH_LOG_LEVEL="WARNING",
                HEARTH_ARGON2_TIME_COST="1", HEARTH_ARGON2_MEMORY_KIB="8192",
-               HEARTH_DATA_DIR=tempfile.mkdtemp(prefix="hearth-data-"), **extra_env)
+               HEARTH_DATA_DIR=tempfile.mkdtemp(prefix="hearth-data-"))
+    env.update(extra_env)
     log_path = Path(env["HEARTH_DATA_DIR"]) / "server.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(

@@ -24,6 +24,7 @@ from tests.conftest import (
     stop_server_process,
 )
 from tests.helpers import GatewayClient, register
+from tests.redis_fixture import RedisServer
 
 
 @pytest.fixture
@@ -197,6 +198,52 @@ async def test_kill_9_under_traffic_then_resume_on_another_node(
         # Every acknowledged message is in PostgreSQL.
         history = await sender.ok("fetch_history", channel_id=general, limit=100)
         assert [m["seq"] for m in history["messages"]] == acked
+    finally:
+        stop_server_process(node_a)
+        stop_server_process(node_b)
+
+
+async def test_redis_restart_under_traffic_loses_nothing_acknowledged(
+        database_url: str, redis_server: RedisServer, http: aiohttp.ClientSession) -> None:
+    """The bus reconnects by itself; messages published while Redis was away reach the
+    other node's clients from PostgreSQL, in order, once."""
+    node_a = start_server_process(database_url, HEARTH_REDIS_URL=redis_server.url,
+                                  HEARTH_LOG_LEVEL="INFO")
+    node_b = start_server_process(database_url, HEARTH_REDIS_URL=redis_server.url,
+                                  HEARTH_LOG_LEVEL="INFO")
+    try:
+        sender_account = await register(http, node_a.url)
+        reader_account = await register(http, node_b.url)
+        sender = await GatewayClient.identified(http, node_a.ws_url,
+                                                sender_account["access_token"])
+        reader = await GatewayClient.identified(http, node_b.ws_url,
+                                                reader_account["access_token"])
+        general = sender.channel_named("general")["id"]
+        acked: list[int] = []
+
+        async def send(n: int) -> None:
+            for i in range(n):
+                reply = await sender.request("send_message", channel_id=general,
+                                             content=f"r{len(acked)}",
+                                             nonce=f"r-{len(acked)}", timeout=30)
+                assert reply["op"] == "ok", reply
+                acked.append(reply["data"]["message"]["seq"])
+
+        await send(5)
+        await asyncio.to_thread(redis_server.stop)
+        outage = asyncio.create_task(send(5))  # acknowledged once committed
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(redis_server.start)
+        await outage
+        await send(5)
+        got: list[int] = []
+        try:
+            while len(got) < len(acked):
+                got.append((await reader.event("message_create", timeout=15))["message"]["seq"])
+        except TimeoutError:
+            raise AssertionError(f"received {got}, acknowledged {acked}") from None
+        assert got == acked
+        await reader.no_event("message_create", wait=0.5)
     finally:
         stop_server_process(node_a)
         stop_server_process(node_b)
