@@ -33,6 +33,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """Requests (everything but heartbeats) a connection may send per window."""
     rate_window_ms: int = 10_000
     """Length of the rate-limit window."""
+    user_messages_per_window: int = 120
+    """Messages one member may post per window across all their connections and every
+    node (burst, then evenly spread); beyond it ``rate_limited``."""
     identify_timeout_ms: int = 10_000
     """Time after ``hello`` within which identify or resume must arrive."""
     heartbeat_interval_ms: int = 30_000

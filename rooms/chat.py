@@ -60,6 +60,7 @@ from rooms.errors import RequestError, forbidden, not_found
 from rooms.group_commit import GroupCommitWriter
 from rooms.hub import Hub
 from rooms.permissions import can_manage_messages, can_mention_everyone, can_send
+from rooms.rate_limit import RateLimiter
 from rooms.sessions import Session
 
 _USER_MENTION = re.compile(r"<@(\d{1,16})>")
@@ -101,8 +102,10 @@ def parse_mentions(content: str, *, allow_everyone: bool, max_mentions: int) -> 
 class ChatService:
     """Serves the chat requests of :mod:`protocol.frames` for a session."""
 
-    def __init__(self, db: Database, hub: Hub, writer: GroupCommitWriter, limits: Limits) -> None:
+    def __init__(self, db: Database, hub: Hub, writer: GroupCommitWriter, limits: Limits,
+                 user_limiter: RateLimiter | None = None) -> None:
         self.db = db
+        self.user_limiter = user_limiter
         self.hub = hub
         self.writer = writer
         self.limits = limits
@@ -188,6 +191,11 @@ class ChatService:
                                   allow_everyone=can_mention_everyone(channel, role))
         if req.reply_to_id is not None:
             await self._message_in(channel, req.reply_to_id)
+        if self.user_limiter is not None:
+            wait = await self.user_limiter.check(f"msg:{session.user.id}")
+            if wait is not None:
+                raise RequestError(ErrorCode.RATE_LIMITED, "you are posting too fast",
+                                   retry_after_ms=wait)
         message = await self.writer.submit(NewMessage(
             channel_id=channel.id, author_id=session.user.id, content=req.content,
             nonce=req.nonce, reply_to_id=req.reply_to_id, mention_user_ids=mentions.user_ids,

@@ -31,6 +31,7 @@ from rooms.chat import ChatService
 from rooms.communities import CommunityService
 from rooms.group_commit import GroupCommitWriter
 from rooms.hub import Hub
+from rooms.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from rooms.ready import SessionOpener
 from rooms.session_mirror import SessionMirror
 from rooms.sessions import SessionRegistry
@@ -74,7 +75,14 @@ class Services:
                                   on_register=self._on_register)
         self.writer = GroupCommitWriter(self.db, self._publish_committed,
                                         window_ms=config.group_commit_window_ms)
-        self.chat = ChatService(self.db, self.hub, self.writer, config.limits)
+        limits = config.limits
+        per_message_ms = limits.rate_window_ms / max(limits.user_messages_per_window, 1)
+        self.user_limiter: RateLimiter = RedisRateLimiter(
+            config.redis_url.split(",")[0].strip(), limits.user_messages_per_window,
+            per_message_ms) if config.redis_url else LocalRateLimiter(
+            limits.user_messages_per_window, per_message_ms)
+        self.chat = ChatService(self.db, self.hub, self.writer, config.limits,
+                                user_limiter=self.user_limiter)
         self.registry = SessionRegistry(config.limits.resume_window_ms)
         self.mirror: SessionMirror | None = None
         if config.redis_url:
@@ -217,6 +225,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         await services.bus.close()
         if services.mirror is not None:
             await services.mirror.close()
+        await services.user_limiter.close()
 
 
 async def _drain_gateway(app: web.Application) -> None:

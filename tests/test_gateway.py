@@ -411,3 +411,35 @@ async def test_new_connections_beyond_the_admission_rate_are_told_to_retry(
             await ws.close()
     finally:
         await runner.cleanup()
+
+
+async def test_user_rate_limit_spans_connections(
+        database_url: str, http: aiohttp.ClientSession) -> None:
+    from aiohttp import web
+
+    from server.app import build_app
+    from server.config import load_config
+    from tests.conftest import TEST_SECRET, free_port
+
+    config = load_config(overrides={
+        "database_url": database_url, "secret": TEST_SECRET, "argon2_time_cost": 1,
+        "argon2_memory_kib": 8192, "limits": {"user_messages_per_window": 3}}, environ={})
+    runner = web.AppRunner(build_app(config), handle_signals=False, shutdown_timeout=2)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        base, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/gateway"
+        me = await register(http, base)
+        first = await GatewayClient.identified(http, ws_url, me["access_token"])
+        second = await GatewayClient.identified(http, ws_url, me["access_token"])
+        general = first.channel_named("general")["id"]
+        replies = []
+        for i in range(4):
+            client = first if i % 2 else second
+            replies.append(await client.request("send_message", channel_id=general,
+                                                content=f"{i}"))
+        assert [r["op"] for r in replies] == ["ok", "ok", "ok", "error"]
+        assert replies[3]["code"] == "rate_limited" and replies[3]["retry_after_ms"] > 0
+    finally:
+        await runner.cleanup()

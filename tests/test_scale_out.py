@@ -222,7 +222,7 @@ async def test_redis_restart_under_traffic_loses_nothing_acknowledged(
         acked: list[int] = []
 
         async def send(n: int) -> None:
-            for i in range(n):
+            for _ in range(n):
                 reply = await sender.request("send_message", channel_id=general,
                                              content=f"r{len(acked)}",
                                              nonce=f"r-{len(acked)}", timeout=30)
