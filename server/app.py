@@ -31,6 +31,7 @@ from rooms.chat import ChatService
 from rooms.communities import CommunityService
 from rooms.group_commit import GroupCommitWriter
 from rooms.hub import Hub
+from rooms.presence import PresenceService, make_store
 from rooms.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from rooms.ready import SessionOpener
 from rooms.session_mirror import SessionMirror
@@ -41,6 +42,7 @@ from server.auth import Authenticator
 from server.config import Config, secret_for
 from server.cors import cors_middleware
 from server.gateway import Gateway
+from server.logs import request_id_middleware
 from server.metrics import Metrics, render
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,15 @@ class Services:
                 owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
                 ttl_ms=config.limits.resume_window_ms,
                 max_frames=config.limits.replay_buffer_events)
+        # presence (rooms/presence.py): Redis with HEARTH_REDIS_URL, else in memory
+        self.presence = PresenceService(make_store(
+            config.redis_url, ttl_s=config.presence_ttl_s,
+            batch_s=config.presence_batch_ms / 1000), self.hub, self.db)
+        for request_type, handler in self.presence.handlers().items():
+            self.chat.register(request_type, handler)
         self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits,
-                                    mirror=self.mirror, fetch_missing=self._fetch_missing)
+                                    mirror=self.mirror, fetch_missing=self._fetch_missing,
+                                    presence=self.presence)
         self._background: set[asyncio.Task[None]] = set()
         self.gateway = Gateway(auth=self.auth, opener=self.opener, chat=self.chat,
                                limits=config.limits, allowed_origins=config.allowed_origins,
@@ -208,10 +217,12 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
     if services.config.starter_community:
         services.starter_community_id = await services.communities.ensure_starter_community()
     await services.bus.start()
+    await services.presence.start()
     background = [
         asyncio.create_task(services.writer.run(), name="group-commit"),
         asyncio.create_task(services.gateway.sweep_forever(), name="gateway-sweeper"),
         asyncio.create_task(services.metrics.run(services.sample_metrics), name="metrics"),
+        asyncio.create_task(services.presence.run(), name="presence"),
     ]
     try:
         yield
@@ -221,6 +232,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         for result in await asyncio.gather(*background, return_exceptions=True):
             if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
                 log.error("background task failed at shutdown", exc_info=result)
+        await services.presence.close()  # this process's users go offline (or elsewhere)
         await services.hub.close()
         await services.bus.close()
         if services.mirror is not None:
@@ -264,7 +276,8 @@ async def index(request: web.Request) -> web.StreamResponse:
 def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     """The whole server as an aiohttp application (``bus``: a test may bring its own)."""
     services = Services(config, bus)
-    app = web.Application(middlewares=[cors_middleware(config.allowed_origins)],
+    app = web.Application(middlewares=[request_id_middleware,
+                                       cors_middleware(config.allowed_origins)],
                           client_max_size=1024 * 1024)
     app[SERVICES] = services
     app.cleanup_ctx.append(_database)

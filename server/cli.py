@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from server.config import Config, ConfigError, load_config, worker_count
+from server.logs import setup_logging
 
 log = logging.getLogger("hearth")
 
@@ -31,11 +32,8 @@ def _install_uvloop() -> str:
     return "uvloop"
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("pgserver").setLevel(logging.WARNING)  # logs every pg_ctl call
+def _setup_logging(config: Config) -> None:
+    setup_logging(config.log_level, config.log_format, os.environ.get("HEARTH_WORKER_ID"))
 
 
 async def _serve(config: Config) -> None:
@@ -122,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hearth: configuration error: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(config.log_level)
+    _setup_logging(config)
     if args.command == "migrate":
         applied = asyncio.run(_migrate(config))
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))

@@ -52,7 +52,14 @@ class Config(msgspec.Struct, kw_only=True):
     admission_per_s: int = 2000
     """New websocket connections a process accepts per second (burst: one second's
     worth); beyond it, HTTP 503 with a jittered Retry-After. Bounds reconnect storms."""
+    presence_ttl_s: float = 45.0
+    """Lease of a process's presence in Redis, renewed every third of it: the users of a
+    dead process are shown offline within this plus about 3 s. At most 55."""
+    presence_batch_ms: int = 1500
+    """A community's members get presence changes at most once per this, batched."""
     log_level: str = "INFO"
+    log_format: str = "text"
+    """``text`` for people, ``json`` (one object per line) for log pipelines."""
     access_token_ttl_s: int = 900
     argon2_time_cost: int | None = None
     """Password hashing cost; unset uses argon2-cffi's defaults (recommended). Tests
@@ -131,6 +138,8 @@ def load_config(file: str | None = None, overrides: dict[str, Any] | None = None
     if config.database_url and not config.secret:
         raise ConfigError("HEARTH_SECRET is required with HEARTH_DATABASE_URL: every node "
                           "must sign tokens with the same secret")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError("HEARTH_LOG_FORMAT: text or json")
     if config.workers < 0:
         raise ConfigError("HEARTH_WORKERS: 0 (automatic) or more")
     if config.workers > 1 and not config.redis_url:

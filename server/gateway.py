@@ -181,8 +181,8 @@ class GatewayConnection:
         except RequestError as exc:
             self.protocol.reply_error(request.id, exc.code, exc.message, exc.retry_after_ms)
         except Exception:
-            log.exception("request %s failed (session %s)", type(request).__name__,
-                          session.session_id)
+            log.exception("request %s failed", type(request).__name__,
+                          extra={"session_id": session.session_id, "user_id": session.user.id})
             self.protocol.reply_error(request.id, ErrorCode.INTERNAL, "internal error")
         else:
             self.protocol.reply_ok(request.id, result)
@@ -292,7 +292,10 @@ class Gateway:
             client_closed_normally = ws.close_code in (WSCloseCode.OK, WSCloseCode.GOING_AWAY) \
                 and conn.protocol.close_code() is None
         except Exception:
-            log.exception("gateway connection failed")
+            session = conn.session
+            log.exception("gateway connection failed", extra={
+                "session_id": session.session_id if session else None,
+                "user_id": session.user.id if session else None})
             conn.protocol.fail(CloseCode.INTERNAL_ERROR, "internal error")
             await conn.close()
         finally:
