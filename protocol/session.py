@@ -115,6 +115,9 @@ class GatewayProtocol:
         self.limits = limits
         self.state = State.AWAITING_IDENTIFY
         self.session_id: str | None = None
+        self.acked_seq = 0
+        """The newest dispatch the client says it received (heartbeat ``seq``): the
+        server need not keep anything up to it for resume."""
         self._opened_at = now
         self._last_seen = now
         self._events: list[SessionEvent] = []
@@ -147,6 +150,8 @@ class GatewayProtocol:
                           CloseCode.DECODE_ERROR)
             return
         if isinstance(frame, Heartbeat):
+            if frame.seq is not None and frame.seq > self.acked_seq:
+                self.acked_seq = frame.seq
             self._outbox.append(self.codec.encode(HeartbeatAck()))
             return
         if isinstance(frame, Identify | Resume):

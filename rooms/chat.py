@@ -128,6 +128,11 @@ class ChatService:
             LeaveThread: self.leave_thread,
         }
 
+    def register(self, request_type: type[Request],
+                 handler: Callable[[Session, Any], Awaitable[Result]]) -> None:
+        """Serve ``request_type`` with a handler from elsewhere (presence requests)."""
+        self._handlers[request_type] = handler
+
     async def handle(self, session: Session, request: Request) -> Result:
         handler = self._handlers.get(type(request))
         if handler is None:

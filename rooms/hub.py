@@ -47,6 +47,7 @@ from protocol.frames import (
     Event,
     MemberUpdated,
     MessageCreated,
+    PresenceUpdated,
     TypingStarted,
 )
 from protocol.models import ChannelKind, Message
@@ -65,7 +66,7 @@ _CONTROL_TYPES = (
     ChannelCreated, ChannelUpdated, ChannelDeleted, CommunityAvailable, CommunityUnavailable,
     MemberUpdated,
 )
-_EPHEMERAL_TYPES: tuple[type, ...] = (TypingStarted,)
+_EPHEMERAL_TYPES: tuple[type, ...] = (TypingStarted, PresenceUpdated)
 _event_decoder = msgspec.json.Decoder(Event)
 
 FetchMissing = Callable[[int, int, int], Awaitable[list[Message]]]

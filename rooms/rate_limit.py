@@ -11,10 +11,13 @@ clock) when processes share Redis.
 from __future__ import annotations
 
 import abc
+import logging
 import math
 import time
 
 import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
 
 _GCRA = """
 local t = redis.call('TIME')
@@ -70,10 +73,19 @@ class RedisRateLimiter(RateLimiter):
         super().__init__(burst, interval_ms)
         self._redis: aioredis.Redis = aioredis.Redis.from_url(url)
         self._script = self._redis.register_script(_GCRA)
+        self.failures = 0
 
     async def check(self, key: str) -> int | None:
-        wait = await self._script(keys=[f"hearth:rl:{key}"],
-                                  args=[self.interval_ms, self.burst])
+        """Fails open: with Redis unreachable, members may post (the per-connection
+        limit still holds) rather than nobody being able to."""
+        try:
+            wait = await self._script(keys=[f"hearth:rl:{key}"],
+                                      args=[self.interval_ms, self.burst])
+        except Exception as exc:
+            self.failures += 1
+            if self.failures % 100 == 1:
+                log.warning("rate limiter unavailable, allowing: %s", exc)
+            return None
         return max(int(wait), 1) if int(wait) else None
 
     async def close(self) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+import msgspec
+
 from persistence import channels as channels_db
 from persistence import communities as communities_db
 from persistence import read_states as read_states_db
@@ -26,6 +28,7 @@ from protocol.limits import Limits
 from protocol.models import Channel, ChannelKind, CommunitySnapshot, Message, Role, User
 from rooms.hub import Hub
 from rooms.permissions import can_view
+from rooms.presence import PresenceService
 from rooms.session_mirror import SessionMirror
 from rooms.sessions import Session, SessionRegistry, Sink
 
@@ -67,13 +70,16 @@ class SessionOpener:
 
     def __init__(self, db: Database, hub: Hub, registry: SessionRegistry, limits: Limits,
                  mirror: SessionMirror | None = None,
-                 fetch_missing: FetchMissing | None = None) -> None:
+                 fetch_missing: FetchMissing | None = None,
+                 presence: PresenceService | None = None) -> None:
         self.db = db
         self.hub = hub
         self.registry = registry
         self.limits = limits
         self.mirror = mirror
         self.fetch_missing = fetch_missing
+        self.presence = presence
+        """Told when a session gains or loses its socket (rooms/presence.py)."""
 
     async def _load_view(self, session: Session) -> tuple[list[CommunitySnapshot],
                                                            list[Channel]]:
@@ -112,6 +118,11 @@ class SessionOpener:
                 roles_by_channel)
         ready = Ready(session_id=session.session_id, user=user, communities=snapshots,
                       private_channels=direct, read_states=read_states)
+        if self.presence is not None:  # presence: the user is online, with the counts
+            status, online = await self.presence.connect(session)
+            ready = msgspec.structs.replace(ready, status=status, communities=[
+                msgspec.structs.replace(s, online_count=online.get(s.community.id, 0))
+                for s in snapshots])
         for channel in session.channels.values():
             session.set_cursor(channel.id, channel.last_seq)
         session.sink = sink
@@ -142,6 +153,8 @@ class SessionOpener:
             old.fail(CloseCode.SESSION_INVALID, "session resumed on another connection")
         session.sink = sink
         session.detached_at = None
+        if self.presence is not None:
+            self.presence.attach(session)
         return session, replay
 
     async def resume_elsewhere(self, user: User, session_id: str, seq: int, codec: Codec,
@@ -173,6 +186,8 @@ class SessionOpener:
         session.sink = sink
         session.hold()
         self.registry.add(session)
+        if self.presence is not None:
+            self.presence.attach(session)
         self.hub.attach(session)
         return session, replay
 
@@ -199,11 +214,15 @@ class SessionOpener:
         """The socket closed: keep the session resumable for the resume window."""
         session.sink = None
         session.detached_at = now
+        if self.presence is not None:
+            self.presence.detach(session)
 
     def close(self, session: Session) -> None:
         """Forget a session here (expired, invalidated, closed, or taken over)."""
         self.hub.detach(session)
         self.registry.remove(session.session_id)
+        if self.presence is not None:
+            self.presence.detach(session)
 
     async def forget(self, session: Session) -> None:
         """The session ended for good (the client closed normally): drop its mirror."""

@@ -15,15 +15,17 @@ Publishing (pipelined)
     :meth:`RedisBus.publish` and :meth:`RedisBus.publish_many` append to a bounded
     outgoing queue (``max_pending_publishes`` messages in total, queued plus in flight)
     and wait. One publisher task per shard takes everything queued (up to
-    ``max_batch``) and sends it as one pipeline, one ``PUBLISH`` per message, no
-    ``MULTI`` (the bytes redis-py's ``pipeline(transaction=False)`` would send, packed
-    here: redis-py's generic packing and reply parsing cost five times more), while new
-    publishes accumulate for the next round-trip: natural batching, order preserved per
-    shard (hence per topic). A publish returns only once
+    ``max_batch``) and sends it as one pipeline: one ``PUBLISH`` per message, no
+    ``MULTI``. (These are the bytes redis-py's ``pipeline(transaction=False)`` sends,
+    packed here because redis-py's generic packing and reply parsing cost about five
+    times more.) New publishes accumulate meanwhile for the next round-trip: natural
+    batching, order preserved per shard, hence per topic. A publish returns only once
     Redis replied to its pipeline, so a caller that got no exception knows the event left
     the process. A full queue raises :class:`BusOverloaded` at once; a publish not
     accepted within ``publish_timeout`` raises :class:`PublishTimeout` and is withdrawn
-    (it is not sent later unless it was already on the wire).
+    (not sent later, unless it was already on the wire); a reply error (ACL, ...) raises
+    :class:`PublishFailed`; :meth:`RedisBus.close` fails what it could not send with
+    :class:`BusClosed`.
 
 Subscribing
     :meth:`RedisBus.subscribe` / :meth:`RedisBus.unsubscribe` are synchronous: they
@@ -32,45 +34,62 @@ Subscribing
     the connection and calls the handler with ``(topic, payload)``; it never awaits the
     handler and survives a handler that raises. A message for a topic the process no
     longer wants (unsubscribed locally, Redis not yet told) is not handed on, so
-    ``unsubscribe`` takes effect at once for the handler.
-    :meth:`RedisBus.sync_subscriptions` waits until Redis has confirmed every change
-    requested so far (a ``PING`` through the pub/sub connection after the commands).
+    ``unsubscribe`` takes effect at once for the handler; ``subscribe`` takes effect
+    when Redis has processed it. :meth:`RedisBus.sync_subscriptions` waits for that: a
+    ``PING`` through the pub/sub connection after the commands.
 
 Several plain primaries
     Pass several URLs (a list, or one string with commas): each topic goes to primary
-    ``crc32(topic) % n``. Every process must list the primaries in the same order.
+    ``crc32(topic) % n``, with its own publisher and pub/sub connection. Every process
+    must list the same primaries in the same order; changing the list is a restart of
+    every process (no rebalancing).
 
 Redis Cluster (sharded pub/sub)
-    ``mode="sharded"``, or ``mode="auto"`` (the default) when the first URL answers
-    ``INFO cluster`` with ``cluster_enabled:1``. The URLs are then seed nodes. The bus
-    reads ``CLUSTER SLOTS``, keeps one publisher and one pub/sub connection per primary
-    and uses ``SPUBLISH`` / ``SSUBSCRIBE`` / ``SUNSUBSCRIBE`` (Redis >= 7.0) routed by
-    hash slot (one ``SSUBSCRIBE`` per slot, all in one write). The routing is done here
-    rather than with redis-py's ``ClusterPubSub``, whose asyncio version subscribes one
-    channel per round-trip and polls nodes round-robin for messages. A ``MOVED`` /
-    ``ASK`` / ``CLUSTERDOWN`` / ``TRYAGAIN`` reply to a publish, a server-initiated
+    ``mode="sharded"``, or ``mode="auto"`` (the default) when a seed answers ``INFO
+    cluster`` with ``cluster_enabled:1``. The URLs are then seed nodes. The bus reads
+    ``CLUSTER SLOTS``, keeps one publisher and one pub/sub connection per primary and
+    uses ``SPUBLISH`` / ``SSUBSCRIBE`` / ``SUNSUBSCRIBE`` (Redis >= 7.0) routed by hash
+    slot (one ``SSUBSCRIBE`` per slot, all in one write). The routing is done here
+    rather than with redis-py's asyncio ``ClusterPubSub``, which subscribes one channel
+    per round-trip and polls the nodes round-robin for messages. A ``MOVED`` / ``ASK`` /
+    ``CLUSTERDOWN`` / ``TRYAGAIN`` reply to a publish, a server-initiated
     ``sunsubscribe`` (slot migrated) or a primary that stays unreachable triggers a
     topology refresh; queued publishes and subscriptions move to the new owner and
-    ``on_reconnect`` fires once the moved subscriptions are confirmed.
+    ``on_reconnect`` fires once the moved subscriptions are confirmed. Replicas are not
+    used (pub/sub goes to primaries).
 
 Failures (lossy by design, self-healing)
-    When a connection drops (Redis restart, network), its task reconnects with capped
-    exponential back-off and jitter. The pub/sub task then subscribes the full desired
-    set again, waits for Redis to confirm it, and calls ``on_reconnect()`` once: the hub
-    catches up from PostgreSQL by sequence number, since messages published while the
-    subscriber was away are gone (that is Redis pub/sub). Publishes made meanwhile wait
-    in the bounded queue and go out after the reconnect, or fail with
-    :class:`PublishTimeout`; none vanishes without its caller knowing. A pipeline that
-    was on the wire when the connection failed is sent again after reconnecting, so a
-    message can, in that window only, arrive twice: receivers drop a sequence number
-    they have already seen. An idle pub/sub connection is checked with a ``PING`` every
-    ``health_check_interval`` seconds.
+    When a connection drops (Redis restart, network) its task reconnects with capped
+    exponential back-off and jitter (``backoff_base`` doubling up to ``backoff_max``).
+    The pub/sub task then subscribes the full desired set again, waits for Redis to
+    confirm it, and calls ``on_reconnect()`` once: the hub catches up from PostgreSQL by
+    sequence number, since messages published while the subscriber was away are gone
+    (that is Redis pub/sub). Publishes made meanwhile wait in the bounded queue and go
+    out after the reconnect, or fail with :class:`PublishTimeout`; none vanishes
+    without its caller knowing. An idle pub/sub connection is checked with a ``PING``
+    every ``health_check_interval`` seconds and replaced when the reply takes longer
+    than ``io_timeout`` (a hung Redis); a pipeline waits at most ``io_timeout``.
+
+Limitations
+    * At-least-once around a failure: a pipeline that was on the wire when its
+      connection failed (or timed out) is sent again after reconnecting, so a message
+      can, in that window only, reach a subscriber twice. Receivers drop sequence
+      numbers they have already seen.
+    * ``publish_many`` is not atomic: when it raises, some of its messages may have
+      been published. Order is kept per topic, not across topics on different shards.
+    * A slow subscriber is disconnected by Redis when its pub/sub output buffer passes
+      ``client-output-buffer-limit pubsub`` (32 MB by default); the bus reconnects and
+      announces it like any other loss.
+    * Both connections speak RESP2, and the bus sets its own timeouts, keep-alive and
+      (no) retries whatever the URL's query string says.
 
 Metrics
-    Attributes ``published``, ``received``, ``reconnects``, ``publish_batches``,
-    ``last_roundtrip_s`` (plus ``publish_errors``, ``publish_rejected``,
-    ``topology_refreshes`` and the properties ``pending_publishes`` and
-    ``subscriptions``).
+    Attributes ``published`` (messages Redis accepted), ``received`` (handed to the
+    handler), ``reconnects`` (publisher or pub/sub connections re-established after a
+    loss), ``publish_batches`` (pipelines), ``last_roundtrip_s`` (the last pipeline),
+    plus ``publish_errors``, ``publish_rejected`` (``BusOverloaded``),
+    ``topology_refreshes`` and the properties ``pending_publishes`` (queue depth) and
+    ``subscriptions``.
 """
 
 from __future__ import annotations
@@ -88,7 +107,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio.connection import AbstractConnection, Connection, parse_url
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    UnixDomainSocketConnection,
+    parse_url,
+)
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
@@ -182,11 +206,12 @@ def _connection_kwargs(url: str, connect_timeout: float, name: str) -> dict[str,
         decode_responses=False,     # payloads stay bytes
         socket_timeout=None,        # timeouts are applied here, per operation
         socket_connect_timeout=connect_timeout,
-        socket_keepalive=True,
         retry=Retry(NoBackoff(), 0),  # no hidden retries: this module decides
         health_check_interval=0,
         client_name=name,
     )
+    if kwargs.get("connection_class") is not UnixDomainSocketConnection:
+        kwargs["socket_keepalive"] = True
     return kwargs
 
 

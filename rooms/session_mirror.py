@@ -12,16 +12,18 @@ stores every dirty session's new frames (``RPUSH`` + ``LTRIM`` to the replay siz
 hash of metadata, TTL refreshes), then the frames go out to the sockets. Delivery is
 delayed by that one round-trip (well under a millisecond on a LAN).
 
-What is stored per session (``hearth:s:<id>:f``, a list; ``hearth:s:<id>:m``, a hash):
-the frames, each prefixed with its 8-byte sequence number; the user, encoding and
-newest sequence number; the owning process; and a cursor per channel (the newest
-message seq delivered), so the resuming process can also fetch from PostgreSQL the
-messages published while nobody held the session. Ownership: the process holding a
-session writes only while the hash still names it (a Lua script checks it), so after a
-resume elsewhere the old copy stops writing and is dropped.
+What is stored: each event body once per flush (``hearth:e:...``, shared by all its
+recipients, kept twice the resume window); per session a list of entries, each an
+8-byte sequence number and the key of its body (``hearth:s:<id>:f``, trimmed to the
+replay size), and a hash (``hearth:s:<id>:m``) with the user, encoding, newest sequence
+number, owning process, and a cursor per channel (the newest message seq delivered) so
+the resuming process can also fetch from PostgreSQL the messages published while
+nobody held the session. One Lua call stores up to 256 sessions. Ownership: the process
+holding a session writes only while the hash still names it (the Lua checks it), so
+after a resume elsewhere the old copy stops writing and is dropped.
 
-Keys expire ``resume_window_ms`` after the last write; live sessions are refreshed by
-the gateway sweeper so a quiet session stays resumable.
+Session keys expire ``resume_window_ms`` after the last write; live sessions are
+refreshed by the gateway sweeper so a quiet session stays resumable.
 """
 
 from __future__ import annotations
@@ -40,24 +42,41 @@ from rooms.sessions import Session
 log = logging.getLogger(__name__)
 
 _SEQ = struct.Struct("!Q")
+SESSIONS_PER_CALL = 256
+"""Sessions stored by one Lua call (bounds the size of one Redis command)."""
 
-# KEYS: frames, meta. ARGV: owner, ttl_ms, max_frames, seq, user, encoding, n_cursor_pairs,
-# cursor pairs..., frames...
+# KEYS: meta, list for each session. ARGV: owner, ttl_ms, max_entries, then per session:
+# seq, user, encoding, n_cursor_pairs, cursor pairs..., n_entries, entries...
+# Returns one 0/1 per session: 0 when another process owns it now.
 _APPEND = """
-local owner = redis.call('HGET', KEYS[2], 'owner')
-if owner and owner ~= ARGV[1] then return 0 end
-local ncur = tonumber(ARGV[7])
-local fields = {'owner', ARGV[1], 'seq', ARGV[4], 'user', ARGV[5], 'enc', ARGV[6]}
-for i = 1, ncur * 2 do fields[#fields + 1] = ARGV[7 + i] end
-redis.call('HSET', KEYS[2], unpack(fields))
-local first = 8 + ncur * 2
-if #ARGV >= first then
-  redis.call('RPUSH', KEYS[1], unpack(ARGV, first))
-  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+local owner, ttl, maxn = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local i = 4
+local result = {}
+for s = 1, #KEYS / 2 do
+  local meta, list = KEYS[2 * s - 1], KEYS[2 * s]
+  local seq, user, enc, ncur = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local cur = i + 4
+  local nent = tonumber(ARGV[cur + 2 * ncur])
+  local ent = cur + 2 * ncur + 1
+  i = ent + nent
+  local held_by = redis.call('HGET', meta, 'owner')
+  if held_by and held_by ~= owner then
+    result[s] = 0
+  else
+    redis.call('HSET', meta, 'owner', owner, 'seq', seq, 'user', user, 'enc', enc)
+    for c = 0, ncur - 1 do
+      redis.call('HSET', meta, ARGV[cur + 2 * c], ARGV[cur + 2 * c + 1])
+    end
+    if nent > 0 then
+      redis.call('RPUSH', list, unpack(ARGV, ent, ent + nent - 1))
+      redis.call('LTRIM', list, -maxn, -1)
+    end
+    redis.call('PEXPIRE', list, ttl)
+    redis.call('PEXPIRE', meta, ttl)
+    result[s] = 1
+  end
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return 1
+return result
 """
 
 
@@ -66,7 +85,8 @@ def _keys(session_id: str) -> tuple[str, str]:
 
 
 class MirroredSession(msgspec.Struct, frozen=True):
-    """A session as loaded from Redis by the process that resumes it."""
+    """A session as loaded from Redis by the process that resumes it (``frames``:
+    (seq, event body) pairs, oldest first)."""
 
     user_id: int
     encoding: str
@@ -128,26 +148,42 @@ class SessionMirror:
 
     async def _store(self, taken: list[tuple[Session, list[tuple[int, bytes]],
                                              dict[int, int]]]) -> list[bool]:
+        """One pipeline: each distinct event body once (shared by every recipient),
+        then the sessions' entries (seq + body key) in a few Lua calls."""
         pipe = self._redis.pipeline(transaction=False)
-        for session, frames, cursors in taken:
-            frames_key, meta_key = _keys(session.session_id)
-            pairs: list[Any] = []
-            for channel_id, seq in cursors.items():
-                pairs += [f"c{channel_id}", seq]
-            args: list[Any] = [self.owner, self.ttl_ms, self.max_frames, session.seq,
-                               session.user.id, session.codec.encoding.value, len(cursors),
-                               *pairs, *(_SEQ.pack(seq) + frame for seq, frame in frames)]
-            await self._append(keys=[frames_key, meta_key], args=args, client=pipe)
+        body_keys: dict[int, bytes] = {}
+        prefix = f"hearth:e:{self.owner}:{self.flushes}:"
+        for _, entries, _ in taken:
+            for _, body in entries:
+                if id(body) not in body_keys:
+                    key = f"{prefix}{len(body_keys)}".encode()
+                    body_keys[id(body)] = key
+                    pipe.set(key, body, px=2 * self.ttl_ms)
+        for start in range(0, len(taken), SESSIONS_PER_CALL):
+            keys: list[str] = []
+            args: list[Any] = [self.owner, self.ttl_ms, self.max_frames]
+            for session, entries, cursors in taken[start:start + SESSIONS_PER_CALL]:
+                keys.extend(_keys(session.session_id)[::-1])
+                args += [session.seq, session.user.id, session.codec.encoding.value,
+                         len(cursors)]
+                for channel_id, seq in cursors.items():
+                    args += [f"c{channel_id}", seq]
+                args.append(len(entries))
+                args += [_SEQ.pack(seq) + body_keys[id(body)] for seq, body in entries]
+            await self._append(keys=keys, args=args, client=pipe)
         try:
             replies = await pipe.execute()
         except Exception:
-            # Availability first: the frames still go out; this session just may not be
-            # resumable elsewhere until the next successful write.
+            # Availability first: the events still go out; these sessions just may not
+            # be resumable elsewhere until the next successful write.
             self.failures += 1
             log.exception("mirroring %d sessions to Redis failed", len(taken))
             return [True] * len(taken)
         self.flushes += 1
-        return [bool(r) for r in replies]
+        owned: list[bool] = []
+        for reply in replies[len(body_keys):]:
+            owned.extend(bool(r) for r in reply)
+        return owned
 
     async def touch(self, sessions: Iterable[Session]) -> None:
         """Keep live sessions' keys from expiring (called every few seconds)."""
@@ -179,11 +215,18 @@ class SessionMirror:
         pipe.lrange(frames_key, 0, -1)
         pipe.hset(meta_key, "owner", self.owner)
         pipe.pexpire(meta_key, self.ttl_ms)
-        meta, raw_frames, _, _ = await pipe.execute()
+        meta, raw_entries, _, _ = await pipe.execute()
         if not meta or b"user" not in meta:
             await self._redis.delete(meta_key)
             return None
-        frames = [(_SEQ.unpack_from(f)[0], f[_SEQ.size:]) for f in raw_frames]
+        refs = [(_SEQ.unpack_from(e)[0], e[_SEQ.size:]) for e in raw_entries]
+        bodies = await self._redis.mget([key for _, key in refs]) if refs else []
+        frames: list[tuple[int, bytes]] = []
+        for (seq, _), body in zip(refs, bodies, strict=True):
+            if not isinstance(body, bytes):  # expired: only what follows can be replayed
+                frames.clear()
+                continue
+            frames.append((int(seq), body))
         cursors = {int(k[1:]): int(v) for k, v in meta.items() if k.startswith(b"c")}
         return MirroredSession(user_id=int(meta[b"user"]), encoding=meta[b"enc"].decode(),
                                seq=int(meta[b"seq"]), frames=frames, cursors=cursors)

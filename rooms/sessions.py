@@ -74,6 +74,8 @@ class Session:
         self.roles: dict[int, Role] = {}
         self.channels: dict[int, Channel] = {}
         self.seq = 0
+        # (seq, event body): the body is the one bytes object every recipient shares, so
+        # a buffer costs a tuple per event, not a copy; frames are rebuilt on replay.
         self.replay: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=replay_size)
         self.replay_floor = 0
         """The newest seq no longer in the buffer; resume from below it is impossible."""
@@ -128,17 +130,16 @@ class Session:
             self.cursors[channel_id] = channel_seq
             self.changed_cursors[channel_id] = channel_seq
         self.seq += 1
-        frame = self.codec.dispatch_frame(self.seq, event_body)
         if len(self.replay) == self.replay.maxlen:
             self.replay_floor = self.replay[0][0]
-        self.replay.append((self.seq, frame))
+        self.replay.append((self.seq, event_body))
         if self.mirror is not None:
-            self.unmirrored.append((self.seq, frame))
+            self.unmirrored.append((self.seq, event_body))
             self.mirror.mark_dirty(self)
             return
         sink = self.sink
         if sink is not None:
-            sink.write(frame)
+            sink.write(self.codec.dispatch_frame(self.seq, event_body))
 
     def congested(self) -> bool:
         """Skip ephemeral events for a client that is behind (or detached): they would
@@ -162,12 +163,13 @@ class Session:
         changes, self.changed_cursors = self.changed_cursors, {}
         return changes
 
-    def write_out(self, frames: list[tuple[int, bytes]]) -> None:
-        """Frames now safe in the mirror go to the socket."""
+    def write_out(self, entries: list[tuple[int, bytes]]) -> None:
+        """Events now safe in the mirror go to the socket."""
         sink = self.sink
         if sink is not None:
-            for _, frame in frames:
-                sink.write(frame)
+            dispatch_frame = self.codec.dispatch_frame
+            for seq, body in entries:
+                sink.write(dispatch_frame(seq, body))
 
     def superseded(self) -> None:
         """Another process resumed this session: this copy must stop."""
@@ -190,7 +192,13 @@ class Session:
         """Frames after ``seq``, or None when they are no longer all buffered."""
         if seq > self.seq or seq < self.replay_floor:
             return None
-        return [frame for s, frame in self.replay if s > seq]
+        return [self.codec.dispatch_frame(s, body) for s, body in self.replay if s > seq]
+
+    def acknowledged(self, seq: int) -> None:
+        """The client has everything up to ``seq``: drop it from the buffer."""
+        replay = self.replay
+        while replay and replay[0][0] <= seq:
+            self.replay_floor = replay.popleft()[0]
 
 
 class SessionRegistry:

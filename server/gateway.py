@@ -283,6 +283,9 @@ class Gateway:
                 if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                     self.stats["frames_in"] += 1
                     conn.protocol.receive(msg.data, _now_ms())
+                    session = conn.session
+                    if session is not None and conn.protocol.acked_seq:
+                        session.acknowledged(conn.protocol.acked_seq)
                     await conn.process()
                     if conn.protocol.close_code() is not None:
                         await conn.close()

@@ -306,7 +306,8 @@ async def test_slow_consumer_is_cut_off_and_others_carry_on(
     config = load_config(overrides={
         "database_url": database_url, "secret": TEST_SECRET, "argon2_time_cost": 1,
         "argon2_memory_kib": 8192, "limits": {"max_outbound_bytes": 64 * 1024,
-                                              "requests_per_window": 10_000}}, environ={})
+                                              "requests_per_window": 10_000,
+                                              "user_messages_per_window": 10_000}}, environ={})
     app = build_app(config)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2)
     await runner.setup()
