@@ -104,3 +104,17 @@ async def test_duplicates_dropped_per_channel_seq() -> None:
     seqs = [JSON.decode_server(f).d.message.seq for f in sink.frames]  # type: ignore[union-attr]
     assert seqs == [1, 2, 3]
     assert hub.duplicates_dropped == 2
+
+
+async def test_acknowledged_events_leave_the_replay_buffer() -> None:
+    hub = Hub(InProcessBus())
+    session, _ = _session(2)
+    hub.attach(session)
+    for seq in range(1, 6):
+        await hub.publish(channel_topic(CHANNEL.id), MessageCreated(message=_message(seq)))
+    session.acknowledged(3)
+    replay = session.replay_after(3)
+    assert replay is not None
+    assert [JSON.decode_server(f).s for f in replay] == [4, 5]  # type: ignore[union-attr]
+    assert session.replay_after(2) is None  # acknowledged, so no longer kept
+    assert len(session.replay) == 2
