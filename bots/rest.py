@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 import aiohttp
 import msgspec
 
-from protocol.models import Channel, ChannelKind, Community, CommunitySnapshot, Member, User
+from protocol.models import Channel, ChannelKind, CommunitySnapshot, Member, User
+from protocol.rest import BotCreated, CommunityCreated, TokenPair
 
 __all__ = [
     "BotCreated",
@@ -46,27 +47,10 @@ class RestError(Exception):
         self.message = message
 
 
-class TokenPair(msgspec.Struct, frozen=True, kw_only=True):
-    """Reply of register, login and refresh."""
-
-    user: User
-    access_token: str
-    refresh_token: str
-    expires_in: int
 
 
-class BotCreated(msgspec.Struct, frozen=True, kw_only=True):
-    """Reply of ``POST /bots``: the bot account and its long-lived token."""
-
-    user: User
-    token: str
 
 
-class CommunityCreated(msgspec.Struct, frozen=True, kw_only=True):
-    """Reply of ``POST /communities``: the community and its first channels."""
-
-    community: Community
-    channels: list[Channel]
 
 
 class _Invite(msgspec.Struct, frozen=True):

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from protocol.codes import ErrorCode
 from protocol.models import ChannelKind, Role
+from protocol.rest import CommunityCreated
 from rooms.communities import CommunityService
 from rooms.errors import RequestError
 from server.api_auth import error_response, json_response, require_user
@@ -106,8 +107,9 @@ def add_community_routes(app: web.Application, auth: Authenticator,
         user = await require_user(request, auth)
         body = await _body(request, CreateCommunityBody)
         snapshot = await service.create_community(user, body.name)
-        return json_response({"community": snapshot.community, "channels": snapshot.channels,
-                              "snapshot": snapshot}, status=201)
+        return json_response(CommunityCreated(community=snapshot.community,
+                                              channels=snapshot.channels, snapshot=snapshot),
+                             status=201)
 
     @endpoint
     async def list_communities(request: web.Request) -> web.StreamResponse:

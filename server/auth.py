@@ -36,11 +36,11 @@ from typing import Any
 import argon2
 import asyncpg
 import jwt
-import msgspec
 
 from persistence import accounts
 from persistence.database import Database
 from protocol.models import User
+from protocol.rest import BotCreated, Provisioned, ProvisionedChannel, ProvisionedUser, TokenPair
 
 log = logging.getLogger(__name__)
 
@@ -102,38 +102,6 @@ class TooManyAttempts(AuthError):
 
 
 # ------------------------------------------------------------------------ wire types
-
-
-class TokenPair(msgspec.Struct, frozen=True, kw_only=True):
-    """Reply of register, login and refresh."""
-
-    user: User
-    access_token: str
-    refresh_token: str
-    expires_in: int
-    """Seconds the access token stays valid."""
-
-
-class BotCreated(msgspec.Struct, frozen=True, kw_only=True):
-    user: User
-    token: str
-
-
-class ProvisionedUser(msgspec.Struct, frozen=True, kw_only=True):
-    id: int
-    username: str
-    token: str
-
-
-class ProvisionedChannel(msgspec.Struct, frozen=True, kw_only=True):
-    id: int
-    member_ids: list[int]
-
-
-class Provisioned(msgspec.Struct, frozen=True, kw_only=True):
-    community_id: int
-    users: list[ProvisionedUser]
-    channels: list[ProvisionedChannel]
 
 
 # -------------------------------------------------------------------------- throttle
