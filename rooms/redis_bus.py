@@ -1131,6 +1131,9 @@ class RedisBus(Bus):
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("redis bus: cluster topology refresh failed: %s", exc)
                 self._topology_wake.set()  # try again after the pause
+            except Exception:
+                log.exception("redis bus: cluster topology refresh failed")
+                self._topology_wake.set()
             await asyncio.sleep(max(self.backoff_base, 0.05) * 2)
 
     async def _refresh_topology(self) -> None:
@@ -1157,11 +1160,11 @@ class RedisBus(Bus):
                 target.want(topic)
                 self._topic_shard[topic] = target
                 moved.add(target)
-        entries, self._redirected = self._redirected, []
         for shard in retired:
             await shard.stop()
             self._retiring.remove(shard)
-            entries = shard.take_queue() + entries
+            self._redirected = shard.take_queue() + self._redirected
+        entries, self._redirected = self._redirected, []
         self._reroute(entries)
         if moved or resync:
             targets = list(self._shards.values()) if resync else list(moved)

@@ -89,7 +89,7 @@ def _answers_ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
+            return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -103,32 +103,59 @@ def redis_cli(port: int, *args: str, timeout: float = 10) -> str:
 
 
 class RedisServer:
-    """A throwaway ``redis-server`` on 127.0.0.1; ``stop()`` and ``start()`` keep the port."""
+    """A throwaway ``redis-server`` on 127.0.0.1; ``stop()`` and ``start()`` keep the port.
 
-    def __init__(self, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
-        self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+    ``port_chooser`` picks the port (a new one if the first start finds it taken by
+    another process); an explicit ``port`` is used as it is."""
+
+    def __init__(self, port: int | None = None, extra_args: tuple[str, ...] = (),
+                 port_chooser: Callable[[], int] = free_port) -> None:
+        self._port_chooser: Callable[[], int] | None = None if port else port_chooser
+        self.port = port or port_chooser()
         self.dir = Path(tempfile.mkdtemp(prefix="hearth-redis-"))
+        self.log = self.dir / "redis.log"
         self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
     def start(self, timeout: float = 15) -> None:
+        for _ in range(5):
+            if self._start_once(timeout):
+                self._port_chooser = None  # restarts keep the port
+                return
+            assert self._port_chooser is not None
+            self.port = self._port_chooser()  # another process took the port meanwhile
+        raise RuntimeError("redis-server found every port it tried taken")
+
+    def _log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def _start_once(self, timeout: float) -> bool:
+        """True when started; False when the port was taken (and may be changed)."""
         if self.process is not None:
             raise RuntimeError("already running")
+        ready_before = self._log_text().count("Ready to accept connections")
         args = [ensure_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"),
-                *self.extra_args]
+                "--dir", str(self.dir), "--logfile", str(self.log), *self.extra_args]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
-        while not _answers_ping(self.port):
+        # Ready when *this* server says so in its own log (a ping could reach another
+        # process holding the port) and answers.
+        while not (self._log_text().count("Ready to accept connections") > ready_before
+                   and _answers_ping(self.port)):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop(kill=True)
-                log = (self.dir / "redis.log")
-                raise RuntimeError(f"redis-server did not start on port {self.port}:\n"
-                                   f"{log.read_text() if log.exists() else ''}")
+                log = self._log_text()
+                if "Address already in use" in log and self._port_chooser is not None:
+                    return False
+                raise RuntimeError(f"redis-server did not start on port {self.port}:\n{log}")
             time.sleep(0.02)
+        return True
 
     def stop(self, kill: bool = False) -> None:
         """Stop the server: SIGTERM (clean shutdown), or SIGKILL with ``kill=True``."""
@@ -137,11 +164,21 @@ class RedisServer:
             return
         if process.poll() is None:
             process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            process.send_signal(signal.SIGCONT)  # in case it was paused
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs with its connections open (a stuck Redis)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     @property
     def running(self) -> bool:
@@ -155,14 +192,21 @@ class RedisCluster:
     """A Redis Cluster of throwaway primaries (no replicas) on 127.0.0.1."""
 
     def __init__(self, size: int = 3) -> None:
-        self.nodes = [RedisServer(port=free_cluster_port(),
+        self.nodes = [RedisServer(port_chooser=free_cluster_port,
                                   extra_args=("--cluster-enabled", "yes",
                                               "--cluster-config-file", "nodes.conf",
                                               "--cluster-node-timeout", "2000"))
                       for _ in range(size)]
-        self.urls = [node.url for node in self.nodes]
-        self.url = ",".join(self.urls)
         self._moved: dict[int, RedisServer] = {}
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """All the nodes, comma-separated (the ``HEARTH_REDIS_URL`` spelling)."""
+        return ",".join(self.urls)
 
     def start(self, timeout: float = 30) -> None:
         for node in self.nodes:
@@ -226,12 +270,13 @@ def redis_url_fixture() -> Iterator[str]:
 
 
 @pytest.fixture(name="make_redis_server")
-def make_redis_server_fixture() -> Iterator[Callable[[], RedisServer]]:
-    """Factory of throwaway servers of this test's own; all stopped at the end."""
+def make_redis_server_fixture() -> Iterator[Callable[..., RedisServer]]:
+    """Factory of throwaway servers of this test's own (positional arguments are extra
+    ``redis-server`` options); all stopped at the end."""
     servers: list[RedisServer] = []
 
-    def make() -> RedisServer:
-        server = RedisServer()
+    def make(*extra_args: str) -> RedisServer:
+        server = RedisServer(extra_args=extra_args)
         servers.append(server)
         server.start()
         return server
@@ -244,7 +289,7 @@ def make_redis_server_fixture() -> Iterator[Callable[[], RedisServer]]:
 
 
 @pytest.fixture(name="redis_server")
-def redis_server_fixture(make_redis_server: Callable[[], RedisServer]) -> RedisServer:
+def redis_server_fixture(make_redis_server: Callable[..., RedisServer]) -> RedisServer:
     """A throwaway ``redis-server`` of this test's own (``.url``, ``.stop()``, ``.start()``)."""
     return make_redis_server()
 

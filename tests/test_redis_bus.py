@@ -288,7 +288,7 @@ async def test_subscriptions_made_before_start(redis_url: str, make_bus: MakeBus
 # --------------------------------------------------------------------- several primaries
 
 
-async def test_topics_hash_across_two_primaries(make_redis_server: Callable[[], RedisServer],
+async def test_topics_hash_across_two_primaries(make_redis_server: Callable[..., RedisServer],
                                                 make_bus: MakeBus) -> None:
     servers = [make_redis_server(), make_redis_server()]
     urls = [s.url for s in servers]
@@ -458,6 +458,74 @@ async def test_publish_during_long_outage_raises_and_is_withdrawn(
     await asyncio.sleep(0.1)
     assert inbox.payloads(topic) == [b"after"]  # the refused publish never went out
     assert a.pending_publishes == 0
+    assert len(reconnects) == 1  # once per resubscription
+
+
+async def test_killed_pubsub_connection_resubscribes_and_announces(
+        redis_server: RedisServer, make_bus: MakeBus) -> None:
+    reconnects: list[int] = []
+    a = await make_bus(redis_server.url)
+    b = await make_bus(redis_server.url, on_reconnect=lambda: reconnects.append(1))
+    inbox = Inbox()
+    b.set_handler(inbox)
+    topics = [topic_name() for _ in range(3)]
+    for topic in topics:
+        b.subscribe(topic)
+    await b.sync_subscriptions()
+    killed = await asyncio.to_thread(redis_server.cli, "CLIENT", "KILL", "TYPE", "pubsub")
+    assert killed.strip() == "1"  # b's (a subscribes to nothing: not in pub/sub mode)
+    await eventually(lambda: bool(reconnects))
+    assert await numsub(redis_server.url, topics[0]) == 1
+    await a.publish_many([(t, b"back") for t in topics])
+    await inbox.wait(lambda: len(inbox.messages) == 3)
+    assert reconnects == [1] and b.reconnects == 1
+
+
+async def test_a_hung_redis_is_detected_and_survived(redis_server: RedisServer,
+                                                     make_bus: MakeBus) -> None:
+    """SIGSTOP: connections stay open but nothing answers. The idle pub/sub connection's
+    PING goes unanswered, publishes time out; after SIGCONT both recover."""
+    reconnects: list[int] = []
+    options: dict[str, Any] = dict(health_check_interval=0.3, io_timeout=0.5,
+                                   connect_timeout=0.5, backoff_max=0.3)
+    a = await make_bus(redis_server.url, publish_timeout=1.0, **options)
+    b = await make_bus(redis_server.url, on_reconnect=lambda: reconnects.append(1), **options)
+    inbox = Inbox()
+    b.set_handler(inbox)
+    topic = topic_name()
+    b.subscribe(topic)
+    await b.sync_subscriptions()
+
+    redis_server.pause()
+    try:
+        with pytest.raises(PublishTimeout):
+            await a.publish(topic, b"stuck")
+        assert not await b.ping()
+        await asyncio.sleep(1.0)  # long enough for b's health check to give up
+    finally:
+        redis_server.resume()
+    await eventually(lambda: bool(reconnects))
+    await a.publish(topic, b"unstuck")
+    await inbox.wait(lambda: (topic, b"unstuck") in inbox.messages)
+    assert await a.ping() and await b.ping()
+
+
+async def test_password_in_the_url(make_redis_server: Callable[..., RedisServer],
+                                   make_bus: MakeBus) -> None:
+    server = make_redis_server("--requirepass", "s3cret")
+    url = server.url.replace("redis://", "redis://:s3cret@")
+    a = await make_bus(url)
+    inbox = Inbox()
+    a.set_handler(inbox)
+    topic = topic_name()
+    a.subscribe(topic)
+    await a.sync_subscriptions()
+    await a.publish(topic, b"authenticated")
+    await inbox.wait(lambda: len(inbox.messages) == 1)
+    wrong = RedisBus(server.url.replace("redis://", "redis://:wrong@"))
+    with pytest.raises(BusUnavailable, match="HEARTH_REDIS_URL") as caught:
+        await wrong.start()
+    assert "wrong" not in str(caught.value)
 
 
 async def test_publishes_wait_for_redis_within_a_bounded_queue(
