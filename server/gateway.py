@@ -95,17 +95,31 @@ class GatewayConnection:
         self._binary = codec.binary
         self._congested_at = gateway.limits.max_outbound_bytes // 4
         self._closing = False
+        self._pending: list[bytes] = []
         self.wake = asyncio.Event()
 
     # ----------------------------------------------------------------------------- Sink
 
     def write(self, frame: bytes) -> None:
+        """Queue a frame; every frame queued during one event-loop pass goes out in a
+        single ``transport.write`` at the end of the pass (one syscall, not one each)."""
         if self._closing:
             return
-        transport = self.transport
-        if transport.is_closing():
+        pending = self._pending
+        if not pending:
+            self.gateway.flush_soon(self)
+        pending.append(frame_header(len(frame), self._binary))
+        pending.append(frame)
+
+    def write_pending(self) -> None:
+        pending = self._pending
+        if not pending:
             return
-        transport.write(frame_header(len(frame), self._binary) + frame)
+        self._pending = []
+        transport = self.transport
+        if self._closing or transport.is_closing():
+            return
+        transport.write(pending[0] + pending[1] if len(pending) == 2 else b"".join(pending))
         if transport.get_write_buffer_size() > self.gateway.limits.max_outbound_bytes:
             self.gateway.stats["slow_consumers"] += 1
             self.fail(CloseCode.SLOW_CONSUMER, "outbound buffer full")
@@ -192,6 +206,7 @@ class GatewayConnection:
         if self._closing:
             return
         self.flush()
+        self.write_pending()  # before the close frame, which aiohttp writes directly
         self._closing = True
         decided = self.protocol.close_code()
         code, reason = decided if decided else (CloseCode.NORMAL, "")
@@ -223,6 +238,7 @@ class Gateway:
         self.allowed_origins = allowed_origins
         self.connections: set[GatewayConnection] = set()
         self.draining = False
+        self._to_flush: list[GatewayConnection] = []
         self.admission_per_s = admission_per_s
         self._admission_tokens = float(admission_per_s)
         self._admission_at = time.monotonic()
@@ -231,6 +247,17 @@ class Gateway:
             "connections_total": 0, "resume_attempts": 0, "resume_successes": 0,
             "slow_consumers": 0, "frames_in": 0, "admission_refused": 0,
         }
+
+    def flush_soon(self, conn: GatewayConnection) -> None:
+        """Write ``conn``'s queued frames at the end of this event-loop pass."""
+        if not self._to_flush:
+            asyncio.get_running_loop().call_soon(self._write_all)
+        self._to_flush.append(conn)
+
+    def _write_all(self) -> None:
+        connections, self._to_flush = self._to_flush, []
+        for conn in connections:
+            conn.write_pending()
 
     def _admit(self) -> bool:
         """Token bucket on new connections (``admission_per_s``, burst of one second)."""
