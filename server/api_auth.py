@@ -1,6 +1,6 @@
 """REST routes for accounts and credentials, plus helpers every REST module shares.
 
-Routes (docs/CONTRACTS.md): ``POST /api/v1/auth/{register,login,refresh,logout}``,
+Routes (docs/rest.md): ``POST /api/v1/auth/{register,login,refresh,logout}``,
 ``GET /api/v1/users/@me``, ``POST /api/v1/bots``, ``POST /api/v1/loadtest/provision``.
 The handlers only decode, call :class:`server.auth.Authenticator` and encode; all
 policy lives there. :func:`require_user`, :func:`json_response`, :func:`error_response`

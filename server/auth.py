@@ -1,6 +1,6 @@
 """Accounts and credentials: registration, login, token rotation, bots, authentication.
 
-Token formats follow docs/CONTRACTS.md:
+Token formats follow docs/rest.md:
 
 - access token: HS256 JWT (``sub``, ``typ="access"``, ``exp``, ``iat``, ``jti``), 15 min,
   keyed with HMAC-SHA256(HEARTH_SECRET, "hearth access token v1") (see ``signing_key``);
