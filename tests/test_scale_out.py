@@ -247,3 +247,21 @@ async def test_redis_restart_under_traffic_loses_nothing_acknowledged(
     finally:
         stop_server_process(node_a)
         stop_server_process(node_b)
+
+
+async def test_draining_node_tells_clients_to_reconnect(
+        database_url: str, http: aiohttp.ClientSession) -> None:
+    """SIGTERM (a deploy): clients get a ``reconnect`` frame with a jittered delay, then
+    close 1001, and may resume elsewhere."""
+    node = start_server_process(database_url)
+    try:
+        account = await register(http, node.url)
+        client = await GatewayClient.identified(http, node.ws_url, account["access_token"])
+        assert isinstance(node.process, subprocess.Popen)
+        node.process.send_signal(signal.SIGTERM)
+        frame = await client.recv(timeout=10)
+        assert frame["op"] == "reconnect" and 0 <= frame["retry_after_ms"] <= 5000
+        assert await client.closed(timeout=10) == 1001
+        assert await asyncio.to_thread(node.process.wait, 20) == 0
+    finally:
+        stop_server_process(node)
