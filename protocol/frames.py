@@ -431,8 +431,9 @@ class MemberLeft(EventBase, tag="member_leave"):
 class PresenceUpdated(EventBase, tag="presence_update"):
     """Members of a community changed presence. Batched: at most one per community
     every ~1.5 s, carrying everyone whose presence changed since the previous one (their
-    latest presence). Ephemeral: skipped while your connection is congested or detached
-    (so after a ``resume``, page ``fetch_members`` to refresh a member list you show)."""
+    latest presence; at most 500 users, more follow in the next batches). Ephemeral:
+    skipped while your connection is congested or detached (so after a ``resume``, page
+    ``fetch_members`` to refresh a member list you show)."""
 
     community_id: Id
     presences: list[Presence]

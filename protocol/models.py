@@ -160,7 +160,9 @@ class CommunitySnapshot(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Presence(msgspec.Struct, frozen=True, kw_only=True):
-    """What others see of a user's presence (never ``invisible``)."""
+    """What others see of a user's presence (never ``invisible``). A user is online
+    while any of their connections is; if the server holding their last connection
+    dies, they are shown ``offline`` within a minute (about 48 s by default)."""
 
     user_id: Id
     status: PresenceStatus

@@ -91,8 +91,9 @@ from rooms.sessions import Session
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 1000
-"""Most users in one ``presence_update``; more changes wait for the next batch."""
+MAX_BATCH = 500
+"""Most users in one ``presence_update`` (about 25 KB of JSON); more changes wait for the
+next batch, so a client's presence traffic stays bounded even in a reconnect storm."""
 MAX_TTL_S = 55.0
 """Largest lease TTL accepted, so that the offline bound stays under 60 s."""
 KEEP_OFFLINE_MS = 30 * 24 * 3600 * 1000
@@ -132,6 +133,16 @@ def visible_status(chosen: PresenceStatus, connected: bool) -> PresenceStatus:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _check_cancelled() -> None:
+    """Raise if this task was cancelled even though the await that got the cancellation
+    returned normally: on Python 3.11, ``asyncio.wait_for`` (which redis-py uses for
+    socket timeouts) swallows a cancellation that races with a reply (CPython
+    gh-86296). Background loops call this after each round so shutdown never hangs."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 # --------------------------------------------------------------------------- the store
@@ -392,7 +403,7 @@ class PresenceService:
             await self._housekeep_forever()
         finally:
             syncer.cancel()
-            await asyncio.gather(syncer, return_exceptions=True)
+            await asyncio.wait([syncer], timeout=5.0)
 
     # ---------------------------------------------------------- local sessions (sync)
 
@@ -468,6 +479,7 @@ class PresenceService:
                         else:
                             self._synced[user_id] = before
                         self._dirty[user_id] = None
+                    self._wake.set()
                     if isinstance(exc, LeaseLost):
                         await self._rejoin()
                         continue
@@ -491,12 +503,14 @@ class PresenceService:
                 await self._flush()
                 backoff = 0.1
             except Exception:
+                _check_cancelled()
                 self.sync_failures += 1
                 log.warning("presence: writing %d users failed; retrying in %.1f s",
                             len(self._dirty), backoff, exc_info=True)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 self._wake.set()
+            _check_cancelled()
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -519,7 +533,9 @@ class PresenceService:
         try:
             await step()
         except Exception:
+            _check_cancelled()
             log.warning("presence: %s failed", what, exc_info=True)
+        _check_cancelled()
 
     async def publish_due(self) -> int:
         """Publish the batches that are due; returns how many."""

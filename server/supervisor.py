@@ -62,9 +62,22 @@ async def _migrate(dsn: str) -> None:
         await db.close()
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: if the supervisor dies (even kill -9), the kernel
+    sends this worker SIGTERM, so no worker outlives it as an orphan (Linux only)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def _spawn(index: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "server.cli", "serve"],
-                            env=dict(env, HEARTH_WORKER_ID=str(index)))
+                            env=dict(env, HEARTH_WORKER_ID=str(index)),
+                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
 
 def _run(count: int, env: dict[str, str], config: Config) -> int:

@@ -180,7 +180,10 @@ def start_server_process(database_url: str, **extra_env: str) -> RunningServer:
     env = dict(os.environ, HEARTH_DATABASE_URL=database_url, HEARTH_SECRET=TEST_SECRET,
                HEARTH_LOADTEST_PROVISIONING="true", HEARTH_LOG_LEVEL="WARNING",
                HEARTH_ARGON2_TIME_COST="1", HEARTH_ARGON2_MEMORY_KIB="8192",
-               HEARTH_DATA_DIR=tempfile.mkdtemp(prefix="hearth-data-"))
+               HEARTH_DATA_DIR=tempfile.mkdtemp(prefix="hearth-data-"),
+               # One process: a test that kills "the node" must kill the gateway itself,
+               # not a supervisor (Redis would otherwise default to one worker per core).
+               HEARTH_WORKERS="1")
     env.update(extra_env)
     log_path = Path(env["HEARTH_DATA_DIR"]) / "server.log"
     with log_path.open("wb") as log_file:

@@ -37,6 +37,7 @@ from protocol.frames import (
     MessageResult,
     MessageUpdated,
     Ok,
+    PresenceUpdated,
     ReactionAdded,
     ReactionRemoved,
     ReadStateUpdated,
@@ -56,6 +57,8 @@ from protocol.models import (
     CommunitySnapshot,
     Member,
     Message,
+    Presence,
+    PresenceStatus,
     ReactionCount,
     ReadState,
     Role,
@@ -595,6 +598,9 @@ def sample_events() -> list[Event]:
         MemberJoined(member=member),
         MemberUpdated(member=msgspec.structs.replace(member, role=Role.ADMIN)),
         MemberLeft(community_id=3, user_id=7),
+        PresenceUpdated(community_id=3, online_count=1, presences=[
+            Presence(user_id=7, status=PresenceStatus.DND),
+            Presence(user_id=8, status=PresenceStatus.OFFLINE, last_seen=1_700_000_000_000)]),
     ]
 
 
