@@ -138,6 +138,11 @@ def load_config(file: str | None = None, overrides: dict[str, Any] | None = None
     if config.database_url and not config.secret:
         raise ConfigError("HEARTH_SECRET is required with HEARTH_DATABASE_URL: every node "
                           "must sign tokens with the same secret")
+    if not 1 <= config.presence_ttl_s <= 55:
+        raise ConfigError("HEARTH_PRESENCE_TTL_S: 1 to 55 seconds (keeps the offline bound "
+                          "under 60 s)")
+    if config.presence_batch_ms < 100:
+        raise ConfigError("HEARTH_PRESENCE_BATCH_MS: at least 100")
     if config.log_format not in ("text", "json"):
         raise ConfigError("HEARTH_LOG_FORMAT: text or json")
     if config.workers < 0:
