@@ -77,10 +77,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="attempts in flight at once, in total")
     p.add_argument("--connect-timeout", type=float, default=None,
                    help="most seconds for the connect phase (default 60 + N/500)")
+    p.add_argument("--connect-retries", type=int, default=0,
+                   help="retry a failed connect+identify this many times (jittered back-off "
+                        "from 1-2 s, doubling; a 503's Retry-After is honoured); every failed "
+                        "attempt is still reported under errors (default 0)")
     p.add_argument("--message-bytes", type=int, default=64)
     p.add_argument("--drain", type=float, default=None,
                    help="most seconds to wait for in-flight deliveries after the sends stop "
                         "(default 5; failover 30)")
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="seconds between the connect phase and the measured phase (what the "
+                        "last joins set off, e.g. a presence batch, is not measured; default 2)")
     p.add_argument("--kill-after", type=float, default=None,
                    help="failover: seconds into the measured phase at which the gateway "
                         "process with the most connections is killed (default: a third)")
@@ -135,7 +142,8 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         connect_timeout_s=args.duration if storm else (args.connect_timeout or 60 + n / 500),
         spread_sources=not args.no_spread_sources, progress=not args.quiet,
         kill_after_s=kill_after if failover else 0.0,
-        reconnect_jitter_s=max(0.0, args.reconnect_jitter))
+        reconnect_jitter_s=max(0.0, args.reconnect_jitter),
+        connect_retries=max(0, args.connect_retries), settle_s=max(0.0, args.settle))
 
 
 async def _run_against(opts: RunOptions, target: Target) -> dict[str, Any]:

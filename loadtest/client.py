@@ -73,6 +73,7 @@ class Connection(asyncio.Protocol):
         "index",
         "last_s",
         "resume",
+        "retry_after_s",
         "sender",
         "session_id",
         "sink",
@@ -96,6 +97,8 @@ class Connection(asyncio.Protocol):
         self.url = url
         self.resume = resume
         self.session_id: str | None = None
+        self.retry_after_s = 0.0
+        """``Retry-After`` of the last refused handshake (503 while busy), 0 if none."""
         self.ws = ClientProtocol(parse_uri(url), max_size=2**20)
         self.transport: asyncio.Transport | None = None
         self.state = CONNECTING
@@ -135,6 +138,10 @@ class Connection(asyncio.Protocol):
                     self.sink.count_error(f"close_{code}")
             elif isinstance(event, Response):
                 if ws.handshake_exc is not None:
+                    try:
+                        self.retry_after_s = float(event.headers.get("Retry-After") or 0)
+                    except ValueError:
+                        self.retry_after_s = 0.0
                     self.sink.count_error(f"handshake_{event.status_code}")
                     self._abort(f"handshake_{event.status_code}")
                     return

@@ -74,6 +74,12 @@ class RunOptions:
     """The server's per-connection request rate (limits.requests_per_window / window)."""
     kill_after_s: float = 0.0
     """failover: seconds into the measured phase at which a gateway process is killed."""
+    settle_s: float = 2.0
+    """Pause between the connect phase and the measured phase, so that what the last
+    joins set off (a presence batch to every member, 1.5 s later) is not measured as
+    the scenario's steady state."""
+    connect_retries: int = 0
+    """Retries of a failed connect + identify (each failed attempt is still an error)."""
     reconnect_jitter_s: float = 1.0
     """failover: a dropped client waits a random delay up to this before reconnecting
     (doubling per failed attempt)."""
@@ -104,6 +110,22 @@ class SeriesPoint:
 
 
 @dataclass
+class FailoverRecord:
+    """failover: what was killed and when, and every client's drop and resume times."""
+
+    killed_pid: int | None = None
+    kill_at: float | None = None
+    """Monotonic time of the SIGKILL."""
+    kill_after_s: float | None = None
+    pids_before: list[int] = field(default_factory=list)
+    pids_after: list[int] = field(default_factory=list)
+    connections_per_pid: dict[int, int] = field(default_factory=dict)
+    dropped_at: list[float] = field(default_factory=list)
+    resumed_at: list[float] = field(default_factory=list)
+    unanswered: int = 0
+
+
+@dataclass
 class RunResult:
     """Everything measured in one run against one target (turned into JSON by report)."""
 
@@ -129,9 +151,7 @@ class RunResult:
     """(busy CPU seconds of the whole machine, monotonic time) at measure start/end."""
     resume: Histogram = field(default_factory=Histogram)
     """failover: from a client's drop to its ``resumed`` (as each client saw it)."""
-    failover: dict[str, object] = field(default_factory=dict)
-    """failover: what was killed and when (``kill_at`` is monotonic), and after the run
-    the drop and resume times of every client (filled in by :meth:`Coordinator._finish`)."""
+    failover: FailoverRecord = field(default_factory=FailoverRecord)
 
 
 def postgres_pids() -> list[int]:
@@ -195,6 +215,7 @@ class Coordinator:
         self.generator_pids: list[int] = []
         self.generator_probe: ServerProbe | None = None
         self.database_probe: ServerProbe | None = None
+        self.redis_probe: ServerProbe | None = None
         self._interval_latency = Histogram()
         self._last_counts = (0, 0, time.monotonic())
         self._last_sample: ProcSample | None = None
@@ -294,6 +315,7 @@ class Coordinator:
                         send_rate=per_sender_rate, message_bytes=opts.message_bytes,
                         deadline=deadline, framing=self.target.framing,
                         resume=opts.scenario == "failover",
+                        connect_retries=opts.connect_retries,
                         reconnect_jitter_s=opts.reconnect_jitter_s)
             assert proc.stdin is not None
             proc.stdin.write(pack(plan))
@@ -302,6 +324,7 @@ class Coordinator:
         self._phase = "connect"
         self.generator_probe = ServerProbe(self.generator_pids)
         self.database_probe = ServerProbe(postgres_pids())
+        self.redis_probe = ServerProbe([self.target.redis_pid] if self.target.redis_pid else [])
         self._other_samples("connect_start")
 
     def _other_samples(self, label: str) -> None:
@@ -309,7 +332,12 @@ class Coordinator:
         samples = self.result.server_samples
         assert self.generator_probe is not None and self.database_probe is not None
         samples[f"generator_{label}"] = self.generator_probe.sample()
+        # PostgreSQL forks a backend per new connection (pools grow under load): pick
+        # them up; one born during the phase counts with all of its CPU.
+        self.database_probe.add(postgres_pids())
         samples[f"database_{label}"] = self.database_probe.sample()
+        if self.redis_probe is not None:
+            samples[f"redis_{label}"] = self.redis_probe.sample()
         self.result.machine_cpu[label] = machine_cpu_busy()
 
     async def _reader(self, state: WorkerState) -> None:
@@ -339,7 +367,7 @@ class Coordinator:
 
     def _record_point(self) -> None:
         now = time.monotonic()
-        if self.result.failover.get("kill_at") and self.probe is not None:
+        if self.result.failover.kill_at and self.probe is not None:
             self.probe.add(self._gateway_pids())  # the worker that replaced the dead one
         sent, delivered, before = self._sum("sent"), self._sum("deliveries"), \
             self._last_counts
@@ -385,6 +413,7 @@ class Coordinator:
             result.phases["connect_s"] = round(max(ended) - min(started), 3)
         elif started:  # cut by the timeout: the rate is what was reached until the cut
             result.phases["connect_s"] = round(time.monotonic() - min(started), 3)
+        self._record_point()  # a point at the end of the connect phase, however short
         result.connections_peak = max(result.connections_peak, self._sum("open"))
         result.server_samples["connected"] = self._sample()
         self._other_samples("connect_end")
@@ -392,13 +421,15 @@ class Coordinator:
             samples = result.server_samples
             samples["measure_start"] = samples["baseline"]
             samples["measure_end"] = samples["connected"]
-            for who in ("generator", "database"):
+            for who in ("generator", "database", "redis"):
                 samples[f"{who}_start"] = samples[f"{who}_connect_start"]
                 samples[f"{who}_end"] = samples[f"{who}_connect_end"]
             result.machine_cpu["start"] = result.machine_cpu["connect_start"]
             result.machine_cpu["end"] = result.machine_cpu["connect_end"]
             result.connections_held = self._sum("open")
             return
+        self._phase = "settle"
+        await asyncio.sleep(opts.settle_s)
         self._phase = "measure"
         start = time.monotonic() + 0.5
         self._measure_start = start
@@ -432,7 +463,7 @@ class Coordinator:
                 break
         result.phases["drain_s"] = round(time.monotonic() - stop, 3)
         if opts.scenario == "failover":
-            result.failover["pids_after"] = self._gateway_pids()
+            result.failover.pids_after = self._gateway_pids()
             if self._sum("reconnecting"):
                 result.notes.append(f"{self._sum('reconnecting')} client(s) were still "
                                     "reconnecting when the drain ended")
@@ -470,10 +501,10 @@ class Coordinator:
         victim = max(pids, key=lambda pid: counts[pid])
         kill_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        result.failover.update(killed_pid=victim, kill_at=kill_at, pids_before=pids,
-                               connections_per_pid=counts,
-                               kill_after_s=round(kill_at - (self._measure_start or kill_at),
-                                                  3))
+        fo = result.failover
+        fo.killed_pid, fo.kill_at, fo.pids_before, fo.connections_per_pid = \
+            victim, kill_at, pids, counts
+        fo.kill_after_s = round(kill_at - (self._measure_start or kill_at), 3)
         self._phase = "failover"
         self._progress_line(force=True)
 
@@ -508,9 +539,9 @@ class Coordinator:
             for cid, (lost, dup, ooo) in w.final.anomalies.items():
                 self.result.anomalies.setdefault(cid, Anomalies()).add(Anomalies(lost, dup, ooo))
             fo = self.result.failover
-            fo.setdefault("dropped_at", []).extend(w.final.dropped_at)  # type: ignore[union-attr]
-            fo.setdefault("resumed_at", []).extend(w.final.resumed_at)  # type: ignore[union-attr]
-            fo["unanswered"] = int(fo.get("unanswered", 0)) + w.final.unanswered  # type: ignore[call-overload]
+            fo.dropped_at.extend(w.final.dropped_at)
+            fo.resumed_at.extend(w.final.resumed_at)
+            fo.unanswered += w.final.unanswered
         for cid, end in self.result.channels.items():
             missing = tail_lost(end)
             if missing:

@@ -53,6 +53,8 @@ class Plan(msgspec.Struct, tag="plan", kw_only=True):
     resume: bool = False
     """Reconnect a connection that drops after ``ready`` and ``resume`` its session
     (the failover scenario); otherwise a drop is counted as an error."""
+    connect_retries: int = 0
+    """Extra attempts for a connection whose connect / identify failed (0: none)."""
     reconnect_jitter_s: float = 1.0
     """First reconnect waits a random delay up to this, doubling per failed attempt up
     to 30 s (what docs/protocol.md asks of clients)."""
@@ -118,6 +120,11 @@ class Tick(msgspec.Struct, tag="tick", kw_only=True):
     before their reply."""
     skipped_disconnected: int = 0
     """Scheduled sends skipped because the sender was reconnecting (resume mode)."""
+    connect_retries: int = 0
+    """Connect attempts that were retries of a failed one."""
+    other_events: dict[str, int] = {}
+    """Dispatches other than ``message_create`` received, by event type (presence
+    updates, typing...): work the server did that the scenario did not ask for."""
     resume: tuple[dict[int, int], int, int, int] = ({}, 0, 0, 0)
     """Histogram: from a drop to ``resumed`` (since the previous tick)."""
 

@@ -60,7 +60,7 @@ def build_report(result: RunResult) -> dict[str, Any]:
     ticks = [w.tick for w in result.workers if w.tick is not None]
     total = {name: sum(getattr(t, name) for t in ticks)
              for name in ("attempted", "ready", "failed", "sent", "acked", "deliveries",
-                          "session_gaps")}
+                          "session_gaps", "connect_retries")}
     errors: dict[str, int] = {}
     for t in ticks:
         for code, n in t.errors.items():
@@ -99,6 +99,8 @@ def build_report(result: RunResult) -> dict[str, Any]:
         if samples.get("database_start") else None
     """All postgres processes of the machine over the measured phase (the embedded
     database of a local Hearth, and any other PostgreSQL running there)."""
+    redis_cpu = cpu_percent_between(samples.get("redis_start"), samples.get("redis_end"))
+    server["redis_cpu_percent"] = round(sum(redis_cpu.values()), 1) if redis_cpu else None
     if deliveries_per_s and server["cpu_percent"]:
         server["deliveries_per_cpu_s"] = round(deliveries_per_s / (server["cpu_percent"] / 100))
     if opts.scenario == "join-storm" and connect_s and server["connect_phase_cpu_percent"]:
@@ -130,7 +132,7 @@ def build_report(result: RunResult) -> dict[str, Any]:
     if "start" in m_cpu and "end" in m_cpu and m_cpu["end"][1] > m_cpu["start"][1]:
         busy = 100 * (m_cpu["end"][0] - m_cpu["start"][0]) / (m_cpu["end"][1] - m_cpu["start"][1])
         ours = (server["cpu_percent"] or 0) + (generator["cpu_percent"] or 0) \
-            + (server["postgres_cpu_percent"] or 0)
+            + (server["postgres_cpu_percent"] or 0) + (server["redis_cpu_percent"] or 0)
         generator["machine_cpu_busy_percent"] = round(busy, 1)
         generator["other_processes_cpu_percent"] = round(max(0.0, busy - ours), 1)
         if busy - ours > 20:
@@ -138,6 +140,11 @@ def build_report(result: RunResult) -> dict[str, Any]:
                                 "measured phase: figures are disturbed")
 
     failover = failover_report(result, ticks) if opts.scenario == "failover" else None
+    other_events: dict[str, int] = {}
+    for t in ticks:
+        for name, n in t.other_events.items():
+            other_events[name] = other_events.get(name, 0) + n
+    connect_phase = _connect_phase(result, server, samples)
     channels_listed = sorted(result.anomalies.items(),
                              key=lambda kv: -(kv[1].lost + kv[1].duplicated + kv[1].out_of_order))
     report: dict[str, Any] = {
@@ -151,6 +158,7 @@ def build_report(result: RunResult) -> dict[str, Any]:
         "connections_peak": result.connections_peak,
         "connections_held": result.connections_held,
         "connections_failed": total["failed"],
+        "connect_retries": total["connect_retries"],
         "connect_s": connect_s,
         "connect_rate_per_s": round(total["ready"] / connect_s, 1) if connect_s else None,
         "connect_ms": result.connect.summary_ms(),
@@ -165,6 +173,8 @@ def build_report(result: RunResult) -> dict[str, Any]:
         "duplicated": duplicated,
         "out_of_order": out_of_order,
         "session_seq_gaps": total["session_gaps"],
+        "other_events": other_events,
+        "connect_phase": connect_phase,
         "channels": {
             "count": len(result.channels),
             "with_anomalies": sum(1 for a in result.anomalies.values() if a.any()),
@@ -188,6 +198,25 @@ def build_report(result: RunResult) -> dict[str, Any]:
     return report
 
 
+def _connect_phase(result: RunResult, server: dict[str, Any],
+                   samples: dict[str, Any]) -> dict[str, Any]:
+    """CPU of everyone during the connect phase (where a join storm or a 100,000-connection
+    ramp spends its time): server, its PostgreSQL and Redis, generator, and the rest."""
+    out: dict[str, Any] = {"server_cpu_percent": server.get("connect_phase_cpu_percent")}
+    for who in ("generator", "database", "redis"):
+        cpu = cpu_percent_between(samples.get(f"{who}_connect_start"),
+                                  samples.get(f"{who}_connect_end"))
+        out[f"{who}_cpu_percent"] = round(sum(cpu.values()), 1) if cpu else None
+    m = result.machine_cpu
+    if "connect_start" in m and "connect_end" in m and m["connect_end"][1] > m["connect_start"][1]:
+        busy = 100 * (m["connect_end"][0] - m["connect_start"][0]) \
+            / (m["connect_end"][1] - m["connect_start"][1])
+        ours = sum(v or 0 for k, v in out.items())
+        out["machine_cpu_busy_percent"] = round(busy, 1)
+        out["other_processes_cpu_percent"] = round(max(0.0, busy - ours), 1)
+    return out
+
+
 def failover_report(result: RunResult, ticks: list[Any]) -> dict[str, Any]:
     """The ``failover`` block (see the module docstring)."""
     from loadtest.accounting import Histogram
@@ -197,31 +226,28 @@ def failover_report(result: RunResult, ticks: list[Any]) -> dict[str, Any]:
              for name in ("dropped", "reconnecting", "reconnect_attempts", "resumed",
                           "invalid_sessions", "reidentified", "retried",
                           "skipped_disconnected")}
-    kill_at = fo.get("kill_at")
     out: dict[str, Any] = {
-        "killed_pid": fo.get("killed_pid"),
-        "kill_after_s": fo.get("kill_after_s"),
-        "gateway_pids_before": fo.get("pids_before"),
-        "gateway_pids_after": fo.get("pids_after"),
-        "connections_per_pid_before": {str(k): v for k, v in
-                                       dict(fo.get("connections_per_pid") or {}).items()},
+        "killed": fo.kill_at is not None,
+        "killed_pid": fo.killed_pid,
+        "kill_after_s": fo.kill_after_s,
+        "gateway_pids_before": fo.pids_before,
+        "gateway_pids_after": fo.pids_after,
+        "connections_per_pid_before": {str(k): v for k, v in fo.connections_per_pid.items()},
         "reconnect_jitter_s": result.options.reconnect_jitter_s,
     }
-    if not isinstance(kill_at, float):
-        out["killed"] = False
+    kill_at = fo.kill_at
+    if kill_at is None:
         return out
-    dropped_at = [t for t in fo.get("dropped_at") or [] if t >= kill_at - 0.01]
-    resumed_at = [t for t in fo.get("resumed_at") or [] if t >= kill_at]
-    before = len(fo.get("dropped_at") or []) - len(dropped_at)
+    dropped_at = [t for t in fo.dropped_at if t >= kill_at - 0.01]
+    resumed_at = [t for t in fo.resumed_at if t >= kill_at]
     kill_to = Histogram()
     for t in resumed_at:
         kill_to.record(int((t - kill_at) * 1e6))
     dropped = len(dropped_at)
     out.update({
-        "killed": True,
-        "expected_dropped": dict(fo.get("connections_per_pid") or {}).get(fo.get("killed_pid")),
+        "expected_dropped": fo.connections_per_pid.get(fo.killed_pid or 0),
         "dropped": dropped,
-        "dropped_before_kill": before,
+        "dropped_before_kill": len(fo.dropped_at) - dropped,
         "resumed": len(resumed_at),
         "resume_success_rate": round(len(resumed_at) / dropped, 4) if dropped else None,
         "invalid_sessions": total["invalid_sessions"],
@@ -231,10 +257,9 @@ def failover_report(result: RunResult, ticks: list[Any]) -> dict[str, Any]:
         "kill_to_resumed_ms": kill_to.summary_ms(),
         "drop_to_resumed_ms": result.resume.summary_ms(),
         "requests_retried": total["retried"],
-        "requests_unanswered": fo.get("unanswered", 0),
+        "requests_unanswered": fo.unanswered,
         "sends_skipped_while_reconnecting": total["skipped_disconnected"],
-        "worker_replaced": bool(set(fo.get("pids_after") or []) - set(fo.get("pids_before")
-                                                                      or [])),
+        "worker_replaced": bool(set(fo.pids_after) - set(fo.pids_before)),
     })
     return out
 

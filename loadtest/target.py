@@ -176,8 +176,10 @@ def cpu_percent_between(a: ProcSample | None, b: ProcSample | None) -> dict[int,
     if a is None or b is None or b.t <= a.t:
         return {}
     wall = b.t - a.t
-    return {pid: round(100.0 * (b.cpu_s[pid] - a.cpu_s.get(pid, b.cpu_s[pid])) / wall, 1)
-            for pid in b.cpu_s if pid in a.cpu_s}
+    # A process in b but not in a was added to the probe in between (a worker started
+    # to replace a dead one): all of its CPU time falls in the interval.
+    return {pid: round(100.0 * (b.cpu_s[pid] - a.cpu_s.get(pid, 0.0)) / wall, 1)
+            for pid in b.cpu_s}
 
 
 @dataclass
@@ -195,6 +197,9 @@ class Target:
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    redis_pid: int | None = None
+    """A throwaway ``redis-server`` the harness started for this server (its CPU is
+    reported as ``server.redis_cpu_percent``)."""
 
     @property
     def ws_url(self) -> str:
@@ -327,7 +332,7 @@ def stop_tree(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None
 
 
 @contextlib.asynccontextmanager
-async def throwaway_redis(maxclients: int = 10_000) -> AsyncIterator[str]:
+async def throwaway_redis(maxclients: int = 10_000) -> AsyncIterator[tuple[str, int]]:
     """A private ``redis-server`` on a free loopback port (no persistence), stopped
     afterwards: runs never share Redis keys with anything else."""
     redis_server = shutil.which("redis-server")
@@ -346,7 +351,7 @@ async def throwaway_redis(maxclients: int = 10_000) -> AsyncIterator[str]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise TargetError("redis-server did not start")
             await asyncio.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", process.pid
     finally:
         await asyncio.to_thread(stop_process, process, 5.0)
 
@@ -386,12 +391,14 @@ async def local_hearth(workers: int, data_dir: str | None, database_url: str | N
             created, free_conns = await create_database(postgres_url)
             database_url = created
         async with contextlib.AsyncExitStack() as stack:
+            redis_pid = None
             if workers > 1 and not redis_url:
-                redis_url = await stack.enter_async_context(
+                redis_url, redis_pid = await stack.enter_async_context(
                     throwaway_redis(maxclients=max(10_000, 64 * workers)))
             target = await stack.enter_async_context(
                 _serve(workers, directory, database_url, redis_url, free_conns,
                        ready_timeout_s, created is not None))
+            target.redis_pid = redis_pid
             yield target
     finally:
         if created and postgres_url:

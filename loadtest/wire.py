@@ -27,38 +27,42 @@ from protocol.frames import Heartbeat, Identify, Resume, SendMessage
 CONTENT_PREFIX = "lt:"
 
 
-class ChannelView(msgspec.Struct):
+# Views are ``gc=False``: they hold no reference cycles, and a generator decodes one per
+# delivery; untracked, they never make the cyclic collector's young generation fill up.
+
+
+class ChannelView(msgspec.Struct, gc=False):
     id: int
     last_seq: int = 0
 
 
-class SnapshotView(msgspec.Struct):
+class SnapshotView(msgspec.Struct, gc=False):
     channels: list[ChannelView] = []
 
 
-class LimitsView(msgspec.Struct):
+class LimitsView(msgspec.Struct, gc=False):
     requests_per_window: int = 120
     rate_window_ms: int = 10_000
     heartbeat_interval_ms: int = 30_000
 
 
-class MessageView(msgspec.Struct):
+class MessageView(msgspec.Struct, gc=False):
     channel_id: int
     seq: int
     content: str = ""
 
 
-class EventView(msgspec.Struct):
+class EventView(msgspec.Struct, gc=False):
     t: str
     message: MessageView | None = None
 
 
-class ResultView(msgspec.Struct):
+class ResultView(msgspec.Struct, gc=False):
     type: str
     message: MessageView | None = None
 
 
-class FrameView(msgspec.Struct):
+class FrameView(msgspec.Struct, gc=False):
     """Any server frame, keeping only the fields the harness uses."""
 
     op: str

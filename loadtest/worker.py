@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import resource
@@ -100,6 +101,8 @@ class Generator:
         self.dropped = self.reconnect_attempts = self.resumed = self.invalid_sessions = 0
         self.reidentified = self.retried = self.skipped_disconnected = 0
         self.resume_hist = Histogram()
+        self.other_events: dict[str, int] = {}
+        self.connect_retries = 0
         self.dropped_at: list[float] = []
         self.resumed_at: list[float] = []
         self.reconnects: dict[int, asyncio.Task[None]] = {}
@@ -158,7 +161,7 @@ class Generator:
             self.resume_hist.record(int((now - dropped_at) * 1e6))
         conn.heartbeat_due = now + random.uniform(0.3, 0.9) * self.heartbeat_s
         if conn.sender:
-            for rid, (_, _, index, frame) in list(self.pending.items()):
+            for _, _, index, frame in list(self.pending.values()):
                 if index == conn.index:
                     conn.send(frame)
                     self.retried += 1
@@ -205,6 +208,8 @@ class Generator:
             conn.last_s = s
         event = frame.d
         if event is None or event.t != "message_create" or event.message is None:
+            if event is not None:
+                self.other_events[event.t] = self.other_events.get(event.t, 0) + 1
             return
         msg = event.message
         self.deliveries += 1
@@ -246,6 +251,12 @@ class Generator:
         async with asyncio.TaskGroup() as tg:
             for _ in range(max(1, min(plan.connect_concurrency, len(self.conns)))):
                 tg.create_task(puller())
+        # Everything built so far (connections, protocol objects) lives until the end:
+        # move it out of the cyclic collector's reach, so that a full collection does
+        # not walk 15,000 connections and stall every receive for a large fraction of a
+        # second (the generator must never be what the latency measures).
+        gc.collect()
+        gc.freeze()
         self.rss_connected = rss_bytes()
         self.connected_at = time.monotonic()
         write_report(self.out, self.tick())  # tell the coordinator now, not next second
@@ -256,13 +267,18 @@ class Generator:
 
     async def reconnect(self, conn: Connection, dropped_at: float) -> None:
         """Reconnect after a jittered back-off (random up to ``reconnect_jitter_s``,
-        doubling per failed attempt up to 30 s) and resume; until it works or the run
-        ends."""
+        doubling per failed attempt up to 30 s; a refused handshake's ``Retry-After``
+        plus jitter) and resume; until it works or the run ends."""
         attempt = 0
+        jitter = self.plan.reconnect_jitter_s
         try:
             while not self.finished.is_set():
-                bound = min(MAX_RECONNECT_DELAY_S, self.plan.reconnect_jitter_s * 2**attempt)
-                await asyncio.sleep(random.uniform(0, bound))
+                if conn.retry_after_s > 0:
+                    delay = conn.retry_after_s + random.uniform(0, jitter)
+                    conn.retry_after_s = 0.0
+                else:
+                    delay = random.uniform(0, min(MAX_RECONNECT_DELAY_S, jitter * 2**attempt))
+                await asyncio.sleep(delay)
                 if self.finished.is_set():
                     return
                 attempt += 1
@@ -290,21 +306,38 @@ class Generator:
             self.reconnects.pop(conn.index, None)
 
     async def connect_one(self, conn: Connection, source: str | None) -> None:
+        """Connect, identify, wait for ``ready``; a failed attempt is counted under its
+        error code and retried up to ``plan.connect_retries`` times after a jittered
+        back-off (1-2 s, doubling; or the refusal's ``Retry-After``). The connect time
+        of a retried connection runs from its first attempt."""
+        conn.started_ns = time.monotonic_ns()
+        for attempt in range(self.plan.connect_retries + 1):
+            if attempt:
+                if conn.retry_after_s > 0:
+                    delay, conn.retry_after_s = conn.retry_after_s, 0.0
+                else:
+                    delay = min(MAX_RECONNECT_DELAY_S, 2.0 ** (attempt - 1))
+                await asyncio.sleep(delay * random.uniform(1.0, 2.0))
+                conn.reset()
+                self.connect_retries += 1
+            if await self._attempt(conn, source):
+                return
+        self.failed += 1
+
+    async def _attempt(self, conn: Connection, source: str | None) -> bool:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self.waiting[conn.index] = fut
         self.attempted += 1
-        conn.started_ns = time.monotonic_ns()
         try:
             async with asyncio.timeout(ATTEMPT_TIMEOUT_S):
                 await open_connection(conn, self.plan.host, self.plan.port, source)
                 await fut
+            return True
         except TimeoutError:
-            self.failed += 1
             self.count_error("ready_timeout" if conn.transport is not None else "connect_timeout")
             conn.abort()
         except OSError as exc:
-            self.failed += 1
             if not isinstance(exc, ConnectionResetError) or conn.transport is None:
                 self.count_error(connect_error_code(exc))
             else:
@@ -314,6 +347,7 @@ class Generator:
             self.waiting.pop(conn.index, None)
             if fut.done() and not fut.cancelled():
                 fut.exception()  # retrieved: no "exception never retrieved" warning
+        return False
 
     async def send_loop(self, go: Go) -> None:
         """Open-loop sends from every sending client of this process, round-robin in a
@@ -400,7 +434,8 @@ class Generator:
             reconnect_attempts=self.reconnect_attempts, resumed=self.resumed,
             invalid_sessions=self.invalid_sessions, reidentified=self.reidentified,
             retried=self.retried, skipped_disconnected=self.skipped_disconnected,
-            resume=self.resume_hist.to_wire())
+            resume=self.resume_hist.to_wire(), other_events=dict(self.other_events),
+            connect_retries=self.connect_retries)
         self.latency, self.connect, self.ack, self.send_lag, self.resume_hist = (
             Histogram(), Histogram(), Histogram(), Histogram(), Histogram())
         return tick

@@ -29,14 +29,24 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from loadtest.accounting import Anomalies, ChannelEnd, Histogram, SeqCursor, tail_lost
-from loadtest.client import READY
+from loadtest.client import HANDSHAKE, READY, RESUMING
 from loadtest.html import render_html
 from loadtest.ipc import ClientSpec, Plan
 from loadtest.target import TargetError, check_target_url, free_port
 from loadtest.wire import decode_frame, encode_send, last_seqs_of_ready, sent_ns_of
 from loadtest.worker import Generator
 from protocol.codec import JSON
-from protocol.frames import Dispatch, MessageCreated, MessageResult, Ok, Ready
+from protocol.frames import (
+    Dispatch,
+    Hello,
+    InvalidSession,
+    MessageCreated,
+    MessageResult,
+    Ok,
+    Ready,
+    Resumed,
+)
+from protocol.limits import Limits
 from protocol.models import Channel, ChannelKind, Community, CommunitySnapshot, Message, Role, User
 
 REPO = Path(__file__).resolve().parent.parent
@@ -189,6 +199,70 @@ def test_generator_counts_injected_gap_and_duplicate_from_raw_frames() -> None:
     assert final.anomalies == {7: (1, 1, 0)}
 
 
+class _Capture(_Transport):
+    """A transport that keeps what the client wrote (masked websocket frames)."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def frames(self) -> list[dict[str, Any]]:
+        """The client's frames, unmasked and decoded (as a server reads them)."""
+        from websockets.frames import Frame
+        from websockets.server import ServerProtocol
+
+        server = ServerProtocol(state=State.OPEN)
+        server.receive_data(self.data)
+        return [json.loads(e.data) for e in server.events_received() if isinstance(e, Frame)]
+
+
+def test_a_reconnected_client_resumes_and_resends_what_went_unanswered() -> None:
+    """After a drop, the connection answers ``hello`` with ``resume`` (its session id and
+    the last ``s`` it processed); ``resumed`` counts, and the send the dead connection
+    left unanswered goes out again with the same nonce. An ``invalid_session`` makes the
+    next attempt identify."""
+    plan = Plan(worker=0, scenario="failover", url="ws://127.0.0.1:1/gateway",
+                host="127.0.0.1", port=1, sources=[], clients=[ClientSpec("tok", 7, True)],
+                connect_rate=0, connect_concurrency=1, send_rate=0, message_bytes=64,
+                deadline=0, resume=True)
+
+    class Out:
+        def write(self, data: bytes) -> None:
+            pass
+
+        def flush(self) -> None:
+            pass
+
+    gen = Generator(plan, Out(), 0)  # type: ignore[arg-type]
+    conn = gen.conns[0]
+    conn.session_id, conn.last_s = "sess-1", 41
+    unanswered = encode_send(5, 7, time.monotonic_ns(), "0.5", "")
+    gen.pending[5] = (1, 7, conn.index, unanswered)
+    gen.reconnects[conn.index] = None  # type: ignore[assignment]  # a reconnect under way
+    conn.ws = ClientProtocol(parse_uri(plan.url), state=State.OPEN)
+    wire = _Capture()
+    conn.transport = wire  # type: ignore[assignment]
+    conn.state = HANDSHAKE
+    hello = JSON.encode(Hello(heartbeat_interval_ms=30_000, limits=Limits()))
+    conn.data_received(_frame(hello))
+    assert conn.state == RESUMING
+    assert wire.frames() == [{"op": "resume", "token": "tok", "session_id": "sess-1",
+                              "seq": 41}]
+    conn.data_received(_frame(JSON.encode(Resumed(session_id="sess-1", replayed=0))))
+    assert conn.state == READY and gen.resumed == 1 and gen.retried == 1 and gen.open == 1
+    resent = wire.frames()[1]
+    assert resent["op"] == "send_message" and resent["nonce"] == "0.5" and resent["id"] == 5
+
+    conn.ws = ClientProtocol(parse_uri(plan.url), state=State.OPEN)
+    conn.state = HANDSHAKE
+    conn.data_received(_frame(hello))
+    conn.data_received(_frame(JSON.encode(InvalidSession(reason="expired"))))
+    assert gen.invalid_sessions == 1 and conn.session_id is None
+    gen.reconnects.clear()
+
+
 def test_only_loopback_or_named_hosts_are_targeted() -> None:
     assert check_target_url("http://127.0.0.1:8080", []) == ("127.0.0.1", 8080)
     assert check_target_url("http://localhost:9", []) == ("localhost", 9)
@@ -318,12 +392,43 @@ def test_join_storm_measures_the_connect_rate(hearth_server: Served, tmp_path: P
     assert report["connect_ms"]["count"] == 100
 
 
-def test_failover_says_it_is_not_available_and_runs_nothing(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "loadtest", "failover", "--json",
-                           str(tmp_path / "r.json")], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 3
-    assert "--workers" in done.stderr and not (tmp_path / "r.json").exists()
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="--workers 2 needs redis-server")
+def test_failover_kills_a_worker_and_every_client_resumes(database_url: str,
+                                                         tmp_path: Path) -> None:
+    """Real processes: the harness starts ``hearth serve --workers 2`` (its own throwaway
+    redis-server, the test's fresh database), chats, SIGKILLs the worker holding the
+    most connections, and its clients reconnect and resume on the other: every one of
+    them resumes, and no channel loses, duplicates or reorders a message."""
+    report = _run_cli(["failover", "--database-url", database_url, "--workers", "2",
+                       "-n", "60", "--room-size", "5", "--rate", "1", "--duration", "6",
+                       "--kill-after", "2", "--reconnect-jitter", "0.3", "--drain", "20"],
+                      tmp_path, timeout=300)
+    _assert_structure(report, "failover", 60)
+    fo = report["failover"]
+    assert fo["killed"] and fo["killed_pid"] in fo["gateway_pids_before"]
+    assert len(fo["gateway_pids_before"]) == 2
+    assert 0 < fo["dropped"] == fo["expected_dropped"], fo
+    assert fo["resumed"] == fo["dropped"] and fo["resume_success_rate"] == 1.0, fo
+    assert fo["not_recovered"] == 0 and fo["invalid_sessions"] == 0
+    assert fo["kill_to_resumed_ms"]["count"] == fo["resumed"]
+    assert 0 < fo["kill_to_resumed_ms"]["p50"] <= fo["kill_to_resumed_ms"]["max"] < 30_000
+    assert (report["lost"], report["duplicated"], report["out_of_order"]) == (0, 0, 0), \
+        (report["channels"], fo, report["errors"], report["notes"])
+    assert (fo["lost"], fo["duplicated"], fo["out_of_order"]) == (0, 0, 0)
+    assert report["session_seq_gaps"] == 0  # resumed sessions go on numbering without a gap
+    assert report["messages_sent"] > 0 and report["messages_acked"] == report["messages_sent"]
+    assert report["connections_held"] == 60 and report["errors"] == {}
+    assert "Failover" in render_html(report)
+
+
+def test_failover_refuses_peers_and_a_single_process(tmp_path: Path) -> None:
+    for extra in (["--peer", "node-ws"], ["--workers", "1"]):
+        done = subprocess.run([sys.executable, "-m", "loadtest", "failover", *extra, "--json",
+                               str(tmp_path / "r.json")], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode != 0 and "failover" in done.stderr
+        assert not (tmp_path / "r.json").exists()
 
 
 @pytest.mark.slow
