@@ -41,7 +41,8 @@ LIVE_MS = 5_000
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     if CHROMIUM_PATH is None:
-        pytest.skip(f"no Chromium at {CHROMIUM} (set HEARTH_CHROMIUM)")
+        pytest.fail(f"no Chromium at {CHROMIUM}: `./dev test` installs Debian's chromium "
+                    "(or set HEARTH_CHROMIUM)")
     async with playwright_api.async_playwright() as p:
         instance = await p.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
         try:

@@ -48,6 +48,7 @@ from protocol.frames import (
 )
 from protocol.limits import Limits
 from protocol.models import Channel, ChannelKind, Community, CommunitySnapshot, Message, Role, User
+from tests.redis_fixture import ensure_redis_server
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED_KEYS = ("scenario", "connections_peak", "duration_s", "messages_sent", "deliveries",
@@ -393,13 +394,13 @@ def test_join_storm_measures_the_connect_rate(hearth_server: Served, tmp_path: P
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not shutil.which("redis-server"), reason="--workers 2 needs redis-server")
 def test_failover_kills_a_worker_and_every_client_resumes(database_url: str,
                                                          tmp_path: Path) -> None:
     """Real processes: the harness starts ``hearth serve --workers 2`` (its own throwaway
     redis-server, the test's fresh database), chats, SIGKILLs the worker holding the
     most connections, and its clients reconnect and resume on the other: every one of
     them resumes, and no channel loses, duplicates or reorders a message."""
+    ensure_redis_server()  # --workers 2 needs Redis: installed when missing, never skipped
     report = _run_cli(["failover", "--database-url", database_url, "--workers", "2",
                        "-n", "60", "--room-size", "5", "--rate", "1", "--duration", "6",
                        "--kill-after", "2", "--reconnect-jitter", "0.3", "--drain", "20"],
