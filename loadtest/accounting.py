@@ -109,7 +109,7 @@ class Histogram:
             "p999": ms(self.percentile_us(0.999)),
             "max": ms(float(self.max_us)) if self.count else None,
             "mean": ms(self.sum_us / self.count) if self.count else None,
-            "count": self.count,  # type: ignore[dict-item]
+            "count": self.count,
         }
 
     def bars_ms(self) -> list[tuple[float, int]]:

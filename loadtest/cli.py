@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="a PostgreSQL server the harness may create databases on (e.g. "
                         "postgresql://postgres@127.0.0.1:5432/postgres): each run gets a "
                         "fresh database, dropped afterwards")
+    p.add_argument("--server-log", metavar="PATH",
+                   help="keep the log of the server the harness starts here (default: it is "
+                        "deleted with its temporary directory)")
     p.add_argument("--redis-url", help="Redis for the server it starts with --workers > 1 "
                    "(default: a throwaway redis-server on a free loopback port)")
     p.add_argument("--connections", "-n", type=int, default=1000)
@@ -168,11 +171,13 @@ async def _run(args: argparse.Namespace, opts: RunOptions) -> dict[str, Any]:
         report = await _run_against(opts, target)
     else:
         async with local_hearth(args.workers, args.data_dir, args.database_url,
-                                postgres_url=args.postgres,
-                                redis_url=args.redis_url) as target:
+                                postgres_url=args.postgres, redis_url=args.redis_url,
+                                keep_log=args.server_log) as target:
             report = await _run_against(opts, target)
     report["peers"] = {}
     report["ratios"] = {}
+    if (report.get("interrupted") or "").startswith(("interrupted", "stopped early")):
+        return report  # no peers after an interrupted run
     for name in args.peer:
         async with start_peer(name) as peer:
             peer_report = await _run_against(opts, peer)
@@ -190,6 +195,8 @@ def _summary(report: dict[str, Any]) -> str:
              f"{lat['p99']} max {lat['max']} ms, lost {report['lost']} dup "
              f"{report['duplicated']} ooo {report['out_of_order']}, errors {report['errors']}, "
              f"server cpu {srv['cpu_percent']}% rss/conn {srv['rss_per_connection_bytes']} B"]
+    if report.get("interrupted"):
+        lines.append(f"  {report['interrupted']}")
     fo = report.get("failover")
     if fo and fo.get("killed"):
         k = fo["kill_to_resumed_ms"]

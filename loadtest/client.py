@@ -132,7 +132,7 @@ class Connection(asyncio.Protocol):
         for event in ws.events_received():
             if isinstance(event, Frame):
                 if event.opcode is Opcode.TEXT or event.opcode is Opcode.BINARY:
-                    self._on_payload(event.data, now_ns)
+                    self._on_payload(bytes(event.data), now_ns)
                 elif event.opcode is Opcode.CLOSE:
                     code = ws.close_code
                     self.sink.count_error(f"close_{code}")

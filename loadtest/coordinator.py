@@ -28,8 +28,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
+
+import psutil  # type: ignore[import-untyped]
 
 from loadtest.accounting import Anomalies, ChannelEnd, Histogram, tail_lost
 from loadtest.ipc import ClientSpec, Final, Finish, Go, Plan, Tick, pack, read_report
@@ -53,6 +56,10 @@ SAFE_SHARE_OF_RATE_LIMIT = 0.5
 """Broadcast spreads its sends over enough members that none uses more than this share
 of the per-connection request limit (``limits.requests_per_window``)."""
 FD_HEADROOM = 200
+LOW_MEMORY_FRACTION = 0.08
+"""The run stops early (and still reports) when the machine's available memory falls
+below this share of the total: a server that grows without bound must not take the
+machine, and whoever else works on it, down with it."""
 
 
 @dataclass
@@ -157,16 +164,12 @@ class RunResult:
 def postgres_pids() -> list[int]:
     """Every ``postgres`` process on the machine: a local Hearth's embedded database
     (its CPU is part of what a message costs, but it is not the gateway's)."""
-    import psutil
-
     return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
 
 
 def machine_cpu_busy() -> tuple[float, float]:
     """Busy CPU seconds of the whole machine so far (all cores), and when: to show how
     much CPU went to processes that are neither the server nor the generator."""
-    import psutil
-
     times = psutil.cpu_times()
     idle = times.idle + getattr(times, "iowait", 0.0)
     return (sum(times) - idle, time.monotonic())
@@ -223,6 +226,8 @@ class Coordinator:
         self._tty = stream.isatty()
         self._last_print = 0.0
         self._measure_start: float | None = None
+        self._stop = asyncio.Event()
+        """Set to end the phases early (Ctrl+C, or the machine running out of memory)."""
 
     # ------------------------------------------------------------------ totals
 
@@ -267,7 +272,7 @@ class Coordinator:
                 tg.create_task(self._ticker())
                 try:
                     async with asyncio.timeout_at(self._loop_time(deadline)):
-                        await self._phases()
+                        await self._interruptible(self._phases())
                 except TimeoutError:
                     result.interrupted = "run deadline reached"
                 await self._finish()
@@ -276,6 +281,56 @@ class Coordinator:
             pass
         self._progress_line(force=True, final=True)
         return result
+
+    async def _interruptible(self, phases: Coroutine[Any, Any, None]) -> None:
+        """Run the phases; a first Ctrl+C (SIGINT) ends them early and the run still
+        finishes: generators report, connections close, the report is written (marked
+        ``interrupted``). A second Ctrl+C aborts as usual."""
+        loop = asyncio.get_running_loop()
+        stop = self._stop
+        handler = False
+
+        def interrupt() -> None:
+            self.result.interrupted = "interrupted (SIGINT): the figures cover the run so far"
+            loop.remove_signal_handler(signal.SIGINT)
+            stop.set()
+
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals here
+            loop.add_signal_handler(signal.SIGINT, interrupt)
+            handler = True
+        task = asyncio.ensure_future(phases)
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                self._finalize_interrupted()
+        finally:
+            stopping.cancel()
+            if handler and not stop.is_set():
+                loop.remove_signal_handler(signal.SIGINT)
+
+    def _finalize_interrupted(self) -> None:
+        """Samples an interrupted run did not reach, taken now (so RSS and CPU are
+        reported for the run so far)."""
+        result, samples = self.result, self.result.server_samples
+        result.connections_peak = max(result.connections_peak, self._sum("open"))
+        result.connections_held = self._sum("open")
+        if "connected" not in samples:
+            samples["connected"] = self._sample()
+            self._other_samples("connect_end")
+            started = [w.tick.connect_started_at for w in result.workers if w.tick]
+            if started:
+                result.phases["connect_s"] = round(time.monotonic() - min(started), 3)
+        if "measure_end" not in samples and "measure_start" in samples:
+            samples["measure_end"] = self._sample()
+            self._other_samples("end")
+            if self._measure_start is not None:
+                result.phases["measure_s"] = round(time.monotonic() - self._measure_start, 3)
 
     @staticmethod
     def _loop_time(monotonic_deadline: float) -> float:
@@ -364,6 +419,12 @@ class Coordinator:
             await asyncio.sleep(1.0)
             self._record_point()
             self._progress_line()
+            memory = psutil.virtual_memory()
+            if memory.available < LOW_MEMORY_FRACTION * memory.total and not self._stop.is_set():
+                self.result.interrupted = (
+                    f"stopped early: the machine had {memory.available / 2**30:.1f} GiB of "
+                    f"{memory.total / 2**30:.1f} GiB available; the figures cover the run so far")
+                self._stop.set()
 
     def _record_point(self) -> None:
         now = time.monotonic()
@@ -480,8 +541,6 @@ class Coordinator:
     async def _kill_one(self) -> None:
         """SIGKILL the gateway process holding the most client connections (no goodbye,
         as a crash or an OOM kill would do it)."""
-        import psutil
-
         result = self.result
         pids = self._gateway_pids()
         if len(pids) < 2:

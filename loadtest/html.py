@@ -33,11 +33,11 @@ def _fmt(value: Any) -> str:
 def _nice_max(value: float) -> float:
     if value <= 0:
         return 1.0
-    exp = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
+    exp = 10.0 ** math.floor(math.log10(value))
+    for step in (1.0, 2.0, 2.5, 5.0, 10.0):
         if value <= step * exp:
             return step * exp
-    return 10 * exp
+    return 10.0 * exp
 
 
 def line_chart(title: str, unit: str, series: list[tuple[str, list[tuple[float, float]]]]) -> str:
@@ -91,7 +91,7 @@ def histogram_chart(title: str, bars: list[tuple[str, list[list[float]]]]) -> st
     lo = math.log10(max(1e-3, min(b[0] for b in all_bars)) / 1.1)
     hi = math.log10(max(b[0] for b in all_bars) * 1.1)
     iw, ih = W - PAD_L - PAD_R, H - PAD_T - PAD_B
-    shares = []
+    shares: list[tuple[str, list[tuple[float, float]]]] = []
     for name, bs in bars:
         total = sum(b[1] for b in bs) or 1
         shares.append((name, [(b[0], b[1] / total) for b in bs]))
@@ -119,9 +119,9 @@ def histogram_chart(title: str, bars: list[tuple[str, list[list[float]]]]) -> st
                              f'text-anchor="middle">{v:g}</text>')
         decade += 1
     width = max(1.5, iw / 32 / max(1e-9, hi - lo) * math.log10(2) * 0.9)
-    for k, (name, bs) in enumerate(shares):
+    for k, (name, normalised) in enumerate(shares):
         color = COLORS[k % len(COLORS)]
-        for upper, share in bs:
+        for upper, share in normalised:
             h = share * 100 / y_max * ih
             parts.append(f'<rect x="{sx(upper) - width:.1f}" y="{PAD_T + ih - h:.1f}" '
                          f'width="{width:.1f}" height="{h:.1f}" fill="{color}" '

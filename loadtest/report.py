@@ -37,7 +37,7 @@ import platform
 import time
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 from loadtest.coordinator import RunResult
 from loadtest.target import cpu_percent_between
@@ -82,7 +82,7 @@ def build_report(result: RunResult) -> dict[str, Any]:
     server: dict[str, Any] = {
         "local": result.target.local,
         "pids": result.server_pids,
-        "rss_bytes": (m_end or connected).rss_bytes if (m_end or connected) else None,
+        "rss_bytes": last.rss_bytes if (last := m_end or connected) else None,
         "rss_baseline_bytes": base.rss_bytes if base else None,
         "rss_connected_bytes": connected.rss_bytes if connected else None,
         "rss_per_connection_bytes": None,
@@ -116,7 +116,7 @@ def build_report(result: RunResult) -> dict[str, Any]:
     gen_cpu_s = sum(t.cpu_s for t in ticks)
     wall = max(1e-6, time.time() - result.started_at)
     lag = result.send_lag.summary_ms()
-    generator = {
+    generator: dict[str, Any] = {
         "processes": len(result.workers),
         "rss_bytes": sum(t.rss_bytes for t in ticks),
         "rss_per_connection_bytes": round(gen_rss_delta / gen_ready) if gen_ready else None,
@@ -165,6 +165,10 @@ def build_report(result: RunResult) -> dict[str, Any]:
         "duration_s": duration,
         "messages_sent": total["sent"],
         "messages_acked": total["acked"],
+        # Over the send window plus the drain: acknowledgements that arrive after the
+        # last send still count, and a backlog does not inflate the rate.
+        "acked_per_s": round(total["acked"] / (duration + result.phases.get("drain_s", 0.0)), 1)
+        if duration else None,
         "deliveries": total["deliveries"],
         "deliveries_per_s": deliveries_per_s,
         "latency_ms": result.latency.summary_ms(),

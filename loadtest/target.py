@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 
 class TargetError(Exception):
@@ -372,7 +372,8 @@ def hearth_pids(process: subprocess.Popen[bytes]) -> list[int]:
 @contextlib.asynccontextmanager
 async def local_hearth(workers: int, data_dir: str | None, database_url: str | None,
                        ready_timeout_s: float = 120.0, *, postgres_url: str | None = None,
-                       redis_url: str | None = None) -> AsyncIterator[Target]:
+                       redis_url: str | None = None,
+                       keep_log: str | None = None) -> AsyncIterator[Target]:
     """``hearth serve`` on a free loopback port with provisioning on, stopped afterwards.
 
     Database: ``database_url`` as is; or, with ``postgres_url`` (a server the harness may
@@ -404,6 +405,9 @@ async def local_hearth(workers: int, data_dir: str | None, database_url: str | N
         if created and postgres_url:
             with contextlib.suppress(Exception):
                 await drop_database(postgres_url, created)
+        if keep_log and (directory / "hearth-serve.log").exists():
+            with contextlib.suppress(OSError):
+                shutil.copyfile(directory / "hearth-serve.log", keep_log)
         if own_dir:
             shutil.rmtree(directory, ignore_errors=True)
 

@@ -54,6 +54,12 @@ def raise_nofile_limit() -> int:
     return soft
 
 
+def _succeeded(fut: asyncio.Future[None]) -> bool:
+    """The attempt's future resolved (ready / resumed) even though a timeout fired: the
+    connection is open and counted, so it must not be aborted and counted again."""
+    return fut.done() and not fut.cancelled() and fut.exception() is None
+
+
 def rss_bytes() -> int:
     """This process's resident set size (from /proc, no psutil import on the hot path)."""
     try:
@@ -155,6 +161,8 @@ class Generator:
         the old connection left unanswered (same nonce: the server stores it once), and
         let the reconnect loop finish."""
         now = time.monotonic()
+        # Done reconnecting from now on: a drop of this new connection starts a new loop.
+        self.reconnects.pop(conn.index, None)
         dropped_at = self.dropped_since.pop(conn.index, now)
         if resumed:
             self.resumed_at.append(now)
@@ -294,6 +302,8 @@ class Generator:
                         await fut
                     return
                 except (TimeoutError, OSError) as exc:
+                    if _succeeded(fut):  # resumed in the very pass the timeout fired
+                        return
                     code = "timeout" if isinstance(exc, TimeoutError) else \
                         connect_error_code(exc)
                     self.count_error(f"reconnect_{code}")
@@ -303,7 +313,8 @@ class Generator:
                     if fut.done() and not fut.cancelled():
                         fut.exception()
         finally:
-            self.reconnects.pop(conn.index, None)
+            if self.reconnects.get(conn.index) is asyncio.current_task():
+                del self.reconnects[conn.index]
 
     async def connect_one(self, conn: Connection, source: str | None) -> None:
         """Connect, identify, wait for ``ready``; a failed attempt is counted under its
@@ -335,6 +346,8 @@ class Generator:
                 await fut
             return True
         except TimeoutError:
+            if _succeeded(fut):  # ready came in the very pass the timeout fired
+                return True
             self.count_error("ready_timeout" if conn.transport is not None else "connect_timeout")
             conn.abort()
         except OSError as exc:

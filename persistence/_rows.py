@@ -29,7 +29,8 @@ def channel_from(row: Any, member_ids: list[int] | None = None) -> Channel:
         community_id=row["community_id"], parent_id=row["parent_id"], topic=row["topic"],
         private=row["private"], archived=row["archived"], position=row["position"],
         last_seq=row["last_seq"], thread_root_message_id=row["thread_root_message_id"],
-        member_ids=member_ids or [])
+        member_ids=member_ids or [], slowmode_s=row["slowmode_s"], locked=row["locked"],
+        required_tier=row["required_tier"])
 
 
 _attachments = msgspec.json.Decoder(list[Attachment])

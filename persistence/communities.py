@@ -26,14 +26,19 @@ def _member(row: asyncpg.Record) -> Member:
     user = User(id=row["user_id"], username=row["username"], display_name=row["display_name"],
                 bot=row["is_bot"])
     return Member(community_id=row["community_id"], user=user, role=Role(row["role"]),
-                  joined_at=millis(row["joined_at"]) or 0)
+                  joined_at=millis(row["joined_at"]) or 0,
+                  role_ids=list(row.get("role_ids") or ()), tier=row.get("tier") or 0)
 
 
 _COMMUNITY_COLUMNS = "id, name, owner_id, created_at"
 
 # A member row joined with the user's public profile.
-_MEMBER_SELECT = """
-    SELECT cm.community_id, cm.user_id, cm.role, cm.joined_at,
+_ROLE_IDS = """ARRAY(SELECT mr.role_id FROM member_roles mr
+                     WHERE mr.community_id = cm.community_id AND mr.user_id = cm.user_id
+                     ORDER BY mr.role_id) AS role_ids"""
+"""A member's custom role ids (primary-key lookups of member_roles)."""
+_MEMBER_SELECT = f"""
+    SELECT cm.community_id, cm.user_id, cm.role, cm.joined_at, cm.tier, {_ROLE_IDS},
            u.username, u.display_name, u.is_bot
       FROM community_members cm
       JOIN users u ON u.id = cm.user_id
@@ -110,12 +115,12 @@ async def set_role(conn: asyncpg.Connection, community_id: int, user_id: int,
     """Change a member's role; None if they are not a member. Authorization (who may
     grant what) is the caller's job."""
     row = await conn.fetchrow(
-        """WITH upd AS (
+        f"""WITH upd AS (
                UPDATE community_members SET role = $3
                 WHERE community_id = $1 AND user_id = $2
-               RETURNING community_id, user_id, role, joined_at)
-           SELECT upd.*, u.username, u.display_name, u.is_bot
-             FROM upd JOIN users u ON u.id = upd.user_id""",
+               RETURNING community_id, user_id, role, joined_at, tier)
+           SELECT cm.*, {_ROLE_IDS}, u.username, u.display_name, u.is_bot
+             FROM upd cm JOIN users u ON u.id = cm.user_id""",
         community_id, user_id, Role(role).value)
     return _member(row) if row is not None else None
 

@@ -20,6 +20,17 @@ log = logging.getLogger(__name__)
 Connection = asyncpg.Connection  # re-exported so callers need not import asyncpg
 
 
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    """Returned to the pool: roll back a transaction left open, nothing else.
+
+    asyncpg's default reset sends ``RESET ALL; UNLISTEN *; CLOSE ALL;
+    pg_advisory_unlock_all()`` on every release: a round trip that was 11 % of the
+    gateway's CPU during a join storm. Hearth never sets session state, listens,
+    keeps cursors or takes session-level advisory locks, so there is nothing to undo."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 class Database:
     """An asyncpg pool plus named transactions (names show up in logs and metrics)."""
 
@@ -46,6 +57,7 @@ class Database:
         pool = await asyncpg.create_pool(
             dsn, min_size=min_size, max_size=max_size, command_timeout=30,
             # Statement cache stays on: every query here is a fixed string.
+            reset=_reset_connection,
         )
         assert pool is not None
         self._pool = pool

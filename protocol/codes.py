@@ -56,6 +56,30 @@ class ErrorCode(enum.StrEnum):
     """The thread is archived; it is read-only."""
     INVALID_ARGUMENT = "invalid_argument"
     """A field is out of range (e.g. a history ``limit`` above the page size)."""
+    TIMED_OUT = "timed_out"
+    """You are timed out in this community: no sends, reactions, threads or voice until
+    it ends (``retry_after_ms``)."""
+    SLOWMODE = "slowmode"
+    """The channel is in slow mode and you posted less than ``slowmode_s`` ago; retry
+    after ``retry_after_ms``."""
+    CHANNEL_LOCKED = "channel_locked"
+    """The channel is locked: only moderators may post."""
+    LOCKDOWN = "lockdown"
+    """The community is in lockdown (raid mode): joins are paused, and new members or
+    new accounts cannot post until it is lifted."""
+    BANNED = "banned"
+    """You are banned from this community (joining fails; ``retry_after_ms`` until a
+    temporary ban ends)."""
+    CONFLICT = "conflict"
+    """The target changed meanwhile (a review item another moderator claimed or
+    resolved first, an appeal already decided); reload it."""
+    ALREADY_EXISTS = "already_exists"
+    """The thing exists already (e.g. a second appeal against one action)."""
+    LIMIT_EXCEEDED = "limit_exceeded"
+    """A documented limit would be exceeded (e.g. ``max_custom_roles``); nothing changed."""
+    AUTOMOD_BLOCKED = "automod_blocked"
+    """An automod rule of the community blocks this message; the error's message names
+    the rule. Nothing was stored. Sending it again unchanged fails the same way."""
     INTERNAL = "internal"
     """The server failed; nothing was applied. Safe to retry with the same nonce."""
 

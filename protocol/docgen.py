@@ -28,7 +28,7 @@ from typing import Any, Final
 import msgspec
 import msgspec.inspect as mi
 
-from protocol import codes, frames, limits, models
+from protocol import codes, frames, limits, models, moderation
 from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
 from protocol.frames import (
     PROTOCOL_VERSION,
@@ -85,6 +85,7 @@ from protocol.frames import (
     SetPresence,
     SetThreadArchived,
     StartTyping,
+    SubscribePresence,
     TypingStarted,
     UsersResult,
 )
@@ -288,6 +289,7 @@ FIELD_NOTES: Final[dict[tuple[str, str], str]] = {
     ("SetPresence", "status"): "`online`, `idle`, `dnd`, or `invisible` (`offline` means "
     "`invisible`).",
     ("FetchMembers", "community_id"): "The community (you must be a member).",
+    ("SubscribePresence", "community_id"): "The community (you must be a member).",
     ("*", "channel_id"): "The channel (threads, DMs and group DMs are channels too).",
     ("*", "message_id"): "The message.",
     ("*", "thread_id"): "The thread (a channel of kind `thread`).",
@@ -469,6 +471,7 @@ def _curated_examples() -> dict[StructT, msgspec.Struct]:
         LeaveThread: LeaveThread(id=13, thread_id=57),
         SetPresence: SetPresence(id=14, status=PresenceStatus.DND),
         FetchMembers: FetchMembers(id=15, community_id=7, after=0, limit=100),
+        SubscribePresence: SubscribePresence(id=16, community_id=7, subscribed=True),
         # server frames
         Hello: Hello(heartbeat_interval_ms=Limits().heartbeat_interval_ms, limits=Limits()),
         Ready: Ready(session_id="6f1c2d8e9a7b4c3d", user=r["ada"],
@@ -731,7 +734,7 @@ class _Doc:
 class _Renderer:
     def __init__(self) -> None:
         self.docs: dict[str, dict[str, str]] = {}
-        for module in (frames, models, limits, codes):
+        for module in (frames, models, moderation, limits, codes):
             self.docs.update(_attribute_docs(module))
         self.anchors: dict[type, str] = {}
         for cls in (*client_frame_types(), *server_frame_types()):
@@ -1293,6 +1296,40 @@ _RESULT_OF: Final[dict[StructT, StructT]] = {
     LeaveThread: ChannelResult,
     SetPresence: Empty,
     FetchMembers: MembersResult,
+    # moderation (rooms/moderation.py)
+    frames.PurgeMessages: frames.ModActionResult,
+    frames.WarnMember: frames.ModActionResult,
+    frames.TimeoutMember: frames.ModActionResult,
+    frames.RemoveTimeout: frames.ModActionResult,
+    frames.KickMember: frames.ModActionResult,
+    frames.BanMember: frames.ModActionResult,
+    frames.UnbanMember: frames.ModActionResult,
+    frames.SetSlowmode: ChannelResult,
+    frames.SetChannelLocked: ChannelResult,
+    frames.SetLockdown: frames.ModActionResult,
+    frames.FetchAuditLog: frames.AuditLogResult,
+    frames.ReportMessage: frames.ReviewItemResult,
+    frames.ReportUser: frames.ReviewItemResult,
+    frames.FetchReviewQueue: frames.ReviewQueueResult,
+    frames.ClaimReviewItem: frames.ReviewItemResult,
+    frames.ResolveReviewItem: frames.ReviewItemResult,
+    frames.SubmitAppeal: frames.AppealResult,
+    frames.FetchAppeals: frames.AppealsResult,
+    frames.ResolveAppeal: frames.AppealResult,
+    frames.SubscribeModFeed: Empty,
+    frames.UnsubscribeModFeed: Empty,
+    # permissions (rooms/roles.py)
+    frames.FetchRoles: frames.RolesResult,
+    frames.CreateRole: frames.RoleResult,
+    frames.UpdateRole: frames.RoleResult,
+    frames.DeleteRole: Empty,
+    frames.SetMemberRoles: frames.MemberResult,
+    frames.FetchChannelOverrides: frames.OverridesResult,
+    frames.SetChannelOverride: frames.OverrideResult,
+    frames.ClearChannelOverride: Empty,
+    frames.SetMemberTier: frames.MemberResult,
+    frames.SetChannelTier: ChannelResult,
+    SubscribePresence: Empty,
 }
 
 

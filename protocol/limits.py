@@ -50,3 +50,32 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """Events kept per session for resume; a longer gap needs a fresh identify."""
     typing_ttl_ms: int = 10_000
     """A typing indicator expires this long after the last ``typing`` request."""
+    max_reason_chars: int = 512
+    """Longest moderation reason (audit log, reports)."""
+    max_purge_messages: int = 500
+    """Most messages one ``purge_messages`` by ``count`` deletes."""
+    max_purge_hours: int = 168
+    """Furthest back (hours) a purge by user, or a ban with purge, reaches."""
+    max_timeout_s: int = 2_419_200
+    """Longest timeout (and longest temporary ban): 28 days."""
+    max_slowmode_s: int = 21_600
+    """Longest slow-mode interval: 6 hours."""
+    reports_per_window: int = 10
+    """Reports (of messages or users) one member may file per ``report_window_ms``."""
+    report_window_ms: int = 600_000
+    """Window of ``reports_per_window``: 10 minutes."""
+    max_appeal_chars: int = 2_000
+    """Longest appeal text."""
+    moderation_page_size: int = 100
+    """Most entries in one page of the audit log, review queue or appeals."""
+    max_custom_roles: int = 250
+    """Most custom roles one community may have (``create_role``)."""
+    max_roles_per_member: int = 50
+    """Most custom roles one member may hold (``set_member_roles``)."""
+    max_overrides_per_channel: int = 100
+    """Most permission overrides one channel may have (``set_channel_override``)."""
+    presence_auto_max_members: int = 1_000
+    """Communities up to this many members send ``presence_update`` to every member's
+    session; larger ones only to sessions that sent ``subscribe_presence``."""
+    max_presence_subscriptions: int = 10
+    """Large communities one session may subscribe to the presence of at once."""

@@ -11,7 +11,7 @@ Times are integer milliseconds since the Unix epoch (UTC).
 from __future__ import annotations
 
 import enum
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -126,6 +126,14 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     thread_root_message_id: Id | None = None
     member_ids: list[int] = []
     """Members of a DM, group DM or thread (empty for community channels)."""
+    slowmode_s: int = 0
+    """Seconds a member must wait between two messages here (0: off); members with
+    ``BYPASS_SLOWMODE`` are exempt. A send too soon fails with ``slowmode``."""
+    locked: bool = False
+    """Only members with ``MANAGE_MESSAGES`` or ``MODERATE`` may post (``channel_locked``)."""
+    required_tier: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Members whose tier (``Member.tier``) is below this do not see the channel
+    (0: everyone). Staff (``ADMINISTRATOR`` or ``MANAGE_CHANNELS``) always see it."""
 
 
 class Community(msgspec.Struct, frozen=True, kw_only=True):
@@ -144,6 +152,44 @@ class Member(msgspec.Struct, frozen=True, kw_only=True):
     user: User
     role: Role
     joined_at: Millis = 0
+    role_ids: list[int] = []
+    """Custom roles (``CommunityRole.id``) held on top of the fixed ``role``."""
+    tier: int = 0
+    """Membership tier (set by an admin or the billing sidecar); gates channels."""
+
+
+OverrideKind = Literal["everyone", "role", "member"]
+
+
+class CommunityRole(msgspec.Struct, frozen=True, kw_only=True):
+    """A custom role of a community: permission bits (``rooms.permissions.Permission``)
+    a member holds on top of their fixed role. A higher ``position`` outranks a lower."""
+
+    id: Id
+    community_id: Id
+    name: str
+    """Unique in the community (case-insensitive)."""
+    permissions: int
+    """Permission bits the role grants (``Permission`` values, OR-ed)."""
+    position: int = 0
+    """Rank among custom roles; a fixed admin outranks every custom role."""
+    color: int | None = None
+    """0xRRGGBB, or None."""
+
+
+class PermissionOverride(msgspec.Struct, frozen=True, kw_only=True):
+    """Channel-level allow/deny bits for ``everyone`` (target_id 0), a custom ``role``
+    or a ``member`` (user id). Resolution order: docs/moderation.md "Permissions"."""
+
+    channel_id: Id
+    kind: OverrideKind
+    """``everyone``, ``role`` or ``member``."""
+    target_id: int
+    """0 for ``everyone``, a custom role id, or a user id."""
+    allow: int = 0
+    """Bits granted in this channel."""
+    deny: int = 0
+    """Bits taken away in this channel."""
 
 
 class CommunitySnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -157,6 +203,22 @@ class CommunitySnapshot(msgspec.Struct, frozen=True, kw_only=True):
     online_count: int = 0
     """Members online, idle or dnd (not invisible) when the snapshot was taken (in
     ``ready``; 0 in ``community_available``). ``presence_update`` keeps it current."""
+    roles: list[CommunityRole] = []
+    """The community's custom roles, by position."""
+    role_ids: list[int] = []
+    """The member's custom roles."""
+    tier: int = 0
+    """The member's tier (channels with a higher ``required_tier`` are hidden)."""
+    permissions: int = 0
+    """The member's community-level permission bits (fixed role united with custom
+    roles); channel overrides may change them per channel."""
+    lockdown: bool = False
+    """The community is in lockdown (raid mode): joins are paused and new members or
+    new accounts cannot post. ``community_moderation_update`` keeps it current."""
+    lockdown_member_age_s: int = 0
+    """While in lockdown: members who joined less than this many seconds ago cannot post."""
+    lockdown_account_age_s: int = 0
+    """While in lockdown: accounts younger than this many seconds cannot post."""
 
 
 class Presence(msgspec.Struct, frozen=True, kw_only=True):

@@ -110,6 +110,11 @@ def _request_id(data: bytes | str) -> int | None:
 class GatewayProtocol:
     """Protocol state of one connection. See the module docstring."""
 
+    # One per connection: no per-instance __dict__ (100,000 of them on a node).
+    __slots__ = ("_close", "_events", "_invalid_in_a_row", "_last_refill", "_last_seen",
+                 "_opened_at", "_outbox", "_rate_strikes", "_refill_per_ms", "_tokens",
+                 "_unanswered", "acked_seq", "codec", "limits", "session_id", "state")
+
     def __init__(self, codec: Codec, limits: Limits, now: float) -> None:
         self.codec = codec
         self.limits = limits

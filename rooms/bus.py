@@ -33,6 +33,17 @@ def community_topic(community_id: int) -> str:
     return f"c.{community_id}"
 
 
+def mod_topic(community_id: int) -> str:
+    """The live moderator feed of a community (only sessions with MODERATE)."""
+    return f"m.{community_id}"
+
+
+def presence_topic(community_id: int) -> str:
+    """A community's ``presence_update`` batches: separate from ``c.<id>`` so that a
+    large community's presence reaches only the sessions that asked for it."""
+    return f"p.{community_id}"
+
+
 class Bus(abc.ABC):
     """Publish/subscribe between gateway processes. Handlers run on the event loop and
     must not block; the bus never awaits a handler."""

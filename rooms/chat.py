@@ -27,7 +27,6 @@ from protocol.frames import (
     ChannelResult,
     ChannelUpdated,
     CreateThread,
-    DeleteMessage,
     EditMessage,
     Empty,
     FetchHistory,
@@ -37,7 +36,6 @@ from protocol.frames import (
     LeaveThread,
     MarkRead,
     MessageCreated,
-    MessageDeleted,
     MessageResult,
     MessageUpdated,
     ReactionAdded,
@@ -55,11 +53,15 @@ from protocol.frames import (
 )
 from protocol.limits import Limits
 from protocol.models import Channel, ChannelKind, Message, Role
+from rooms.access import session_channel_bits
+from rooms.automod import Verdict
+from rooms.automod_service import AutomodService
 from rooms.bus import channel_topic, user_topic
+from rooms.enforcement import PostGate, check_not_timed_out
 from rooms.errors import RequestError, forbidden, not_found
 from rooms.group_commit import GroupCommitWriter
 from rooms.hub import Hub
-from rooms.permissions import can_manage_messages, can_mention_everyone, can_send
+from rooms.permissions import Permission
 from rooms.rate_limit import RateLimiter
 from rooms.sessions import Session
 
@@ -103,8 +105,13 @@ class ChatService:
     """Serves the chat requests of :mod:`protocol.frames` for a session."""
 
     def __init__(self, db: Database, hub: Hub, writer: GroupCommitWriter, limits: Limits,
-                 user_limiter: RateLimiter | None = None) -> None:
+                 user_limiter: RateLimiter | None = None,
+                 automod: AutomodService | None = None,
+                 gate: PostGate | None = None) -> None:
         self.db = db
+        self.gate = gate
+        """Timeouts, locks, lockdown and slow mode (rooms/enforcement.py)."""
+        self.automod = automod
         self.user_limiter = user_limiter
         self.hub = hub
         self.writer = writer
@@ -115,7 +122,6 @@ class ChatService:
         self._handlers: dict[type[Request], Callable[[Session, Any], Awaitable[Result]]] = {
             SendMessage: self.send_message,
             EditMessage: self.edit_message,
-            DeleteMessage: self.delete_message,
             AddReaction: self.add_reaction,
             RemoveReaction: self.remove_reaction,
             FetchReactions: self.fetch_reactions,
@@ -130,7 +136,9 @@ class ChatService:
 
     def register(self, request_type: type[Request],
                  handler: Callable[[Session, Any], Awaitable[Result]]) -> None:
-        """Serve ``request_type`` with a handler from elsewhere (presence requests)."""
+        """Serve ``request_type`` with a handler from elsewhere (presence requests;
+        ``delete_message`` and the other moderation requests: rooms/moderation.py,
+        which audits a moderator's delete in the same transaction)."""
         self._handlers[request_type] = handler
 
     async def handle(self, session: Session, request: Request) -> Result:
@@ -148,19 +156,36 @@ class ChatService:
 
     def _visible(self, session: Session, channel_id: int) -> Channel:
         channel = session.channels.get(channel_id)
-        if channel is None:
+        if channel is None or not session_channel_bits(session, channel) \
+                & Permission.VIEW_CHANNEL:
             raise not_found("unknown channel")
         return channel
+
+    @staticmethod
+    def _require(session: Session, channel: Channel, perm: Permission, why: str) -> None:
+        """The session's resolved bits in ``channel`` (cached, no I/O) must hold ``perm``."""
+        if session_channel_bits(session, channel) & perm != perm:
+            raise forbidden(why)
+
+    @staticmethod
+    def _has(session: Session, channel: Channel, perm: Permission) -> bool:
+        return session_channel_bits(session, channel) & perm == perm
+
+    def _check_gate(self, session: Session, channel: Channel) -> None:
+        """Sanctions from the session's view: timed out, locked channel (a thread
+        follows its parent's lock), lockdown. No I/O."""
+        if self.gate is not None:
+            parent = session.parent_of(channel) if channel.kind is ChannelKind.THREAD else None
+            self.gate.check(session, channel, parent)
 
     def _writable(self, session: Session, channel_id: int) -> Channel:
         channel = self._visible(session, channel_id)
         if channel.archived:
             raise RequestError(ErrorCode.THREAD_ARCHIVED, "the thread is archived")
-        target = session.parent_of(channel) if channel.kind is ChannelKind.THREAD else None
-        # A thread inherits "may post" from members who may view its parent, except that
-        # announcement threads are open to every member (that is what they are for).
-        if target is None and not can_send(channel, session.role_in(channel)):
-            raise forbidden("you cannot post in this channel")
+        # In a thread, SEND_MESSAGES is the parent's SEND_IN_THREADS (rooms/permissions.py
+        # thread_bits): members post in announcement threads, not in announcements.
+        self._require(session, channel, Permission.SEND_MESSAGES,
+                      "you cannot post in this channel")
         return channel
 
     async def _message_in(self, channel: Channel, message_id: int) -> Message:
@@ -180,6 +205,7 @@ class ChatService:
 
     async def send_message(self, session: Session, req: SendMessage) -> Result:
         channel = self._writable(session, req.channel_id)
+        self._check_gate(session, channel)
         self._check_content(req.content)
         if not req.content.strip() and not req.attachments:
             raise RequestError(ErrorCode.EMPTY_MESSAGE, "a message needs content or a file")
@@ -191,9 +217,12 @@ class ChatService:
                                f"nonce longer than {self.limits.max_nonce_chars}")
         check_text(req.nonce or "", *(f for a in req.attachments
                                       for f in (a.url, a.filename, a.content_type)))
-        role = session.role_in(channel)
+        if req.attachments:
+            self._require(session, channel, Permission.ATTACH_FILES,
+                          "you cannot attach files in this channel")
         mentions = parse_mentions(req.content, max_mentions=self.limits.max_mentions,
-                                  allow_everyone=can_mention_everyone(channel, role))
+                                  allow_everyone=self._has(session, channel,
+                                                           Permission.MENTION_EVERYONE))
         if req.reply_to_id is not None:
             await self._message_in(channel, req.reply_to_id)
         if self.user_limiter is not None:
@@ -201,12 +230,30 @@ class ChatService:
             if wait is not None:
                 raise RequestError(ErrorCode.RATE_LIMITED, "you are posting too fast",
                                    retry_after_ms=wait)
+        if self.gate is not None:
+            await self.gate.take_slowmode(session, channel)
+        verdict = await self._automod_gate(session, channel, req.content, new_message=True)
         message = await self.writer.submit(NewMessage(
-            channel_id=channel.id, author_id=session.user.id, content=req.content,
+            channel_id=channel.id, author=session.user, content=req.content,
             nonce=req.nonce, reply_to_id=req.reply_to_id, mention_user_ids=mentions.user_ids,
             mention_roles=mentions.roles, mention_everyone=mentions.everyone,
             attachments=list(req.attachments)))
+        if verdict.hits and self.automod is not None:  # flag needs the committed id
+            await self.automod.enforce(verdict, session.user, channel, req.content, message.id)
         return MessageResult(message=message)
+
+    async def _automod_gate(self, session: Session, channel: Channel, content: str, *,
+                            new_message: bool) -> Verdict:
+        """Automod runs before a message is accepted; a blocking rule refuses it here
+        (nothing stored), after its alert/timeout actions ran."""
+        if self.automod is None:
+            return Verdict()
+        verdict = await self.automod.check(session, channel, content, new_message=new_message)
+        blocked = self.automod.blocked_error(verdict)
+        if blocked is not None:
+            await self.automod.enforce(verdict, session.user, channel, content, None)
+            raise blocked
+        return verdict
 
     async def edit_message(self, session: Session, req: EditMessage) -> Result:
         channel = self._writable(session, req.channel_id)
@@ -217,8 +264,9 @@ class ChatService:
         if not req.content.strip() and not message.attachments:
             raise RequestError(ErrorCode.EMPTY_MESSAGE, "a message needs content or a file")
         mentions = parse_mentions(req.content, max_mentions=self.limits.max_mentions,
-                                  allow_everyone=can_mention_everyone(
-                                      channel, session.role_in(channel)))
+                                  allow_everyone=self._has(session, channel,
+                                                           Permission.MENTION_EVERYONE))
+        verdict = await self._automod_gate(session, channel, req.content, new_message=False)
         async with self.db.connection() as conn:
             edited = await messages_db.edit_message(
                 conn, message.id, req.content, mentions.user_ids, mentions.roles,
@@ -226,21 +274,9 @@ class ChatService:
         if edited is None:
             raise not_found("unknown message")
         await self.hub.publish(channel_topic(channel.id), MessageUpdated(message=edited))
+        if verdict.hits and self.automod is not None:
+            await self.automod.enforce(verdict, session.user, channel, req.content, edited.id)
         return MessageResult(message=edited)
-
-    async def delete_message(self, session: Session, req: DeleteMessage) -> Result:
-        channel = self._visible(session, req.channel_id)
-        message = await self._message_in(channel, req.message_id)
-        if message.author.id != session.user.id and not can_manage_messages(
-                channel, session.role_in(channel)):
-            raise forbidden("you can delete only your own messages")
-        async with self.db.connection() as conn:
-            deleted = await messages_db.delete_message(conn, message.id)
-        if deleted is None:
-            raise not_found("unknown message")
-        await self.hub.publish(channel_topic(channel.id), MessageDeleted(
-            channel_id=channel.id, message_id=message.id, seq=message.seq))
-        return Empty()
 
     async def fetch_history(self, session: Session, req: FetchHistory) -> Result:
         channel = self._visible(session, req.channel_id)
@@ -279,6 +315,10 @@ class ChatService:
 
     async def add_reaction(self, session: Session, req: AddReaction) -> Result:
         channel = self._writable_for_reactions(session, req.channel_id)
+        if channel.community_id is not None:
+            check_not_timed_out(session, channel)
+        self._require(session, channel, Permission.ADD_REACTIONS,
+                      "you cannot react in this channel")
         self._check_emoji(req.emoji)
         await self._message_in(channel, req.message_id)
         async with self.db.connection() as conn:
@@ -329,6 +369,7 @@ class ChatService:
 
     async def typing(self, session: Session, req: StartTyping) -> Result:
         channel = self._writable(session, req.channel_id)
+        self._check_gate(session, channel)
         now = time.monotonic()
         if now - session.typing_at.get(channel.id, -1e9) >= TYPING_REBROADCAST_S:
             session.typing_at[channel.id] = now
@@ -356,6 +397,9 @@ class ChatService:
         if parent.kind not in (ChannelKind.TEXT, ChannelKind.ANNOUNCEMENT):
             raise RequestError(ErrorCode.INVALID_ARGUMENT,
                                "threads hang off text and announcement channels")
+        self._require(session, parent, Permission.CREATE_THREADS,
+                      "you cannot create threads here")
+        self._check_gate(session, parent)
         if req.message_id is not None:
             root = await self._message_in(parent, req.message_id)
             if root.thread_id is not None:
@@ -378,10 +422,9 @@ class ChatService:
 
     async def set_thread_archived(self, session: Session, req: SetThreadArchived) -> Result:
         thread = self._thread(session, req.thread_id)
-        role = session.role_in(thread)
         async with self.db.connection() as conn:
             is_creator = await channels_db.created_by(conn, thread.id) == session.user.id
-            if not is_creator and not can_manage_messages(thread, role):
+            if not is_creator and not self._has(session, thread, Permission.MANAGE_MESSAGES):
                 raise forbidden("only the thread's creator or a moderator can archive it")
             updated = await channels_db.set_archived(conn, thread.id, req.archived)
         if updated is None:

@@ -8,11 +8,14 @@ sessions gain (or lose) what they may now see, on every node.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
 from persistence import accounts as accounts_db
+from persistence import audit as audit_db
 from persistence import channels as channels_db
 from persistence import communities as communities_db
 from persistence import messages as messages_db
+from persistence import moderation as moderation_db
 from persistence.database import Connection, Database
 from protocol.codes import ErrorCode
 from protocol.frames import (
@@ -31,16 +34,12 @@ from protocol.models import (
     Role,
     User,
 )
+from rooms.access import AccessResolver
 from rooms.bus import channel_topic, community_topic, user_topic
 from rooms.chat import check_text
 from rooms.errors import RequestError, forbidden, not_found
 from rooms.hub import Hub
-from rooms.permissions import (
-    can_create_invites,
-    can_manage_channels,
-    can_set_role,
-    can_view,
-)
+from rooms.permissions import Permission, can_set_role
 from rooms.ready import community_snapshot
 
 STARTER_KEY = "starter_community_id"
@@ -48,10 +47,16 @@ MAX_GROUP_DM = 10
 
 
 class CommunityService:
-    def __init__(self, db: Database, hub: Hub, limits: Limits) -> None:
+    def __init__(self, db: Database, hub: Hub, limits: Limits,
+                 on_join: Callable[[int], None] | None = None,
+                 access: AccessResolver | None = None) -> None:
         self.db = db
+        self.access = access or AccessResolver(db)
+        """The one resolver (rooms/access.py): every check here goes through it."""
         self.hub = hub
         self.limits = limits
+        self.on_join = on_join
+        """Counts joins per community for raid signals (rooms/raid.py); no I/O."""
 
     async def _role(self, community_id: int, user_id: int) -> Role | None:
         async with self.db.connection() as conn:
@@ -89,9 +94,7 @@ class CommunityService:
 
     async def create_invite(self, actor: User, community_id: int, max_uses: int | None,
                             expires_in_s: int | None) -> str:
-        role = await self._member_role(community_id, actor.id)
-        if not can_create_invites(role):
-            raise forbidden("you cannot invite to this community")
+        await self.access.require(community_id, actor.id, Permission.CREATE_INVITES)
         if max_uses is not None and max_uses < 1:
             raise RequestError(ErrorCode.INVALID_ARGUMENT, "max_uses must be positive")
         if expires_in_s is not None and expires_in_s < 1:
@@ -107,14 +110,33 @@ class CommunityService:
             community_id = await communities_db.redeem_invite_txn(conn, code)
             if community_id is None:
                 raise not_found("unknown or expired invite")
+            await self._check_may_join(conn, community_id, user.id)
             member = await communities_db.add_member_txn(conn, community_id, user.id)
         return await self._announce_join(community_id, user, member)
 
     async def join_directly(self, user: User, community_id: int) -> CommunitySnapshot | None:
         """Add ``user`` without an invite (the starter community)."""
         async with self.db.transaction("join_direct") as conn:
+            await self._check_may_join(conn, community_id, user.id)
             member = await communities_db.add_member_txn(conn, community_id, user.id)
         return await self._announce_join(community_id, user, member)
+
+    @staticmethod
+    async def _check_may_join(conn: Connection, community_id: int, user_id: int) -> None:
+        """Banned users stay out; during a lockdown joins are paused (the invite use
+        rolls back with the refusal). Existing members pass (joining twice is a no-op)."""
+        if await communities_db.get_role(conn, community_id, user_id) is not None:
+            return
+        refusal = await moderation_db.join_refusal(conn, community_id, user_id)
+        if refusal is None:
+            return
+        why, until = refusal
+        if why == "banned":
+            left = None if until is None else max(
+                int((until - await moderation_db.db_now(conn)).total_seconds() * 1000), 1)
+            raise RequestError(ErrorCode.BANNED, "you are banned from this community",
+                               retry_after_ms=left)
+        raise RequestError(ErrorCode.LOCKDOWN, "the community is in lockdown: joins are paused")
 
     async def _announce_join(self, community_id: int, user: User,
                              member: Member | None) -> CommunitySnapshot:
@@ -122,6 +144,8 @@ class CommunityService:
         if snapshot is None:
             raise not_found("unknown community")
         if member is not None:
+            if self.on_join is not None:
+                self.on_join(community_id)
             await self.hub.publish_many([
                 (community_topic(community_id), MemberJoined(member=member)),
                 (user_topic(user.id), CommunityAvailable(snapshot=snapshot)),
@@ -167,10 +191,16 @@ class CommunityService:
             raise not_found("unknown member")
         if not can_set_role(actor_role, target_role, role):
             raise forbidden("you cannot give that role to that member")
-        async with self.db.connection() as conn:
+        async with self.db.transaction("member.role") as conn:
             member = await communities_db.set_role(conn, community_id, user_id, role)
-        if member is None:
-            raise not_found("unknown member")
+            if member is None:
+                raise not_found("unknown member")
+            await audit_db.record(conn, community_id=community_id, actor_id=actor.id,
+                                  action="member.role", target_type="member",
+                                  target_id=user_id, reason=None,
+                                  before={"role": target_role.value},
+                                  after={"role": role.value})
+        # The member's sessions re-resolve their access on every node (rooms/hub.py).
         await self.hub.publish(community_topic(community_id), MemberUpdated(member=member))
         return member
 
@@ -179,9 +209,7 @@ class CommunityService:
     async def create_channel(self, actor: User, community_id: int, *, name: str,
                              kind: ChannelKind, private: bool, parent_id: int | None,
                              topic: str, member_ids: list[int]) -> Channel:
-        role = await self._member_role(community_id, actor.id)
-        if not can_manage_channels(role):
-            raise forbidden("only admins create channels")
+        await self.access.require(community_id, actor.id, Permission.MANAGE_CHANNELS)
         if kind not in (ChannelKind.TEXT, ChannelKind.ANNOUNCEMENT, ChannelKind.CATEGORY):
             raise RequestError(ErrorCode.INVALID_ARGUMENT,
                                "kind is text, announcement or category")
@@ -214,13 +242,16 @@ class CommunityService:
             channel = await channels_db.get_channel(conn, channel_id)
         if channel is None or channel.community_id is None:
             raise not_found("unknown channel")
-        role = await self._member_role(channel.community_id, actor.id)
-        if not can_manage_channels(role):
-            raise forbidden("only admins manage channel members")
+        await self.access.require(channel.community_id, actor.id, Permission.MANAGE_CHANNELS)
         if await self._role(channel.community_id, user_id) is None:
             raise not_found("unknown member")
-        async with self.db.connection() as conn:
+        async with self.db.transaction("channel.member") as conn:
             added = await channels_db.add_channel_member(conn, channel_id, user_id)
+            if added:
+                await audit_db.record(conn, community_id=channel.community_id,
+                                      actor_id=actor.id, action="channel.member.add",
+                                      target_type="channel", target_id=channel_id,
+                                      reason=None, before=None, after={"user_id": user_id})
         if added:
             await self.hub.publish(user_topic(user_id), ChannelCreated(channel=channel))
 
@@ -262,16 +293,8 @@ class CommunityService:
 
     async def _can_view(self, conn: Connection, actor: User,
                         channel: Channel) -> bool:
-        role = None
-        if channel.community_id is not None:
-            role = await communities_db.get_role(conn, channel.community_id, actor.id)
-        listed = await channels_db.is_channel_member(conn, channel.id, actor.id)
-        parent = None
-        if channel.kind is ChannelKind.THREAD and channel.parent_id is not None:
-            parent = await channels_db.get_channel(conn, channel.parent_id)
-            if parent is not None:
-                listed = await channels_db.is_channel_member(conn, parent.id, actor.id)
-        return can_view(channel, role, listed, parent)
+        bits = await self.access.channel_permissions_in(conn, channel, actor.id)
+        return bool(bits & Permission.VIEW_CHANNEL)
 
 
 __all__ = ["CommunityService", "channel_topic"]

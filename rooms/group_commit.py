@@ -8,7 +8,14 @@ idle server commits each message at once and a busy one commits hundreds per rou
 trip. An optional ``window_ms`` waits a little for more before committing.
 
 Why one committer: per-channel order. Seqs are assigned in the transaction; publishing
-batch after batch from one task keeps every channel's events in seq order on the bus.
+batch after batch, in commit order, keeps every channel's events in seq order on the bus.
+
+Pipelined: publishing a committed batch (encoding, fan-out to the local sessions, the
+bus) is CPU work on this loop, the next insert is mostly waiting for PostgreSQL; so the
+committer starts inserting batch *k+1* while batch *k* is being published, and batch
+*k+1* is published only after *k* (a chain of at most two publishing tasks). Senders are
+still acknowledged only after their batch is committed *and* published. Serially, the
+commit rate topped out near 4,700 messages/s with the server 30 % idle.
 
 Bounded: at most ``max_pending`` messages wait; beyond that ``submit`` fails fast with
 ``rate_limited`` instead of growing memory.
@@ -47,6 +54,7 @@ class GroupCommitWriter:
         self._pending: list[tuple[NewMessage, asyncio.Future[Message]]] = []
         self._wakeup = asyncio.Event()
         self._closed = False
+        self._publishing: asyncio.Task[None] | None = None
         self.batches = 0
         self.committed = 0
         self.last_batch_size = 0
@@ -78,6 +86,8 @@ class GroupCommitWriter:
             self._closed = True
             while self._pending:
                 await asyncio.shield(self._commit_some())
+            if self._publishing is not None:
+                await asyncio.shield(self._publishing)
 
     async def _commit_some(self) -> None:
         batch = self._pending[: self._max_batch]
@@ -121,11 +131,25 @@ class GroupCommitWriter:
 
     async def _finish(self, batch: list[tuple[NewMessage, asyncio.Future[Message]]],
                       stored: list[Stored]) -> None:
+        """Hand the committed batch to a publishing task chained after the previous one,
+        and return as soon as the previous-but-one has finished (at most two pending)."""
+        created = sum(1 for s in stored if s.created)
+        self.batches += 1
+        self.committed += created
+        self.last_batch_size = created
+        previous = self._publishing
+        self._publishing = asyncio.get_running_loop().create_task(
+            self._publish(previous, batch, stored), name="group-commit-publish")
+        if previous is not None:
+            await asyncio.shield(previous)
+
+    async def _publish(self, previous: asyncio.Task[None] | None,
+                       batch: list[tuple[NewMessage, asyncio.Future[Message]]],
+                       stored: list[Stored]) -> None:
+        if previous is not None:
+            await asyncio.shield(previous)  # commit order = publish order
         # Publish only what this batch created: a nonce retry returns the stored message.
         fresh = [s.message for s in stored if s.created]
-        self.batches += 1
-        self.committed += len(fresh)
-        self.last_batch_size = len(fresh)
         try:
             await self._on_committed(fresh)
         except Exception:

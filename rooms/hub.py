@@ -43,19 +43,29 @@ from protocol.frames import (
     ChannelDeleted,
     ChannelUpdated,
     CommunityAvailable,
+    CommunityModerationUpdated,
     CommunityUnavailable,
     Event,
+    MemberSanctioned,
     MemberUpdated,
     MessageCreated,
+    PermissionsUpdated,
     PresenceUpdated,
     TypingStarted,
 )
 from protocol.models import ChannelKind, Message
-from rooms.bus import Bus, channel_topic, community_topic
-from rooms.permissions import can_view
-from rooms.sessions import Session
+from protocol.moderation import SanctionKind
+from rooms.access import forget_community, may_view, session_community_bits
+from rooms.bus import Bus, channel_topic, community_topic, mod_topic, presence_topic
+from rooms.permissions import Permission
+from rooms.sessions import MemberView, Session
 
 log = logging.getLogger(__name__)
+
+
+def may_moderate(session: Session, community_id: int) -> bool:
+    """Does the session's cached role carry MODERATE in the community?"""
+    return bool(session_community_bits(session, community_id) & Permission.MODERATE)
 
 _PLAIN = b"E"
 _CONTROL = b"C"
@@ -64,7 +74,7 @@ _EPHEMERAL = b"T"
 _HEADER = struct.Struct("!cdQ")
 _CONTROL_TYPES = (
     ChannelCreated, ChannelUpdated, ChannelDeleted, CommunityAvailable, CommunityUnavailable,
-    MemberUpdated,
+    MemberUpdated, MemberSanctioned, CommunityModerationUpdated, PermissionsUpdated,
 )
 _EPHEMERAL_TYPES: tuple[type, ...] = (TypingStarted, PresenceUpdated)
 _event_decoder = msgspec.json.Decoder(Event)
@@ -72,20 +82,30 @@ _event_decoder = msgspec.json.Decoder(Event)
 FetchMissing = Callable[[int, int, int], Awaitable[list[Message]]]
 """(channel id, after seq, up to seq inclusive) -> messages from PostgreSQL, in order."""
 LatencyObserver = Callable[[float], None]
+RefreshAccess = Callable[[Session, int], Awaitable[list[Event]]]
+"""(session, community id) -> re-read its access; events for channels gained/lost
+(``rooms.access.AccessResolver.refresh_session``)."""
 
 
 class Hub:
     """Local fan-out. Owns the mapping topic -> sessions and the bus subscriptions."""
 
     def __init__(self, bus: Bus, fetch_missing: FetchMissing | None = None,
-                 observe_latency: LatencyObserver | None = None) -> None:
+                 observe_latency: LatencyObserver | None = None,
+                 presence_auto_max_members: int = 1_000) -> None:
         self.bus = bus
+        self.presence_auto_max_members = presence_auto_max_members
+        """A community joined live sends its presence unasked up to this size."""
         self.fetch_missing = fetch_missing
         self.observe_latency = observe_latency
         self._subscribers: dict[str, set[Session]] = {}
         self._last_seq: dict[int, int] = {}
         self._held: dict[int, list[tuple[str, bytes]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._listeners: dict[str, Callable[[bytes], None]] = {}
+        self.refresh_access: RefreshAccess | None = None
+        """Set by the server: how a ``permissions_update`` re-reads a session's access."""
+        self._refreshing: dict[tuple[Session, int], bool] = {}
         self.deliveries = 0
         self.events_in = 0
         self.duplicates_dropped = 0
@@ -118,6 +138,14 @@ class Hub:
     def detach(self, session: Session) -> None:
         for topic in session.topics():
             self._remove(session, topic)
+
+    def subscribe(self, session: Session, topic: str) -> None:
+        """Add one topic to an attached session (the moderator feed, a presence
+        subscription)."""
+        self._add(session, topic)
+
+    def unsubscribe(self, session: Session, topic: str) -> None:
+        self._remove(session, topic)
 
     def subscriber_count(self, topic: str) -> int:
         return len(self._subscribers.get(topic, ()))
@@ -152,7 +180,18 @@ class Hub:
 
     # ------------------------------------------------------------------------ receiving
 
+    def listen(self, topic: str, callback: Callable[[bytes], None]) -> None:
+        """Receive a process-internal topic (e.g. ``x.automod``: rule caches to drop):
+        its payloads go to ``callback`` on every node, never to sessions. Publish raw
+        bytes to it with ``hub.bus.publish``. The callback must not block."""
+        self._listeners[topic] = callback
+        self.bus.subscribe(topic)
+
     def _on_bus_message(self, topic: str, payload: bytes) -> None:
+        listener = self._listeners.get(topic)
+        if listener is not None:
+            listener(payload)
+            return
         if topic not in self._subscribers:
             return
         self.events_in += 1
@@ -260,13 +299,19 @@ class Hub:
         if isinstance(event, ChannelCreated | ChannelUpdated):
             channel = event.channel
             known = channel.id in session.channels
-            if not targeted and not known:
-                parent = session.parent_of(channel)
-                if channel.kind is ChannelKind.THREAD and parent is None:
-                    return False
-                if not can_view(channel, session.role_in(channel),
-                                session.user.id in channel.member_ids, parent):
-                    return False
+            access = session.access
+            access.bits.clear()  # kind, privacy or tier may have changed
+            if targeted and channel.private and channel.kind is not ChannelKind.THREAD:
+                access.listed.add(channel.id)  # added to a private channel
+            if channel.kind is ChannelKind.THREAD and session.parent_of(channel) is None:
+                return False
+            if not may_view(session, channel):
+                if known:  # no longer visible (e.g. made private): gone for this member
+                    del session.channels[channel.id]
+                    self._remove(session, channel_topic(channel.id))
+                    session.deliver(session.codec.encode_event(ChannelDeleted(
+                        channel_id=channel.id, community_id=channel.community_id)))
+                return False
             session.channels[channel.id] = channel
             if not known:
                 session.set_cursor(channel.id, channel.last_seq)
@@ -281,7 +326,16 @@ class Hub:
             snapshot = event.snapshot
             cid = snapshot.community.id
             session.roles[cid] = snapshot.role
+            session.access.members[cid] = MemberView(
+                role=snapshot.role, role_ids=frozenset(snapshot.role_ids), tier=snapshot.tier,
+                base=Permission(snapshot.permissions))
+            session.access.bits.clear()
+            self._schedule_refresh(session, cid)  # loads the community's overrides
+            session.moderation.joined_ms.setdefault(cid, int(time.time() * 1000))
             self._add(session, community_topic(cid))
+            if snapshot.member_count <= self.presence_auto_max_members:
+                session.presence_communities.add(cid)
+                self._add(session, presence_topic(cid))
             for channel in snapshot.channels:
                 session.channels[channel.id] = channel
                 session.set_cursor(channel.id, channel.last_seq)
@@ -291,13 +345,107 @@ class Hub:
             cid = event.community_id
             if session.roles.pop(cid, None) is None:
                 return False
+            forget_community(session.access, cid)
             for channel_id in session.community_channel_ids(cid):
                 del session.channels[channel_id]
                 self._remove(session, channel_topic(channel_id))
             self._remove(session, community_topic(cid))
+            moderation = session.moderation
+            if cid in moderation.feeds:
+                moderation.feeds.discard(cid)
+                self._remove(session, mod_topic(cid))
+            moderation.joined_ms.pop(cid, None)
+            moderation.lockdowns.pop(cid, None)
+            session.presence_requested.discard(cid)
+            if cid in session.presence_communities:
+                session.presence_communities.discard(cid)
+                self._remove(session, presence_topic(cid))
             return True
         if isinstance(event, MemberUpdated):
             if event.member.user.id == session.user.id:
-                session.roles[event.member.community_id] = event.member.role
+                cid = event.member.community_id
+                session.roles[cid] = event.member.role
+                self._schedule_refresh(session, cid)  # base bits follow the role
+                if cid in session.moderation.feeds and not may_moderate(session, cid):
+                    # Lost MODERATE: the moderator feed stops at once.
+                    session.moderation.feeds.discard(cid)
+                    self._remove(session, mod_topic(cid))
+            return True
+        if isinstance(event, MemberSanctioned):
+            # Sent to the member's own topic: their sessions' cached timeouts change, so
+            # the next send on any node is checked against the new state.
+            sanction = event.sanction
+            if sanction.kind is SanctionKind.TIMEOUT:
+                if event.lifted or sanction.expires_at is None:
+                    session.moderation.timeouts.pop(sanction.community_id, None)
+                else:
+                    session.moderation.timeouts[sanction.community_id] = sanction.expires_at
+            return True
+        if isinstance(event, PermissionsUpdated):
+            cid = event.community_id
+            if cid not in session.roles or (
+                    event.user_id is not None and event.user_id != session.user.id):
+                return False
+            self._schedule_refresh(session, cid)
+            return True
+        if isinstance(event, CommunityModerationUpdated):
+            if event.lockdown:
+                session.moderation.lockdowns[event.community_id] = (
+                    event.member_age_s, event.account_age_s)
+            else:
+                session.moderation.lockdowns.pop(event.community_id, None)
             return True
         return True
+
+    # ------------------------------------------------------------------ access refresh
+
+    def _schedule_refresh(self, session: Session, community_id: int) -> None:
+        """Re-read the session's access to a community, once at a time per session and
+        community (a change during a refresh runs one more after it)."""
+        if self.refresh_access is None:
+            return
+        key = (session, community_id)
+        if key in self._refreshing:
+            self._refreshing[key] = True
+            return
+        self._refreshing[key] = False
+        self._spawn(self._refresh(session, community_id))
+
+    async def _refresh(self, session: Session, community_id: int) -> None:
+        key = (session, community_id)
+        try:
+            while True:
+                assert self.refresh_access is not None
+                try:
+                    events = await self.refresh_access(session, community_id)
+                except Exception:
+                    log.exception("access refresh of %s failed", session.session_id)
+                    events = []
+                if not self._refreshing.get(key):
+                    break
+                self._refreshing[key] = False
+        finally:
+            self._refreshing.pop(key, None)
+        if session.is_superseded or community_id not in session.roles:
+            return
+        for event in events:
+            self._apply_gain_or_loss(session, event)
+        moderation = session.moderation
+        if community_id in moderation.feeds and not may_moderate(session, community_id):
+            moderation.feeds.discard(community_id)
+            self._remove(session, mod_topic(community_id))
+
+    def _apply_gain_or_loss(self, session: Session, event: Event) -> None:
+        """Apply one result of a refresh to the session and tell its client."""
+        if isinstance(event, ChannelCreated | ChannelUpdated):
+            channel = event.channel
+            known = channel.id in session.channels
+            session.channels[channel.id] = channel
+            if not known:
+                session.set_cursor(channel.id, channel.last_seq)
+                self._add(session, channel_topic(channel.id))
+        elif isinstance(event, ChannelDeleted):
+            if session.channels.pop(event.channel_id, None) is None:
+                return
+            self._remove(session, channel_topic(event.channel_id))
+        session.deliver(session.codec.encode_event(event))

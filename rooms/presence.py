@@ -74,6 +74,7 @@ import msgspec
 
 from persistence import communities as communities_db
 from persistence.database import Database
+from protocol.codes import ErrorCode
 from protocol.frames import (
     Empty,
     FetchMembers,
@@ -82,10 +83,11 @@ from protocol.frames import (
     Request,
     Result,
     SetPresence,
+    SubscribePresence,
 )
 from protocol.models import Presence, PresenceStatus
-from rooms.bus import community_topic
-from rooms.errors import not_found
+from rooms.bus import presence_topic
+from rooms.errors import RequestError, not_found
 from rooms.hub import Hub
 from rooms.sessions import Session
 
@@ -345,7 +347,7 @@ class PresenceService:
     """This process's side of presence. See the module docstring."""
 
     def __init__(self, store: PresenceStore, hub: Hub, db: Database, *,
-                 connect_timeout_s: float = 2.0) -> None:
+                 connect_timeout_s: float = 2.0, max_subscriptions: int = 10) -> None:
         if not 0 < store.ttl_s <= MAX_TTL_S:
             raise ValueError(f"HEARTH_PRESENCE_TTL_S must be in (0, {MAX_TTL_S:g}] so that "
                              f"users of a dead process go offline within 60 s; got "
@@ -360,10 +362,14 @@ class PresenceService:
         self.reap_s = min(1.0, self.heartbeat_s)
         self.tick_s = min(0.25, store.batch_s / 6)
         self.connect_timeout_s = connect_timeout_s
+        self.max_subscriptions = max_subscriptions
         self._sessions: dict[int, set[Session]] = {}
         self._synced: dict[int, frozenset[int]] = {}
         self._dirty: dict[int, None] = {}
         self._lock = asyncio.Lock()
+        self._writes_started = 0
+        self._write_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.connects_without_presence = 0
         self._wake = asyncio.Event()
         self.batches_published = 0
         self.changes_published = 0
@@ -377,7 +383,8 @@ class PresenceService:
 
     def handlers(self) -> dict[type[Request], Handler]:
         """The gateway requests served here (registered with the chat service)."""
-        return {SetPresence: self.set_presence, FetchMembers: self.fetch_members}
+        return {SetPresence: self.set_presence, FetchMembers: self.fetch_members,
+                SubscribePresence: self.subscribe_presence}
 
     # -------------------------------------------------------------------- lifecycle
 
@@ -434,16 +441,24 @@ class PresenceService:
         status and the online count of each of their communities (for ``ready``). If the
         store does not answer within ``connect_timeout_s`` identify goes on without."""
         self.attach(session)
+        # Wait for the next write to *start* after our mark (it carries this user) and
+        # finish; not for the writer to run out of work, which in a join storm it never
+        # does (waiting for that timed every identify out at 70,000 connections).
+        written = asyncio.get_running_loop().create_future()
+        self._write_waiters.append((self._writes_started + 1, written))
+        self._wake.set()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                await self._flush()
+                await written
                 return await self.store.snapshot(session.user.id, list(session.roles))
         except asyncio.CancelledError:
             self.detach(session)
             raise
-        except Exception:
-            log.warning("presence: identify of user %d went on without presence",
-                        session.user.id, exc_info=True)
+        except Exception as exc:
+            self.connects_without_presence += 1
+            if self.connects_without_presence % 100 == 1:  # a storm must not flood the log
+                log.warning("presence: identify went on without presence (%d so far): %r",
+                            self.connects_without_presence, exc)
             return PresenceStatus.ONLINE, {}
 
     # ---------------------------------------------------------------------- writing
@@ -465,6 +480,8 @@ class PresenceService:
         write of a user always carries their newest local state."""
         async with self._lock:
             while self._dirty:
+                self._writes_started += 1
+                write = self._writes_started
                 users = list(self._dirty)
                 self._dirty.clear()
                 synced_before = {u: self._synced.get(u) for u in users}
@@ -484,6 +501,19 @@ class PresenceService:
                         await self._rejoin()
                         continue
                     raise
+                self._written(write)
+
+    def _written(self, write: int) -> None:
+        """Wake the identifies whose user was marked before write number ``write``."""
+        waiting = []
+        for target, future in self._write_waiters:
+            if future.done():
+                continue
+            if target <= write:
+                future.set_result(None)
+            else:
+                waiting.append((target, future))
+        self._write_waiters = waiting
 
     async def _rejoin(self) -> None:
         """Our lease lapsed: new identity, and every local user written again."""
@@ -543,7 +573,7 @@ class PresenceService:
         if not batches:
             return 0
         await self.hub.publish_many([
-            (community_topic(b.community_id),
+            (presence_topic(b.community_id),
              PresenceUpdated(community_id=b.community_id, presences=b.presences,
                              online_count=b.online_count))
             for b in batches])
@@ -581,6 +611,28 @@ class PresenceService:
         if status is PresenceStatus.OFFLINE:
             status = PresenceStatus.INVISIBLE
         await self.store.set_status(session.user.id, status)
+        return Empty()
+
+    async def subscribe_presence(self, session: Session, req: SubscribePresence) -> Result:
+        """Opt in to (or out of) a community's presence batches; see the frame's doc."""
+        cid = req.community_id
+        if cid not in session.roles:
+            raise not_found("unknown community")
+        topic = presence_topic(cid)
+        if not req.subscribed:  # also opts out of a small community's presence
+            session.presence_requested.discard(cid)
+            if cid in session.presence_communities:
+                session.presence_communities.discard(cid)
+                self.hub.unsubscribe(session, topic)
+            return Empty()
+        if cid not in session.presence_communities:
+            if len(session.presence_requested) >= self.max_subscriptions:
+                raise RequestError(ErrorCode.LIMIT_EXCEEDED,
+                                   f"at most {self.max_subscriptions} presence "
+                                   "subscriptions per session")
+            session.presence_communities.add(cid)
+            session.presence_requested.add(cid)
+            self.hub.subscribe(session, topic)
         return Empty()
 
     async def fetch_members(self, session: Session, req: FetchMembers) -> Result:

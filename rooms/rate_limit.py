@@ -17,6 +17,8 @@ import time
 
 import redis.asyncio as aioredis
 
+from rooms.redis_client import blocking_client
+
 log = logging.getLogger(__name__)
 
 _GCRA = """
@@ -71,7 +73,7 @@ class LocalRateLimiter(RateLimiter):
 class RedisRateLimiter(RateLimiter):
     def __init__(self, url: str, burst: int, interval_ms: float) -> None:
         super().__init__(burst, interval_ms)
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(url)
+        self._redis: aioredis.Redis = blocking_client(url)
         self._script = self._redis.register_script(_GCRA)
         self.failures = 0
 

@@ -1,8 +1,9 @@
 """Opening and resuming sessions: the ``ready`` snapshot, replay, and resume elsewhere.
 
 Identify costs a fixed handful of queries whatever the size of the member's
-communities: memberships with their member counts, the channels the member may see
-(filtered in SQL, then by :mod:`rooms.permissions`), DMs, and read states.
+communities: memberships with their member counts, the member's roles, tiers and the
+overrides that concern them, the channels the member may see (index-driven candidates
+in SQL, resolved by :mod:`rooms.access`), DMs, and read states.
 
 Resume finds the session in this process, or, with a :class:`SessionMirror`, loads it
 from Redis after its process died: it replays the frames the client missed, then
@@ -19,50 +20,53 @@ import msgspec
 
 from persistence import channels as channels_db
 from persistence import communities as communities_db
+from persistence import moderation as moderation_db
 from persistence import read_states as read_states_db
+from persistence import roles as roles_db
 from persistence.database import Database
 from protocol.codec import Codec
 from protocol.codes import CloseCode
 from protocol.frames import MessageCreated, Ready
 from protocol.limits import Limits
-from protocol.models import Channel, ChannelKind, CommunitySnapshot, Message, Role, User
+from protocol.models import Channel, CommunitySnapshot, Message, User
+from rooms.access import AccessResolver, fill_view, visible_of
 from rooms.hub import Hub
-from rooms.permissions import can_view
 from rooms.presence import PresenceService
 from rooms.session_mirror import SessionMirror
-from rooms.sessions import Session, SessionRegistry, Sink
+from rooms.sessions import AccessView, Session, SessionRegistry, Sink
 
 log = logging.getLogger(__name__)
 
 FetchMissing = Callable[[int, int, int], Awaitable[list[Message]]]
 
 
-def visible_channels(all_channels: list[Channel], role: Role | None,
-                     listed: set[int]) -> list[Channel]:
-    """The channels of one community a member may see, parents before their threads."""
-    by_id = {c.id: c for c in all_channels}
-    visible: list[Channel] = []
-    for channel in all_channels:
-        parent = by_id.get(channel.parent_id) if channel.kind is ChannelKind.THREAD \
-            and channel.parent_id else None
-        if can_view(channel, role, channel.id in listed, parent):
-            visible.append(channel)
-    return visible
-
-
 async def community_snapshot(db: Database, community_id: int, user_id: int) -> \
         CommunitySnapshot | None:
-    """What a member is told about one community (``community_available``, REST)."""
+    """What a member is told about one community (``community_available``, REST): the
+    channels they may see resolved by :mod:`rooms.access`, the community's custom roles
+    and their own roles, tier and bits."""
     async with db.connection() as conn:
         community = await communities_db.get_community(conn, community_id)
-        role = await communities_db.get_role(conn, community_id, user_id)
-        if community is None or role is None:
+        access = await roles_db.member_access(conn, community_id, user_id)
+        if community is None or access is None:
             return None
+        overrides = await roles_db.overrides_for_member(conn, user_id, [community_id])
         listed = await channels_db.private_channel_ids_for_user(conn, user_id)
-        channels = await channels_db.community_channels(conn, community_id)
+        candidates = await channels_db.visible_community_channels(
+            conn, user_id, community_id=community_id)
+        roles = await roles_db.list_roles(conn, community_id)
         count = await communities_db.member_count(conn, community_id)
-    return CommunitySnapshot(community=community, role=role, member_count=count,
-                             channels=visible_channels(channels, role, listed))
+        lockdown = await moderation_db.get_lockdown(conn, community_id)
+    view = AccessView()
+    fill_view(view, {community_id: access}, overrides, listed)
+    member = view.members[community_id]
+    return CommunitySnapshot(community=community, role=access.role, member_count=count,
+                             channels=visible_of(view, user_id, candidates), roles=roles,
+                             role_ids=sorted(member.role_ids), tier=member.tier,
+                             permissions=int(member.base),
+                             lockdown=bool(lockdown and lockdown.enabled),
+                             lockdown_member_age_s=lockdown.member_age_s if lockdown else 0,
+                             lockdown_account_age_s=lockdown.account_age_s if lockdown else 0)
 
 
 class SessionOpener:
@@ -71,8 +75,11 @@ class SessionOpener:
     def __init__(self, db: Database, hub: Hub, registry: SessionRegistry, limits: Limits,
                  mirror: SessionMirror | None = None,
                  fetch_missing: FetchMissing | None = None,
-                 presence: PresenceService | None = None) -> None:
+                 presence: PresenceService | None = None,
+                 access: AccessResolver | None = None) -> None:
         self.db = db
+        self.access = access or AccessResolver(db)
+        """Resolves the channels a member may see and fills the session's access view."""
         self.hub = hub
         self.registry = registry
         self.limits = limits
@@ -87,19 +94,37 @@ class SessionOpener:
         user_id = session.user.id
         async with self.db.connection() as conn:
             memberships = await communities_db.memberships_with_counts(conn, user_id)
-            listed = await channels_db.private_channel_ids_for_user(conn, user_id)
-            candidates = await channels_db.visible_community_channels(conn, user_id)
+            visible = await self.access.load_view(conn, session)
+            roles = await roles_db.roles_of_communities(conn, [c.id for c, _, _ in memberships])
             direct = await channels_db.direct_channels(conn, user_id)
+            sanctions = await moderation_db.session_moderation(conn, user_id)
+        view = session.moderation
+        view.account_created_ms = sanctions.account_created_ms
+        view.joined_ms = dict(sanctions.joined_ms)
+        view.timeouts = dict(sanctions.timeouts)
+        view.lockdowns = dict(sanctions.lockdowns)
         by_community: dict[int, list[Channel]] = {}
-        for channel in candidates:
+        for channel in visible:
             if channel.community_id is not None:
                 by_community.setdefault(channel.community_id, []).append(channel)
         snapshots: list[CommunitySnapshot] = []
+        members = session.access.members
         for community, role, count in memberships:
-            channels = visible_channels(by_community.get(community.id, []), role, listed)
-            snapshots.append(CommunitySnapshot(community=community, role=role,
-                                               channels=channels, member_count=count))
+            channels = by_community.get(community.id, [])
+            member = members.get(community.id)
+            if member is None:  # joined between the two reads: next refresh brings it
+                continue
+            lockdown = sanctions.lockdowns.get(community.id)
+            snapshots.append(CommunitySnapshot(
+                community=community, role=role, channels=channels, member_count=count,
+                roles=roles.get(community.id, []), role_ids=sorted(member.role_ids),
+                tier=member.tier, permissions=int(member.base),
+                lockdown=lockdown is not None,
+                lockdown_member_age_s=lockdown[0] if lockdown else 0,
+                lockdown_account_age_s=lockdown[1] if lockdown else 0))
             session.roles[community.id] = role
+            if count <= self.limits.presence_auto_max_members:
+                session.presence_communities.add(community.id)
             for channel in channels:
                 session.channels[channel.id] = channel
         for channel in direct:
@@ -170,10 +195,7 @@ class SessionOpener:
         if mirrored.encoding != codec.encoding.value:
             return "resume must use the session's encoding"
         session = Session(user, codec, self.limits.replay_buffer_events, session_id=session_id)
-        session.seq = mirrored.seq
-        for frame in mirrored.frames:
-            session.replay.append(frame)
-        session.replay_floor = mirrored.frames[0][0] - 1 if mirrored.frames else mirrored.seq
+        session.load_replay(mirrored.frames, mirrored.seq)
         replay = session.replay_after(seq)
         if replay is None:
             await self.mirror.forget(session_id)

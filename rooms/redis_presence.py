@@ -40,6 +40,7 @@ from rooms.presence import (
     PresenceStore,
     UserSync,
 )
+from rooms.redis_client import blocking_client
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ class RedisPresenceStore(PresenceStore):
 
     def __init__(self, url: str, *, ttl_s: float, batch_s: float) -> None:
         super().__init__(ttl_s=ttl_s, batch_s=batch_s)
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+        self._redis: aioredis.Redis = blocking_client(
             url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=3.0)
         self._sync = self._redis.register_script(_SYNC)
         self._lease = self._redis.register_script(_LEASE)

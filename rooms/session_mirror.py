@@ -37,6 +37,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
+from rooms.redis_client import blocking_client
 from rooms.sessions import Session
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,12 @@ end
 return result
 """
 
+_TOUCH = """
+for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+return #KEYS
+"""
+TOUCH_KEYS_PER_CALL = 2048
+
 
 def _keys(session_id: str) -> tuple[str, str]:
     return f"hearth:s:{session_id}:f", f"hearth:s:{session_id}:m"
@@ -99,11 +106,12 @@ class SessionMirror:
     """Write-ahead copy of sessions in Redis. See the module docstring."""
 
     def __init__(self, url: str, *, owner: str, ttl_ms: int, max_frames: int) -> None:
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=False)
+        self._redis: aioredis.Redis = blocking_client(url)
         self.owner = owner
         self.ttl_ms = ttl_ms
         self.max_frames = max_frames
         self._append = self._redis.register_script(_APPEND)
+        self._touch = self._redis.register_script(_TOUCH)
         self._dirty: dict[Session, None] = {}
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
@@ -186,18 +194,24 @@ class SessionMirror:
         return owned
 
     async def touch(self, sessions: Iterable[Session]) -> None:
-        """Keep live sessions' keys from expiring (called every few seconds)."""
-        pipe = self._redis.pipeline(transaction=False)
-        count = 0
+        """Keep live sessions' keys from expiring (called every few seconds).
+
+        One script call per :data:`TOUCH_KEYS_PER_CALL` keys rather than one pipelined
+        ``PEXPIRE`` per key: building a pipeline command costs the client ~10 µs of
+        Python each, which at 20,000 sessions per process was a sixth of its CPU.
+        """
+        keys: list[str] = []
         for session in sessions:
-            for key in _keys(session.session_id):
-                pipe.pexpire(key, self.ttl_ms)
-            count += 1
-        if count:
-            try:
-                await pipe.execute()
-            except Exception:
-                log.warning("refreshing %d mirrored sessions failed", count, exc_info=True)
+            keys.extend(_keys(session.session_id))
+        if not keys:
+            return
+        try:
+            for start in range(0, len(keys), TOUCH_KEYS_PER_CALL):
+                await self._touch(keys=keys[start:start + TOUCH_KEYS_PER_CALL],
+                                  args=[self.ttl_ms])
+        except Exception:
+            log.warning("refreshing %d mirrored sessions failed", len(keys) // 2,
+                        exc_info=True)
 
     async def forget(self, session_id: str) -> None:
         try:

@@ -21,7 +21,8 @@ from typing import Protocol
 from protocol.codec import Codec
 from protocol.codes import CloseCode
 from protocol.models import Channel, ChannelKind, Role, User
-from rooms.bus import channel_topic, community_topic, user_topic
+from rooms.bus import channel_topic, community_topic, mod_topic, presence_topic, user_topic
+from rooms.permissions import Override, Permission
 
 
 class Sink(Protocol):
@@ -43,10 +44,62 @@ class Mirror(Protocol):
     def mark_dirty(self, session: Session) -> None: ...
 
 
+class ModerationView:
+    """What a session knows to enforce sanctions without a query per send
+    (rooms/enforcement.py): loaded at identify, kept current by control events."""
+
+    __slots__ = ("account_created_ms", "feeds", "joined_ms", "lockdowns", "timeouts")
+
+    def __init__(self) -> None:
+        self.account_created_ms = 0
+        self.joined_ms: dict[int, int] = {}
+        """community id -> when the member joined (ms)."""
+        self.timeouts: dict[int, int] = {}
+        """community id -> when the member's timeout ends (ms)."""
+        self.lockdowns: dict[int, tuple[int, int]] = {}
+        """community id -> (member_age_s, account_age_s) while in lockdown."""
+        self.feeds: set[int] = set()
+        """Communities whose live moderator feed this session receives."""
+
+
+class MemberView:
+    """One community as the member's permissions see it (rooms/access.py)."""
+
+    __slots__ = ("base", "role", "role_ids", "tier")
+
+    def __init__(self, *, role: Role, role_ids: frozenset[int], tier: int,
+                 base: Permission) -> None:
+        self.role = role
+        self.role_ids = role_ids
+        self.tier = tier
+        self.base = base
+        """Community-level bits: the fixed role united with the custom roles."""
+
+
+class AccessView:
+    """What a session knows to resolve its permissions without a query
+    (rooms/access.py): loaded at identify, re-read for one community when a
+    ``permissions_update`` control event arrives."""
+
+    __slots__ = ("bits", "listed", "members", "override_community", "overrides")
+
+    def __init__(self) -> None:
+        self.members: dict[int, MemberView] = {}
+        self.overrides: dict[int, list[Override]] = {}
+        """channel id -> the overrides that concern this member (everyone, their
+        custom roles, themselves), for every channel of their communities that has any."""
+        self.override_community: dict[int, int] = {}
+        self.listed: set[int] = set()
+        """Private channels (and threads, DMs) listing the member."""
+        self.bits: dict[int, Permission] = {}
+        """channel id -> resolved bits; cleared whenever anything above changes."""
+
+
 class Session:
     """One member's gateway session. See the module docstring."""
 
     __slots__ = (
+        "access",
         "changed_cursors",
         "channels",
         "codec",
@@ -55,8 +108,12 @@ class Session:
         "held",
         "is_superseded",
         "mirror",
+        "moderation",
+        "presence_communities",
+        "presence_requested",
         "replay",
         "replay_floor",
+        "replay_size",
         "roles",
         "seq",
         "session_id",
@@ -76,7 +133,10 @@ class Session:
         self.seq = 0
         # (seq, event body): the body is the one bytes object every recipient shares, so
         # a buffer costs a tuple per event, not a copy; frames are rebuilt on replay.
-        self.replay: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=replay_size)
+        # Created on the first event and dropped when acknowledgements empty it: an empty
+        # deque costs 624 bytes, a few percent of an idle connection.
+        self.replay: collections.deque[tuple[int, bytes]] | None = None
+        self.replay_size = replay_size
         self.replay_floor = 0
         """The newest seq no longer in the buffer; resume from below it is impossible."""
         self.sink: Sink | None = None
@@ -89,6 +149,12 @@ class Session:
         self.unmirrored: list[tuple[int, bytes]] = []
         self.held: list[tuple[bytes, int, int]] | None = None
         self.is_superseded = False
+        self.moderation = ModerationView()
+        self.access = AccessView()
+        self.presence_communities: set[int] = set()
+        """Communities whose ``presence_update`` batches this session receives."""
+        self.presence_requested: set[int] = set()
+        """Of those, the large ones it subscribed to (counted against the limit)."""
 
     # ----------------------------------------------------------------- view of the world
 
@@ -104,7 +170,10 @@ class Session:
         """Every bus topic this session listens to."""
         topics = {user_topic(self.user.id)}
         topics.update(community_topic(c) for c in self.roles)
+        topics.update(presence_topic(c) for c in self.presence_communities
+                      if c in self.roles)
         topics.update(channel_topic(c) for c in self.channels)
+        topics.update(mod_topic(c) for c in self.moderation.feeds if c in self.roles)
         return topics
 
     def community_channel_ids(self, community_id: int) -> list[int]:
@@ -130,9 +199,12 @@ class Session:
             self.cursors[channel_id] = channel_seq
             self.changed_cursors[channel_id] = channel_seq
         self.seq += 1
-        if len(self.replay) == self.replay.maxlen:
-            self.replay_floor = self.replay[0][0]
-        self.replay.append((self.seq, event_body))
+        replay = self.replay
+        if replay is None:
+            replay = self.replay = collections.deque(maxlen=self.replay_size)
+        elif len(replay) == replay.maxlen:
+            self.replay_floor = replay[0][0]
+        replay.append((self.seq, event_body))
         if self.mirror is not None:
             self.unmirrored.append((self.seq, event_body))
             self.mirror.mark_dirty(self)
@@ -192,13 +264,23 @@ class Session:
         """Frames after ``seq``, or None when they are no longer all buffered."""
         if seq > self.seq or seq < self.replay_floor:
             return None
-        return [self.codec.dispatch_frame(s, body) for s, body in self.replay if s > seq]
+        return [self.codec.dispatch_frame(s, body) for s, body in self.replay or () if s > seq]
+
+    def load_replay(self, frames: list[tuple[int, bytes]], seq: int) -> None:
+        """A session resumed from the mirror: its buffered frames and newest seq."""
+        self.seq = seq
+        self.replay = collections.deque(frames[-self.replay_size:], maxlen=self.replay_size)
+        self.replay_floor = self.replay[0][0] - 1 if self.replay else seq
 
     def acknowledged(self, seq: int) -> None:
         """The client has everything up to ``seq``: drop it from the buffer."""
         replay = self.replay
+        if replay is None:
+            return
         while replay and replay[0][0] <= seq:
             self.replay_floor = replay.popleft()[0]
+        if not replay:
+            self.replay = None
 
 
 class SessionRegistry:

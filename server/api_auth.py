@@ -9,13 +9,15 @@ and :func:`decode_body` are exported so the other REST modules answer the same w
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
+from protocol.codes import ErrorCode
 from protocol.models import User
+from rooms.errors import RequestError
 from server.auth import Authenticator, AuthError, TooManyAttempts
 
 API_PREFIX = "/api/v1"
@@ -45,6 +47,20 @@ def error_response(status: int, code: str, message: str,
     """The contract's error shape: ``{"error": {"code": ..., "message": ...}}``."""
     return web.Response(body=_error_body(code, message), status=status,
                         content_type="application/json", headers=headers)
+
+
+def answers_request_errors(status: Mapping[ErrorCode, int]) -> Callable[[Handler], Handler]:
+    """Decorator for REST handlers that call the domain services: a
+    :class:`rooms.errors.RequestError` becomes the contract's error reply, with the HTTP
+    status ``status`` gives its code (400 otherwise)."""
+    def decorate(fn: Handler) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            try:
+                return await fn(request)
+            except RequestError as exc:
+                return error_response(status.get(exc.code, 400), exc.code.value, exc.message)
+        return wrapped
+    return decorate
 
 
 class BadRequest(web.HTTPBadRequest):

@@ -25,6 +25,8 @@ _STATUS = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.BANNED: 403,
+    ErrorCode.LOCKDOWN: 403,
     ErrorCode.INTERNAL: 500,
 }
 

@@ -26,22 +26,34 @@ from persistence.database import Connection, Database
 from persistence.embedded import EmbeddedPostgres
 from persistence.migrate import migrate
 from protocol.models import Message, User
+from protocol.moderation import RaidSignalKind
+from rooms.access import AccessResolver
+from rooms.automod_service import AutomodService
 from rooms.bus import Bus, InProcessBus
 from rooms.chat import ChatService
 from rooms.communities import CommunityService
+from rooms.enforcement import PostGate, make_slowmode
 from rooms.group_commit import GroupCommitWriter
 from rooms.hub import Hub
+from rooms.moderation import ModerationService
 from rooms.presence import PresenceService, make_store
+from rooms.raid import RaidMonitor, make_counter
 from rooms.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from rooms.ready import SessionOpener
+from rooms.review import ReviewService
+from rooms.roles import RoleService
 from rooms.session_mirror import SessionMirror
 from rooms.sessions import SessionRegistry
 from server.api_auth import add_auth_routes
+from server.api_automod import add_automod_routes
 from server.api_communities import add_community_routes
+from server.api_moderation import add_moderation_routes, audit_retention
+from server.api_roles import add_role_routes
 from server.auth import Authenticator
 from server.config import Config, secret_for
 from server.cors import cors_middleware
 from server.gateway import Gateway
+from server.gc_policy import GcPolicy
 from server.logs import request_id_middleware
 from server.metrics import Metrics, render
 
@@ -62,8 +74,24 @@ class Services:
         self.metrics = Metrics()
         self.bus: Bus = bus or self._make_bus(config)
         self.hub = Hub(self.bus, fetch_missing=self._fetch_missing,
-                       observe_latency=self.metrics.observe_latency_ms)
-        self.communities = CommunityService(self.db, self.hub, config.limits)
+                       observe_latency=self.metrics.observe_latency_ms,
+                       presence_auto_max_members=config.limits.presence_auto_max_members)
+        # moderation (issue 5): raid counters, slow mode, the resolver, the services
+        self.raid = RaidMonitor(self.hub, make_counter(config.redis_url),
+                                joins=config.raid_joins,
+                                joins_window_s=config.raid_joins_window_s,
+                                messages=config.raid_messages,
+                                messages_window_s=config.raid_messages_window_s)
+        # permissions (issue 5): the one resolver; permissions_update re-reads sessions
+        self.access = AccessResolver(self.db)
+        self.hub.refresh_access = self.access.refresh_session
+        self.communities = CommunityService(
+            self.db, self.hub, config.limits, access=self.access,
+            on_join=lambda cid: self.raid.note(cid, RaidSignalKind.JOINS))
+        self.slowmode = make_slowmode(config.redis_url)
+        self.gate = PostGate(self.slowmode,
+                             on_message=lambda cid: self.raid.note(cid, RaidSignalKind.MESSAGES))
+        self.moderation = ModerationService(self.db, self.hub, config.limits, self.access)
         self.starter_community_id: int | None = None
         hasher = None
         if config.argon2_time_cost or config.argon2_memory_kib:
@@ -83,8 +111,24 @@ class Services:
             config.redis_url.split(",")[0].strip(), limits.user_messages_per_window,
             per_message_ms) if config.redis_url else LocalRateLimiter(
             limits.user_messages_per_window, per_message_ms)
+        # automod (issue 5): the resolver, B's moderation service, members' custom roles
+        self.automod = AutomodService(self.db, self.hub, access=self.access,
+                                      moderation=self.moderation,
+                                      role_ids=self.access.member_role_ids)
         self.chat = ChatService(self.db, self.hub, self.writer, config.limits,
-                                user_limiter=self.user_limiter)
+                                user_limiter=self.user_limiter, automod=self.automod,
+                                gate=self.gate)
+        per_report_ms = limits.report_window_ms / max(limits.reports_per_window, 1)
+        self.report_limiter: RateLimiter = RedisRateLimiter(
+            config.redis_url.split(",")[0].strip(), limits.reports_per_window,
+            per_report_ms) if config.redis_url else LocalRateLimiter(
+            limits.reports_per_window, per_report_ms)
+        self.review = ReviewService(self.db, self.hub, config.limits, self.moderation,
+                                    self.report_limiter)
+        self.roles = RoleService(self.db, self.hub, config.limits, self.access)
+        for request_type, handler in (self.moderation.handlers()
+                                      | self.review.handlers() | self.roles.handlers()).items():
+            self.chat.register(request_type, handler)
         self.registry = SessionRegistry(config.limits.resume_window_ms)
         self.mirror: SessionMirror | None = None
         if config.redis_url:
@@ -96,13 +140,16 @@ class Services:
         # presence (rooms/presence.py): Redis with HEARTH_REDIS_URL, else in memory
         self.presence = PresenceService(make_store(
             config.redis_url, ttl_s=config.presence_ttl_s,
-            batch_s=config.presence_batch_ms / 1000), self.hub, self.db)
+            batch_s=config.presence_batch_ms / 1000), self.hub, self.db,
+            max_subscriptions=limits.max_presence_subscriptions)
         for request_type, handler in self.presence.handlers().items():
             self.chat.register(request_type, handler)
         self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits,
                                     mirror=self.mirror, fetch_missing=self._fetch_missing,
-                                    presence=self.presence)
+                                    presence=self.presence, access=self.access)
         self._background: set[asyncio.Task[None]] = set()
+        self.gc_policy = GcPolicy(freeze_interval_s=config.gc_freeze_interval_s,
+                                  full_interval_s=config.gc_full_interval_s)
         self.gateway = Gateway(auth=self.auth, opener=self.opener, chat=self.chat,
                                limits=config.limits, allowed_origins=config.allowed_origins,
                                admission_per_s=config.admission_per_s)
@@ -170,6 +217,7 @@ class Services:
 
     async def on_bus_reconnect(self) -> None:
         """The bus came back: whatever it dropped meanwhile is read from PostgreSQL."""
+        self.automod.invalidate_all()  # rule-change notices may have been lost too
         channel_ids = self.hub.subscribed_channels()
         if not channel_ids:
             return
@@ -223,6 +271,10 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(services.gateway.sweep_forever(), name="gateway-sweeper"),
         asyncio.create_task(services.metrics.run(services.sample_metrics), name="metrics"),
         asyncio.create_task(services.presence.run(), name="presence"),
+        asyncio.create_task(services.raid.run(), name="raid-signals"),
+        asyncio.create_task(audit_retention(services.db, services.config.audit_retention_days),
+                            name="audit-retention"),
+        asyncio.create_task(services.gc_policy.run(), name="gc-policy"),
     ]
     try:
         yield
@@ -238,6 +290,9 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         if services.mirror is not None:
             await services.mirror.close()
         await services.user_limiter.close()
+        await services.report_limiter.close()
+        await services.slowmode.close()
+        await services.raid.close()
 
 
 async def _drain_gateway(app: web.Application) -> None:
@@ -273,6 +328,12 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(WEB_ROOT / "index.html")
 
 
+async def mod_console(request: web.Request) -> web.StreamResponse:
+    """The moderator console page (web/mod.html); every action it takes is checked
+    server-side, so the page itself is public like the chat page."""
+    return web.FileResponse(WEB_ROOT / "mod.html")
+
+
 def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     """The whole server as an aiohttp application (``bus``: a test may bring its own)."""
     services = Services(config, bus)
@@ -289,7 +350,11 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     app.router.add_get("/metrics", metrics)
     add_auth_routes(app, services.auth)
     add_community_routes(app, services.auth, services.communities)
+    add_automod_routes(app, services.auth, services.automod)
+    add_moderation_routes(app, services.auth, services.moderation, services.review)
+    add_role_routes(app, services.auth, services.roles)
     if (WEB_ROOT / "index.html").is_file():
         app.router.add_get("/", index)
+        app.router.add_get("/mod", mod_console)
         app.router.add_static("/static/", WEB_ROOT, show_index=False)
     return app

@@ -57,6 +57,11 @@ class Config(msgspec.Struct, kw_only=True):
     dead process are shown offline within this plus about 3 s. At most 55."""
     presence_batch_ms: int = 1500
     """A community's members get presence changes at most once per this, batched."""
+    gc_freeze_interval_s: float = 30.0
+    """Move surviving objects out of the cyclic collector's reach this often (see
+    server/gc_policy.py); 0 disables and leaves CPython's defaults."""
+    gc_full_interval_s: float = 300.0
+    """One full collection (the only long pause left) this often, to reclaim cycles."""
     log_level: str = "INFO"
     log_format: str = "text"
     """``text`` for people, ``json`` (one object per line) for log pipelines."""
@@ -65,6 +70,17 @@ class Config(msgspec.Struct, kw_only=True):
     """Password hashing cost; unset uses argon2-cffi's defaults (recommended). Tests
     lower it to keep the suite fast."""
     argon2_memory_kib: int | None = None
+    audit_retention_days: int = 365
+    """Audit log entries older than this are deleted (checked hourly); 0 keeps them
+    forever."""
+    raid_joins: int = 20
+    """Raid signal: this many joins of one community within ``raid_joins_window_s``
+    (0 turns the signal off)."""
+    raid_joins_window_s: int = 60
+    raid_messages: int = 300
+    """Raid signal: this many messages in one community within
+    ``raid_messages_window_s`` (0 turns the signal off)."""
+    raid_messages_window_s: int = 30
     limits: Limits = Limits()
 
     def data_path(self) -> Path:
@@ -150,6 +166,17 @@ def load_config(file: str | None = None, overrides: dict[str, Any] | None = None
     if config.workers > 1 and not config.redis_url:
         raise ConfigError("HEARTH_WORKERS > 1 needs HEARTH_REDIS_URL: processes exchange "
                           "events through Redis")
+    if config.gc_freeze_interval_s < 0 or config.gc_full_interval_s <= 0:
+        raise ConfigError("HEARTH_GC_FREEZE_INTERVAL_S: 0 (off) or more seconds; "
+                          "HEARTH_GC_FULL_INTERVAL_S: more than 0 seconds")
+    if config.audit_retention_days < 0:
+        raise ConfigError("HEARTH_AUDIT_RETENTION_DAYS: 0 (keep forever) or more")
+    for key in ("raid_joins", "raid_messages"):
+        if getattr(config, key) < 0:
+            raise ConfigError(f"HEARTH_{key.upper()}: 0 (off) or more")
+    for key in ("raid_joins_window_s", "raid_messages_window_s"):
+        if not 1 <= getattr(config, key) <= 3600:
+            raise ConfigError(f"HEARTH_{key.upper()}: 1 to 3600 seconds")
     if config.secret is not None and len(config.secret) < 16:
         raise ConfigError("HEARTH_SECRET: use at least 16 characters")
     return config

@@ -83,6 +83,10 @@ def close_frame(code: int, reason: str) -> bytes:
 class GatewayConnection:
     """One websocket. Implements :class:`rooms.sessions.Sink` for its session."""
 
+    # One per connection: no per-instance __dict__.
+    __slots__ = ("_binary", "_closing", "_congested_at", "_pending", "codec", "gateway",
+                 "protocol", "remote", "session", "transport", "ws")
+
     def __init__(self, gateway: Gateway, ws: web.WebSocketResponse, codec: Codec,
                  transport: asyncio.Transport, remote: str | None) -> None:
         self.gateway = gateway
@@ -96,7 +100,6 @@ class GatewayConnection:
         self._congested_at = gateway.limits.max_outbound_bytes // 4
         self._closing = False
         self._pending: list[bytes] = []
-        self.wake = asyncio.Event()
 
     # ----------------------------------------------------------------------------- Sink
 
@@ -129,7 +132,6 @@ class GatewayConnection:
 
     def fail(self, code: CloseCode, reason: str) -> None:
         self.protocol.fail(code, reason)
-        self.wake.set()
         self.gateway.close_soon(self)
 
     # --------------------------------------------------------------------------- flows
@@ -245,7 +247,7 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stats: dict[str, int] = {
             "connections_total": 0, "resume_attempts": 0, "resume_successes": 0,
-            "slow_consumers": 0, "frames_in": 0, "admission_refused": 0,
+            "slow_consumers": 0, "frames_in": 0, "admission_refused": 0, "handshakes_abandoned": 0,
         }
 
     def flush_soon(self, conn: GatewayConnection) -> None:
@@ -297,9 +299,19 @@ class Gateway:
                 status=503, headers={"Retry-After": str(random.randint(1, 5))})
         ws = web.WebSocketResponse(max_msg_size=self.limits.max_frame_bytes, autoping=True,
                                    heartbeat=None, compress=False, timeout=2.0)
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionError:
+            # The client gave up before our handshake answer (a connect timeout in a
+            # storm): nothing was opened, nothing to log but a count. (Returning the
+            # unprepared websocket response would make aiohttp raise.)
+            self.stats["handshakes_abandoned"] += 1
+            return web.Response(status=499, text="client closed the connection")
         transport = request.transport
-        assert transport is not None
+        if transport is None or transport.is_closing():
+            self.stats["handshakes_abandoned"] += 1
+            await ws.close()
+            return ws
         conn = GatewayConnection(self, ws, codec, transport, request.remote)  # type: ignore[arg-type]
         self.connections.add(conn)
         self.stats["connections_total"] += 1

@@ -12,6 +12,7 @@ Randomness is seeded; the seed is printed so a failure can be replayed with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import tempfile
@@ -206,6 +207,20 @@ def start_server_process(database_url: str, **extra_env: str) -> RunningServer:
             output = log_path.read_text(errors="replace")
             raise RuntimeError(f"hearth serve did not become ready:\n{output}")
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def server_nodes(database_url: str, count: int, **extra_env: str) -> Iterator[list[RunningServer]]:
+    """``count`` server processes on one database (and one Redis, through ``extra_env``),
+    all stopped on exit, including the ones started before a later one failed to start."""
+    nodes: list[RunningServer] = []
+    try:
+        for _ in range(count):
+            nodes.append(start_server_process(database_url, **extra_env))
+        yield nodes
+    finally:
+        for node in reversed(nodes):
+            stop_server_process(node)
 
 
 def stop_server_process(server: RunningServer) -> None:

@@ -34,6 +34,8 @@ def test_environment_booleans_lists_and_limits() -> None:
     ({"HEARTH_WORKERS": "4"}, "HEARTH_REDIS_URL"),
     ({"HEARTH_SECRET": "short"}, "HEARTH_SECRET"),
     ({"HEARTH_LIMIT_MAX_FRAME_BYTES": "\"big\""}, "HEARTH_LIMIT_MAX_FRAME_BYTES"),
+    ({"HEARTH_GC_FREEZE_INTERVAL_S": "-1"}, "HEARTH_GC_FREEZE_INTERVAL_S"),
+    ({"HEARTH_GC_FULL_INTERVAL_S": "0"}, "HEARTH_GC_FULL_INTERVAL_S"),
 ])
 def test_bad_values_fail_fast_naming_the_key(environ: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError) as failure:

@@ -117,4 +117,4 @@ async def test_acknowledged_events_leave_the_replay_buffer() -> None:
     assert replay is not None
     assert [JSON.decode_server(f).s for f in replay] == [4, 5]  # type: ignore[union-attr]
     assert session.replay_after(2) is None  # acknowledged, so no longer kept
-    assert len(session.replay) == 2
+    assert session.replay is not None and len(session.replay) == 2

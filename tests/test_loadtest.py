@@ -347,6 +347,9 @@ def _assert_structure(report: dict[str, Any], scenario: str, connections: int) -
     assert report["duration_s"] > 0
     assert isinstance(report["errors"], dict)
     assert report["timeseries"] and "connections" in report["timeseries"][0]
+    assert set(report["connect_phase"]) >= {"server_cpu_percent", "database_cpu_percent",
+                                            "generator_cpu_percent"}
+    assert isinstance(report["other_events"], dict) and report["interrupted"] is None
 
 
 @pytest.mark.slow

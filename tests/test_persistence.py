@@ -49,7 +49,7 @@ async def make_channel(db: Database, community: Community, owner: User,
 def new(channel: Channel | int, author: User, content: str = "hi", *, nonce: str | None = None,
         **kwargs: Any) -> NewMessage:
     channel_id = channel if isinstance(channel, int) else channel.id
-    return NewMessage(channel_id=channel_id, author_id=author.id, content=content, nonce=nonce,
+    return NewMessage(channel_id=channel_id, author=author, content=content, nonce=nonce,
                       reply_to_id=kwargs.pop("reply_to_id", None),
                       mention_user_ids=kwargs.pop("mention_user_ids", []),
                       mention_roles=kwargs.pop("mention_roles", []),

@@ -31,7 +31,12 @@ from rooms.presence import (
     UserSync,
 )
 from rooms.redis_presence import RedisPresenceStore
-from tests.conftest import RunningServer, start_server_process, stop_server_process
+from tests.conftest import (
+    RunningServer,
+    server_nodes,
+    start_server_process,
+    stop_server_process,
+)
 from tests.helpers import GatewayClient, bearer, register
 
 ONLINE, IDLE, DND = PresenceStatus.ONLINE, PresenceStatus.IDLE, PresenceStatus.DND
@@ -204,21 +209,21 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def start_node(database_url: str, redis_url: str) -> RunningServer:
+def node_env(redis_url: str) -> dict[str, str]:
     """One gateway process (``HEARTH_WORKERS=1``: no supervisor, so the process the test
     kills is the gateway itself) with the short test lease."""
-    return start_server_process(database_url, HEARTH_REDIS_URL=redis_url, HEARTH_WORKERS="1",
-                                HEARTH_PRESENCE_TTL_S=str(TEST_TTL_S))
+    return {"HEARTH_REDIS_URL": redis_url, "HEARTH_WORKERS": "1",
+            "HEARTH_PRESENCE_TTL_S": str(TEST_TTL_S)}
+
+
+def start_node(database_url: str, redis_url: str) -> RunningServer:
+    return start_server_process(database_url, **node_env(redis_url))
 
 
 @pytest.fixture
 def two_nodes(database_url: str, redis_url: str) -> Iterator[list[RunningServer]]:
-    nodes = [start_node(database_url, redis_url) for _ in range(2)]
-    try:
+    with server_nodes(database_url, 2, **node_env(redis_url)) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            stop_server_process(node)
 
 
 def _starter(client: GatewayClient) -> dict[str, Any]:
@@ -497,3 +502,61 @@ async def test_typing_crosses_nodes_expires_by_itself_and_is_never_stored(
     assert await reader.ok("fetch_history", channel_id=general) == before
     fresh = await GatewayClient.identified(http, a.ws_url, reader_account["access_token"])
     await fresh.no_event("typing_start", wait=0.5)
+
+
+@pytest.fixture
+def small_presence_server(database_url: str) -> Iterator[RunningServer]:
+    """Communities above two members count as large; one presence subscription each."""
+    server = start_server_process(database_url, HEARTH_WORKERS="1",
+                                  HEARTH_LIMIT_PRESENCE_AUTO_MAX_MEMBERS="2",
+                                  HEARTH_LIMIT_MAX_PRESENCE_SUBSCRIPTIONS="1")
+    try:
+        yield server
+    finally:
+        stop_server_process(server)
+
+
+async def test_large_communities_send_presence_only_to_subscribed_sessions(
+        small_presence_server: RunningServer, http: aiohttp.ClientSession) -> None:
+    server = small_presence_server
+    accounts = [await register(http, server.url) for _ in range(3)]
+    watcher = await GatewayClient.identified(http, server.ws_url, accounts[0]["access_token"])
+    actor = await GatewayClient.identified(http, server.ws_url, accounts[1]["access_token"])
+    starter = _starter(watcher)
+    community = starter["community"]["id"]
+    assert starter["member_count"] > 2  # large under this server's limit
+    actor_id = accounts[1]["user"]["id"]
+    watch = PresenceWatch(watcher, community)
+
+    # Large: a status change does not reach an unsubscribed session.
+    await actor.ok("set_presence", status="idle")
+    with pytest.raises(TimeoutError):
+        await watch.next(timeout=3.0)
+    presence, _ = await _member_presence(watcher, community, actor_id)
+    assert presence["status"] == "idle"  # ... though fetch_members has it
+
+    await watcher.ok("subscribe_presence", community_id=community)
+    await actor.ok("set_presence", status="dnd")
+    await watch.until(lambda: watch.status(actor_id) == "dnd")
+
+    # A community the watcher owns, joined live while small: presence comes unasked;
+    # opting out and back in counts against the one subscription already taken.
+    created = await http.post(f"{server.url}/api/v1/communities", json={"name": "Cohort"},
+                              headers=bearer(accounts[0]["access_token"]))
+    assert created.status == 201
+    cohort = (await created.json())["community"]["id"]
+    await watcher.event("community_available", timeout=5.0)
+    await watcher.ok("subscribe_presence", community_id=cohort, subscribed=False)
+    refused = await watcher.request("subscribe_presence", community_id=cohort)
+    assert refused["op"] == "error" and refused["code"] == "limit_exceeded"
+    await watcher.ok("subscribe_presence", community_id=community, subscribed=False)
+    await watcher.ok("subscribe_presence", community_id=cohort)
+
+    outsider = await watcher.request("subscribe_presence", community_id=cohort + 1000)
+    assert outsider["op"] == "error" and outsider["code"] == "not_found"
+    # Unsubscribed from the large one again: quiet.
+    await actor.ok("set_presence", status="online")
+    with pytest.raises(TimeoutError):
+        await watch.next(timeout=3.0)
+    await watcher.close()
+    await actor.close()

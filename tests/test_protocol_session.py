@@ -13,6 +13,8 @@ from typing import Any
 import msgspec
 import pytest
 
+from protocol import frames
+from protocol import moderation as mod
 from protocol.codec import JSON, MSGPACK, Codec
 from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
 from protocol.frames import (
@@ -601,6 +603,34 @@ def sample_events() -> list[Event]:
         PresenceUpdated(community_id=3, online_count=1, presences=[
             Presence(user_id=7, status=PresenceStatus.DND),
             Presence(user_id=8, status=PresenceStatus.OFFLINE, last_seen=1_700_000_000_000)]),
+        *moderation_sample_events(),
+    ]
+
+
+def moderation_sample_events() -> list[Event]:
+    item = mod.ReviewItem(id=5, community_id=3, kind=mod.ReviewKind.MESSAGE,
+                          status=mod.ReviewStatus.OPEN, channel_id=42, message_id=900,
+                          content="spam", sources=["report", "automod:links"],
+                          report_count=2, flag_count=1)
+    appeal = mod.Appeal(id=2, community_id=3, user_id=7, audit_id=11, action="member.ban",
+                        text="sorry", status=mod.AppealStatus.OPEN)
+    return [
+        frames.MessagesDeleted(channel_id=42, message_ids=[900, 901]),
+        frames.MemberSanctioned(sanction=mod.Sanction(
+            community_id=3, kind=mod.SanctionKind.TIMEOUT, reason="calm down",
+            expires_at=1_700_000_600_000, audit_id=11)),
+        frames.CommunityModerationUpdated(community_id=3, lockdown=True, member_age_s=600),
+        frames.ReviewItemUpdated(item=item),
+        frames.ModActionTaken(entry=mod.AuditEntry(
+            id=11, community_id=3, actor_id=8, action="member.ban", target_type="user",
+            target_id=7, reason="spam", before=None, after={"expires_at": None})),
+        frames.AutomodAlert(community_id=3, rule="links", summary="link spam", user_id=7,
+                            actions=["block", "alert"]),
+        frames.RaidSignal(community_id=3, kind=mod.RaidSignalKind.JOINS, count=40,
+                          window_s=60, threshold=30),
+        frames.AppealUpdated(appeal=appeal),
+        frames.PermissionsUpdated(community_id=3),
+        frames.PermissionsUpdated(community_id=3, user_id=7),
     ]
 
 

@@ -20,6 +20,7 @@ from tests.conftest import (
     TEST_SECRET,
     RunningServer,
     free_port,
+    server_nodes,
     start_server_process,
     stop_server_process,
 )
@@ -35,12 +36,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def three_nodes(database_url: str, redis_url: str) -> Iterator[list[RunningServer]]:
-    nodes = [start_server_process(database_url, HEARTH_REDIS_URL=redis_url) for _ in range(3)]
-    try:
+    with server_nodes(database_url, 3, HEARTH_REDIS_URL=redis_url) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            stop_server_process(node)
 
 
 async def test_message_on_node_a_reaches_b_and_c_in_order_once(

@@ -1,21 +1,20 @@
 // Hearth web client: plain ES module, no build step, no framework.
 // REST for accounts and communities (docs/CONTRACTS.md), the /gateway websocket for
 // everything live (protocol/frames.py). Tokens live in sessionStorage, so two tabs can
-// be two different people.
+// be two different people. The connection layer (tokens, REST, gateway) is gateway.js,
+// shared with the moderator console (mod.js).
 
-const API = "/api/v1";
+import {
+  HearthError, api, connect, dropSocket, el, gw, hooks, nameOf, orphanErrors, request,
+  resumeStoredSession, saveTokens, signOut, store,
+} from "./gateway.js";
+
 const PAGE = 50;
 const TYPING_EVERY_MS = 3000;
 const QUICK_EMOJI = "👍";
 const $ = (id) => document.getElementById(id);
 
 // ------------------------------------------------------------------------------ state
-
-const store = {
-  get: (k) => sessionStorage.getItem(`hearth.${k}`),
-  set: (k, v) => (v == null ? sessionStorage.removeItem(`hearth.${k}`)
-    : sessionStorage.setItem(`hearth.${k}`, String(v))),
-};
 
 const state = {
   me: null,
@@ -34,10 +33,6 @@ const state = {
   lastTypingSent: 0,
 };
 
-class HearthError extends Error {
-  constructor(code, message) { super(`${code}: ${message}`); this.code = code; this.detail = message; }
-}
-
 // ------------------------------------------------------------------------ errors / UI
 
 let errorTimer = null;
@@ -49,25 +44,18 @@ function showError(err) {
   errorTimer = setTimeout(() => { $("error-banner").hidden = true; }, 10000);
 }
 
+let noticeTimer = null;
+function showNotice(text) {
+  $("notice").textContent = text;
+  $("notice").hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => { $("notice").hidden = true; }, 6000);
+}
+
 function setStatus(text, kind = "") {
   const el = $("connection-status");
   el.textContent = text;
   el.dataset.state = kind;
-}
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (v == null || v === false) continue;
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else if (k.startsWith("data") || k.startsWith("aria") || k === "role" || k === "title") {
-      node.setAttribute(k.replace(/^data([A-Z])/, (_, c) => `data-${c.toLowerCase()}`)
-        .replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`), v);
-    } else node[k] = v;
-  }
-  node.append(...children.filter((c) => c != null));
-  return node;
 }
 
 // Icon paths from Material Design Icons (Apache-2.0); SVG, so no emoji font is needed.
@@ -75,6 +63,7 @@ const ICONS = {
   thumb: "M1 21h4V9H1v12zm22-11a2 2 0 0 0-2-2h-6.31l.95-4.57.03-.32c0-.41-.17-.79-.44-1.06L14.17 1 7.59 7.59C7.22 7.95 7 8.45 7 9v10a2 2 0 0 0 2 2h9c.83 0 1.54-.5 1.84-1.22l3.02-7.05c.09-.23.14-.47.14-.73v-2z",
   edit: "M3 17.25V21h3.75L17.81 9.94l-3.75-3.75L3 17.25zM20.71 7.04a1 1 0 0 0 0-1.41l-2.34-2.34a1 1 0 0 0-1.41 0l-1.83 1.83 3.75 3.75 1.83-1.83z",
   trash: "M6 19a2 2 0 0 0 2 2h8a2 2 0 0 0 2-2V7H6v12zM19 4h-3.5l-1-1h-5l-1 1H5v2h14V4z",
+  flag: "M14.4 6 14 4H5v17h2v-7h5.6l.4 2h7V6z",
 };
 function icon(name) {
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
@@ -86,209 +75,47 @@ function icon(name) {
   return svg;
 }
 
-const nameOf = (user) => user?.display_name || user?.username || "someone";
 const hue = (id) => (Number(id) * 67) % 360;
-
-// ------------------------------------------------------------------------------- REST
-
-async function api(method, path, body, { auth = true, retry = true } = {}) {
-  const headers = {};
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (auth) {
-    await ensureFreshToken();
-    headers.Authorization = `Bearer ${store.get("access")}`;
-  }
-  let res;
-  try {
-    res = await fetch(API + path, { method, headers,
-      body: body === undefined ? undefined : JSON.stringify(body) });
-  } catch {
-    throw new HearthError("network_error", "the server cannot be reached");
-  }
-  if (res.status === 401 && auth && retry && await refreshTokens()) {
-    return api(method, path, body, { auth, retry: false });
-  }
-  const data = res.status === 204 ? null : await res.json().catch(() => null);
-  if (!res.ok) {
-    const e = data?.error ?? { code: `http_${res.status}`, message: res.statusText };
-    throw new HearthError(e.code, e.message);
-  }
-  return data;
-}
-
-let refreshTimer = null;
-let refreshing = null;
-
-function saveTokens(reply) {
-  store.set("access", reply.access_token);
-  store.set("refresh", reply.refresh_token);
-  store.set("expires_at", Date.now() + reply.expires_in * 1000);
-  scheduleRefresh();
-}
-
-function scheduleRefresh() {
-  clearTimeout(refreshTimer);
-  const left = Number(store.get("expires_at") || 0) - Date.now();
-  refreshTimer = setTimeout(() => refreshTokens(), Math.max(1000, left * 0.8));
-}
-
-/** Rotate the token pair once (concurrent callers share it). Resolves true on success. */
-function refreshTokens() {
-  refreshing ??= (async () => {
-    const token = store.get("refresh");
-    if (!token) return false;
-    try {
-      saveTokens(await api("POST", "/auth/refresh", { refresh_token: token }, { auth: false }));
-      return true;
-    } catch (err) {
-      if (err.code === "network_error") { setTimeout(() => refreshTokens(), 5000); return false; }
-      logout("Your session has expired; please log in again.");
-      return false;
-    }
-  })().finally(() => { refreshing = null; });
-  return refreshing;
-}
-
-async function ensureFreshToken() {
-  if (Number(store.get("expires_at") || 0) - Date.now() < 15000) await refreshTokens();
-}
-
-// ---------------------------------------------------------------------------- gateway
-
-const gw = {
-  ws: null, ready: false, seq: 0, sessionId: null, nextId: 1, requests: new Map(),
-  heartbeat: null, acked: true, attempt: 0, timer: null, stopped: true, retryAfter: null,
-};
-
-function connect() {
-  clearTimeout(gw.timer);
-  gw.stopped = false;
-  setStatus("connecting…", "connecting");
-  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/gateway?encoding=json`);
-  gw.ws = ws;
-  ws.onmessage = (ev) => { if (gw.ws === ws) onFrame(JSON.parse(ev.data)); };
-  ws.onclose = (ev) => { if (gw.ws === ws) onClose(ev); };
-}
-
-/** Close the socket ourselves and reconnect as after a network failure (resumable).
- * The close event would carry the code the server echoes, not ours, so act now. */
-function dropSocket(code, reason) {
-  const ws = gw.ws;
-  if (!ws) return;
-  gw.ws = null;
-  ws.close(code, reason);
-  onClose({ code });
-}
-
-function sendRaw(frame) {
-  if (gw.ws?.readyState === WebSocket.OPEN) gw.ws.send(JSON.stringify(frame));
-}
-
-/** One request, one ok/error reply. Requests outlive a dropped socket and are sent
- * again after resume/identify (all are idempotent; messages carry a nonce). */
-function request(op, fields, { retry = true } = {}) {
-  return new Promise((resolve, reject) => {
-    const id = gw.nextId++;
-    const frame = { op, id, ...fields };
-    gw.requests.set(id, { frame, resolve, reject, retry });
-    if (gw.ready) sendRaw(frame);
-  });
-}
-
-function onFrame(f) {
-  switch (f.op) {
-    case "hello":
-      state.limits = f.limits ?? state.limits;
-      startHeartbeat(f.heartbeat_interval_ms);
-      ensureFreshToken().then(() => {
-        const token = store.get("access");
-        sendRaw(gw.sessionId
-          ? { op: "resume", token, session_id: gw.sessionId, seq: gw.seq }
-          : { op: "identify", token, client: "hearth-web/1" });
-      });
-      break;
-    case "ready":
-      gw.sessionId = f.session_id;
-      gw.seq = 0;
-      onReady(f);
-      opened();
-      break;
-    case "resumed":
-      opened();
-      break;
-    case "invalid_session": // the close (4006) follows; identify on the next connection
-      gw.sessionId = null;
-      gw.seq = 0;
-      break;
-    case "heartbeat_ack":
-      gw.acked = true;
-      break;
-    case "reconnect":
-      gw.retryAfter = f.retry_after_ms;
-      break;
-    case "ok":
-    case "error": {
-      const req = gw.requests.get(f.id);
-      if (!req) { if (f.op === "error") showError(new HearthError(f.code, f.message)); break; }
-      gw.requests.delete(f.id);
-      if (f.op === "ok") req.resolve(f.data);
-      else req.reject(new HearthError(f.code, f.message));
-      break;
-    }
-    case "dispatch":
-      if (f.s <= gw.seq) break; // already seen (replay overlap)
-      gw.seq = f.s;
-      onEvent(f.d);
-      break;
-    default:
-      break;
-  }
-}
-
-function opened() {
-  gw.ready = true;
-  gw.attempt = 0;
-  setStatus("connected", "connected");
-  for (const req of gw.requests.values()) sendRaw(req.frame);
-}
-
-function startHeartbeat(interval) {
-  clearInterval(gw.heartbeat);
-  gw.acked = true;
-  gw.heartbeat = setInterval(() => {
-    if (!gw.acked) { dropSocket(4000, "no heartbeat ack"); return; } // zombie: resume
-    gw.acked = false;
-    sendRaw({ op: "heartbeat", seq: gw.seq });
-  }, interval);
-}
-
-function onClose(ev) {
-  clearInterval(gw.heartbeat);
-  gw.ws = null;
-  gw.ready = false;
-  for (const [id, req] of gw.requests) {
-    if (!req.retry) { gw.requests.delete(id); req.reject(new HearthError("disconnected", "connection lost")); }
-  }
-  if (gw.stopped) return;
-  // Not resumable: identify on the next connection.
-  if ([1000, 4002, 4003, 4004, 4006].includes(ev.code)) { gw.sessionId = null; gw.seq = 0; }
-  const base = Math.min(30000, 1000 * 2 ** gw.attempt++);
-  let delay = gw.retryAfter ?? Math.round(base / 2 + Math.random() * base / 2);
-  if (ev.code === 4006) delay = Math.round(Math.random() * 500);
-  gw.retryAfter = null;
-  setStatus(`reconnecting in ${Math.ceil(delay / 1000)} s…`, "reconnecting");
-  const go = () => { if (!gw.stopped) connect(); };
-  gw.timer = setTimeout(() => {
-    if (ev.code === 4004) refreshTokens().then((ok) => ok && go()); else go();
-  }, delay);
-}
 
 // ----------------------------------------------------------------------------- events
 
 function addSnapshot(snap) {
   state.communities.set(snap.community.id, { community: snap.community, role: snap.role,
-    member_count: snap.member_count });
+    member_count: snap.member_count, permissions: snap.permissions ?? 0 });
   for (const ch of snap.channels) state.channels.set(ch.id, ch);
+}
+
+// Bits of rooms/permissions.py Permission that open the moderator console.
+const MOD_BITS = (1 << 10) | (1 << 11) | (1 << 12) | (1 << 13) | (1 << 16) | (1 << 17) | (1 << 30);
+const STAFF_ROLES = new Set(["moderator", "admin", "owner"]);
+
+/** My role or bits changed: re-read my communities' snapshots (they carry the
+ * re-resolved bits) for the console link and the moderator buttons on messages. */
+async function refreshPermissions() {
+  try {
+    const { communities } = await api("GET", "/communities");
+    for (const snap of communities) {
+      const c = state.communities.get(snap.community.id);
+      if (c) { c.role = snap.role; c.permissions = snap.permissions ?? 0; }
+    }
+    renderHeader();
+    renderModLink();
+    state.messages = state.messages.map((m) => ({ ...m })); // rebuild: buttons may change
+    renderMessages();
+  } catch (err) { showError(err); }
+}
+
+/** The console link is for members who can moderate somewhere (the server checks
+ * every action again; this only decides whether to offer the page). It opens the
+ * community of the current channel when that one is moderated. */
+function renderModLink() {
+  const mods = (c) => (c.permissions ? (c.permissions & MOD_BITS) !== 0 : STAFF_ROLES.has(c.role));
+  const can = [...state.communities.values()].some(mods);
+  const link = $("mod-link");
+  link.hidden = !can;
+  const cid = state.channels.get(state.current)?.community_id;
+  const here = cid ? state.communities.get(cid) : null;
+  link.href = here && mods(here) ? `/mod?community=${cid}` : "/mod";
 }
 
 function onReady(f) {
@@ -305,6 +132,7 @@ function onReady(f) {
     ?? [...state.channels.values()].find((c) => c.name === "general")?.id
     ?? sortedChannels()[0]?.id;
   renderSidebar();
+  renderModLink();
   if (pick) selectChannel(pick);
 }
 
@@ -315,6 +143,13 @@ function onEvent(d) {
     case "message_delete":
       if (d.channel_id === state.current) {
         state.messages = state.messages.filter((m) => m.id !== d.message_id);
+        renderMessages();
+      }
+      break;
+    case "message_delete_bulk":
+      if (d.channel_id === state.current) {
+        const gone = new Set(d.message_ids);
+        state.messages = state.messages.filter((m) => !gone.has(m.id));
         renderMessages();
       }
       break;
@@ -336,7 +171,13 @@ function onEvent(d) {
       if (d.channel_id === state.current) selectChannel(sortedChannels()[0]?.id ?? null);
       renderSidebar();
       break;
-    case "community_available": addSnapshot(d.snapshot); renderSidebar(); break;
+    case "community_available": addSnapshot(d.snapshot); renderSidebar(); renderModLink(); break;
+    case "member_update":
+      if (d.member.user.id === state.me?.id) refreshPermissions();
+      break;
+    case "permissions_update":
+      if (d.user_id == null || d.user_id === state.me?.id) refreshPermissions();
+      break;
     case "community_unavailable":
       state.communities.delete(d.community_id);
       for (const ch of [...state.channels.values()]) {
@@ -344,7 +185,20 @@ function onEvent(d) {
       }
       if (!state.channels.has(state.current)) selectChannel(sortedChannels()[0]?.id ?? null);
       renderSidebar();
+      renderModLink();
+      if (d.sanction) showError(`You were ${d.sanction.kind === "ban" ? "banned" : "removed"}`
+        + ` from a community${d.sanction.reason ? `: ${d.sanction.reason}` : ""}.`);
       break;
+    case "member_sanctioned": {
+      const where = state.communities.get(d.sanction.community_id)?.community.name ?? "a community";
+      const why = d.sanction.reason ? ` Reason: ${d.sanction.reason}` : "";
+      if (d.lifted) showNotice(`Your timeout in ${where} was lifted; you can post again.`);
+      else if (d.sanction.kind === "timeout") {
+        const until = new Date(d.sanction.expires_at).toLocaleString([], { hour: "2-digit", minute: "2-digit" });
+        showError(`You are timed out in ${where} until ${until}.${why}`);
+      } else showError(`A moderator warned you in ${where}.${why}`);
+      break;
+    }
     default: break; // member_* and future events: nothing to show yet
   }
 }
@@ -540,8 +394,18 @@ function startEdit(li, m) {
   });
 }
 
+/** Whether I may delete others' messages in this channel (MANAGE_MESSAGES or staff);
+ * the server checks again, this only decides whether to offer the button. */
+function canManageMessages(channelId) {
+  const cid = state.channels.get(channelId)?.community_id;
+  const c = cid ? state.communities.get(cid) : null;
+  if (!c) return false;
+  return c.permissions ? (c.permissions & ((1 << 10) | (1 << 30))) !== 0 : STAFF_ROLES.has(c.role);
+}
+
 function messageNode(m) {
   const own = m.author.id === state.me?.id;
+  const manage = !own && canManageMessages(m.channel_id);
   const time = new Date(m.created_at);
   const li = el("li", { class: `message${own ? " own" : ""}`, dataTestid: "message",
     dataKey: `m${m.id}`, dataSeq: m.seq, dataAuthor: m.author.username },
@@ -564,9 +428,12 @@ function messageNode(m) {
       dataTestid: "react-button", ariaLabel: "React with thumbs up", title: "React" }, icon("thumb")),
     own ? el("button", { type: "button", class: "icon", dataAction: "edit",
       dataTestid: "edit-button", ariaLabel: "Edit message", title: "Edit" }, icon("edit")) : null,
-    own ? el("button", { type: "button", class: "icon", dataAction: "delete",
+    own || manage ? el("button", { type: "button", class: "icon", dataAction: "delete",
       dataTestid: "delete-button", ariaLabel: "Delete message", title: "Delete" }, icon("trash"))
-      : null));
+      : null,
+    own ? null : el("button", { type: "button", class: "icon", dataAction: "report",
+      dataTestid: "report-button", ariaLabel: "Report message to the moderators",
+      title: "Report" }, icon("flag"))));
   li.style.setProperty("--hue", hue(m.author.id));
   li.message = m;
   return li;
@@ -655,6 +522,7 @@ function renderHeader() {
   const role = ch?.community_id ? state.communities.get(ch.community_id)?.role : null;
   $("invite-button").hidden = !role || role === "member";
   $("invite-output").textContent = "";
+  renderModLink();
 }
 
 function renderTyping() {
@@ -682,22 +550,12 @@ function showAuth(message = "") {
 }
 
 function logout(message = "") {
-  const refresh = store.get("refresh");
-  if (refresh) api("POST", "/auth/logout", { refresh_token: refresh }, { auth: false }).catch(() => {});
-  for (const k of ["access", "refresh", "expires_at", "channel"]) store.set(k, null);
-  clearTimeout(refreshTimer);
-  gw.stopped = true;
-  clearTimeout(gw.timer);
-  gw.ws?.close(1000, "logout");
-  Object.assign(gw, { ws: null, ready: false, sessionId: null, seq: 0 });
-  for (const req of gw.requests.values()) req.reject(new HearthError("logged_out", "logged out"));
-  gw.requests.clear();
+  signOut();
   Object.assign(state, { me: null, current: null, messages: [] });
   state.pending.clear();
   state.typing.clear();
   state.myReactions.clear();
   $("messages").replaceChildren();
-  setStatus("offline");
   showAuth(message);
 }
 
@@ -782,8 +640,21 @@ $("messages").addEventListener("click", (ev) => {
   if (!m) return;
   if (action === "react") toggleReaction(m.id, btn.dataset.emoji);
   else if (action === "edit") startEdit(li, m);
-  else if (action === "delete" && window.confirm("Delete this message?")) {
+  else if (action === "delete" && m.author.id !== state.me?.id) {
+    // A moderator deleting someone else's message: the reason goes to the audit log.
+    const reason = window.prompt(`Delete ${nameOf(m.author)}'s message? Reason (audit log):`);
+    if (reason == null) return;
+    if (!reason.trim()) { showError("A reason is needed to delete someone else's message."); return; }
+    request("delete_message", { channel_id: m.channel_id, message_id: m.id, reason: reason.trim() })
+      .catch(showError);
+  } else if (action === "delete" && window.confirm("Delete this message?")) {
     request("delete_message", { channel_id: m.channel_id, message_id: m.id }).catch(showError);
+  } else if (action === "report") {
+    const reason = window.prompt("Why are you reporting this message? The moderators will see it.");
+    if (reason == null) return;
+    if (!reason.trim()) { showError("Please say why you are reporting this message."); return; }
+    request("report_message", { channel_id: m.channel_id, message_id: m.id, reason: reason.trim() })
+      .then(() => showNotice("Thanks — the moderators have been told.")).catch(showError);
   }
 });
 
@@ -821,10 +692,12 @@ window.hearth = { state, gw, dropConnection: () => dropSocket(4000, "simulated d
 
 // ------------------------------------------------------------------------------ start
 
-if (store.get("refresh")) {
-  setStatus("connecting…", "connecting");
-  scheduleRefresh();
-  connect();
-} else {
-  showAuth();
-}
+Object.assign(hooks, {
+  hello: (f) => { state.limits = f.limits ?? state.limits; },
+  ready: onReady,
+  event: onEvent,
+  status: setStatus,
+  authLost: logout,
+});
+orphanErrors.report = showError;
+if (!resumeStoredSession()) showAuth();
