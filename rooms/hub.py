@@ -131,9 +131,14 @@ class Hub:
 
     # ---------------------------------------------------------------------- subscribing
 
-    def attach(self, session: Session) -> None:
+    def attach(self, session: Session) -> dict[int, int]:
+        """Subscribe a session to its topics. Returns, per channel the hub already
+        carried, how far it has delivered it here: a session whose snapshot is older
+        missed (snapshot, that] and must catch it up (:meth:`ReadyService.catch_up`)."""
         for topic in session.topics():
             self._add(session, topic)
+        return {channel_id: last for channel_id in session.channels
+                if (last := self._last_seq.get(channel_id)) is not None}
 
     def detach(self, session: Session) -> None:
         for topic in session.topics():

@@ -155,7 +155,14 @@ class SessionOpener:
             session.mirror = self.mirror
             self.mirror.mark_dirty(session)  # store the cursors: resumable from now on
         self.registry.add(session)
-        self.hub.attach(session)
+        delivered = self.hub.attach(session)
+        # Messages the hub delivered here between reading the snapshot and attaching
+        # went to the other local subscribers but not to this session: hold its
+        # deliveries and fetch that window (the gateway calls catch_up after ready).
+        behind = {cid: upto for cid, upto in delivered.items()
+                  if upto > session.cursors.get(cid, upto)}
+        if behind:
+            session.hold(behind)
         return session, ready
 
     def resume(self, user: User, session_id: str, seq: int, codec: Codec,
@@ -210,21 +217,26 @@ class SessionOpener:
         self.registry.add(session)
         if self.presence is not None:
             self.presence.attach(session)
-        self.hub.attach(session)
+        # catch_up fetches from the cursors to whichever is newer, the snapshot or what
+        # the hub had already delivered here when the session attached.
+        session.catch_up_upto = self.hub.attach(session)
         return session, replay
 
     async def catch_up(self, session: Session) -> int:
-        """After a resume elsewhere: messages published while nobody held the session,
-        from PostgreSQL, then whatever arrived meanwhile. Returns how many were fetched."""
+        """After a resume elsewhere, or an identify that attached to channels the hub
+        was already carrying: messages the session missed (published while nobody held
+        it, or delivered here between its snapshot and attaching), from PostgreSQL,
+        then whatever arrived meanwhile. Returns how many were fetched."""
         first: list[tuple[bytes, int, int]] = []
         try:
             if self.fetch_missing is not None:
+                upto_by_channel = session.catch_up_upto or {}
                 for channel in list(session.channels.values()):
                     cursor = session.cursors.get(channel.id, channel.last_seq)
-                    if cursor >= channel.last_seq:
+                    upto = max(channel.last_seq, upto_by_channel.get(channel.id, 0))
+                    if cursor >= upto:
                         continue
-                    for message in await self.fetch_missing(channel.id, cursor,
-                                                            channel.last_seq):
+                    for message in await self.fetch_missing(channel.id, cursor, upto):
                         body = session.codec.encode_event(MessageCreated(message=message))
                         first.append((body, channel.id, message.seq))
         except Exception:

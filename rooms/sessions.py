@@ -100,6 +100,7 @@ class Session:
 
     __slots__ = (
         "access",
+        "catch_up_upto",
         "changed_cursors",
         "channels",
         "codec",
@@ -148,6 +149,9 @@ class Session:
         self.mirror: Mirror | None = None
         self.unmirrored: list[tuple[int, bytes]] = []
         self.held: list[tuple[bytes, int, int]] | None = None
+        self.catch_up_upto: dict[int, int] | None = None
+        """While held: per channel, how far this process had delivered it when the
+        session was attached (the catch-up must reach at least that far)."""
         self.is_superseded = False
         self.moderation = ModerationView()
         self.access = AccessView()
@@ -250,13 +254,15 @@ class Session:
         if sink is not None:
             sink.fail(CloseCode.SESSION_INVALID, "session resumed on another connection")
 
-    def hold(self) -> None:
+    def hold(self, catch_up_upto: dict[int, int] | None = None) -> None:
         """Queue deliveries (while a resume catches up from the database)."""
         self.held = []
+        self.catch_up_upto = catch_up_upto
 
     def release(self, first: list[tuple[bytes, int, int]]) -> None:
         """Deliver ``first`` (caught-up messages), then what was held, in order."""
         held, self.held = self.held or [], None
+        self.catch_up_upto = None
         for body, channel_id, channel_seq in [*first, *held]:
             self.deliver(body, channel_id, channel_seq)
 

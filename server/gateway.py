@@ -162,6 +162,8 @@ class GatewayConnection:
         self.session = session
         self.protocol.accept_identify(ready)
         self.flush()
+        if session.held is not None:  # the hub was ahead of the snapshot: catch up
+            await self.gateway.opener.catch_up(session)
 
     async def _resume(self, event: ResumeRequested) -> None:
         self.gateway.stats["resume_attempts"] += 1

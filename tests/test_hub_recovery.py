@@ -7,6 +7,7 @@ publishes, standing in for Redis pub/sub losing messages during a reconnect.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -113,3 +114,44 @@ async def test_catch_up_after_reconnect(database_url: str, http: aiohttp.ClientS
         await app[SERVICES].on_bus_reconnect()
         got = [(await reader.event("message_create"))["message"]["content"] for _ in range(2)]
         assert got == ["during 1", "during 2"]
+
+
+class _LoadThenRace:
+    """Wraps the opener's snapshot read: once ``user_id``'s snapshot is read, a message
+    is sent and delivered to ``reader`` before that session can attach."""
+
+    def __init__(self, load_view: Any, user_id: int, sender: GatewayClient,
+                 reader: GatewayClient, channel_id: int) -> None:
+        self.load_view, self.user_id = load_view, user_id
+        self.sender, self.reader, self.channel_id = sender, reader, channel_id
+
+    async def __call__(self, session: Any) -> Any:
+        loaded = await self.load_view(session)
+        if session.user.id == self.user_id:
+            await self.sender.ok("send_message", channel_id=self.channel_id, content="during")
+            await self.reader.event("message_create")  # the hub has delivered it here
+        return loaded
+
+
+async def test_a_message_delivered_while_a_session_opens_still_reaches_it(
+        database_url: str, http: aiohttp.ClientSession) -> None:
+    """The race a failover run exposed: a member's snapshot is read, then a message is
+    delivered here to the channel's other subscribers, then the new session attaches.
+    That message must still reach it (caught up from PostgreSQL, before anything newer)."""
+    async for server, app in _server(database_url, InProcessBus()):
+        a, b, c = [await register(http, server.url) for _ in range(3)]
+        sender = await GatewayClient.identified(http, server.ws_url, a["access_token"])
+        reader = await GatewayClient.identified(http, server.ws_url, b["access_token"])
+        general = sender.channel_named("general")["id"]
+        opener = app[SERVICES].opener
+        load_view = opener._load_view
+        opener._load_view = _LoadThenRace(  # type: ignore[method-assign]
+            load_view, c["user"]["id"], sender, reader, general)
+        late = await GatewayClient.identified(http, server.ws_url, c["access_token"])
+        opener._load_view = load_view  # type: ignore[method-assign]
+        snapshot_seq = late.channel_named("general")["last_seq"]
+        await sender.ok("send_message", channel_id=general, content="after")
+        got = [(await late.event("message_create"))["message"] for _ in range(2)]
+        assert [m["content"] for m in got] == ["during", "after"]
+        assert [m["seq"] for m in got] == [snapshot_seq + 1, snapshot_seq + 2]
+        await late.no_event("message_create")
