@@ -1,0 +1,1 @@
+"""Media worker: SFU forwarding, server-side mix and recording of voice rooms."""
