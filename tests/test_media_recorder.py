@@ -19,6 +19,11 @@ def read_wav(path: str) -> tuple[wave._wave_params, np.ndarray]:
         return w.getparams(), np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
 
 
+def flushed_frames(path: str) -> int:
+    """Frames a reader sees in the file right now (0 if not there yet)."""
+    return read_wav(path)[0].nframes if Path(path).exists() else 0
+
+
 async def test_recording_of_a_two_speaker_mix(tmp_path: Path) -> None:
     frames = 100  # 2 s fed per speaker
     a, b = encode(tone(440, frames)), encode(tone(660, frames))
@@ -58,7 +63,7 @@ async def test_file_is_valid_while_recording(tmp_path: Path) -> None:
         rec.write(chunk)
     for _ in range(100):
         await asyncio.sleep(0.01)
-        if Path(path).exists() and read_wav(path)[0].nframes > 0:
+        if flushed_frames(path) > 0:
             break
     params, pcm = read_wav(path)
     assert params.nframes == len(pcm) >= 25 * FRAME_SAMPLES
