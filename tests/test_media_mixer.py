@@ -277,3 +277,23 @@ async def test_clocked_loop_keeps_time_and_stops_cleanly() -> None:
     mixer.feed(1, a[0], 0)  # after stop: ignored, no error
     assert mixer.stats.packets_fed == 40
     await mixer.stop()  # idempotent
+
+
+def test_idle_speaker_gives_its_place_to_a_new_one() -> None:
+    """At max_speakers, a speaker silent past idle_reset_ticks is evicted for a newcomer;
+    a speaker still talking is not."""
+    a, b = encode(tone(440, 40)), encode(tone(660, 10))
+    mixer = AudioMixer(max_speakers=2, idle_reset_ticks=5)
+    sink = Sink()
+    mixer.add_output(sink)
+    for i in range(40):
+        mixer.feed(1, a[i], ts(0, i))
+        if i < 10:
+            mixer.feed(2, b[i], ts(0, i))
+        if i == 12:
+            mixer.feed(3, b[0], ts(0, 0))  # speaker 2 not idle long enough yet
+        mixer.mix_once()
+    assert mixer.stats.packets_rejected_speakers == 1
+    mixer.feed(3, b[1], ts(0, 1))
+    assert mixer.stats.speakers_evicted == 1
+    assert sorted(mixer.speakers) == [1, 3]

@@ -127,6 +127,8 @@ class MixerStats:
     frames_missing: int = 0
     """Speaker ticks filled with silence because the packet was not there in time."""
     decode_errors: int = 0
+    speakers_evicted: int = 0
+    """Idle speakers dropped to make room for a new one at ``max_speakers``."""
     resyncs: int = 0
     output_errors: int = 0
     tick_cost_s_total: float = 0.0
@@ -216,7 +218,7 @@ class AudioMixer:
         self._speakers: dict[int, _Speaker] = {}
         self._outputs: list[PayloadOutput] = []
         self._pcm_outputs: list[PcmOutput] = []
-        self._failed_outputs: set[int] = set()
+        self._failed_outputs: list[object] = []  # compared with ==: bound methods differ by id
         self._tick_index = 0
         self._enc_pts = 0
         self._last_out_pts: int | None = None
@@ -235,7 +237,8 @@ class AudioMixer:
         """Stop delivering to ``push``; unknown callbacks are ignored (idempotent leave)."""
         with contextlib.suppress(ValueError):
             self._outputs.remove(push)
-        self._failed_outputs.discard(id(push))
+        with contextlib.suppress(ValueError):
+            self._failed_outputs.remove(push)
 
     def add_pcm_output(self, cb: PcmOutput) -> None:
         """Deliver the PCM of every tick (silence included) to ``cb``; used by the
@@ -246,7 +249,8 @@ class AudioMixer:
         """Stop delivering PCM to ``cb``; unknown callbacks are ignored."""
         with contextlib.suppress(ValueError):
             self._pcm_outputs.remove(cb)
-        self._failed_outputs.discard(id(cb))
+        with contextlib.suppress(ValueError):
+            self._failed_outputs.remove(cb)
 
     @property
     def speakers(self) -> list[int]:
@@ -257,6 +261,17 @@ class AudioMixer:
         """Forget a speaker (left, muted, demoted): buffered audio is discarded at once,
         so a muted speaker is never heard after the mute."""
         self._speakers.pop(participant_id, None)
+
+    def _evict_idle_speaker(self) -> bool:
+        """Free the slot of a speaker that has been silent past ``idle_reset_ticks``
+        (it re-primes anyway), so a participant that stopped talking without an explicit
+        :meth:`remove_speaker` cannot hold a slot forever."""
+        for pid, sp in self._speakers.items():
+            if sp.next_ts is None and not sp.buffer:
+                del self._speakers[pid]
+                self.stats.speakers_evicted += 1
+                return True
+        return False
 
     # -- input ----------------------------------------------------------------------
 
@@ -271,7 +286,7 @@ class AudioMixer:
             return
         sp = self._speakers.get(participant_id)
         if sp is None:
-            if len(self._speakers) >= self.max_speakers:
+            if len(self._speakers) >= self.max_speakers and not self._evict_idle_speaker():
                 self.stats.packets_rejected_speakers += 1
                 return
             sp = _Speaker()
@@ -451,8 +466,8 @@ class AudioMixer:
         """A consumer raised: count it, log the first failure per consumer only (it would
         otherwise log 50 times a second), and keep mixing for everyone else."""
         self.stats.output_errors += 1
-        if id(cb) not in self._failed_outputs:
-            self._failed_outputs.add(id(cb))
+        if cb not in self._failed_outputs:
+            self._failed_outputs.append(cb)
             log.exception("mixer output %r failed; further failures only counted", cb)
 
     def _skip(self, n: int) -> None:
