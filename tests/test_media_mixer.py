@@ -120,9 +120,30 @@ def test_late_and_stray_packets_are_dropped_without_disturbing_playout() -> None
             mixer.feed(1, a[5], ts(BASE_A, 3000))  # one stray from nowhere
         mixer.mix_once()
     s = mixer.stats
-    assert (s.packets_late, s.packets_out_of_window, s.resyncs) == (1, 2, 0)
+    assert (s.packets_late, s.packets_out_of_window, s.resyncs) == (2, 1, 0)
     assert s.packets_mixed == N - mixer.playout_delay_frames
     assert s.frames_missing == 0
+
+
+def test_burst_after_network_stall_does_not_add_latency() -> None:
+    """400 ms of packets arrive at once after a stall: those whose turn passed are
+    dropped as late (no resync onto the stale timeline), playout stays where it was."""
+    a = encode(tone(440, 2 * N))
+    mixer = AudioMixer()
+    sink = Sink()
+    mixer.add_output(sink)
+    for i in range(2 * N):
+        if i == 40:
+            for j in range(20, 40):
+                mixer.feed(1, a[j], ts(BASE_A, j))
+        if not 20 <= i < 40:
+            mixer.feed(1, a[i], ts(BASE_A, i))
+        mixer.mix_once()
+    s = mixer.stats
+    assert s.resyncs == 0 and s.packets_out_of_window == 0
+    assert s.packets_late == 18  # 20..37; 38 and 39 were still in time
+    # Everything else is mixed, including the last packet fed: playout delay unchanged.
+    assert s.packets_mixed == 2 * N - 18 - mixer.playout_delay_frames
 
 
 def test_removed_speaker_is_silenced_at_once() -> None:

@@ -64,6 +64,9 @@ MAX_DECODED_SAMPLES = 5_760
 """120 ms, the longest duration one Opus packet may carry (RFC 6716)."""
 MAX_LAG_S = 0.2
 """If the loop is later than this, missed ticks are skipped rather than run in a burst."""
+LATE_HORIZON = 10 * SAMPLE_RATE
+"""RTP time (10 s) behind the playout point within which a packet counts as late rather
+than as a sign that the sender's timeline jumped backwards."""
 _TS_MOD = 1 << 32
 
 PayloadOutput = Callable[[bytes, int], None]
@@ -116,9 +119,10 @@ class MixerStats:
     """Arrived after their playout time (or a duplicate of an already played packet)."""
     packets_duplicate: int = 0
     packets_out_of_window: int = 0
-    """Far (≥ the reorder buffer's span) from a playing speaker's playout point: stale
-    retransmits, or the first packet of a sender whose timeline jumped. Counted even when
-    the next packet confirms the jump and this one is then mixed."""
+    """Further ahead than the reorder buffer's span, or more than ``LATE_HORIZON``
+    behind, a playing speaker's playout point: strays, or the first packet of a sender
+    whose timeline jumped (counted even when the next packet confirms the jump and this
+    one is then mixed)."""
     packets_overflow: int = 0
     """Dropped because a speaker's reorder buffer was full (sender clock running fast)."""
     packets_invalid: int = 0
@@ -295,12 +299,14 @@ class AudioMixer:
         span = self.max_buffer_frames * FRAME_SAMPLES
         if sp.next_ts is not None:
             d = _ts_diff(rtp_timestamp, sp.next_ts)
-            if abs(d) >= span:
-                # Far outside the window: either one stale/stray packet (ignore it) or
-                # the sender's timeline jumped (restarted sender, new random timestamp
+            if d >= span or d <= -LATE_HORIZON:
+                # Far outside the window: either one stray packet (ignore it) or the
+                # sender's timeline jumped (restarted sender, new random timestamp
                 # base). Two such packets that agree with each other mean a jump: start
-                # over on the new timeline instead of dropping everything as late. The
-                # few packets still buffered from before the jump are discarded.
+                # over on the new timeline instead of dropping everything. The few
+                # packets still buffered from before the jump are discarded. Packets
+                # less than LATE_HORIZON behind are merely late (a burst after a network
+                # stall): following them would add the stall to the latency for good.
                 cand = sp.jump_candidate
                 if (cand is None or cand[0] == rtp_timestamp
                         or abs(_ts_diff(rtp_timestamp, cand[0])) >= span):
