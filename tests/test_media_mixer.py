@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -290,7 +291,8 @@ async def test_clocked_loop_keeps_time_and_stops_cleanly() -> None:
     await mixer.stop()
     assert not mixer.running
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "mixer"]
-    assert mixer.stats.packets_mixed >= 38  # at most a jitter-sized loss on a busy CI box
+    # All but a few: a stall of the shared CI machine can make a packet or two late.
+    assert mixer.stats.packets_mixed >= 35
     pts = [p for _, p in sink.packets]
     assert pts == sorted(set(pts))
     levels = tone_levels(decode(sink.payloads)[5 * FRAME_SAMPLES:], [440, 660])
@@ -318,3 +320,30 @@ def test_idle_speaker_gives_its_place_to_a_new_one() -> None:
     mixer.feed(3, b[1], ts(0, 1))
     assert mixer.stats.speakers_evicted == 1
     assert sorted(mixer.speakers) == [1, 3]
+
+
+def stall(seconds: float) -> None:
+    """Block the event loop, as a long GC pause or a descheduled process would."""
+    time.sleep(seconds)
+
+
+async def test_loop_stall_skips_ticks_and_keeps_wall_time() -> None:
+    """After a stall longer than MAX_LAG_S the missed ticks are skipped (not mixed in a
+    burst); PCM consumers still receive the skipped time as silence, so a recording stays
+    as long as the wall time."""
+    loop = asyncio.get_running_loop()
+    mixer = AudioMixer()
+    pcm: list[bytes] = []
+    mixer.add_pcm_output(pcm.append)
+    t0 = loop.time()
+    mixer.start()
+    await asyncio.sleep(0.1)
+    stall(0.4)
+    await asyncio.sleep(0.1)
+    await mixer.stop()
+    elapsed = loop.time() - t0
+    s = mixer.stats
+    assert s.ticks_skipped >= 0.4 / 0.02 - 5, s
+    samples = sum(len(b) for b in pcm) // 2
+    assert samples == (s.ticks + s.ticks_skipped) * FRAME_SAMPLES
+    assert abs(samples / 48_000 - elapsed) <= 3 * 0.02, (samples, elapsed)

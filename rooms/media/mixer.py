@@ -522,6 +522,10 @@ class AudioMixer:
                 # A bug in one tick must not silence the room for good.
                 log.exception("mixer tick failed")
             n += 1
+            if base + n * FRAME_S <= loop.time():
+                # Catching up after a stall: let the packets that queued up meanwhile be
+                # fed before the next tick, or they would all be late.
+                await asyncio.sleep(0)
 
     async def stop(self) -> None:
         """Stop the loop and free codec state; no task is left behind. Idempotent."""
