@@ -273,7 +273,7 @@ async def test_clocked_loop_keeps_time_and_stops_cleanly() -> None:
     """Real 20 ms loop fed in real time: tick count follows wall time, pts rise by one
     frame per tick, and stop() leaves no task behind."""
     loop = asyncio.get_running_loop()
-    a = encode(tone(440, 40))
+    a = encode(tone(440, 30))
     mixer = AudioMixer()
     sink = Sink()
     mixer.add_output(sink)
@@ -281,7 +281,7 @@ async def test_clocked_loop_keeps_time_and_stops_cleanly() -> None:
     mixer.start()
     mixer.start()  # idempotent
     assert mixer.running
-    for i in range(40):
+    for i in range(30):
         mixer.feed(1, a[i], ts(0, i))
         await asyncio.sleep(max(0.0, t0 + (i + 1) * 0.02 - loop.time()))
     await asyncio.sleep(0.1)
@@ -292,24 +292,24 @@ async def test_clocked_loop_keeps_time_and_stops_cleanly() -> None:
     assert not mixer.running
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "mixer"]
     # All but a few: a stall of the shared CI machine can make a packet or two late.
-    assert mixer.stats.packets_mixed >= 35
+    assert mixer.stats.packets_mixed >= 25
     pts = [p for _, p in sink.packets]
     assert pts == sorted(set(pts))
     levels = tone_levels(decode(sink.payloads)[5 * FRAME_SAMPLES:], [440, 660])
     assert levels[440] > 0.9 and levels[660] < 0.02
     mixer.feed(1, a[0], 0)  # after stop: ignored, no error
-    assert mixer.stats.packets_fed == 40
+    assert mixer.stats.packets_fed == 30
     await mixer.stop()  # idempotent
 
 
 def test_idle_speaker_gives_its_place_to_a_new_one() -> None:
     """At max_speakers, a speaker silent past idle_reset_ticks is evicted for a newcomer;
     a speaker still talking is not."""
-    a, b = encode(tone(440, 40)), encode(tone(660, 10))
+    a, b = encode(tone(440, 30)), encode(tone(660, 10))
     mixer = AudioMixer(max_speakers=2, idle_reset_ticks=5)
     sink = Sink()
     mixer.add_output(sink)
-    for i in range(40):
+    for i in range(30):
         mixer.feed(1, a[i], ts(0, i))
         if i < 10:
             mixer.feed(2, b[i], ts(0, i))
