@@ -2,6 +2,7 @@
 
 ``passthrough`` adapts aiortc (the only module touching its internals), ``speakers``
 detects who is talking, ``forwarder`` maps speakers onto listeners' receive slots,
-``worker`` is the process main + IPC server, ``pool`` is the gateway-side client.
+``worker`` is the process main + IPC server, ``pool`` is the gateway-side client;
+``mixer`` and ``recorder`` make the shared server-side mix and its WAV recording.
 Imports are left to the submodules so the gateway can import ``pool`` without aiortc.
 """
