@@ -49,7 +49,6 @@ ErrorCodeName = Literal[
     "unknown_room",  # room not opened on this worker
     "unknown_participant",  # participant not in the room
     "invalid_offer",  # SDP not parseable, not audio-only, no Opus, too many slots
-    "unsupported",  # e.g. record_path/mix requested but the mixer module is absent
     "timeout",  # (gateway side) no reply in time
     "worker_gone",  # (gateway side) the worker connection closed
     "internal",  # unexpected failure inside the worker (logged there)
@@ -70,8 +69,8 @@ class MediaRequest(msgspec.Struct, tag_field="type", kw_only=True):
 class OpenRoom(MediaRequest, tag="open_room"):
     """Create the room on this worker; idempotent (a second open changes nothing).
 
-    ``mix_listeners_above``/``record_path`` switch on the mixer (helper A2's module);
-    a worker without it answers ``unsupported``.
+    ``mix_listeners_above``/``record_path`` switch on the room's server-side audio
+    (:mod:`rooms.media.room_audio`): the shared mix for large audiences, the recording.
     """
 
     room_id: RoomId

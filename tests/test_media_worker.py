@@ -17,7 +17,6 @@ import pytest
 from protocol import media_ipc as ipc
 from rooms.media import passthrough
 from rooms.media.pool import MediaPool, MediaRequestError
-from rooms.media.worker import load_sink_factory
 from tests.media_peers import ClientPeer
 
 TONES = [440.0, 660.0, 880.0]
@@ -74,10 +73,6 @@ async def test_bad_frames_get_errors_and_worker_keeps_serving(sock_dir: str) -> 
         with pytest.raises(MediaRequestError) as err:
             await pool.join("r", 1, video)
         assert err.value.code == "invalid_offer"
-        if load_sink_factory() is None:  # until helper A2's rooms.media.mixer is merged
-            with pytest.raises(MediaRequestError) as err:
-                await pool.open_room("rec", record_path="/tmp/x.wav")
-            assert err.value.code == "unsupported"
         assert (await pool.stats())[conn.path].rooms >= 1
     finally:
         await pool.close()
@@ -184,5 +179,52 @@ async def test_three_peers_hear_each_other_mute_speaking_and_capacity(sock_dir: 
         assert stats.rooms == 0 and stats.outbound_tracks == 0
     finally:
         for p in peers:
+            await p.close()
+        await pool.close()
+
+
+@pytest.mark.slow
+async def test_large_audience_gets_the_mix_and_the_recording_holds_every_speaker(
+        sock_dir: str, tmp_path: object) -> None:
+    """A room opened for a stage: two speakers, and once listeners outnumber
+    ``mix_listeners_above`` they get one shared mix carrying both speakers; speakers
+    still hear each other directly; the WAV recording holds both tones."""
+    import wave
+
+    import numpy as np
+
+    from tests.media_peers import tones_in
+
+    record = os.path.join(sock_dir, "stage.wav")
+    pool = await MediaPool.start(1, sock_dir, ice="loopback")
+    speakers = [ClientPeer(freq, slots=2) for freq in TONES[:2]]
+    listeners = [ClientPeer(None, slots=2) for _ in range(2)]
+    try:
+        await pool.open_room("stage", mix_listeners_above=1, record_path=record)
+        for pid, peer in enumerate([*speakers, *listeners], start=1):
+            can_speak = pid <= len(speakers)
+            answer = await pool.join("stage", pid, await peer.offer(), can_speak=can_speak)
+            await peer.accept(answer.sdp)
+
+        def listeners_hear_the_mix() -> bool:
+            # both tones arrive on the listener's first slot alone: the mix
+            return all(tones_in(p.listeners[0].recent(1.0), TONES) == set(TONES[:2])
+                       and len(p.listeners[1].recent(1.0)) == 0 for p in listeners)
+
+        assert await wait_for(listeners_hear_the_mix, 20), [
+            [tones_in(s.recent(1.0), TONES) for s in p.listeners] for p in listeners]
+        assert speakers[0].heard(1.0, TONES) == {TONES[1]}
+        assert speakers[1].heard(1.0, TONES) == {TONES[0]}
+        await asyncio.sleep(1.0)
+        closed = await pool.close_room("stage")
+        assert closed.recording_path == record and closed.recording_s > 1.0
+        with wave.open(record, "rb") as wav:
+            assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (48000, 1, 2)
+            pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+        audio = pcm.astype(np.float64)  # int16 scale, as the peers decode it
+        windows = [tones_in(audio[i:i + 12000], TONES) for i in range(0, len(audio), 12000)]
+        assert set(TONES[:2]) in windows, windows  # a quarter second holding both tones
+    finally:
+        for p in [*speakers, *listeners]:
             await p.close()
         await pool.close()

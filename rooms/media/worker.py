@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import re
@@ -43,6 +42,7 @@ from protocol import media_ipc as ipc
 from rooms.media import passthrough
 from rooms.media.forwarder import ForwardingRoom, RoomAudioSinkFactory
 from rooms.media.passthrough import EncodedAudioTrack
+from rooms.media.room_audio import create_room_sink
 
 log = logging.getLogger("hearth.media.worker")
 
@@ -114,16 +114,6 @@ def check_offer(sdp: str, max_slots: int) -> int:
     return slots
 
 
-def load_sink_factory() -> RoomAudioSinkFactory | None:
-    """``rooms.media.mixer.create_room_sink`` if helper A2's module is installed."""
-    try:
-        module = importlib.import_module("rooms.media.mixer")
-    except ImportError:
-        return None
-    factory = getattr(module, "create_room_sink", None)
-    return factory if callable(factory) else None
-
-
 class Worker:
     """Rooms, peers and the IPC server of one worker process."""
 
@@ -176,8 +166,6 @@ class Worker:
         if req.room_id in self.rooms:
             return ipc.RoomOpened(room_id=req.room_id, created=False)
         wants_sink = req.mix_listeners_above is not None or req.record_path is not None
-        if wants_sink and self.sink_factory is None:
-            raise MediaFailure("unsupported", "mixing/recording needs rooms.media.mixer")
         fwd = ForwardingRoom(req.room_id, mix_listeners_above=req.mix_listeners_above)
         if wants_sink and self.sink_factory is not None:
             fwd.attach_sink(self.sink_factory, req.record_path)
@@ -280,13 +268,13 @@ class Worker:
         self.rooms.pop(room_id, None)
         if room.ticker is not None:
             room.ticker.cancel()
+        path, seconds = (None, 0.0)
+        if room.fwd.sink is not None:  # the recording ends with the room, not after
+            path, seconds = await room.fwd.sink.close()  # every peer has hung up
         for pid in list(room.peers):
             await self._leave(room, pid)
         self._closed_forwarded += room.fwd.counters.forwarded
         self._closed_dropped += room.fwd.counters.muted_dropped
-        path, seconds = (None, 0.0)
-        if room.fwd.sink is not None:
-            path, seconds = await room.fwd.sink.close()
         return ipc.RoomClosed(recording_path=path, recording_s=seconds)
 
     async def _tick(self, room_id: str, room: _Room) -> None:
@@ -434,7 +422,7 @@ async def run(args: argparse.Namespace) -> None:
     """Serve until SIGTERM/SIGINT or the parent's death."""
     passthrough.check_internals()
     passthrough.set_host_address_mode(args.ice)
-    worker = Worker(args.capacity_tracks, args.max_slots, load_sink_factory())
+    worker = Worker(args.capacity_tracks, args.max_slots, create_room_sink)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,54 @@
+"""A room's server-side audio: the shared mix for large audiences and the recording.
+
+The forwarder (:mod:`rooms.media.forwarder`) forwards each speaker's packets untouched;
+only rooms opened with ``mix_listeners_above`` or ``record_path`` get a
+:class:`RoomAudio`. It feeds every permitted speaker into one :class:`AudioMixer`,
+which decodes, sums and encodes once per 20 ms: the encoded mix goes to the listeners
+the forwarder has switched to the mix (while it has any), the PCM to a
+:class:`WavRecorder` when the session is recorded. Both come from one mix so the
+recording is what the audience heard.
+"""
+
+from __future__ import annotations
+
+from rooms.media.forwarder import MixOutput, RoomSinkConfig
+from rooms.media.mixer import AudioMixer
+from rooms.media.recorder import WavRecorder
+
+
+class RoomAudio:
+    """Implements :class:`rooms.media.forwarder.RoomAudioSink` for one room."""
+
+    def __init__(self, config: RoomSinkConfig) -> None:
+        self._output: MixOutput = config.output
+        self._mixer = AudioMixer()
+        self._mixer.add_output(self._emit)
+        self._recorder: WavRecorder | None = None
+        if config.record_path is not None:
+            self._recorder = WavRecorder(config.record_path)
+            self._mixer.add_pcm_output(self._recorder.write)
+        self._mixer.start()
+
+    def _emit(self, payload: bytes, pts: int) -> None:
+        if self._output.active:  # nobody takes the mix while the room forwards
+            self._output.emit(payload, pts)
+
+    def feed(self, participant_id: int, payload: bytes, rtp_timestamp: int) -> None:
+        self._mixer.feed(participant_id, payload, rtp_timestamp)
+
+    def remove_participant(self, participant_id: int) -> None:
+        self._mixer.remove_speaker(participant_id)
+
+    async def close(self) -> tuple[str | None, float]:
+        """Stop mixing; finalize the recording. Returns (path or None, seconds)."""
+        await self._mixer.stop()
+        if self._recorder is None:
+            return None, 0.0
+        result = await self._recorder.close()
+        # After a disk error the file still holds what was written before it.
+        return result.path, result.duration_s
+
+
+def create_room_sink(config: RoomSinkConfig) -> RoomAudio:
+    """The worker's sink factory (:data:`rooms.media.forwarder.RoomAudioSinkFactory`)."""
+    return RoomAudio(config)
