@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import argon2
@@ -44,6 +46,8 @@ from rooms.review import ReviewService
 from rooms.roles import RoleService
 from rooms.session_mirror import SessionMirror
 from rooms.sessions import SessionRegistry
+from rooms.voice import MediaBackend, VoiceService
+from rooms.voice_roster import make_roster
 from server.api_auth import add_auth_routes
 from server.api_automod import add_automod_routes
 from server.api_communities import add_community_routes
@@ -147,6 +151,17 @@ class Services:
         self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits,
                                     mirror=self.mirror, fetch_missing=self._fetch_missing,
                                     presence=self.presence, access=self.access)
+        # voice rooms (issue 6): the roster is shared like presence; the media workers
+        # are started with the other I/O (_realtime), so media stays None until then.
+        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.media: MediaBackend | None = None
+        self.voice = VoiceService(self.db, self.hub, config.limits, self.access,
+                                  make_roster(config.redis_url, self.node_id), None,
+                                  enabled=config.voice_enabled)
+        for request_type, handler in self.voice.handlers().items():
+            self.chat.register(request_type, handler)
+        self.hub.after_control = self.voice.session_changed
+        self.opener.on_close.append(self.voice.session_closed)
         self._background: set[asyncio.Task[None]] = set()
         self.gc_policy = GcPolicy(freeze_interval_s=config.gc_freeze_interval_s,
                                   full_interval_s=config.gc_full_interval_s)
@@ -266,6 +281,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         services.starter_community_id = await services.communities.ensure_starter_community()
     await services.bus.start()
     await services.presence.start()
+    media_close = await _start_media(services)
     background = [
         asyncio.create_task(services.writer.run(), name="group-commit"),
         asyncio.create_task(services.gateway.sweep_forever(), name="gateway-sweeper"),
@@ -275,6 +291,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(audit_retention(services.db, services.config.audit_retention_days),
                             name="audit-retention"),
         asyncio.create_task(services.gc_policy.run(), name="gc-policy"),
+        asyncio.create_task(services.voice.run(), name="voice-roster"),
     ]
     try:
         yield
@@ -284,6 +301,9 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         for result in await asyncio.gather(*background, return_exceptions=True):
             if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
                 log.error("background task failed at shutdown", exc_info=result)
+        await services.voice.close()  # this process's participants leave their rooms
+        if media_close is not None:
+            await media_close()
         await services.presence.close()  # this process's users go offline (or elsewhere)
         await services.hub.close()
         await services.bus.close()
@@ -293,6 +313,42 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         await services.report_limiter.close()
         await services.slowmode.close()
         await services.raid.close()
+
+
+async def _start_media(services: Services) -> Callable[[], Awaitable[None]] | None:
+    """Spawn this process's media workers (``rooms/media/pool.py``) for voice rooms;
+    returns how to stop them. Without workers (``media_workers`` 0 or voice disabled)
+    voice joins answer ``voice_unavailable``. Sockets go in a short temporary directory:
+    a unix socket path must fit in 108 bytes, which a data directory may not."""
+    config = services.config
+    if not config.voice_enabled or config.media_workers <= 0:
+        return None
+    from protocol.media_ipc import ParticipantState, Speaking, WorkerEvent
+    from rooms.media.pool import MediaPool
+
+    voice = services.voice
+
+    def on_event(_worker: str, event: WorkerEvent) -> None:
+        if isinstance(event, Speaking):
+            voice.media_speaking(event.room_id, list(event.participant_ids))
+        elif isinstance(event, ParticipantState):
+            voice.media_participant_state(event.room_id, event.participant_id, event.state)
+
+    # Rooms are placed on this process's own workers (the pool's in-process map): a
+    # room whose members are on several gateway processes gets one SFU room per
+    # process (documented in docs/voice.md).
+    socket_dir = Path(tempfile.mkdtemp(prefix="hearth-media-"))
+    pool = await MediaPool.start(config.media_workers, socket_dir,
+                                 max_slots=config.limits.voice_receive_slots)
+    pool.on_event(on_event)
+    services.media = voice.media = pool
+
+    async def stop() -> None:
+        voice.media = None
+        await pool.close()
+        await asyncio.to_thread(shutil.rmtree, socket_dir, True)
+
+    return stop
 
 
 async def _drain_gateway(app: web.Application) -> None:
