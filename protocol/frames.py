@@ -20,6 +20,7 @@ from typing import Annotated
 
 import msgspec
 
+from protocol.bases import ClientFrameBase, EventBase, Request, RequestId, ResultBase
 from protocol.codes import ErrorCode
 from protocol.limits import Limits
 from protocol.models import (
@@ -40,6 +41,24 @@ from protocol.models import (
     SessionSeq,
     User,
 )
+from protocol.live import (
+    LIVE_REQUEST_TYPES,
+    LiveSessionReminder,
+    LiveSessionUpdated,
+    QaAsk,
+    QaFetch,
+    QaSetState,
+    QaUpdated,
+    QaVote,
+    QuestionResult,
+    QuestionsResult,
+    StageFetch,
+    StageRaiseHand,
+    StageResult,
+    StageSetCohost,
+    StageSetSpeaker,
+    StageUpdated,
+)
 from protocol.moderation import (
     Appeal,
     AppealStatus,
@@ -52,7 +71,6 @@ from protocol.moderation import (
 
 PROTOCOL_VERSION = 1
 
-RequestId = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1, description="Client-chosen id.")]
 Token = Annotated[str, msgspec.Meta(max_length=4096)]
 ShortText = Annotated[str, msgspec.Meta(max_length=200)]
 Reason = Annotated[str, msgspec.Meta(max_length=512,
@@ -62,10 +80,6 @@ Reason = Annotated[str, msgspec.Meta(max_length=512,
 # --------------------------------------------------------------------------------------
 # Client -> server
 # --------------------------------------------------------------------------------------
-
-
-class ClientFrameBase(msgspec.Struct, tag_field="op", kw_only=True):
-    """Base of every client frame."""
 
 
 class Identify(ClientFrameBase, tag="identify"):
@@ -88,12 +102,6 @@ class Heartbeat(ClientFrameBase, tag="heartbeat"):
     """Keep-alive; ``seq`` is the last dispatch received. Answered by ``heartbeat_ack``."""
 
     seq: SessionSeq | None = None
-
-
-class Request(ClientFrameBase):
-    """A request: gets exactly one ``ok`` or ``error`` reply with the same ``id``."""
-
-    id: RequestId
 
 
 class SendMessage(Request, tag="send_message"):
@@ -659,6 +667,14 @@ ClientFrame = (
     | SetMemberTier
     | SetChannelTier
     | SubscribePresence
+    | StageRaiseHand
+    | StageSetSpeaker
+    | StageSetCohost
+    | StageFetch
+    | QaAsk
+    | QaVote
+    | QaSetState
+    | QaFetch
 )
 """Every frame a client may send."""
 
@@ -681,16 +697,13 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     *MODERATION_REQUEST_TYPES,
     *PERMISSION_REQUEST_TYPES,
     SubscribePresence,
+    *LIVE_REQUEST_TYPES,
 )
 
 
 # --------------------------------------------------------------------------------------
 # Request results (inside ``ok``)
 # --------------------------------------------------------------------------------------
-
-
-class ResultBase(msgspec.Struct, tag_field="type", kw_only=True):
-    """Base of every ``ok.data``."""
 
 
 class Empty(ResultBase, tag="empty"):
@@ -819,17 +832,13 @@ Result = (
     Empty | MessageResult | HistoryResult | ChannelResult | UsersResult | ReadStateResult
     | MembersResult | ModActionResult | AuditLogResult | ReviewItemResult | ReviewQueueResult
     | AppealResult | AppealsResult | RolesResult | RoleResult | MemberResult
-    | OverridesResult | OverrideResult
+    | OverridesResult | OverrideResult | StageResult | QuestionResult | QuestionsResult
 )
 
 
 # --------------------------------------------------------------------------------------
 # Events (inside ``dispatch``)
 # --------------------------------------------------------------------------------------
-
-
-class EventBase(msgspec.Struct, tag_field="t", kw_only=True):
-    """Base of every ``dispatch.d``."""
 
 
 class MessageCreated(EventBase, tag="message_create"):
@@ -1076,6 +1085,10 @@ Event = (
     | RaidSignal
     | AppealUpdated
     | PermissionsUpdated
+    | StageUpdated
+    | QaUpdated
+    | LiveSessionUpdated
+    | LiveSessionReminder
 )
 """Every event a server may dispatch."""
 

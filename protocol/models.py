@@ -44,6 +44,11 @@ class ChannelKind(enum.StrEnum):
     THREAD = "thread"
     DM = "dm"
     GROUP_DM = "group_dm"
+    VOICE = "voice"
+    """A voice room (issue 6): members talk; no messages."""
+    STAGE = "stage"
+    """The voice room of a live session (issue 6): hosts and promoted speakers talk,
+    the audience listens; created with the session (``protocol/live.py``)."""
 
 
 class PresenceStatus(enum.StrEnum):
