@@ -23,24 +23,6 @@ import msgspec
 from protocol.bases import ClientFrameBase, EventBase, Request, RequestId, ResultBase
 from protocol.codes import ErrorCode
 from protocol.limits import Limits
-from protocol.models import (
-    Attachment,
-    Channel,
-    CommunityRole,
-    CommunitySnapshot,
-    Id,
-    Member,
-    Message,
-    OverrideKind,
-    PermissionOverride,
-    Presence,
-    PresenceStatus,
-    ReadState,
-    Role,
-    Seq,
-    SessionSeq,
-    User,
-)
 from protocol.live import (
     LIVE_REQUEST_TYPES,
     LiveSessionReminder,
@@ -58,6 +40,24 @@ from protocol.live import (
     StageSetCohost,
     StageSetSpeaker,
     StageUpdated,
+)
+from protocol.models import (
+    Attachment,
+    Channel,
+    CommunityRole,
+    CommunitySnapshot,
+    Id,
+    Member,
+    Message,
+    OverrideKind,
+    PermissionOverride,
+    Presence,
+    PresenceStatus,
+    ReadState,
+    Role,
+    Seq,
+    SessionSeq,
+    User,
 )
 from protocol.moderation import (
     Appeal,

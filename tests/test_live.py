@@ -23,7 +23,7 @@ from aiohttp import web
 from rooms.live import LiveService, VoiceHook
 from server.app import SERVICES
 from tests.conftest import TEST_SECRET, RunningServer, free_port
-from tests.helpers import GatewayClient, bearer, register
+from tests.helpers import bearer, register
 from tests.mod_helpers import Crew, make_crew
 
 
