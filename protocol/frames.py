@@ -20,7 +20,7 @@ from typing import Annotated
 
 import msgspec
 
-from protocol.bases import ClientFrameBase, EventBase, Request, RequestId, ResultBase
+from protocol.base import ClientFrameBase, EventBase, Reason, Request, RequestId, ResultBase
 from protocol.codes import ErrorCode
 from protocol.limits import Limits
 from protocol.live import (
@@ -68,13 +68,28 @@ from protocol.moderation import (
     ReviewStatus,
     Sanction,
 )
+from protocol.voice import (
+    VOICE_REQUEST_TYPES,
+    VoiceDisconnect,
+    VoiceDisconnected,
+    VoiceFetchStates,
+    VoiceIceCandidate,
+    VoiceJoin,
+    VoiceJoined,
+    VoiceLeave,
+    VoiceMove,
+    VoiceMoveRequested,
+    VoiceServerMute,
+    VoiceSetState,
+    VoiceSpeaking,
+    VoiceStatesResult,
+    VoiceStateUpdated,
+)
 
 PROTOCOL_VERSION = 1
 
 Token = Annotated[str, msgspec.Meta(max_length=4096)]
 ShortText = Annotated[str, msgspec.Meta(max_length=200)]
-Reason = Annotated[str, msgspec.Meta(max_length=512,
-                                     description="Why (audit log); limits.max_reason_chars.")]
 
 
 # --------------------------------------------------------------------------------------
@@ -675,6 +690,14 @@ ClientFrame = (
     | QaVote
     | QaSetState
     | QaFetch
+    | VoiceJoin
+    | VoiceLeave
+    | VoiceIceCandidate
+    | VoiceSetState
+    | VoiceServerMute
+    | VoiceDisconnect
+    | VoiceMove
+    | VoiceFetchStates
 )
 """Every frame a client may send."""
 
@@ -698,6 +721,7 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     *PERMISSION_REQUEST_TYPES,
     SubscribePresence,
     *LIVE_REQUEST_TYPES,
+    *VOICE_REQUEST_TYPES,
 )
 
 
@@ -833,6 +857,7 @@ Result = (
     | MembersResult | ModActionResult | AuditLogResult | ReviewItemResult | ReviewQueueResult
     | AppealResult | AppealsResult | RolesResult | RoleResult | MemberResult
     | OverridesResult | OverrideResult | StageResult | QuestionResult | QuestionsResult
+    | OverridesResult | OverrideResult | VoiceJoined | VoiceStatesResult
 )
 
 
@@ -1089,6 +1114,10 @@ Event = (
     | QaUpdated
     | LiveSessionUpdated
     | LiveSessionReminder
+    | VoiceStateUpdated
+    | VoiceSpeaking
+    | VoiceMoveRequested
+    | VoiceDisconnected
 )
 """Every event a server may dispatch."""
 

@@ -20,7 +20,7 @@ from typing import Annotated
 
 import msgspec
 
-from protocol.bases import EventBase, Request, ResultBase
+from protocol.base import EventBase, Request, ResultBase
 from protocol.models import Id, Millis
 
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]

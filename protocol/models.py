@@ -45,10 +45,11 @@ class ChannelKind(enum.StrEnum):
     DM = "dm"
     GROUP_DM = "group_dm"
     VOICE = "voice"
-    """A voice room (issue 6): members talk; no messages."""
+    """A voice room (members with ``CONNECT_VOICE`` join it with ``voice_join``); it
+    also takes text messages like a text channel."""
     STAGE = "stage"
-    """The voice room of a live session (issue 6): hosts and promoted speakers talk,
-    the audience listens; created with the session (``protocol/live.py``)."""
+    """A stage: a voice room whose audience listens until a host lets them speak
+    (live sessions)."""
 
 
 class PresenceStatus(enum.StrEnum):

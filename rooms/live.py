@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -100,7 +99,8 @@ _CHANNEL_CACHE_MAX = 10_000
 
 
 VoiceHook = Callable[[int, int, "dt.datetime | float"], None]
-"""(channel id, user id, when: an aware datetime or a ``time.monotonic()`` reading)."""
+"""(channel id, user id, when: an aware datetime or ``time.time()`` seconds, as
+``rooms/voice.py`` passes them)."""
 
 
 class StageVoice(Protocol):
@@ -113,11 +113,15 @@ class StageVoice(Protocol):
     async def set_role(self, channel_id: int, user_id: int, speaker: bool) -> None: ...
 
 
-class StageRecorder(Protocol):
-    """Closes a stage's voice room and reports its recording (the media worker's
-    ``RoomClosed``): (path or None, seconds)."""
+class StageRooms(Protocol):
+    """How a stage's voice room is opened for recording and closed at the end
+    (``rooms/voice.py: VoiceService`` satisfies it; ``close_room`` returns the media
+    worker's ``RoomClosed``: ``recording_path``, ``recording_s``)."""
 
-    async def close_stage(self, channel_id: int) -> tuple[str | None, float]: ...
+    def configure_room(self, channel_id: int, *, mix_listeners_above: int | None = None,
+                       record_path: str | None = None) -> None: ...
+
+    async def close_room(self, channel_id: int) -> object: ...
 
 
 class Access(Protocol):
@@ -133,10 +137,10 @@ def _has(bits: Permission, perm: Permission) -> bool:
 
 
 def to_wall(at: dt.datetime | float) -> dt.datetime:
-    """A hook's timestamp as an aware UTC datetime (a float is ``time.monotonic()``)."""
+    """A hook's timestamp as an aware UTC datetime (a float is ``time.time()``)."""
     if isinstance(at, dt.datetime):
         return at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
-    return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=time.monotonic() - at)
+    return dt.datetime.fromtimestamp(at, tz=dt.UTC)
 
 
 def speakers_of(row: LiveRow) -> list[int]:
@@ -191,7 +195,7 @@ class LiveService:
                  question_limiter: RateLimiter | None = None,
                  reminder_lead_s: float = 600.0, reminder_every_s: float = 15.0,
                  voice: StageVoice | None = None,
-                 recorder: StageRecorder | None = None) -> None:
+                 rooms: StageRooms | None = None) -> None:
         self.db = db
         self.hub = hub
         self.limits = limits
@@ -203,7 +207,8 @@ class LiveService:
         self.reminder_lead_s = reminder_lead_s
         self.reminder_every_s = reminder_every_s
         self.voice: StageVoice | None = None
-        self.recorder = recorder
+        self.rooms = rooms
+        """Opens recorded stages with their ``record_path`` and closes stages at the end."""
         self._notes: asyncio.Queue[_Note] = asyncio.Queue(ATTENDANCE_QUEUE_MAX)
         self._write_lock = asyncio.Lock()
         self._stage_of: dict[int, int | None] = {}
@@ -231,17 +236,14 @@ class LiveService:
         """Where a recorded session's WAV goes: ``<data_dir>/recordings/<id>.wav``."""
         return self.data_dir / "recordings" / f"{session_id}.wav"
 
-    async def stage_recording_path(self, channel_id: int) -> str | None:
-        """For the voice service opening a stage room: the ``record_path`` to pass
-        when the channel's session is recorded (None otherwise)."""
-        async with self.db.connection() as conn:
-            sid = (await live_db.sessions_of_channels(conn, [channel_id])).get(channel_id)
-            row = await live_db.get_session(conn, sid) if sid else None
-        if row is None or not row.session.recorded or row.state is not S.LIVE:
-            return None
+    async def _configure_recording(self, row: LiveRow) -> None:
+        """At the start of a recorded session: its stage room records the mix to
+        ``recording_path`` when it opens (and stays open until the end)."""
+        if self.rooms is None or not row.session.recorded:
+            return
         path = self.recording_path(row.id)
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-        return str(path)
+        self.rooms.configure_room(row.session.channel_id, record_path=str(path))
 
     # ------------------------------------------------------------------------- checks
 
@@ -423,6 +425,7 @@ class LiveService:
                                   after={"state": to.value})
             row = await self._session(conn, session_id)
         if to is S.LIVE:
+            await self._configure_recording(row)
             await self._set_roles(row.session.channel_id, [], before_speakers)
         return row
 
@@ -433,19 +436,24 @@ class LiveService:
         return row.session
 
     async def end(self, user_id: int, session_id: int) -> LiveSession:
-        """End a live session: open attendance stretches close now; the recording's
-        path and length are stored when a recorder is attached."""
+        """End a live session: open attendance stretches close now, everyone leaves
+        the stage's voice room, and a recording's path and length are stored."""
         await self.flush()  # stretches still queued land before they are closed
         row = await self._transition(user_id, session_id, (S.LIVE,), S.ENDED)
-        if self.recorder is not None:
+        if self.rooms is not None:
             try:
-                path, seconds = await self.recorder.close_stage(row.session.channel_id)
+                closed = await self.rooms.close_room(row.session.channel_id)
             except Exception:
                 log.exception("closing the stage of live session %d failed", session_id)
             else:
-                async with self.db.connection() as conn:
-                    await live_db.set_recording(conn, session_id, path, seconds)
-                    row = await self._session(conn, session_id)
+                path = getattr(closed, "recording_path", None)
+                seconds = getattr(closed, "recording_s", None)
+                if row.session.recorded and isinstance(path, str):
+                    async with self.db.connection() as conn:
+                        await live_db.set_recording(
+                            conn, session_id, path,
+                            float(seconds) if isinstance(seconds, int | float) else None)
+                        row = await self._session(conn, session_id)
         await self._publish_session(row)
         await self._publish_stage(row)
         return row.session
@@ -851,4 +859,4 @@ class LiveService:
                 log.exception("attendance not written at shutdown")
 
 
-__all__ = ["LiveService", "StageRecorder", "StageVoice", "live_seconds", "speakers_of"]
+__all__ = ["LiveService", "StageRooms", "StageVoice", "live_seconds", "speakers_of"]

@@ -86,6 +86,12 @@ class Config(msgspec.Struct, kw_only=True):
     before the planned start (default 10 minutes)."""
     live_reminder_every_s: float = 15.0
     """How often due reminders are looked for (a reminder may come this much late)."""
+    voice_enabled: bool = True
+    """Serve voice rooms (``voice_join`` and the rest); false answers them
+    ``voice_unavailable``."""
+    media_workers: int = 1
+    """Media worker processes (SFU, ``rooms/media/``) this gateway process spawns for
+    voice rooms; 0 spawns none (voice joins then fail with ``voice_unavailable``)."""
     limits: Limits = Limits()
 
     def data_path(self) -> Path:

@@ -605,7 +605,17 @@ def sample_events() -> list[Event]:
             Presence(user_id=8, status=PresenceStatus.OFFLINE, last_seen=1_700_000_000_000)]),
         *moderation_sample_events(),
         *live_sample_events(),
+        *voice_sample_events(),
     ]
+
+
+def voice_sample_events() -> list[Event]:
+    """Voice events (protocol/voice.py), from docgen's examples."""
+    from protocol import docgen, voice
+
+    kinds = [voice.VoiceStateUpdated, voice.VoiceSpeaking, voice.VoiceMoveRequested,
+             voice.VoiceDisconnected]
+    return [typing.cast(Event, docgen.example_of(kind)) for kind in kinds]
 
 
 def live_sample_events() -> list[Event]:

@@ -1,9 +1,9 @@
-"""The base classes of the tagged unions in :mod:`protocol.frames`.
+"""The bases every frame of protocol v1 derives from, in a leaf module.
 
-They live apart from the unions so that feature modules (``protocol/live.py``,
-``protocol/voice.py``...) can define their requests, results and events as subclasses
-and :mod:`protocol.frames` can import those subclasses into its unions without an
-import cycle. :mod:`protocol.frames` re-exports every name here.
+They live apart from :mod:`protocol.frames` so that feature modules
+(:mod:`protocol.voice`, ...) can define their own requests, results and events as
+subclasses while :mod:`protocol.frames` still imports them into its unions: the
+dependency stays one-way (``frames`` -> ``voice`` -> ``base``), with no import cycle.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Annotated
 import msgspec
 
 RequestId = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1, description="Client-chosen id.")]
+Reason = Annotated[str, msgspec.Meta(max_length=512,
+                                     description="Why (audit log); limits.max_reason_chars.")]
 
 
 class ClientFrameBase(msgspec.Struct, tag_field="op", kw_only=True):
@@ -33,4 +35,4 @@ class EventBase(msgspec.Struct, tag_field="t", kw_only=True):
     """Base of every ``dispatch.d``."""
 
 
-__all__ = ["ClientFrameBase", "EventBase", "Request", "RequestId", "ResultBase"]
+__all__ = ["ClientFrameBase", "EventBase", "Reason", "Request", "RequestId", "ResultBase"]
