@@ -127,6 +127,17 @@ class Listener(tb.Person):
         raise AssertionError(f"{self.name} never heard {freq_hz} Hz; slots: {seen}")
 
 
+async def eventually(check: Callable[[], bool], what: str,
+                     timeout: float = tb.LIVE_MS / 1000) -> None:
+    """Poll ``check`` (state the bot keeps from its events) until true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out: {what}")
+
+
 async def bot_hears(bot: VoiceBot, freq_hz: float, *, timeout: float = MEDIA_S) -> float:
     deadline = time.monotonic() + timeout
     level = 0.0
@@ -236,19 +247,16 @@ async def test_two_browsers_and_a_bot_talk_and_mute_silences(
         # The speaking highlight: the bot talks nonstop, so Alice's page marks it.
         await expect(alice.participant(_uid(accounts["robot"]))).to_have_attribute(
             "data-speaking", "true", timeout=tb.LIVE_MS)
-        async with asyncio.timeout(tb.LIVE_MS / 1000):
-            while _uid(accounts["alice"]) not in bot.speaking:
-                await asyncio.sleep(0.1)
+        await eventually(lambda: _uid(accounts["alice"]) in bot.speaking,
+                         "the bot sees Alice speaking")
 
         # Alice mutes: the state reaches the bot, her tone stops, the bot still plays.
         await alice.tid("mute-button").click()
         await expect(alice.tid("mute-button")).to_have_attribute("aria-pressed", "true")
         await expect(alice.participant(_uid(accounts["alice"])).get_by_test_id(
             "badge-self-mute")).to_have_count(1, timeout=tb.LIVE_MS)
-        async with asyncio.timeout(tb.LIVE_MS / 1000):
-            while not bot.participants.get(_uid(accounts["alice"])) or \
-                    not bot.participants[_uid(accounts["alice"])].self_mute:
-                await asyncio.sleep(0.1)
+        await eventually(lambda: bot.participants[_uid(accounts["alice"])].self_mute,
+                         "the bot sees Alice muted")
         await bot_stops_hearing(bot, ALICE_HZ)
         await alice.hears(BOT_HZ)
 
