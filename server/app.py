@@ -16,6 +16,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import argon2
 from aiohttp import web
@@ -328,10 +329,39 @@ async def _start_media(services: Services) -> Callable[[], Awaitable[None]] | No
     socket_dir = config.data_path() / "media" / services.node_id.replace(":", "_")
     socket_dir.mkdir(parents=True, exist_ok=True)
     pool = await MediaPool.start(config.media_workers, socket_dir)
-    pool.on_speaking(services.voice.media_speaking)
-    pool.on_participant_state(services.voice.media_participant_state)
-    services.media = services.voice.media = pool
+    backend = _PoolBackend(pool, services.voice)
+    services.media = services.voice.media = backend
     return pool.close  # type: ignore[no-any-return, unused-ignore]
+
+
+class _PoolBackend:
+    """Glue between A1's ``MediaPool`` and B1's ``MediaBackend`` (merged on branch
+    c-web to run the browser tests; the integrator may fold it into either side): the
+    pool's ``join`` returns an ``Answer`` where voice wants the SDP, and its events come
+    through one ``on_event(worker_path, event)`` callback."""
+
+    def __init__(self, pool: Any, voice: VoiceService) -> None:
+        from protocol import media_ipc as ipc
+
+        self._pool = pool
+
+        def on_event(_path: str, event: object) -> None:
+            if isinstance(event, ipc.Speaking):
+                voice.media_speaking(event.room_id, list(event.participant_ids))
+            elif isinstance(event, ipc.ParticipantState):
+                voice.media_participant_state(event.room_id, event.participant_id,
+                                              event.state)
+
+        pool.on_event(on_event)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    async def join(self, room_id: str, participant_id: int, offer_sdp: str, *,
+                   can_speak: bool, deafened: bool) -> str:
+        answer = await self._pool.join(room_id, participant_id, offer_sdp,
+                                       can_speak=can_speak, deafened=deafened)
+        return str(answer.sdp)
 
 
 async def _drain_gateway(app: web.Application) -> None:
