@@ -28,7 +28,7 @@ from typing import Any, Final
 import msgspec
 import msgspec.inspect as mi
 
-from protocol import base, codes, frames, limits, models, moderation, voice
+from protocol import base, codes, frames, limits, live, models, moderation, voice
 from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
 from protocol.frames import (
     PROTOCOL_VERSION,
@@ -759,7 +759,7 @@ class _Doc:
 class _Renderer:
     def __init__(self) -> None:
         self.docs: dict[str, dict[str, str]] = {}
-        for module in (base, frames, models, moderation, voice, limits, codes):
+        for module in (base, frames, models, moderation, live, voice, limits, codes):
             self.docs.update(_attribute_docs(module))
         self.anchors: dict[type, str] = {}
         for cls in (*client_frame_types(), *server_frame_types()):
@@ -1355,6 +1355,15 @@ _RESULT_OF: Final[dict[StructT, StructT]] = {
     frames.SetMemberTier: frames.MemberResult,
     frames.SetChannelTier: ChannelResult,
     SubscribePresence: Empty,
+    # live sessions (rooms/live.py)
+    live.StageRaiseHand: live.StageResult,
+    live.StageSetSpeaker: live.StageResult,
+    live.StageSetCohost: live.StageResult,
+    live.StageFetch: live.StageResult,
+    live.QaAsk: live.QuestionResult,
+    live.QaVote: live.QuestionResult,
+    live.QaSetState: live.QuestionResult,
+    live.QaFetch: live.QuestionsResult,
     # voice rooms (rooms/voice.py)
     VoiceJoin: VoiceJoined,
     voice.VoiceLeave: Empty,

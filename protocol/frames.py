@@ -23,6 +23,24 @@ import msgspec
 from protocol.base import ClientFrameBase, EventBase, Reason, Request, RequestId, ResultBase
 from protocol.codes import ErrorCode
 from protocol.limits import Limits
+from protocol.live import (
+    LIVE_REQUEST_TYPES,
+    LiveSessionReminder,
+    LiveSessionUpdated,
+    QaAsk,
+    QaFetch,
+    QaSetState,
+    QaUpdated,
+    QaVote,
+    QuestionResult,
+    QuestionsResult,
+    StageFetch,
+    StageRaiseHand,
+    StageResult,
+    StageSetCohost,
+    StageSetSpeaker,
+    StageUpdated,
+)
 from protocol.models import (
     Attachment,
     Channel,
@@ -664,6 +682,14 @@ ClientFrame = (
     | SetMemberTier
     | SetChannelTier
     | SubscribePresence
+    | StageRaiseHand
+    | StageSetSpeaker
+    | StageSetCohost
+    | StageFetch
+    | QaAsk
+    | QaVote
+    | QaSetState
+    | QaFetch
     | VoiceJoin
     | VoiceLeave
     | VoiceIceCandidate
@@ -694,6 +720,7 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     *MODERATION_REQUEST_TYPES,
     *PERMISSION_REQUEST_TYPES,
     SubscribePresence,
+    *LIVE_REQUEST_TYPES,
     *VOICE_REQUEST_TYPES,
 )
 
@@ -829,6 +856,7 @@ Result = (
     Empty | MessageResult | HistoryResult | ChannelResult | UsersResult | ReadStateResult
     | MembersResult | ModActionResult | AuditLogResult | ReviewItemResult | ReviewQueueResult
     | AppealResult | AppealsResult | RolesResult | RoleResult | MemberResult
+    | OverridesResult | OverrideResult | StageResult | QuestionResult | QuestionsResult
     | OverridesResult | OverrideResult | VoiceJoined | VoiceStatesResult
 )
 
@@ -1082,6 +1110,10 @@ Event = (
     | RaidSignal
     | AppealUpdated
     | PermissionsUpdated
+    | StageUpdated
+    | QaUpdated
+    | LiveSessionUpdated
+    | LiveSessionReminder
     | VoiceStateUpdated
     | VoiceSpeaking
     | VoiceMoveRequested

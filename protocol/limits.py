@@ -79,6 +79,14 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     session; larger ones only to sessions that sent ``subscribe_presence``."""
     max_presence_subscriptions: int = 10
     """Large communities one session may subscribe to the presence of at once."""
+    max_question_chars: int = 500
+    """Longest live-session question (``qa_ask``)."""
+    questions_per_window: int = 5
+    """Questions one member may ask per ``rate_window_ms`` across all live sessions
+    (burst, then evenly spread); beyond it ``rate_limited``."""
+    max_stage_speakers: int = 8
+    """Most people on a live session's stage at once: the host, co-hosts and promoted
+    speakers together (``stage_set_speaker`` beyond it: ``limit_exceeded``)."""
     voice_receive_slots: int = 9
     """Most ``recvonly`` audio m-lines a ``voice_join`` offer may carry: the speakers one
     participant hears at once (9: a 10-person room where everyone talks)."""

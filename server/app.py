@@ -36,6 +36,7 @@ from rooms.communities import CommunityService
 from rooms.enforcement import PostGate, make_slowmode
 from rooms.group_commit import GroupCommitWriter
 from rooms.hub import Hub
+from rooms.live import LiveService
 from rooms.moderation import ModerationService
 from rooms.presence import PresenceService, make_store
 from rooms.raid import RaidMonitor, make_counter
@@ -50,6 +51,7 @@ from rooms.voice_roster import make_roster
 from server.api_auth import add_auth_routes
 from server.api_automod import add_automod_routes
 from server.api_communities import add_community_routes
+from server.api_live import add_live_routes
 from server.api_moderation import add_moderation_routes, audit_retention
 from server.api_roles import add_role_routes
 from server.auth import Authenticator
@@ -147,6 +149,19 @@ class Services:
             max_subscriptions=limits.max_presence_subscriptions)
         for request_type, handler in self.presence.handlers().items():
             self.chat.register(request_type, handler)
+        # live sessions (issue 6): stage and Q&A ops (the voice rooms attach below)
+        per_question_ms = limits.rate_window_ms / max(limits.questions_per_window, 1)
+        self.question_limiter: RateLimiter = RedisRateLimiter(
+            config.redis_url.split(",")[0].strip(), limits.questions_per_window,
+            per_question_ms) if config.redis_url else LocalRateLimiter(
+            limits.questions_per_window, per_question_ms)
+        self.live = LiveService(self.db, self.hub, limits, self.access,
+                                data_dir=config.data_path(), gate=self.gate,
+                                automod=self.automod, question_limiter=self.question_limiter,
+                                reminder_lead_s=config.live_reminder_lead_s,
+                                reminder_every_s=config.live_reminder_every_s)
+        for request_type, handler in self.live.handlers().items():
+            self.chat.register(request_type, handler)
         self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits,
                                     mirror=self.mirror, fetch_missing=self._fetch_missing,
                                     presence=self.presence, access=self.access)
@@ -157,6 +172,9 @@ class Services:
         self.voice = VoiceService(self.db, self.hub, config.limits, self.access,
                                   make_roster(config.redis_url, self.node_id), None,
                                   enabled=config.voice_enabled)
+        # live sessions take attendance and drive speakers through the voice rooms
+        self.live.attach_voice(self.voice)
+        self.live.rooms = self.voice
         for request_type, handler in self.voice.handlers().items():
             self.chat.register(request_type, handler)
         self.hub.after_control = self.voice.session_changed
@@ -290,6 +308,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(audit_retention(services.db, services.config.audit_retention_days),
                             name="audit-retention"),
         asyncio.create_task(services.gc_policy.run(), name="gc-policy"),
+        asyncio.create_task(services.live.run(), name="live-sessions"),
         asyncio.create_task(services.voice.run(), name="voice-roster"),
     ]
     try:
@@ -310,6 +329,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
             await services.mirror.close()
         await services.user_limiter.close()
         await services.report_limiter.close()
+        await services.question_limiter.close()
         await services.slowmode.close()
         await services.raid.close()
 
@@ -428,6 +448,7 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     add_automod_routes(app, services.auth, services.automod)
     add_moderation_routes(app, services.auth, services.moderation, services.review)
     add_role_routes(app, services.auth, services.roles)
+    add_live_routes(app, services.auth, services.live)
     if (WEB_ROOT / "index.html").is_file():
         app.router.add_get("/", index)
         app.router.add_get("/mod", mod_console)

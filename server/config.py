@@ -81,6 +81,11 @@ class Config(msgspec.Struct, kw_only=True):
     """Raid signal: this many messages in one community within
     ``raid_messages_window_s`` (0 turns the signal off)."""
     raid_messages_window_s: int = 30
+    live_reminder_lead_s: float = 600.0
+    """Live sessions: registered members get ``live_session_reminder`` this many seconds
+    before the planned start (default 10 minutes)."""
+    live_reminder_every_s: float = 15.0
+    """How often due reminders are looked for (a reminder may come this much late)."""
     voice_enabled: bool = True
     """Serve voice rooms (``voice_join`` and the rest); false answers them
     ``voice_unavailable``."""
@@ -183,6 +188,9 @@ def load_config(file: str | None = None, overrides: dict[str, Any] | None = None
     for key in ("raid_joins_window_s", "raid_messages_window_s"):
         if not 1 <= getattr(config, key) <= 3600:
             raise ConfigError(f"HEARTH_{key.upper()}: 1 to 3600 seconds")
+    if config.live_reminder_lead_s < 0 or not 0.05 <= config.live_reminder_every_s <= 3600:
+        raise ConfigError("HEARTH_LIVE_REMINDER_LEAD_S: 0 or more; "
+                          "HEARTH_LIVE_REMINDER_EVERY_S: 0.05 to 3600 seconds")
     if config.secret is not None and len(config.secret) < 16:
         raise ConfigError("HEARTH_SECRET: use at least 16 characters")
     return config

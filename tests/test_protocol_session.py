@@ -604,6 +604,33 @@ def sample_events() -> list[Event]:
             Presence(user_id=7, status=PresenceStatus.DND),
             Presence(user_id=8, status=PresenceStatus.OFFLINE, last_seen=1_700_000_000_000)]),
         *moderation_sample_events(),
+        *live_sample_events(),
+        *voice_sample_events(),
+    ]
+
+
+def voice_sample_events() -> list[Event]:
+    """Voice events (protocol/voice.py), from docgen's examples."""
+    from protocol import docgen, voice
+
+    kinds = [voice.VoiceStateUpdated, voice.VoiceSpeaking, voice.VoiceMoveRequested,
+             voice.VoiceDisconnected]
+    return [typing.cast(Event, docgen.example_of(kind)) for kind in kinds]
+
+
+def live_sample_events() -> list[Event]:
+    from protocol import live
+
+    session = live.LiveSession(id=4, community_id=3, channel_id=43, title="AMA", host_id=7,
+                               starts_at=1_700_000_000_000, state=live.LiveSessionState.LIVE,
+                               cohost_ids=[8], registered_count=12)
+    question = live.Question(id=9, session_id=4, author_id=8, text="why?", votes=3)
+    return [
+        live.StageUpdated(session_id=4, channel_id=43, speakers=[7, 8], cohosts=[8],
+                          hands=[9]),
+        live.QaUpdated(question=question),
+        live.LiveSessionUpdated(session=session),
+        live.LiveSessionReminder(session=session, starts_in_s=600),
     ]
 
 
