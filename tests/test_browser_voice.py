@@ -317,3 +317,103 @@ async def test_voice_page_explains_refusals(launch: Launcher, hearth_server: Any
     await expect(person.tid("no-rooms")).to_be_visible(timeout=tb.LIVE_MS)
     await expect(person.tid("join-button")).to_be_disabled()
     assert errors == []
+
+
+async def browser_stays_deaf_to(person: Listener, freq_hz: float, seconds: float = 2.0) -> None:
+    """For ``seconds``, no slot of ``person``'s page plays ``freq_hz``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for slot in await person.measure():
+            assert not (abs(slot["hz"] - freq_hz) < 15 and slot["rms"] > HEARD_RMS / 2), \
+                f"{person.name} hears {freq_hz} Hz: {slot}"
+        await asyncio.sleep(0.25)
+
+
+async def test_stage_hand_promote_demote_and_qa(launch: Launcher, hearth_server: Any) -> None:
+    """A live session's stage: the audience is not heard until the host lets them speak
+    (raise hand -> invite to speak), and not after being moved back; Q&A asks, votes,
+    orders by votes, and the host marks answered and dismisses, live on both pages."""
+    errors: list[str] = []
+    base = hearth_server.url
+    async with aiohttp.ClientSession() as http:
+        world = await _setup(http, base, "alice")
+        accounts = world["accounts"]
+        cid = world["community_id"]
+        headers = bearer(accounts["owner"]["access_token"])
+        async with http.post(f"{base}/api/v1/communities/{cid}/live-sessions", json={
+                "title": "Office hours", "starts_at": int(time.time() * 1000),
+                "description": "Bring questions"}, headers=headers) as reply:
+            assert reply.status == 201, await reply.text()
+            session = (await reply.json())["session"]
+        async with http.post(f"{base}/api/v1/communities/{cid}/live-sessions/"
+                             f"{session['id']}/start", headers=headers) as reply:
+            assert reply.status == 200, await reply.text()
+    host_id, alice_id = _uid(accounts["owner"]), _uid(accounts["alice"])
+
+    host = await Listener.open_voice(await launch(BOT_HZ), base, "host", errors)
+    await host.login(_username(accounts["owner"]))
+    alice = await Listener.open_voice(await launch(ALICE_HZ), base, "alice", errors)
+    await alice.login(_username(accounts["alice"]))
+    for person in (host, alice):
+        await person.enter(cid, "Office hours")
+        await expect(person.tid("session-title")).to_have_text("Office hours")
+        await expect(person.tid("session-state")).to_have_text("live")
+
+    # The host speaks; Alice listens and is not heard.
+    await expect(host.participant(alice_id)).to_have_attribute("data-role", "listener",
+                                                               timeout=tb.LIVE_MS)
+    await expect(alice.participant(host_id).get_by_test_id("badge-host")).to_have_count(1)
+    await alice.hears(BOT_HZ)
+    await browser_stays_deaf_to(host, ALICE_HZ)
+
+    # Alice raises her hand; the host sees it and invites her to speak.
+    await alice.tid("hand-button").click()
+    await expect(alice.tid("hand-button")).to_have_attribute("aria-pressed", "true",
+                                                             timeout=tb.LIVE_MS)
+    hand = host.page.locator(f'[data-testid="hand"][data-user-id="{alice_id}"]')
+    await expect(hand).to_have_count(1, timeout=tb.LIVE_MS)
+    await expect(alice.tid("hands").locator("button")).to_have_count(0)  # not a host
+    await hand.get_by_test_id("promote-button").click()
+    await expect(hand).to_have_count(0, timeout=tb.LIVE_MS)
+    await expect(host.participant(alice_id)).to_have_attribute("data-role", "speaker",
+                                                               timeout=tb.LIVE_MS)
+    await expect(alice.tid("hand-button")).to_be_hidden()
+    await host.hears(ALICE_HZ)
+
+    # Moved back to the audience, she is not heard any more.
+    await host.participant(alice_id).get_by_test_id("demote-button").click()
+    await expect(host.participant(alice_id)).to_have_attribute("data-role", "listener",
+                                                               timeout=tb.LIVE_MS)
+    await asyncio.sleep(1.0)  # what was already in flight drains
+    await browser_stays_deaf_to(host, ALICE_HZ)
+
+    # Q&A: Alice asks two questions; both pages list them live.
+    for text in ("How do stages work?", "Is this recorded?"):
+        await alice.tid("qa-input").fill(text)
+        await alice.tid("qa-ask-button").click()
+        await expect(alice.tid("qa-input")).to_have_value("", timeout=tb.LIVE_MS)
+    q = {p.name: {t: p.tid("qa-list").locator('[data-testid="question"]').filter(has_text=t)
+                  for t in ("How do stages work?", "Is this recorded?")}
+         for p in (host, alice)}
+    for person in (host, alice):
+        await expect(q[person.name]["Is this recorded?"]).to_have_count(1, timeout=tb.LIVE_MS)
+    # The host upvotes the second: it moves to the top on Alice's page, count 1.
+    await q["host"]["Is this recorded?"].get_by_test_id("vote-button").click()
+    await expect(q["host"]["Is this recorded?"].get_by_test_id("vote-button")
+                 ).to_have_attribute("aria-pressed", "true", timeout=tb.LIVE_MS)
+    await expect(q["alice"]["Is this recorded?"].get_by_test_id("vote-count")).to_have_text(
+        "1", timeout=tb.LIVE_MS)
+    await expect(alice.tid("question-text").first).to_have_text("Is this recorded?")
+    # Alice cannot moderate questions; the host marks one answered and dismisses one.
+    await expect(alice.tid("mark-answered")).to_have_count(0)
+    await q["host"]["Is this recorded?"].get_by_test_id("mark-answered").click()
+    await expect(q["alice"]["Is this recorded?"]).to_have_attribute(
+        "data-state", "answered", timeout=tb.LIVE_MS)
+    await expect(q["alice"]["Is this recorded?"].get_by_test_id("question-state")
+                 ).to_have_text("Answered")
+    await q["host"]["How do stages work?"].get_by_test_id("mark-dismissed").click()
+    await expect(q["alice"]["How do stages work?"]).to_have_count(0, timeout=tb.LIVE_MS)
+    await expect(q["host"]["How do stages work?"]).to_have_attribute("data-state", "dismissed")
+
+    await host.page.screenshot(path="/tmp/hearth-stage.png")
+    assert errors == []
