@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import argon2
 from aiohttp import web
@@ -336,52 +337,38 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
 
 async def _start_media(services: Services) -> Callable[[], Awaitable[None]] | None:
     """Spawn this process's media workers (``rooms/media/pool.py``) for voice rooms;
-    returns how to stop them. Without workers (``media_workers`` 0, voice disabled, or
-    the media package missing) voice joins answer ``voice_unavailable``."""
+    returns how to stop them. Without workers (``media_workers`` 0 or voice disabled)
+    voice joins answer ``voice_unavailable``. Sockets go in a short temporary directory:
+    a unix socket path must fit in 108 bytes, which a data directory may not."""
     config = services.config
     if not config.voice_enabled or config.media_workers <= 0:
         return None
-    try:
-        from rooms.media.pool import MediaPool  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        log.warning("voice: rooms.media.pool is not installed; voice joins will fail")
-        return None
-    socket_dir = config.data_path() / "media" / services.node_id.replace(":", "_")
-    socket_dir.mkdir(parents=True, exist_ok=True)
-    pool = await MediaPool.start(config.media_workers, socket_dir)
-    backend = _PoolBackend(pool, services.voice)
-    services.media = services.voice.media = backend
-    return pool.close  # type: ignore[no-any-return, unused-ignore]
+    from protocol.media_ipc import ParticipantState, Speaking, WorkerEvent
+    from rooms.media.pool import MediaPool
 
+    voice = services.voice
 
-class _PoolBackend:
-    """Glue between A1's ``MediaPool`` and B1's ``MediaBackend`` (merged on branch
-    c-web to run the browser tests; the integrator may fold it into either side): the
-    pool's ``join`` returns an ``Answer`` where voice wants the SDP, and its events come
-    through one ``on_event(worker_path, event)`` callback."""
+    def on_event(_worker: str, event: WorkerEvent) -> None:
+        if isinstance(event, Speaking):
+            voice.media_speaking(event.room_id, list(event.participant_ids))
+        elif isinstance(event, ParticipantState):
+            voice.media_participant_state(event.room_id, event.participant_id, event.state)
 
-    def __init__(self, pool: Any, voice: VoiceService) -> None:
-        from protocol import media_ipc as ipc
+    # Rooms are placed on this process's own workers (the pool's in-process map): a
+    # room whose members are on several gateway processes gets one SFU room per
+    # process (documented in docs/voice.md).
+    socket_dir = Path(tempfile.mkdtemp(prefix="hearth-media-"))
+    pool = await MediaPool.start(config.media_workers, socket_dir,
+                                 max_slots=config.limits.voice_receive_slots)
+    pool.on_event(on_event)
+    services.media = voice.media = pool
 
-        self._pool = pool
+    async def stop() -> None:
+        voice.media = None
+        await pool.close()
+        await asyncio.to_thread(shutil.rmtree, socket_dir, True)
 
-        def on_event(_path: str, event: object) -> None:
-            if isinstance(event, ipc.Speaking):
-                voice.media_speaking(event.room_id, list(event.participant_ids))
-            elif isinstance(event, ipc.ParticipantState):
-                voice.media_participant_state(event.room_id, event.participant_id,
-                                              event.state)
-
-        pool.on_event(on_event)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pool, name)
-
-    async def join(self, room_id: str, participant_id: int, offer_sdp: str, *,
-                   can_speak: bool, deafened: bool) -> str:
-        answer = await self._pool.join(room_id, participant_id, offer_sdp,
-                                       can_speak=can_speak, deafened=deafened)
-        return str(answer.sdp)
+    return stop
 
 
 async def _drain_gateway(app: web.Application) -> None:
