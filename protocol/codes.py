@@ -80,6 +80,11 @@ class ErrorCode(enum.StrEnum):
     AUTOMOD_BLOCKED = "automod_blocked"
     """An automod rule of the community blocks this message; the error's message names
     the rule. Nothing was stored. Sending it again unchanged fails the same way."""
+    VOICE_CAPACITY = "voice_capacity"
+    """The voice room is full (``limits.max_voice_room_participants``) or the media
+    workers have no room for another participant; try later or another room."""
+    VOICE_UNAVAILABLE = "voice_unavailable"
+    """Voice is disabled on this server, or no media worker answers; nothing changed."""
     INTERNAL = "internal"
     """The server failed; nothing was applied. Safe to retry with the same nonce."""
 

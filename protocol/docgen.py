@@ -28,7 +28,7 @@ from typing import Any, Final
 import msgspec
 import msgspec.inspect as mi
 
-from protocol import codes, frames, limits, models, moderation
+from protocol import base, codes, frames, limits, models, moderation, voice
 from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
 from protocol.frames import (
     PROTOCOL_VERSION,
@@ -104,6 +104,14 @@ from protocol.models import (
     ReadState,
     Role,
     User,
+)
+from protocol.voice import (
+    VoiceIceCandidate,
+    VoiceJoin,
+    VoiceJoined,
+    VoiceParticipant,
+    VoiceSpeaking,
+    VoiceStateUpdated,
 )
 
 __all__ = [
@@ -442,6 +450,14 @@ def _example_records() -> dict[str, Any]:
     }
 
 
+_EXAMPLE_OFFER = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+                  "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\n...\r\n"
+                  "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=recvonly\r\n...\r\n")
+_EXAMPLE_ANSWER = ("v=0\r\no=- 2 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+                   "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\n...\r\n"
+                   "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=sendonly\r\n...\r\n")
+
+
 def _curated_examples() -> dict[StructT, msgspec.Struct]:
     r = _example_records()
     message: Message = r["message"]
@@ -472,6 +488,15 @@ def _curated_examples() -> dict[StructT, msgspec.Struct]:
         SetPresence: SetPresence(id=14, status=PresenceStatus.DND),
         FetchMembers: FetchMembers(id=15, community_id=7, after=0, limit=100),
         SubscribePresence: SubscribePresence(id=16, community_id=7, subscribed=True),
+        VoiceJoin: VoiceJoin(id=17, channel_id=44, sdp=_EXAMPLE_OFFER),
+        VoiceIceCandidate: VoiceIceCandidate(
+            id=18, channel_id=44, sdp_mid="0", sdp_mline_index=0,
+            candidate="candidate:1 1 UDP 2122252543 192.0.2.10 50000 typ host"),
+        VoiceJoined: VoiceJoined(channel_id=44, sdp=_EXAMPLE_ANSWER, participants=[
+            VoiceParticipant(user_id=101), VoiceParticipant(user_id=205, self_mute=True)]),
+        VoiceStateUpdated: VoiceStateUpdated(community_id=7, channel_id=44, user_id=205,
+                                             joined=True, self_mute=True),
+        VoiceSpeaking: VoiceSpeaking(community_id=7, channel_id=44, user_ids=[101]),
         # server frames
         Hello: Hello(heartbeat_interval_ms=Limits().heartbeat_interval_ms, limits=Limits()),
         Ready: Ready(session_id="6f1c2d8e9a7b4c3d", user=r["ada"],
@@ -734,7 +759,7 @@ class _Doc:
 class _Renderer:
     def __init__(self) -> None:
         self.docs: dict[str, dict[str, str]] = {}
-        for module in (frames, models, moderation, limits, codes):
+        for module in (base, frames, models, moderation, voice, limits, codes):
             self.docs.update(_attribute_docs(module))
         self.anchors: dict[type, str] = {}
         for cls in (*client_frame_types(), *server_frame_types()):
@@ -1330,6 +1355,15 @@ _RESULT_OF: Final[dict[StructT, StructT]] = {
     frames.SetMemberTier: frames.MemberResult,
     frames.SetChannelTier: ChannelResult,
     SubscribePresence: Empty,
+    # voice rooms (rooms/voice.py)
+    VoiceJoin: VoiceJoined,
+    voice.VoiceLeave: Empty,
+    VoiceIceCandidate: Empty,
+    voice.VoiceSetState: Empty,
+    voice.VoiceServerMute: frames.ModActionResult,
+    voice.VoiceDisconnect: frames.ModActionResult,
+    voice.VoiceMove: frames.ModActionResult,
+    voice.VoiceFetchStates: voice.VoiceStatesResult,
 }
 
 

@@ -20,6 +20,7 @@ from typing import Annotated
 
 import msgspec
 
+from protocol.base import ClientFrameBase, EventBase, Reason, Request, RequestId, ResultBase
 from protocol.codes import ErrorCode
 from protocol.limits import Limits
 from protocol.models import (
@@ -49,23 +50,33 @@ from protocol.moderation import (
     ReviewStatus,
     Sanction,
 )
+from protocol.voice import (
+    VOICE_REQUEST_TYPES,
+    VoiceDisconnect,
+    VoiceDisconnected,
+    VoiceFetchStates,
+    VoiceIceCandidate,
+    VoiceJoin,
+    VoiceJoined,
+    VoiceLeave,
+    VoiceMove,
+    VoiceMoveRequested,
+    VoiceServerMute,
+    VoiceSetState,
+    VoiceSpeaking,
+    VoiceStatesResult,
+    VoiceStateUpdated,
+)
 
 PROTOCOL_VERSION = 1
 
-RequestId = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1, description="Client-chosen id.")]
 Token = Annotated[str, msgspec.Meta(max_length=4096)]
 ShortText = Annotated[str, msgspec.Meta(max_length=200)]
-Reason = Annotated[str, msgspec.Meta(max_length=512,
-                                     description="Why (audit log); limits.max_reason_chars.")]
 
 
 # --------------------------------------------------------------------------------------
 # Client -> server
 # --------------------------------------------------------------------------------------
-
-
-class ClientFrameBase(msgspec.Struct, tag_field="op", kw_only=True):
-    """Base of every client frame."""
 
 
 class Identify(ClientFrameBase, tag="identify"):
@@ -88,12 +99,6 @@ class Heartbeat(ClientFrameBase, tag="heartbeat"):
     """Keep-alive; ``seq`` is the last dispatch received. Answered by ``heartbeat_ack``."""
 
     seq: SessionSeq | None = None
-
-
-class Request(ClientFrameBase):
-    """A request: gets exactly one ``ok`` or ``error`` reply with the same ``id``."""
-
-    id: RequestId
 
 
 class SendMessage(Request, tag="send_message"):
@@ -659,6 +664,14 @@ ClientFrame = (
     | SetMemberTier
     | SetChannelTier
     | SubscribePresence
+    | VoiceJoin
+    | VoiceLeave
+    | VoiceIceCandidate
+    | VoiceSetState
+    | VoiceServerMute
+    | VoiceDisconnect
+    | VoiceMove
+    | VoiceFetchStates
 )
 """Every frame a client may send."""
 
@@ -681,16 +694,13 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     *MODERATION_REQUEST_TYPES,
     *PERMISSION_REQUEST_TYPES,
     SubscribePresence,
+    *VOICE_REQUEST_TYPES,
 )
 
 
 # --------------------------------------------------------------------------------------
 # Request results (inside ``ok``)
 # --------------------------------------------------------------------------------------
-
-
-class ResultBase(msgspec.Struct, tag_field="type", kw_only=True):
-    """Base of every ``ok.data``."""
 
 
 class Empty(ResultBase, tag="empty"):
@@ -819,17 +829,13 @@ Result = (
     Empty | MessageResult | HistoryResult | ChannelResult | UsersResult | ReadStateResult
     | MembersResult | ModActionResult | AuditLogResult | ReviewItemResult | ReviewQueueResult
     | AppealResult | AppealsResult | RolesResult | RoleResult | MemberResult
-    | OverridesResult | OverrideResult
+    | OverridesResult | OverrideResult | VoiceJoined | VoiceStatesResult
 )
 
 
 # --------------------------------------------------------------------------------------
 # Events (inside ``dispatch``)
 # --------------------------------------------------------------------------------------
-
-
-class EventBase(msgspec.Struct, tag_field="t", kw_only=True):
-    """Base of every ``dispatch.d``."""
 
 
 class MessageCreated(EventBase, tag="message_create"):
@@ -1076,6 +1082,10 @@ Event = (
     | RaidSignal
     | AppealUpdated
     | PermissionsUpdated
+    | VoiceStateUpdated
+    | VoiceSpeaking
+    | VoiceMoveRequested
+    | VoiceDisconnected
 )
 """Every event a server may dispatch."""
 

@@ -79,3 +79,14 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     session; larger ones only to sessions that sent ``subscribe_presence``."""
     max_presence_subscriptions: int = 10
     """Large communities one session may subscribe to the presence of at once."""
+    voice_receive_slots: int = 9
+    """Most ``recvonly`` audio m-lines a ``voice_join`` offer may carry: the speakers one
+    participant hears at once (9: a 10-person room where everyone talks)."""
+    max_voice_room_participants: int = 50
+    """Most participants in one voice room, across every node; beyond it
+    ``voice_capacity``."""
+    max_voice_ice_candidates: int = 50
+    """ICE candidates one session may trickle per ``voice_join``; beyond it
+    ``rate_limited`` (a browser gathers a handful)."""
+    max_sdp_chars: int = 32_768
+    """Longest SDP offer in ``voice_join`` (larger: ``invalid_frame``)."""

@@ -44,6 +44,12 @@ class ChannelKind(enum.StrEnum):
     THREAD = "thread"
     DM = "dm"
     GROUP_DM = "group_dm"
+    VOICE = "voice"
+    """A voice room (members with ``CONNECT_VOICE`` join it with ``voice_join``); it
+    also takes text messages like a text channel."""
+    STAGE = "stage"
+    """A stage: a voice room whose audience listens until a host lets them speak
+    (live sessions)."""
 
 
 class PresenceStatus(enum.StrEnum):

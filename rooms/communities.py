@@ -44,6 +44,9 @@ from rooms.ready import community_snapshot
 
 STARTER_KEY = "starter_community_id"
 MAX_GROUP_DM = 10
+CREATABLE_KINDS = (ChannelKind.TEXT, ChannelKind.ANNOUNCEMENT, ChannelKind.CATEGORY,
+                   ChannelKind.VOICE, ChannelKind.STAGE)
+"""Channel kinds ``create_channel`` makes (threads and DMs have their own paths)."""
 
 
 class CommunityService:
@@ -210,9 +213,9 @@ class CommunityService:
                              kind: ChannelKind, private: bool, parent_id: int | None,
                              topic: str, member_ids: list[int]) -> Channel:
         await self.access.require(community_id, actor.id, Permission.MANAGE_CHANNELS)
-        if kind not in (ChannelKind.TEXT, ChannelKind.ANNOUNCEMENT, ChannelKind.CATEGORY):
+        if kind not in CREATABLE_KINDS:
             raise RequestError(ErrorCode.INVALID_ARGUMENT,
-                               "kind is text, announcement or category")
+                               "kind is text, announcement, category, voice or stage")
         name = name.strip()
         check_text(name, topic)
         if not 1 <= len(name) <= 100 or len(topic) > 1024:

@@ -55,6 +55,7 @@ from protocol.frames import (
 )
 from protocol.models import ChannelKind, Message
 from protocol.moderation import SanctionKind
+from protocol.voice import VoiceSpeaking
 from rooms.access import forget_community, may_view, session_community_bits
 from rooms.bus import Bus, channel_topic, community_topic, mod_topic, presence_topic
 from rooms.permissions import Permission
@@ -76,12 +77,15 @@ _CONTROL_TYPES = (
     ChannelCreated, ChannelUpdated, ChannelDeleted, CommunityAvailable, CommunityUnavailable,
     MemberUpdated, MemberSanctioned, CommunityModerationUpdated, PermissionsUpdated,
 )
-_EPHEMERAL_TYPES: tuple[type, ...] = (TypingStarted, PresenceUpdated)
+_EPHEMERAL_TYPES: tuple[type, ...] = (TypingStarted, PresenceUpdated, VoiceSpeaking)
 _event_decoder = msgspec.json.Decoder(Event)
 
 FetchMissing = Callable[[int, int, int], Awaitable[list[Message]]]
 """(channel id, after seq, up to seq inclusive) -> messages from PostgreSQL, in order."""
 LatencyObserver = Callable[[float], None]
+AfterControl = Callable[[Session, "Event | None"], None]
+"""(session, the control event, or None after an access refresh) -> nothing; must not
+block. Lets state held outside the session (voice rooms) follow a changed view."""
 RefreshAccess = Callable[[Session, int], Awaitable[list[Event]]]
 """(session, community id) -> re-read its access; events for channels gained/lost
 (``rooms.access.AccessResolver.refresh_session``)."""
@@ -105,6 +109,9 @@ class Hub:
         self._listeners: dict[str, Callable[[bytes], None]] = {}
         self.refresh_access: RefreshAccess | None = None
         """Set by the server: how a ``permissions_update`` re-reads a session's access."""
+        self.after_control: AfterControl | None = None
+        """Set by the server: told after a control event or an access refresh changed a
+        session's view (rooms/voice.py disconnects or mutes a sanctioned participant)."""
         self._refreshing: dict[tuple[Session, int], bool] = {}
         self.deliveries = 0
         self.events_in = 0
@@ -229,7 +236,12 @@ class Hub:
             except msgspec.DecodeError:
                 log.exception("undecodable control event on %s", topic)
                 return
-            recipients = [s for s in recipients if self._apply_control(s, topic, event)]
+            everyone = recipients
+            recipients = [s for s in everyone if self._apply_control(s, topic, event)]
+            after = self.after_control
+            if after is not None:
+                for session in everyone:
+                    after(session, event)
         ephemeral = kind == _EPHEMERAL
         bodies: dict[Codec, bytes] = {JSON: body}
         for session in recipients:
@@ -430,6 +442,8 @@ class Hub:
             return
         for event in events:
             self._apply_gain_or_loss(session, event)
+        if self.after_control is not None:
+            self.after_control(session, None)
         moderation = session.moderation
         if community_id in moderation.feeds and not may_moderate(session, community_id):
             moderation.feeds.discard(community_id)

@@ -50,6 +50,8 @@ class Permission(IntFlag):
     MANAGE_AUTOMOD = 1 << 18
     MANAGE_COMMUNITY = 1 << 19  # lockdown, settings, retention policy
     BYPASS_SLOWMODE = 1 << 20
+    MUTE_MEMBERS = 1 << 21      # voice: server mute (voice_server_mute)
+    MOVE_MEMBERS = 1 << 22      # voice: disconnect and move (voice_disconnect, voice_move)
     ADMINISTRATOR = 1 << 30     # every bit, and channel overrides do not apply
 
 
@@ -60,7 +62,8 @@ MEMBER_BITS = (P.VIEW_CHANNEL | P.SEND_MESSAGES | P.ADD_REACTIONS | P.ATTACH_FIL
                | P.CREATE_THREADS | P.SEND_IN_THREADS | P.CREATE_INVITES | P.CONNECT_VOICE
                | P.SPEAK)
 MODERATOR_BITS = (MEMBER_BITS | P.MANAGE_MESSAGES | P.TIMEOUT_MEMBERS | P.KICK_MEMBERS
-                  | P.MODERATE | P.VIEW_AUDIT_LOG | P.BYPASS_SLOWMODE | P.MENTION_EVERYONE)
+                  | P.MODERATE | P.VIEW_AUDIT_LOG | P.BYPASS_SLOWMODE | P.MENTION_EVERYONE
+                  | P.MUTE_MEMBERS | P.MOVE_MEMBERS)
 ADMIN_BITS = (MODERATOR_BITS | P.BAN_MEMBERS | P.MANAGE_CHANNELS | P.MANAGE_ROLES
               | P.MANAGE_AUTOMOD | P.MANAGE_COMMUNITY)
 FIXED_ROLE_BITS: dict[Role, Permission] = {

@@ -87,6 +87,9 @@ class SessionOpener:
         self.fetch_missing = fetch_missing
         self.presence = presence
         """Told when a session gains or loses its socket (rooms/presence.py)."""
+        self.on_close: list[Callable[[Session], None]] = []
+        """Told when a session is forgotten here for good (voice rooms leave); must
+        not block."""
 
     async def _load_view(self, session: Session) -> tuple[list[CommunitySnapshot],
                                                            list[Channel]]:
@@ -245,6 +248,8 @@ class SessionOpener:
         self.registry.remove(session.session_id)
         if self.presence is not None:
             self.presence.detach(session)
+        for callback in self.on_close:
+            callback(session)
 
     async def forget(self, session: Session) -> None:
         """The session ended for good (the client closed normally): drop its mirror."""

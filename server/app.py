@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import argon2
@@ -44,6 +44,8 @@ from rooms.review import ReviewService
 from rooms.roles import RoleService
 from rooms.session_mirror import SessionMirror
 from rooms.sessions import SessionRegistry
+from rooms.voice import MediaBackend, VoiceService
+from rooms.voice_roster import make_roster
 from server.api_auth import add_auth_routes
 from server.api_automod import add_automod_routes
 from server.api_communities import add_community_routes
@@ -147,6 +149,17 @@ class Services:
         self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits,
                                     mirror=self.mirror, fetch_missing=self._fetch_missing,
                                     presence=self.presence, access=self.access)
+        # voice rooms (issue 6): the roster is shared like presence; the media workers
+        # are started with the other I/O (_realtime), so media stays None until then.
+        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.media: MediaBackend | None = None
+        self.voice = VoiceService(self.db, self.hub, config.limits, self.access,
+                                  make_roster(config.redis_url, self.node_id), None,
+                                  enabled=config.voice_enabled)
+        for request_type, handler in self.voice.handlers().items():
+            self.chat.register(request_type, handler)
+        self.hub.after_control = self.voice.session_changed
+        self.opener.on_close.append(self.voice.session_closed)
         self._background: set[asyncio.Task[None]] = set()
         self.gc_policy = GcPolicy(freeze_interval_s=config.gc_freeze_interval_s,
                                   full_interval_s=config.gc_full_interval_s)
@@ -266,6 +279,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         services.starter_community_id = await services.communities.ensure_starter_community()
     await services.bus.start()
     await services.presence.start()
+    media_close = await _start_media(services)
     background = [
         asyncio.create_task(services.writer.run(), name="group-commit"),
         asyncio.create_task(services.gateway.sweep_forever(), name="gateway-sweeper"),
@@ -275,6 +289,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(audit_retention(services.db, services.config.audit_retention_days),
                             name="audit-retention"),
         asyncio.create_task(services.gc_policy.run(), name="gc-policy"),
+        asyncio.create_task(services.voice.run(), name="voice-roster"),
     ]
     try:
         yield
@@ -284,6 +299,9 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         for result in await asyncio.gather(*background, return_exceptions=True):
             if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
                 log.error("background task failed at shutdown", exc_info=result)
+        await services.voice.close()  # this process's participants leave their rooms
+        if media_close is not None:
+            await media_close()
         await services.presence.close()  # this process's users go offline (or elsewhere)
         await services.hub.close()
         await services.bus.close()
@@ -293,6 +311,27 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         await services.report_limiter.close()
         await services.slowmode.close()
         await services.raid.close()
+
+
+async def _start_media(services: Services) -> Callable[[], Awaitable[None]] | None:
+    """Spawn this process's media workers (``rooms/media/pool.py``) for voice rooms;
+    returns how to stop them. Without workers (``media_workers`` 0, voice disabled, or
+    the media package missing) voice joins answer ``voice_unavailable``."""
+    config = services.config
+    if not config.voice_enabled or config.media_workers <= 0:
+        return None
+    try:
+        from rooms.media.pool import MediaPool  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        log.warning("voice: rooms.media.pool is not installed; voice joins will fail")
+        return None
+    socket_dir = config.data_path() / "media" / services.node_id.replace(":", "_")
+    socket_dir.mkdir(parents=True, exist_ok=True)
+    pool = await MediaPool.start(config.media_workers, socket_dir)
+    pool.on_speaking(services.voice.media_speaking)
+    pool.on_participant_state(services.voice.media_participant_state)
+    services.media = services.voice.media = pool
+    return pool.close  # type: ignore[no-any-return, unused-ignore]
 
 
 async def _drain_gateway(app: web.Application) -> None:

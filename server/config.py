@@ -81,6 +81,12 @@ class Config(msgspec.Struct, kw_only=True):
     """Raid signal: this many messages in one community within
     ``raid_messages_window_s`` (0 turns the signal off)."""
     raid_messages_window_s: int = 30
+    voice_enabled: bool = True
+    """Serve voice rooms (``voice_join`` and the rest); false answers them
+    ``voice_unavailable``."""
+    media_workers: int = 1
+    """Media worker processes (SFU, ``rooms/media/``) this gateway process spawns for
+    voice rooms; 0 spawns none (voice joins then fail with ``voice_unavailable``)."""
     limits: Limits = Limits()
 
     def data_path(self) -> Path:

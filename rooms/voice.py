@@ -1,0 +1,899 @@
+"""Voice rooms on the gateway (issue 6): join, leave, state, moderation, sanctions.
+
+The gateway signals; a media worker (SFU, ``rooms/media/``) carries the audio. This
+service owns everything in between:
+
+Who may join
+    A ``voice`` or ``stage`` channel the session can view, with ``CONNECT_VOICE``
+    there; never while timed out (``timed_out``) or banned (``banned``). The role
+    follows ``SPEAK``: without it a member joins as a listener, never forwarded. On a
+    stage only members promoted with :meth:`VoiceService.set_role` (live sessions) speak.
+    A server mute (``voice_server_mute``, a row in PostgreSQL) keeps a member unheard
+    until lifted, across re-joins. All checks but the ban and server-mute lookups read
+    the session's cached view (``rooms/access.py``): no query per check.
+
+One participation per member
+    The media participant id is the user id, so a member is in one room at a time:
+    joining from a second session (or node) takes the first out (``voice_disconnected``
+    with ``replaced``). Each participation carries a random token, so a late leave of
+    the old one never removes the new one (``rooms/voice_roster.py``).
+
+Sanctions and permission changes, on every node
+    A participant lives on the node of its session. Timeouts, kicks, bans, lost
+    channels and changed roles already reach every session of the member through the
+    hub's control events (``rooms/hub.py``); the hub then calls
+    :meth:`VoiceService.session_changed`, which re-checks the participant from the
+    session's updated view: no view or no ``CONNECT_VOICE`` or timed out -> out at once
+    (``sanctioned`` / ``permission``); ``SPEAK`` lost -> muted at the media worker at
+    once (its packets are dropped there), role ``listener``.
+
+Moderation
+    ``voice_server_mute`` (``MUTE_MEMBERS``), ``voice_disconnect`` and ``voice_move``
+    (``MOVE_MEMBERS``) are checked like the other sanctions (the actor must outrank the
+    target, ``rooms/moderation.py: sanction_rank``), audited in the same transaction as
+    their change, then carried to the node holding the target by a command on the
+    process-internal bus topic ``x.voice``; that node applies it.
+
+Events
+    ``voice_state_update`` goes to the channel topic (every session that can view the
+    channel, on every node, resumable like any event); ``voice_speaking`` is ephemeral
+    (skipped for a congested client). ``voice_move_request`` and ``voice_disconnected``
+    go to the one session concerned.
+
+Media
+    Coded against :class:`MediaBackend` (``rooms/media/pool.py`` satisfies it). Room
+    ids are the channel id in decimal. Media events arrive through
+    :meth:`VoiceService.media_speaking` and :meth:`VoiceService.media_participant_state`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import msgspec
+
+from persistence import audit as audit_db
+from persistence import moderation as moderation_db
+from persistence import voice as voice_db
+from persistence.database import Database
+from protocol.base import Request
+from protocol.codes import ErrorCode
+from protocol.frames import (
+    CommunityUnavailable,
+    Empty,
+    Event,
+    MemberSanctioned,
+    ModActionResult,
+    ModActionTaken,
+    Result,
+)
+from protocol.limits import Limits
+from protocol.models import Channel, ChannelKind, Role
+from protocol.voice import (
+    VoiceDisconnect,
+    VoiceDisconnected,
+    VoiceFetchStates,
+    VoiceIceCandidate,
+    VoiceJoin,
+    VoiceJoined,
+    VoiceLeave,
+    VoiceLeaveReason,
+    VoiceMove,
+    VoiceMoveRequested,
+    VoiceParticipant,
+    VoiceRole,
+    VoiceServerMute,
+    VoiceSetState,
+    VoiceSpeaking,
+    VoiceStatesResult,
+    VoiceStateUpdated,
+)
+from rooms.access import session_channel_bits
+from rooms.bus import channel_topic, mod_topic
+from rooms.enforcement import timeout_remaining_ms
+from rooms.errors import RequestError, forbidden, not_found
+from rooms.hub import Hub
+from rooms.moderation import Access, has, sanction_rank, wire_entry
+from rooms.moderation import _reason as check_reason
+from rooms.permissions import Permission
+from rooms.sessions import Session
+from rooms.voice_roster import VoiceRoster
+
+log = logging.getLogger(__name__)
+
+P = Permission
+VOICE_KINDS = (ChannelKind.VOICE, ChannelKind.STAGE)
+COMMAND_TOPIC = "x.voice"
+"""Process-internal bus topic: voice commands every node receives (never sessions)."""
+ROOM_IDLE_CLOSE_S = 30.0
+"""An empty room is closed on its media worker this long after its last participant
+left (unless someone joined meanwhile), so a quick re-join finds it still open."""
+MAX_PENDING_TASKS = 10_000
+"""Media calls started from bus commands and media events, in flight at once; beyond
+it new ones are refused (logged) rather than queued without bound."""
+
+Handler = Callable[[Session, Any], Awaitable[Result]]
+PresenceCallback = Callable[[int, int, float], None]
+"""(channel_id, user_id, at: unix seconds) -> nothing; must not block (live sessions
+batch their attendance writes)."""
+
+
+# --------------------------------------------------------------------------- media
+
+
+class MediaBackend(Protocol):
+    """What voice rooms need from the media workers (``rooms/media/pool.py``).
+
+    Every method may raise; an exception whose ``code`` attribute is ``"capacity"``
+    means admission control refused the join (-> ``voice_capacity``), any other means
+    the media side failed (-> ``voice_unavailable``). Room ids are strings (the
+    channel id in decimal), participant ids the user ids."""
+
+    async def open_room(self, room_id: str, *, mix_listeners_above: int | None = None,
+                        record_path: str | None = None) -> object:
+        """Create the room on a worker (idempotent)."""
+
+    async def join(self, room_id: str, participant_id: int, offer_sdp: str, *,
+                   can_speak: bool, deafened: bool) -> str:
+        """Admit a participant with its client offer; returns the SDP answer."""
+
+    async def add_candidate(self, room_id: str, participant_id: int, candidate: str,
+                            sdp_mid: str | None, sdp_mline_index: int | None) -> object: ...
+
+    async def set_participant(self, room_id: str, participant_id: int, *, can_speak: bool,
+                              deafened: bool) -> object:
+        """``can_speak`` False: the participant's packets are dropped from now on."""
+
+    async def leave(self, room_id: str, participant_id: int) -> object: ...
+
+    async def close_room(self, room_id: str) -> object:
+        """Close the room; the result carries the recording path and duration."""
+
+    async def stats(self) -> object: ...
+
+
+def media_code(exc: BaseException) -> str | None:
+    """The media side's error code, if the exception carries one (``MediaError``)."""
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, str) else None
+
+
+def room_id(channel_id: int) -> str:
+    return str(channel_id)
+
+
+# ---------------------------------------------------------------------- SDP checks
+
+
+def check_offer(sdp: str, receive_slots: int) -> None:
+    """The offer shape the SFU needs (see ``protocol/voice.py``), refused early with a
+    clear error instead of a failed negotiation: audio m-lines only, the first one
+    sending (``sendrecv`` or ``sendonly``), then 0..``receive_slots`` receive-only."""
+    directions: list[str] = []
+    kind: str | None = None
+    for raw in sdp.splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            kind = line[2:].split(" ", 1)[0]
+            if kind != "audio":
+                raise RequestError(ErrorCode.INVALID_ARGUMENT,
+                                   f"the offer may carry audio only, not {kind}")
+            directions.append("sendrecv")
+        elif kind is not None and line in ("a=sendrecv", "a=sendonly", "a=recvonly",
+                                           "a=inactive"):
+            directions[-1] = line[2:]
+    if not sdp.startswith("v=0") or not directions:
+        raise RequestError(ErrorCode.INVALID_ARGUMENT, "not an SDP offer with audio")
+    if directions[0] not in ("sendrecv", "sendonly"):
+        raise RequestError(ErrorCode.INVALID_ARGUMENT,
+                           "the first audio m-line must send (the microphone)")
+    slots = directions[1:]
+    if any(d != "recvonly" for d in slots):
+        raise RequestError(ErrorCode.INVALID_ARGUMENT,
+                           "every audio m-line after the first must be recvonly")
+    if len(slots) > receive_slots:
+        raise RequestError(ErrorCode.INVALID_ARGUMENT,
+                           f"at most {receive_slots} receive slots (recvonly m-lines)")
+
+
+# ------------------------------------------------------------------ bus commands
+
+
+class Command(msgspec.Struct, frozen=True, tag_field="k"):
+    """A change every node hears on ``x.voice``; the node holding the participant
+    applies it."""
+
+
+class DropCommand(Command, frozen=True, tag="drop"):
+    user_id: int
+    channel_id: int | None
+    """None: whatever room the member is in."""
+    reason: VoiceLeaveReason
+    keep_token: str | None = None
+    """Do not drop this participation (the one that caused the drop)."""
+    to_channel_id: int | None = None
+    """A move: the dropped session gets ``voice_move_request`` to here."""
+    joining_channel_id: int | None = None
+    """The room the replacing participation joins: if it is the dropped one's room,
+    the joiner has already replaced it at the media worker (same participant id), so
+    the dropped side must not send the worker a ``leave`` that would cut the new one."""
+
+
+class MuteCommand(Command, frozen=True, tag="mute"):
+    community_id: int
+    user_id: int
+    muted: bool
+
+
+class RoleCommand(Command, frozen=True, tag="role"):
+    channel_id: int
+    user_id: int
+    speaker: bool
+
+
+AnyCommand = DropCommand | MuteCommand | RoleCommand
+_encode_command = msgspec.msgpack.Encoder().encode
+_decode_command = msgspec.msgpack.Decoder(AnyCommand).decode
+
+
+# --------------------------------------------------------------------- participants
+
+
+class LocalParticipant:
+    """A participant whose session (and media connection) is on this process."""
+
+    __slots__ = ("candidates", "channel", "session", "state", "token")
+
+    def __init__(self, session: Session, channel: Channel, state: VoiceParticipant,
+                 token: str) -> None:
+        self.session = session
+        self.channel = channel
+        self.state = state
+        self.token = token
+        self.candidates = 0
+
+    @property
+    def channel_id(self) -> int:
+        return self.channel.id
+
+    @property
+    def community_id(self) -> int:
+        assert self.channel.community_id is not None
+        return self.channel.community_id
+
+    def heard(self) -> bool:
+        """Forwarded by the media worker: a speaker, not muted by anyone."""
+        s = self.state
+        return s.role is VoiceRole.SPEAKER and not s.server_mute and not s.self_mute
+
+
+class VoiceService:
+    """Serves the voice requests and keeps this process's participants in line."""
+
+    def __init__(self, db: Database, hub: Hub, limits: Limits, access: Access,
+                 roster: VoiceRoster, media: MediaBackend | None, *,
+                 enabled: bool = True) -> None:
+        self.db = db
+        self.hub = hub
+        self.limits = limits
+        self.access = access
+        self.roster = roster
+        self.media = media
+        self.enabled = enabled
+        self._local: dict[int, LocalParticipant] = {}
+        """user id -> their participation held by this process."""
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._speaking: dict[int, list[int]] = {}
+        """channel id -> who the media worker last said is talking."""
+        self._room_options: dict[int, tuple[int | None, str | None]] = {}
+        self._room_community: dict[int, int] = {}
+        """channel id -> community id of rooms this process joined someone to."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._on_join: list[PresenceCallback] = []
+        self._on_leave: list[PresenceCallback] = []
+        hub.listen(COMMAND_TOPIC, self._on_command)
+
+    # ---------------------------------------------------------------- hooks (live)
+
+    def on_join(self, callback: PresenceCallback) -> None:
+        """Call ``callback(channel_id, user_id, at)`` whenever a member enters a room on
+        this process (live sessions: attendance)."""
+        self._on_join.append(callback)
+
+    def on_leave(self, callback: PresenceCallback) -> None:
+        """Call ``callback(channel_id, user_id, at)`` whenever a member leaves a room on
+        this process, for whatever reason."""
+        self._on_leave.append(callback)
+
+    async def set_role(self, channel_id: int, user_id: int, speaker: bool) -> None:
+        """Promote (``speaker``) or demote a member on a stage, wherever they are
+        connected, now or when they join later. The caller checks who may do it. A
+        member without ``SPEAK`` in the channel stays a listener."""
+        await self.roster.set_speaker(channel_id, user_id, speaker)
+        await self._command(RoleCommand(channel_id=channel_id, user_id=user_id,
+                                        speaker=speaker))
+
+    def configure_room(self, channel_id: int, *, mix_listeners_above: int | None = None,
+                       record_path: str | None = None) -> None:
+        """Options for the room when this process opens it on a media worker (a
+        stage's mixing and recording). A room with a ``record_path`` is not closed when
+        it empties: its owner closes it with :meth:`close_room`."""
+        self._room_options[channel_id] = (mix_listeners_above, record_path)
+
+    async def close_room(self, channel_id: int) -> object:
+        """Everyone out, then close the media room; returns the media's result
+        (recording path and duration) or None without media."""
+        for entry in await self.roster.entries(channel_id):
+            await self._command(DropCommand(user_id=entry.participant.user_id,
+                                            channel_id=channel_id,
+                                            reason=VoiceLeaveReason.MODERATOR))
+        self._room_options.pop(channel_id, None)
+        await self.roster.clear_speakers(channel_id)
+        if self.media is None:
+            return None
+        return await self.media.close_room(room_id(channel_id))
+
+    def participant(self, user_id: int) -> VoiceParticipant | None:
+        """The member's state if their participation is on this process."""
+        local = self._local.get(user_id)
+        return local.state if local is not None else None
+
+    async def participants(self, channel_id: int) -> list[VoiceParticipant]:
+        """Everyone in the room, on every node."""
+        return await self._with_speaking(channel_id, await self.roster.participants(channel_id))
+
+    # --------------------------------------------------------------------- running
+
+    async def run(self) -> None:
+        """Background: renew this node's roster lease (a dead node's participants
+        vanish from every list once it lapses)."""
+        interval = self.roster.ttl_s / 3
+        while True:
+            try:
+                await self.roster.renew()
+            except Exception as exc:
+                log.warning("voice roster lease not renewed: %s", exc)
+            await asyncio.sleep(interval)
+
+    async def close(self) -> None:
+        """Shutdown: take this process's participants out (others see them leave)."""
+        for user_id in list(self._local):
+            local = self._local.get(user_id)
+            if local is not None:
+                with contextlib.suppress(Exception):
+                    await self._drop(local, VoiceLeaveReason.SESSION)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.roster.close()
+
+    def _spawn(self, coro: Awaitable[None], what: str) -> None:
+        if len(self._tasks) >= MAX_PENDING_TASKS:
+            log.error("voice: too much pending work, %s dropped", what)
+            if asyncio.iscoroutine(coro):
+                coro.close()
+            return
+
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("voice: %s failed", what)
+
+        task = asyncio.get_running_loop().create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _lock(self, user_id: int) -> asyncio.Lock:
+        lock = self._locks.get(user_id)
+        if lock is None:
+            lock = self._locks[user_id] = asyncio.Lock()
+        return lock
+
+    def _release_lock(self, user_id: int) -> None:
+        lock = self._locks.get(user_id)
+        if lock is not None and not lock.locked() and user_id not in self._local:
+            del self._locks[user_id]
+
+    # ------------------------------------------------------------------ join/leave
+
+    def _voice_channel(self, session: Session, channel_id: int) -> Channel:
+        channel = session.channels.get(channel_id)
+        if channel is None or channel.community_id is None:
+            raise not_found("unknown channel")
+        if channel.kind not in VOICE_KINDS:
+            raise RequestError(ErrorCode.INVALID_ARGUMENT, "not a voice or stage channel")
+        return channel
+
+    async def _not_visible(self, session: Session, channel_id: int) -> RequestError:
+        """A channel the session does not see: ``banned`` if the member is banned
+        from its community (they know it), else ``not_found``."""
+        async with self.db.connection() as conn:
+            community_id = await conn.fetchval(
+                "SELECT community_id FROM channels WHERE id = $1", channel_id)
+            ban = await moderation_db.active_ban(conn, community_id, session.user.id) \
+                if community_id is not None else None
+        if ban is not None:
+            left = None
+            if ban.expires_at is not None:
+                left = max(int(ban.expires_at.timestamp() * 1000 - time.time() * 1000), 1)
+            return RequestError(ErrorCode.BANNED, "you are banned from this community",
+                                retry_after_ms=left)
+        return not_found("unknown channel")
+
+    async def join(self, session: Session, req: VoiceJoin) -> VoiceJoined:
+        if not self.enabled:
+            raise RequestError(ErrorCode.VOICE_UNAVAILABLE, "voice is disabled here")
+        if req.channel_id not in session.channels:
+            raise await self._not_visible(session, req.channel_id)
+        channel = self._voice_channel(session, req.channel_id)
+        assert channel.community_id is not None
+        left = timeout_remaining_ms(session, channel.community_id)
+        if left:
+            raise RequestError(ErrorCode.TIMED_OUT, "you are timed out in this community",
+                               retry_after_ms=left)
+        bits = session_channel_bits(session, channel)
+        if not bits & P.CONNECT_VOICE:
+            raise forbidden("you may not connect to this voice channel")
+        check_offer(req.sdp, self.limits.voice_receive_slots)
+        if self.media is None:
+            raise RequestError(ErrorCode.VOICE_UNAVAILABLE, "no media workers")
+        user_id = session.user.id
+        async with self._lock(user_id):
+            try:
+                return await self._join_locked(session, channel, bits, req)
+            finally:
+                self._release_lock(user_id)
+
+    async def _join_locked(self, session: Session, channel: Channel, bits: Permission,
+                           req: VoiceJoin) -> VoiceJoined:
+        assert self.media is not None and channel.community_id is not None
+        user_id = session.user.id
+        token = uuid.uuid4().hex
+        # One participation per member: this process's first, then every other node's.
+        old = self._local.get(user_id)
+        if old is not None:
+            await self._drop(old, VoiceLeaveReason.LEFT if old.session is session
+                             else VoiceLeaveReason.REPLACED)
+        await self._command(DropCommand(user_id=user_id, channel_id=None,
+                                        reason=VoiceLeaveReason.REPLACED, keep_token=token,
+                                        joining_channel_id=channel.id))
+        if any(e.participant.user_id == user_id for e in await self.roster.entries(channel.id)):
+            # Still in this room from another session or node: out of the worker first.
+            with contextlib.suppress(Exception):
+                await self.media.leave(room_id(channel.id), user_id)
+        async with self.db.connection() as conn:
+            server_mute = await voice_db.is_server_muted(conn, channel.community_id, user_id)
+        role = await self._role_for(channel, bits, user_id)
+        state = VoiceParticipant(user_id=user_id, self_mute=req.self_mute,
+                                 self_deaf=req.self_deaf, server_mute=server_mute, role=role)
+        if not await self.roster.add(channel.id, state, token,
+                                     self.limits.max_voice_room_participants):
+            raise RequestError(ErrorCode.VOICE_CAPACITY,
+                               f"the room is full ({self.limits.max_voice_room_participants})")
+        local = LocalParticipant(session, channel, state, token)
+        try:
+            mix, record = self._room_options.get(channel.id, (None, None))
+            await self.media.open_room(room_id(channel.id), mix_listeners_above=mix,
+                                       record_path=record)
+            answer = await self.media.join(room_id(channel.id), user_id, req.sdp,
+                                           can_speak=local.heard(), deafened=state.self_deaf)
+        except Exception as exc:
+            await self.roster.remove(channel.id, user_id, token)
+            if media_code(exc) == "capacity":
+                raise RequestError(ErrorCode.VOICE_CAPACITY,
+                                   "the media workers are full; try again later") from exc
+            log.exception("media join failed in room %d", channel.id)
+            raise RequestError(ErrorCode.VOICE_UNAVAILABLE,
+                               "the media worker did not accept the connection") from exc
+        if session.is_superseded or channel.id not in session.channels:
+            # The session went away or lost the channel while the worker answered.
+            await self._cleanup_media(channel.id, user_id, token)
+            raise not_found("unknown channel")
+        self._local[user_id] = local
+        self._room_community[channel.id] = channel.community_id
+        participants = await self.roster.participants(channel.id)
+        await self._announce(local, joined=True)
+        at = time.time()
+        for callback in self._on_join:
+            self._call(callback, channel.id, user_id, at)
+        return VoiceJoined(channel_id=channel.id, sdp=answer,
+                           participants=await self._with_speaking(channel.id, participants))
+
+    async def _role_for(self, channel: Channel, bits: Permission, user_id: int) -> VoiceRole:
+        if not bits & P.SPEAK:
+            return VoiceRole.LISTENER
+        if channel.kind is ChannelKind.STAGE and \
+                not await self.roster.is_speaker(channel.id, user_id):
+            return VoiceRole.LISTENER
+        return VoiceRole.SPEAKER
+
+    async def _with_speaking(self, channel_id: int,
+                             participants: list[VoiceParticipant]) -> list[VoiceParticipant]:
+        talking = set(self._speaking.get(channel_id, ()))
+        if not talking:
+            return participants
+        return [msgspec.structs.replace(p, speaking=p.user_id in talking)
+                for p in participants]
+
+    def _call(self, callback: PresenceCallback, channel_id: int, user_id: int,
+              at: float) -> None:
+        try:
+            callback(channel_id, user_id, at)
+        except Exception:
+            log.exception("voice join/leave callback failed")
+
+    async def _cleanup_media(self, channel_id: int, user_id: int, token: str, *,
+                             leave_media: bool = True) -> None:
+        await self.roster.remove(channel_id, user_id, token)
+        if self.media is None:
+            return
+        if leave_media:
+            try:
+                await self.media.leave(room_id(channel_id), user_id)
+            except Exception as exc:
+                log.warning("media leave of %d in room %d failed: %s", user_id, channel_id,
+                            exc)
+        if self._room_options.get(channel_id, (None, None))[1] is None:
+            self._spawn(self._close_if_idle(channel_id), "idle room close")
+
+    async def _close_if_idle(self, channel_id: int) -> None:
+        await asyncio.sleep(ROOM_IDLE_CLOSE_S)
+        if self.media is None or await self.roster.entries(channel_id) or \
+                self._room_options.get(channel_id, (None, None))[1] is not None:
+            return
+        self._room_community.pop(channel_id, None)
+        self._speaking.pop(channel_id, None)
+        try:
+            await self.media.close_room(room_id(channel_id))
+        except Exception as exc:
+            log.warning("media close of room %d failed: %s", channel_id, exc)
+
+    async def _drop(self, local: LocalParticipant, reason: VoiceLeaveReason,
+                    to_channel_id: int | None = None, *, leave_media: bool = True) -> None:
+        """Take a local participant out: state, roster, media, events, callbacks."""
+        user_id = local.state.user_id
+        if self._local.get(user_id) is not local:
+            return
+        del self._local[user_id]
+        session = local.session
+        if reason is not VoiceLeaveReason.LEFT or to_channel_id is not None:
+            if to_channel_id is not None:
+                session.deliver(session.codec.encode_event(VoiceMoveRequested(
+                    channel_id=local.channel_id, to_channel_id=to_channel_id)))
+            session.deliver(session.codec.encode_event(VoiceDisconnected(
+                channel_id=local.channel_id, reason=reason)))
+        at = time.time()
+        for callback in self._on_leave:
+            self._call(callback, local.channel_id, user_id, at)
+        try:
+            await self._cleanup_media(local.channel_id, user_id, local.token,
+                                      leave_media=leave_media)
+        finally:
+            await self._announce(local, joined=False)
+            self._release_lock(user_id)
+
+    async def _announce(self, local: LocalParticipant, *, joined: bool) -> None:
+        s = local.state
+        await self.hub.publish(channel_topic(local.channel_id), VoiceStateUpdated(
+            community_id=local.community_id, channel_id=local.channel_id, user_id=s.user_id,
+            joined=joined, self_mute=s.self_mute, self_deaf=s.self_deaf,
+            server_mute=s.server_mute, role=s.role))
+
+    async def _restate(self, local: LocalParticipant, state: VoiceParticipant) -> None:
+        """Apply a new state: the media first (a mute takes effect at once), then the
+        roster and everyone's view."""
+        if state == local.state:
+            return
+        was_heard, was_deaf = local.heard(), local.state.self_deaf
+        local.state = state
+        if self.media is not None and (local.heard() != was_heard
+                                       or state.self_deaf != was_deaf):
+            await self.media.set_participant(room_id(local.channel_id), state.user_id,
+                                             can_speak=local.heard(),
+                                             deafened=state.self_deaf)
+        await self.roster.update(local.channel_id, state, local.token)
+        await self._announce(local, joined=True)
+
+    def _mine(self, session: Session, channel_id: int) -> LocalParticipant:
+        local = self._local.get(session.user.id)
+        if local is None or local.session is not session or local.channel_id != channel_id:
+            raise not_found("you are not in this voice room")
+        return local
+
+    async def leave(self, session: Session, req: VoiceLeave) -> Empty:
+        local = self._local.get(session.user.id)
+        if local is not None and local.session is session \
+                and local.channel_id == req.channel_id:
+            await self._drop(local, VoiceLeaveReason.LEFT)
+        return Empty()
+
+    async def ice_candidate(self, session: Session, req: VoiceIceCandidate) -> Empty:
+        local = self._mine(session, req.channel_id)
+        if local.candidates >= self.limits.max_voice_ice_candidates:
+            raise RequestError(ErrorCode.RATE_LIMITED,
+                               f"at most {self.limits.max_voice_ice_candidates} "
+                               "ICE candidates per join")
+        if req.candidate and not req.candidate.startswith(("candidate:", "a=candidate:")):
+            raise RequestError(ErrorCode.INVALID_ARGUMENT, "not an ICE candidate line")
+        local.candidates += 1
+        assert self.media is not None
+        try:
+            await self.media.add_candidate(room_id(local.channel_id), session.user.id,
+                                           req.candidate, req.sdp_mid, req.sdp_mline_index)
+        except Exception as exc:
+            if media_code(exc) in ("invalid_argument", "bad_candidate"):
+                raise RequestError(ErrorCode.INVALID_ARGUMENT,
+                                   "the media worker refused the candidate") from exc
+            log.warning("media add_candidate failed: %s", exc)
+            raise RequestError(ErrorCode.VOICE_UNAVAILABLE,
+                               "the media worker did not take the candidate") from exc
+        return Empty()
+
+    async def set_state(self, session: Session, req: VoiceSetState) -> Empty:
+        local = self._mine(session, req.channel_id)
+        await self._restate(local, msgspec.structs.replace(
+            local.state, self_mute=req.self_mute, self_deaf=req.self_deaf))
+        return Empty()
+
+    async def fetch_states(self, session: Session, req: VoiceFetchStates) -> VoiceStatesResult:
+        channel = self._voice_channel(session, req.channel_id)
+        return VoiceStatesResult(channel_id=channel.id,
+                                 participants=await self.participants(channel.id))
+
+    # ------------------------------------------------------------------ moderation
+
+    async def _moderate(self, session: Session, channel_id: int, perm: Permission,
+                        user_id: int) -> Channel:
+        """The actor's right (``perm`` in the channel, from their view) and rank over
+        the target (from PostgreSQL, like every sanction)."""
+        channel = self._voice_channel(session, channel_id)
+        assert channel.community_id is not None
+        if not has(session_channel_bits(session, channel), perm):
+            raise forbidden("you lack the permission for this")
+        if user_id == session.user.id:
+            raise RequestError(ErrorCode.INVALID_ARGUMENT, "not on yourself")
+        async with self.db.connection() as conn:
+            target = await moderation_db.member_state(conn, channel.community_id, user_id)
+            if target is None:
+                raise not_found("unknown member")
+            if target.role is Role.OWNER:
+                raise forbidden("nobody moderates the owner")
+            actor_rank = await sanction_rank(conn, channel.community_id, session.user.id)
+            target_rank = await sanction_rank(conn, channel.community_id, user_id)
+        if actor_rank is None:
+            raise not_found("unknown channel")
+        if target_rank is not None and not actor_rank > target_rank:
+            raise forbidden("you can only moderate members below your role")
+        return channel
+
+    async def _in_room(self, channel_id: int, user_id: int) -> VoiceParticipant:
+        for p in await self.roster.participants(channel_id):
+            if p.user_id == user_id:
+                return p
+        raise not_found("the member is not in this voice room")
+
+    async def _audited(self, community_id: int, actor_id: int, action: str, target_id: int,
+                       reason: str | None, before: dict[str, Any] | None,
+                       after: dict[str, Any] | None,
+                       change: Callable[[Any, int], Awaitable[None]] | None = None) -> int:
+        async with self.db.transaction(action) as conn:
+            audit_id = await audit_db.record(
+                conn, community_id=community_id, actor_id=actor_id, action=action,
+                target_type="user", target_id=target_id, reason=reason, before=before,
+                after=after)
+            if change is not None:
+                await change(conn, audit_id)
+            entry = await audit_db.get(conn, audit_id)
+        if entry is not None:
+            await self.hub.publish(mod_topic(community_id),
+                                   ModActionTaken(entry=wire_entry(entry)))
+        return audit_id
+
+    async def server_mute(self, session: Session, req: VoiceServerMute) -> ModActionResult:
+        reason = check_reason(req.reason, self.limits)
+        channel = await self._moderate(session, req.channel_id, P.MUTE_MEMBERS, req.user_id)
+        assert channel.community_id is not None
+        cid = channel.community_id
+
+        async def change(conn: Any, audit_id: int) -> None:
+            await voice_db.set_server_mute_txn(conn, community_id=cid, user_id=req.user_id,
+                                               muted=req.muted, actor_id=session.user.id,
+                                               audit_id=audit_id)
+
+        audit_id = await self._audited(
+            cid, session.user.id, "voice.mute" if req.muted else "voice.unmute",
+            req.user_id, reason, before={"server_mute": not req.muted},
+            after={"server_mute": req.muted, "channel_id": channel.id}, change=change)
+        await self._command(MuteCommand(community_id=cid, user_id=req.user_id,
+                                        muted=req.muted))
+        return ModActionResult(audit_id=audit_id)
+
+    async def disconnect(self, session: Session, req: VoiceDisconnect) -> ModActionResult:
+        reason = check_reason(req.reason, self.limits)
+        channel = await self._moderate(session, req.channel_id, P.MOVE_MEMBERS, req.user_id)
+        assert channel.community_id is not None
+        await self._in_room(channel.id, req.user_id)
+        audit_id = await self._audited(channel.community_id, session.user.id,
+                                       "voice.disconnect", req.user_id, reason, before=None,
+                                       after={"channel_id": channel.id})
+        await self._command(DropCommand(user_id=req.user_id, channel_id=channel.id,
+                                        reason=VoiceLeaveReason.MODERATOR))
+        return ModActionResult(audit_id=audit_id)
+
+    async def move(self, session: Session, req: VoiceMove) -> ModActionResult:
+        reason = check_reason(req.reason, self.limits)
+        channel = await self._moderate(session, req.channel_id, P.MOVE_MEMBERS, req.user_id)
+        if req.to_channel_id == channel.id:
+            raise RequestError(ErrorCode.INVALID_ARGUMENT, "already in that channel")
+        if req.to_channel_id not in session.channels:
+            raise not_found("unknown channel")
+        target = self._voice_channel(session, req.to_channel_id)
+        if target.community_id != channel.community_id:
+            raise RequestError(ErrorCode.INVALID_ARGUMENT, "move within one community")
+        if not has(session_channel_bits(session, target), P.MOVE_MEMBERS):
+            raise forbidden("you lack the permission for this in the target channel")
+        target_bits = await self.access.channel_permissions(target.id, req.user_id)
+        if not has(target_bits, P.VIEW_CHANNEL | P.CONNECT_VOICE):
+            raise forbidden("the member may not connect to the target channel")
+        await self._in_room(channel.id, req.user_id)
+        assert channel.community_id is not None
+        audit_id = await self._audited(channel.community_id, session.user.id, "voice.move",
+                                       req.user_id, reason, before={"channel_id": channel.id},
+                                       after={"channel_id": target.id})
+        await self._command(DropCommand(user_id=req.user_id, channel_id=channel.id,
+                                        reason=VoiceLeaveReason.MOVED,
+                                        to_channel_id=target.id))
+        return ModActionResult(audit_id=audit_id)
+
+    # ----------------------------------------------------------------- commands
+
+    async def _command(self, command: AnyCommand) -> None:
+        await self.hub.bus.publish(COMMAND_TOPIC, _encode_command(command))
+
+    def _on_command(self, payload: bytes) -> None:
+        try:
+            command = _decode_command(payload)
+        except msgspec.DecodeError:
+            log.exception("undecodable voice command")
+            return
+        local = self._local.get(command.user_id)
+        if local is None:
+            return
+        if isinstance(command, DropCommand):
+            if command.keep_token == local.token or (
+                    command.channel_id is not None and command.channel_id != local.channel_id):
+                return
+            self._spawn(self._drop(local, command.reason, command.to_channel_id,
+                                   leave_media=command.joining_channel_id != local.channel_id),
+                        "drop")
+        elif isinstance(command, MuteCommand):
+            if local.community_id == command.community_id:
+                self._spawn(self._restate(local, msgspec.structs.replace(
+                    local.state, server_mute=command.muted)), "server mute")
+        elif local.channel_id == command.channel_id:
+            self._spawn(self._reevaluate(local), "stage role")
+
+    async def _reevaluate(self, local: LocalParticipant) -> None:
+        """Re-derive the role from the session's view and the stage's speakers."""
+        if self._local.get(local.state.user_id) is not local:
+            return
+        bits = session_channel_bits(local.session, local.channel)
+        role = await self._role_for(local.channel, bits, local.state.user_id)
+        await self._restate(local, msgspec.structs.replace(local.state, role=role))
+
+    # ------------------------------------------------- sanctions and view changes
+
+    def session_changed(self, session: Session, event: Event | None) -> None:
+        """The hub changed ``session``'s view (a control event, or an access refresh:
+        ``event`` None). If the session is in a room here, check it may still be:
+        out at once when it cannot view the channel, lost ``CONNECT_VOICE`` or is timed
+        out; re-derived role when ``SPEAK`` may have changed. No I/O here."""
+        local = self._local.get(session.user.id)
+        if local is None or local.session is not session:
+            return
+        channel = session.channels.get(local.channel_id)
+        cid = local.community_id
+        sanctioned = (isinstance(event, CommunityUnavailable) and event.sanction is not None
+                      and event.community_id == cid) or (
+            isinstance(event, MemberSanctioned) and event.sanction.community_id == cid
+            and not event.lifted and timeout_remaining_ms(session, cid) > 0)
+        if channel is None or channel.kind not in VOICE_KINDS:
+            reason = VoiceLeaveReason.SANCTIONED if sanctioned \
+                else VoiceLeaveReason.PERMISSION
+            self._spawn(self._drop(local, reason), "sanction drop")
+            return
+        local.channel = channel
+        if timeout_remaining_ms(session, cid) > 0:
+            self._spawn(self._drop(local, VoiceLeaveReason.SANCTIONED), "timeout drop")
+            return
+        bits = session_channel_bits(session, channel)
+        if not bits & P.CONNECT_VOICE:
+            self._spawn(self._drop(local, VoiceLeaveReason.PERMISSION), "permission drop")
+            return
+        speaks = bool(bits & P.SPEAK)
+        if not speaks and local.state.role is VoiceRole.SPEAKER:
+            # Muted at the worker before anything else happens.
+            self._spawn(self._restate(local, msgspec.structs.replace(
+                local.state, role=VoiceRole.LISTENER)), "speak revoked")
+        elif speaks and local.state.role is VoiceRole.LISTENER:
+            self._spawn(self._reevaluate(local), "speak granted")
+
+    def session_closed(self, session: Session) -> None:
+        """The session is gone for good here: its participation ends."""
+        local = self._local.get(session.user.id)
+        if local is not None and local.session is session:
+            self._spawn(self._drop(local, VoiceLeaveReason.SESSION), "session closed")
+
+    # --------------------------------------------------------------- media events
+
+    def media_speaking(self, media_room_id: str, participant_ids: list[int]) -> None:
+        """The media worker's ``Speaking`` event: publish ``voice_speaking`` to the
+        channel's viewers (ephemeral)."""
+        try:
+            channel_id = int(media_room_id)
+        except ValueError:
+            return
+        ids = sorted(set(participant_ids))
+        if self._speaking.get(channel_id, []) == ids:
+            return
+        if ids:
+            self._speaking[channel_id] = ids
+        else:
+            self._speaking.pop(channel_id, None)
+        community_id = self._community_of(channel_id)
+        if community_id is None:
+            return
+        self._spawn(self.hub.publish(channel_topic(channel_id), VoiceSpeaking(
+            community_id=community_id, channel_id=channel_id, user_ids=ids)), "speaking")
+
+    def _community_of(self, channel_id: int) -> int | None:
+        return self._room_community.get(channel_id)
+
+    def media_participant_state(self, media_room_id: str, participant_id: int,
+                                state: str) -> None:
+        """The media worker's ``ParticipantState``: a failed or closed connection takes
+        the participant out (``voice_disconnected`` with ``media``)."""
+        local = self._local.get(participant_id)
+        if local is None or room_id(local.channel_id) != media_room_id:
+            return
+        if state in ("failed", "closed"):
+            self._spawn(self._drop(local, VoiceLeaveReason.MEDIA), "media closed")
+
+    # ------------------------------------------------------------------ gateway
+
+    def handlers(self) -> dict[type[Request], Handler]:
+        """WS request type -> handler, registered on the chat service."""
+        async def join(session: Session, req: VoiceJoin) -> Result:
+            return await self.join(session, req)
+
+        async def leave(session: Session, req: VoiceLeave) -> Result:
+            return await self.leave(session, req)
+
+        async def candidate(session: Session, req: VoiceIceCandidate) -> Result:
+            return await self.ice_candidate(session, req)
+
+        async def set_state(session: Session, req: VoiceSetState) -> Result:
+            return await self.set_state(session, req)
+
+        async def mute(session: Session, req: VoiceServerMute) -> Result:
+            return await self.server_mute(session, req)
+
+        async def disconnect(session: Session, req: VoiceDisconnect) -> Result:
+            return await self.disconnect(session, req)
+
+        async def move(session: Session, req: VoiceMove) -> Result:
+            return await self.move(session, req)
+
+        async def states(session: Session, req: VoiceFetchStates) -> Result:
+            return await self.fetch_states(session, req)
+
+        return {VoiceJoin: join, VoiceLeave: leave, VoiceIceCandidate: candidate,
+                VoiceSetState: set_state, VoiceServerMute: mute, VoiceDisconnect: disconnect,
+                VoiceMove: move, VoiceFetchStates: states}
