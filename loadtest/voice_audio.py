@@ -69,6 +69,8 @@ MAX_DETECTIONS = 50_000
 """Per generator process: detections kept for matching (a bound on memory and on the
 final report; 16 speakers x 1 per s x 3,600 s fits for ~1 listener, far more than a
 run of N listeners x S speakers x duration needs up to this figure)."""
+MAX_BURSTS = 4_000
+"""Per speaker track: bursts noted (one per second: an hour-long run fits)."""
 NOISE_TABLE_FRAMES = 50
 """Precomputed noise frames, cycled: generating noise per frame would cost more CPU
 than the rest of the track."""
@@ -199,6 +201,8 @@ class ToneTrack(MediaStreamTrack):
         self.burst_start, self.burst_stop = start, stop
 
     async def recv(self) -> av.AudioFrame:
+        """The next frame, when it is due on the shared grid (at once if late: a
+        microphone's frames queue up while its reader is busy, they are not skipped)."""
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
@@ -210,7 +214,12 @@ class ToneTrack(MediaStreamTrack):
         if due > now:
             await asyncio.sleep(due - now)
             now = time.monotonic()
-        lag = now - due
+        return self.frame(k, now)
+
+    def frame(self, k: int, now: float) -> av.AudioFrame:
+        """Frame ``k`` of the grid handed over at ``now`` (sans-I/O: the pacing is in
+        :meth:`recv`); notes the burst it starts, if any."""
+        lag = now - (self.epoch + k * FRAME_S)
         stats = self.stats
         stats.frames += 1
         if lag > FRAME_S:
@@ -221,7 +230,7 @@ class ToneTrack(MediaStreamTrack):
         burst_due = self.epoch + (k - phase) * FRAME_S
         if phase < BURST_FRAMES and self.burst_start <= burst_due < self.burst_stop:
             samples = self._tones[j % 2][phase * FRAME_SAMPLES:(phase + 1) * FRAME_SAMPLES]
-            if phase == 0:
+            if phase == 0 and len(stats.bursts) < MAX_BURSTS:
                 stats.bursts.append(SentBurst(index=j, t=now))
         else:
             samples = self._noise[k % NOISE_TABLE_FRAMES]
