@@ -131,8 +131,11 @@ class MediaBackend(Protocol):
     """What voice rooms need from the media workers (``rooms/media/pool.py``).
 
     Every method may raise; an exception whose ``code`` attribute is ``"capacity"``
-    means admission control refused the join (-> ``voice_capacity``), any other means
-    the media side failed (-> ``voice_unavailable``). Room ids are strings (the
+    means admission control refused the join (-> ``voice_capacity``), ``"invalid_offer"``
+    an offer the worker cannot use (-> ``invalid_argument``), any other that the media
+    side failed (-> ``voice_unavailable``). Event callbacks: the pool calls
+    :meth:`VoiceService.media_speaking` and :meth:`VoiceService.media_participant_state`
+    (wired in ``server/app.py``). Room ids are strings (the
     channel id in decimal), participant ids the user ids."""
 
     async def open_room(self, room_id: str, *, mix_listeners_above: int | None = None,
@@ -489,6 +492,9 @@ class VoiceService:
             if media_code(exc) == "capacity":
                 raise RequestError(ErrorCode.VOICE_CAPACITY,
                                    "the media workers are full; try again later") from exc
+            if media_code(exc) == "invalid_offer":
+                raise RequestError(ErrorCode.INVALID_ARGUMENT,
+                                   "the media worker cannot use this offer") from exc
             log.exception("media join failed in room %d", channel.id)
             raise RequestError(ErrorCode.VOICE_UNAVAILABLE,
                                "the media worker did not accept the connection") from exc
@@ -628,7 +634,7 @@ class VoiceService:
             await self.media.add_candidate(room_id(local.channel_id), session.user.id,
                                            req.candidate, req.sdp_mid, req.sdp_mline_index)
         except Exception as exc:
-            if media_code(exc) in ("invalid_argument", "bad_candidate"):
+            if media_code(exc) in ("bad_frame", "invalid_argument"):
                 raise RequestError(ErrorCode.INVALID_ARGUMENT,
                                    "the media worker refused the candidate") from exc
             log.warning("media add_candidate failed: %s", exc)

@@ -1,0 +1,490 @@
+"""Media worker process: WebRTC peers + Opus forwarding for the rooms placed on it.
+
+Run as ``python -m rooms.media.worker --socket PATH [--capacity-tracks N]``; normally
+spawned by :class:`rooms.media.pool.MediaPool` (one per core). Why a process of its
+own: forwarding is a steady 50 packets/s per speaker per listener of Python work, which
+must not steal the gateway's event loop, and processes are how Python uses more cores.
+
+IPC: unix stream socket, frames of :mod:`protocol.media_ipc` (4-byte length + msgpack).
+A bad frame gets ``MediaError`` (``bad_frame``/``frame_too_large``) and the connection
+keeps serving: oversized bodies are skipped without being buffered. Requests of one
+room run one at a time (a room lock), so a trickled candidate never overtakes its Join;
+different rooms proceed concurrently.
+
+Lifetime: the worker dies with its parent: ``PR_SET_PDEATHSIG`` (Linux) sends it
+SIGTERM when the parent exits, and a 1 s watchdog compares ``os.getppid()`` with the
+parent pid it was given (covers other platforms and the fork/prctl race).
+
+Admission control: ``--capacity-tracks`` bounds the pass-through outbound tracks (one
+per receive slot of every participant) the worker holds; a Join that would exceed it is
+refused with ``capacity``. See docs/BENCHMARKS.md for the measured per-core figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+import psutil  # type: ignore[import-untyped]
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from protocol import media_ipc as ipc
+from rooms.media import passthrough
+from rooms.media.forwarder import ForwardingRoom, RoomAudioSinkFactory
+from rooms.media.passthrough import EncodedAudioTrack
+
+log = logging.getLogger("hearth.media.worker")
+
+DEFAULT_CAPACITY_TRACKS = 100
+"""Outbound tracks per worker (one core) when not configured; see docs/BENCHMARKS.md."""
+DEFAULT_MAX_SLOTS = 9
+"""Receive slots per participant (``voice_receive_slots``): a 10-person room hears all."""
+JOIN_TIMEOUT_S = 10.0
+"""Bound on SDP handling + ICE gathering of one Join."""
+TICK_S = 0.1
+"""Slot reassignment and speaking-event check period of each room."""
+MAX_EVENT_BACKLOG = 1 << 20
+"""Events are dropped (counted) for a connection whose unsent output exceeds 1 MiB."""
+SLOT_QUEUE = 25
+"""Per-slot queue bound in packets (500 ms of audio)."""
+
+
+class MediaFailure(Exception):
+    """A request failed in a way the gateway should see (code + message)."""
+
+    def __init__(self, code: ipc.ErrorCodeName, message: str) -> None:
+        super().__init__(message)
+        self.code: ipc.ErrorCodeName = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class _Peer:
+    pid: int
+    pc: RTCPeerConnection
+    tracks: list[EncodedAudioTrack]
+
+
+@dataclass(slots=True)
+class _Room:
+    fwd: ForwardingRoom
+    peers: dict[int, _Peer] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    ticker: asyncio.Task[None] | None = None
+
+
+_REPORTED_STATES: dict[str, Literal["connected", "failed", "closed"]] = {
+    "connected": "connected", "failed": "failed", "closed": "closed"}
+"""aiortc connection states forwarded to the gateway as ParticipantState."""
+
+_MLINE = re.compile(r"^m=(\w+) ", re.M)
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+def check_offer(sdp: str, max_slots: int) -> int:
+    """Validate the offer's shape (audio only, mic first, slots after); return slots."""
+    sections = re.split(r"^(?=m=)", sdp, flags=re.M)[1:]
+    if not sections:
+        raise MediaFailure("invalid_offer", "the offer has no media section")
+    kinds = [m.group(1) for s in sections if (m := _MLINE.match(s))]
+    if len(kinds) != len(sections) or any(k != "audio" for k in kinds):
+        raise MediaFailure("invalid_offer", f"only audio m-lines are accepted, got {kinds}")
+    directions = []
+    for s in sections:
+        found = [d for d in _DIRECTIONS if f"a={d}" in s]
+        directions.append(found[0] if found else "sendrecv")
+    if directions[0] not in ("sendrecv", "sendonly"):
+        raise MediaFailure("invalid_offer", "the first m-line (microphone) must send")
+    if any(d not in ("recvonly", "sendrecv") for d in directions[1:]):
+        raise MediaFailure("invalid_offer", "receive slots must be recvonly")
+    slots = len(sections) - 1
+    if slots > max_slots:
+        raise MediaFailure("invalid_offer", f"{slots} receive slots, at most {max_slots}")
+    return slots
+
+
+def load_sink_factory() -> RoomAudioSinkFactory | None:
+    """``rooms.media.mixer.create_room_sink`` if helper A2's module is installed."""
+    try:
+        module = importlib.import_module("rooms.media.mixer")
+    except ImportError:
+        return None
+    factory = getattr(module, "create_room_sink", None)
+    return factory if callable(factory) else None
+
+
+class Worker:
+    """Rooms, peers and the IPC server of one worker process."""
+
+    def __init__(
+        self,
+        capacity_tracks: int = DEFAULT_CAPACITY_TRACKS,
+        max_slots: int = DEFAULT_MAX_SLOTS,
+        sink_factory: RoomAudioSinkFactory | None = None,
+    ) -> None:
+        self.capacity_tracks = capacity_tracks
+        self.max_slots = max_slots
+        self.sink_factory = sink_factory
+        self.rooms: dict[str, _Room] = {}
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)
+        self.events_dropped = 0
+        self._closed_dropped = 0
+        self._closed_forwarded = 0
+
+    # -- requests -----------------------------------------------------------------
+
+    async def handle(self, req: ipc.WorkerRequest) -> ipc.MediaResult | None:
+        """Run one request; raises :class:`MediaFailure` for gateway-visible errors."""
+        if isinstance(req, ipc.GetStats):
+            return self.stats()
+        if isinstance(req, ipc.OpenRoom):
+            return self._open_room(req)
+        room = self.rooms.get(req.room_id)
+        if room is None:
+            raise MediaFailure("unknown_room", f"room {req.room_id!r} is not open here")
+        async with room.lock:
+            if isinstance(req, ipc.Join):
+                return await self._join(room, req)
+            if isinstance(req, ipc.AddCandidate):
+                await self._add_candidate(room, req)
+                return None
+            if isinstance(req, ipc.SetParticipant):
+                if not room.fwd.has(req.participant_id):
+                    raise MediaFailure("unknown_participant", str(req.participant_id))
+                room.fwd.set_participant(req.participant_id, req.can_speak, req.deafened)
+                return None
+            if isinstance(req, ipc.Leave):
+                await self._leave(room, req.participant_id)
+                return None
+            assert isinstance(req, ipc.CloseRoom)
+            return await self._close_room(req.room_id, room)
+
+    def _open_room(self, req: ipc.OpenRoom) -> ipc.RoomOpened:
+        if req.room_id in self.rooms:
+            return ipc.RoomOpened(room_id=req.room_id, created=False)
+        wants_sink = req.mix_listeners_above is not None or req.record_path is not None
+        if wants_sink and self.sink_factory is None:
+            raise MediaFailure("unsupported", "mixing/recording needs rooms.media.mixer")
+        fwd = ForwardingRoom(req.room_id, mix_listeners_above=req.mix_listeners_above)
+        if wants_sink and self.sink_factory is not None:
+            fwd.attach_sink(self.sink_factory, req.record_path)
+        room = _Room(fwd)
+        room.ticker = asyncio.create_task(self._tick(req.room_id, room))
+        self.rooms[req.room_id] = room
+        return ipc.RoomOpened(room_id=req.room_id, created=True)
+
+    @property
+    def outbound_tracks(self) -> int:
+        return sum(r.fwd.outbound_tracks for r in self.rooms.values())
+
+    async def _join(self, room: _Room, req: ipc.Join) -> ipc.Answer:
+        slots = check_offer(req.offer_sdp, self.max_slots)
+        held = room.fwd.slot_count(req.participant_id)
+        if self.outbound_tracks - held + slots > self.capacity_tracks:
+            raise MediaFailure(
+                "capacity",
+                f"worker holds {self.outbound_tracks} of {self.capacity_tracks} outbound "
+                f"tracks; this join needs {slots}",
+            )
+        if req.participant_id in room.peers:
+            await self._leave(room, req.participant_id)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        tracks: list[EncodedAudioTrack] = []
+        try:
+            async with asyncio.timeout(JOIN_TIMEOUT_S):
+                try:
+                    await pc.setRemoteDescription(RTCSessionDescription(req.offer_sdp, "offer"))
+                    transceivers = pc.getTransceivers()
+                    for t in transceivers:
+                        passthrough.restrict_to_opus(t)
+                except (ValueError, KeyError, IndexError) as exc:
+                    raise MediaFailure("invalid_offer", str(exc) or type(exc).__name__) from exc
+                fwd, pid, loop = room.fwd, req.participant_id, asyncio.get_running_loop()
+
+                def on_packet(payload: bytes, ts: int, seq: int, level: int | None) -> None:
+                    fwd.on_packet(pid, payload, ts, level, loop.time())
+
+                passthrough.tap_receiver(transceivers[0].receiver, on_packet)
+                for t in transceivers[1:]:
+                    track = EncodedAudioTrack(max_queue=SLOT_QUEUE)
+                    tracks.append(track)
+                    t.sender.replaceTrack(track)
+                    t.direction = "sendonly"
+                await pc.setLocalDescription(await pc.createAnswer())
+        except BaseException:
+            for track in tracks:
+                track.stop()
+            await pc.close()
+            raise
+        peer = _Peer(req.participant_id, pc, tracks)
+        room.peers[req.participant_id] = peer
+        room.fwd.add(req.participant_id, tracks, req.can_speak, req.deafened)
+        self._watch_state(room, peer)
+        return ipc.Answer(sdp=pc.localDescription.sdp, slots=slots)
+
+    def _watch_state(self, room: _Room, peer: _Peer) -> None:
+        room_id = room.fwd.room_id
+
+        @peer.pc.on("connectionstatechange")
+        async def changed() -> None:
+            state = peer.pc.connectionState
+            reported = _REPORTED_STATES.get(state)
+            if reported is not None:
+                self.broadcast(ipc.ParticipantState(
+                    room_id=room_id, participant_id=peer.pid, state=reported))
+            if state == "failed" and room.peers.get(peer.pid) is peer:
+                async with room.lock:
+                    if room.peers.get(peer.pid) is peer:
+                        await self._leave(room, peer.pid)
+
+    async def _add_candidate(self, room: _Room, req: ipc.AddCandidate) -> None:
+        peer = room.peers.get(req.participant_id)
+        if peer is None:
+            raise MediaFailure("unknown_participant", str(req.participant_id))
+        text = req.candidate.removeprefix("a=").removeprefix("candidate:")
+        if not text:
+            return  # end-of-candidates marker: aiortc needs nothing
+        try:
+            cand = candidate_from_sdp(text)
+        except (ValueError, IndexError, AssertionError) as exc:
+            raise MediaFailure("invalid_offer", f"bad candidate: {exc!r}") from exc
+        cand.sdpMid = req.sdp_mid
+        cand.sdpMLineIndex = req.sdp_mline_index
+        if cand.sdpMid is None and cand.sdpMLineIndex is None:
+            cand.sdpMLineIndex = 0
+        await peer.pc.addIceCandidate(cand)
+
+    async def _leave(self, room: _Room, pid: int) -> None:
+        peer = room.peers.pop(pid, None)
+        room.fwd.remove(pid)
+        if peer is not None:
+            self._closed_dropped += sum(t.dropped for t in peer.tracks)
+            for track in peer.tracks:
+                track.stop()
+            await peer.pc.close()
+
+    async def _close_room(self, room_id: str, room: _Room) -> ipc.RoomClosed:
+        self.rooms.pop(room_id, None)
+        if room.ticker is not None:
+            room.ticker.cancel()
+        for pid in list(room.peers):
+            await self._leave(room, pid)
+        self._closed_forwarded += room.fwd.counters.forwarded
+        self._closed_dropped += room.fwd.counters.muted_dropped
+        path, seconds = (None, 0.0)
+        if room.fwd.sink is not None:
+            path, seconds = await room.fwd.sink.close()
+        return ipc.RoomClosed(recording_path=path, recording_s=seconds)
+
+    async def _tick(self, room_id: str, room: _Room) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TICK_S)
+            change = room.fwd.tick(loop.time())
+            if change is not None:
+                self.broadcast(ipc.Speaking(room_id=room_id, participant_ids=change))
+
+    def stats(self) -> ipc.WorkerStats:
+        forwarded = self._closed_forwarded
+        dropped = self._closed_dropped
+        participants = 0
+        for room in self.rooms.values():
+            forwarded += room.fwd.counters.forwarded
+            dropped += room.fwd.counters.muted_dropped
+            participants += len(room.peers)
+            for peer in room.peers.values():
+                dropped += sum(t.dropped for t in peer.tracks)
+        return ipc.WorkerStats(
+            rooms=len(self.rooms),
+            participants=participants,
+            outbound_tracks=self.outbound_tracks,
+            capacity_tracks=self.capacity_tracks,
+            cpu_percent=self._process.cpu_percent(None),
+            packets_forwarded=forwarded,
+            packets_dropped=dropped,
+        )
+
+    # -- IPC ----------------------------------------------------------------------
+
+    def broadcast(self, event: ipc.WorkerEvent) -> None:
+        """Send an event to every gateway connection; never waits on a slow one."""
+        data = ipc.encode_frame(event)
+        for writer in list(self._writers):
+            if writer.transport.get_write_buffer_size() > MAX_EVENT_BACKLOG:
+                self.events_dropped += 1
+                continue
+            writer.write(data)
+
+    async def serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Read frames until EOF; each request runs as its own task."""
+        self._writers.add(writer)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                try:
+                    header = await reader.readexactly(ipc.LENGTH_PREFIX.size)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                (length,) = ipc.LENGTH_PREFIX.unpack(header)
+                if length > ipc.MAX_FRAME_BYTES:
+                    if not await _skip(reader, length):
+                        return
+                    self._reply(writer, ipc.MediaError(
+                        id=None, code="frame_too_large",
+                        message=f"{length} bytes > {ipc.MAX_FRAME_BYTES}"))
+                    continue
+                try:
+                    body = await reader.readexactly(length)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                try:
+                    req = ipc.decode_request(body)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    self._reply(writer, ipc.MediaError(
+                        id=ipc.salvage_request_id(body), code="bad_frame", message=str(exc)))
+                    continue
+                task = asyncio.create_task(self._run(writer, req))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _run(self, writer: asyncio.StreamWriter, req: ipc.WorkerRequest) -> None:
+        try:
+            result = await self.handle(req)
+        except MediaFailure as exc:
+            self._reply(writer, ipc.MediaError(id=req.id, code=exc.code, message=exc.message))
+            return
+        except TimeoutError:
+            self._reply(writer, ipc.MediaError(id=req.id, code="timeout",
+                                               message="ICE gathering/SDP took too long"))
+            return
+        except Exception as exc:
+            log.exception("request %s failed", type(req).__name__)
+            self._reply(writer, ipc.MediaError(id=req.id, code="internal", message=repr(exc)))
+            return
+        self._reply(writer, ipc.MediaOk(id=req.id, result=result))
+
+    def _reply(self, writer: asyncio.StreamWriter, frame: ipc.WorkerFrame) -> None:
+        if writer.is_closing():
+            return
+        try:
+            data = ipc.encode_frame(frame)
+        except ipc.FrameTooLarge as exc:
+            rid = frame.id if isinstance(frame, ipc.MediaOk | ipc.MediaError) else None
+            data = ipc.encode_frame(ipc.MediaError(id=rid, code="internal", message=str(exc)))
+        writer.write(data)
+
+    async def close(self) -> None:
+        """Close every room (peers, tasks, recordings)."""
+        for room_id, room in list(self.rooms.items()):
+            async with room.lock:
+                await self._close_room(room_id, room)
+
+
+async def _skip(reader: asyncio.StreamReader, length: int) -> bool:
+    """Discard ``length`` bytes in 64 KiB pieces; False if the stream ended first."""
+    while length:
+        chunk = await reader.read(min(length, 65536))
+        if not chunk:
+            return False
+        length -= len(chunk)
+    return True
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGTERM us when the parent exits (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            log.warning("parent %d is gone; exiting", parent_pid)
+            stop.set()
+            return
+        await asyncio.sleep(1.0)
+
+
+async def run(args: argparse.Namespace) -> None:
+    """Serve until SIGTERM/SIGINT or the parent's death."""
+    passthrough.check_internals()
+    passthrough.set_host_address_mode(args.ice)
+    worker = Worker(args.capacity_tracks, args.max_slots, load_sink_factory())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(args.socket)
+    server = await asyncio.start_unix_server(worker.serve_connection, path=args.socket)
+    os.chmod(args.socket, 0o600)
+    watchers: list[asyncio.Task[Any]] = []
+    if args.parent_pid:
+        watchers.append(asyncio.create_task(_watch_parent(args.parent_pid, stop)))
+    log.info("media worker serving on %s (capacity %d tracks)", args.socket,
+             args.capacity_tracks)
+    try:
+        await stop.wait()
+    finally:
+        for w in watchers:
+            w.cancel()
+        server.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await worker.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(args.socket)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m rooms.media.worker", description=__doc__)
+    p.add_argument("--socket", required=True, help="unix socket path to listen on")
+    p.add_argument("--capacity-tracks", type=int, default=DEFAULT_CAPACITY_TRACKS)
+    p.add_argument("--max-slots", type=int, default=DEFAULT_MAX_SLOTS)
+    p.add_argument("--parent-pid", type=int, default=0,
+                   help="exit when this process is no longer our parent")
+    p.add_argument("--ice", choices=["default", "loopback", "with_loopback"],
+                   default="default", help="host candidate addresses (see passthrough)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s media %(message)s")
+    if args.parent_pid:
+        _die_with_parent(args.parent_pid)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - non-Linux platforms
+        asyncio.run(run(args))
+    else:
+        uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
