@@ -332,7 +332,10 @@ class VoiceRun:
         deadline = time.monotonic() + budget
         self._say(f"setting up {opts.rooms} room(s) of {opts.participants} "
                   f"({opts.speakers} speaking)")
-        gw_probe = ServerProbe(gateway_pids(self.target)) if self.target.local else None
+        # the whole server: gateway processes + their media workers (spawned at start)
+        media_pids = media_worker_pids(self.target) if self.target.local else []
+        gw_probe = ServerProbe(gateway_pids(self.target) + media_pids) \
+            if self.target.local else None
         self.samples["baseline"] = gw_probe.sample() if gw_probe else None
         await self._setup()
         epoch = time.monotonic()
@@ -348,10 +351,11 @@ class VoiceRun:
         self.phases["join_s"] = round(time.monotonic() - t_join, 3)
         connected = sum(g.joined.connected for g in self.generators if g.joined)
         self._say(f"{connected}/{total} connected in {self.phases['join_s']} s")
-        media_pids = media_worker_pids(self.target) if self.target.local else []
+        if self.target.local:  # workers started since (a pool that grows on demand)
+            media_pids = sorted(set(media_pids) | set(media_worker_pids(self.target)))
         media_probe = ServerProbe(list(media_pids))
         if gw_probe is not None:
-            gw_probe.add(media_pids)  # the whole server: gateway + media workers
+            gw_probe.add(media_pids)
         self.samples["connected"] = gw_probe.sample() if gw_probe else None
         await asyncio.sleep(SETTLE_S)
         start = time.monotonic() + 0.5

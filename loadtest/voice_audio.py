@@ -163,6 +163,7 @@ class TrackStats:
     """What a speaker track counts (for the generator's "is it keeping up" figures)."""
 
     frames: int = 0
+    """Frames due in the measured window (bursts scheduled)."""
     late_frames: int = 0
     """Frames handed over more than one frame after they were due."""
     max_lag_s: float = 0.0
@@ -219,12 +220,14 @@ class ToneTrack(MediaStreamTrack):
     def frame(self, k: int, now: float) -> av.AudioFrame:
         """Frame ``k`` of the grid handed over at ``now`` (sans-I/O: the pacing is in
         :meth:`recv`); notes the burst it starts, if any."""
-        lag = now - (self.epoch + k * FRAME_S)
+        due = self.epoch + k * FRAME_S
         stats = self.stats
-        stats.frames += 1
-        if lag > FRAME_S:
-            stats.late_frames += 1
-        stats.max_lag_s = max(stats.max_lag_s, lag)
+        if self.burst_start <= due < self.burst_stop:  # lateness counts while measured
+            lag = now - due
+            stats.frames += 1
+            if lag > FRAME_S:
+                stats.late_frames += 1
+            stats.max_lag_s = max(stats.max_lag_s, lag)
         phase = (k - self.offset) % BURST_PERIOD_FRAMES
         j = (k - self.offset) // BURST_PERIOD_FRAMES
         burst_due = self.epoch + (k - phase) * FRAME_S
