@@ -527,6 +527,15 @@ class VoiceRun:
                 per_worker[pid] = per_worker.get(pid, 0) + sum(
                     p.slots_offered for p in connected if p.user_id in ids)
         below = sum(1 for f in fps if f < FRAMES_PER_S - 1)
+        roles: dict[str, int] = {}
+        wrong_roles = 0
+        for p in connected:
+            roles[str(p.role)] = roles.get(str(p.role), 0) + 1
+            wanted = "speaker" if p.speaker >= 0 or not opts.stage else "listener"
+            wrong_roles += p.role != wanted
+        if wrong_roles:
+            self.notes.append(f"{wrong_roles} participant(s) got another role than the "
+                              "scenario meant (see voice.roles)")
         return {
             "mode": "stage" if opts.stage else "all-talk",
             "rooms": opts.rooms,
@@ -537,6 +546,7 @@ class VoiceRun:
             "server_voice_receive_slots": self.slots_limit,
             "joined": len(connected),
             "failed": len(finals) - len(connected),
+            "roles": roles,
             "failures": sorted({p.failure for p in finals if p.failure})[:10],
             "join_to_connected_ms": percentiles_ms(
                 [p.join_to_connected_s for p in connected if p.join_to_connected_s is not None]),

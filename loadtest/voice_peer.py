@@ -125,6 +125,8 @@ class ParticipantFinal(msgspec.Struct, kw_only=True):
     """(slot, tone, monotonic t) of every burst onset heard in the listening window."""
     bursts: list[tuple[int, float]] = []
     """Speakers: (burst index, monotonic t) of every burst sent."""
+    role: str | None = None
+    """The role the server gave this participant (``speaker`` / ``listener``)."""
     frames_sent: int = 0
     late_frames: int = 0
     max_lag_s: float = 0.0
@@ -344,6 +346,9 @@ class Participant:
             "voice_join", channel_id=self.plan.channel_id, sdp=pc.localDescription.sdp,
             self_mute=listener and self.plan.listeners_self_mute, self_deaf=False)
         self.final.join_reply_s = time.monotonic() - sent
+        for member in joined.get("participants") or []:
+            if member.get("user_id") == self.spec.user_id:
+                self.final.role = str(member.get("role"))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=joined["sdp"], type="answer"))
         for slot, transceiver in enumerate(pc.getTransceivers()[1:]):
             track = transceiver.receiver.track

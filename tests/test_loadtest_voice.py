@@ -148,6 +148,7 @@ def test_voice_room_run_measures_mouth_to_ear(database_url: str, tmp_path: Path)
     assert report["interrupted"] is None
 
 
+@pytest.mark.slow
 def test_voice_options_are_bounded(tmp_path: Path) -> None:
     for bad in (["--participants", "1"], ["--participants", "4", "--speakers", "5"],
                 ["--participants", "40", "--speakers", "17"], ["--duration", "0"]):
