@@ -52,6 +52,7 @@ import aiohttp
 import psutil  # type: ignore[import-untyped]
 
 from loadtest.accounting import Histogram
+from loadtest.coordinator import machine_cpu_busy
 from loadtest.target import (
     ProcSample,
     ServerProbe,
@@ -212,6 +213,7 @@ class VoiceRun:
         self.slots_limit = DEFAULT_SLOTS_LIMIT
         self.go: VoiceGo | None = None
         self.interrupted: str | None = None
+        self.machine_cpu: dict[str, tuple[float, float]] = {}
 
     def _say(self, text: str) -> None:
         if self.opts.progress:
@@ -367,11 +369,13 @@ class VoiceRun:
         self.samples["measure_start"] = gw_probe.sample() if gw_probe else None
         self.samples["media_start"] = media_probe.sample()
         self.samples["generator_start"] = gen_probe.sample()
+        self.machine_cpu["start"] = machine_cpu_busy()
         self._say(f"measuring for {opts.duration_s:g} s")
         await asyncio.sleep(max(0.0, stop - time.monotonic()))
         self.samples["measure_end"] = gw_probe.sample() if gw_probe else None
         self.samples["media_end"] = media_probe.sample()
         self.samples["generator_end"] = gen_probe.sample()
+        self.machine_cpu["end"] = machine_cpu_busy()
         self.phases["measure_s"] = round(time.monotonic() - start, 3)
         await asyncio.sleep(max(0.0, stop + LISTEN_TAIL_S - time.monotonic()))
         self._say("collecting")
@@ -587,7 +591,18 @@ class VoiceRun:
         frames = sum(p.frames_sent for p in speakers)
         late = sum(p.late_frames for p in speakers)
         counts = [len(g.final.participants) for g in self.generators if g.final]
-        return {
+        out: dict[str, Any] = {}
+        m = self.machine_cpu
+        if "start" in m and "end" in m and m["end"][1] > m["start"][1]:
+            busy = 100 * (m["end"][0] - m["start"][0]) / (m["end"][1] - m["start"][1])
+            server = cpu_percent_between(s.get("measure_start"), s.get("measure_end"))
+            ours = sum(server.values()) + sum(cpu.values())
+            out["machine_cpu_busy_percent"] = round(busy, 1)
+            out["other_processes_cpu_percent"] = round(max(0.0, busy - ours), 1)
+            if busy - ours > 20:
+                self.notes.append(f"other processes used about {busy - ours:.0f}% CPU during "
+                                  "the measured phase: figures are disturbed")
+        return out | {
             "processes": len(self.generators),
             "participants_per_process": max(counts) if counts else None,
             "cpu_percent": round(sum(cpu.values()), 1) if cpu else None,
