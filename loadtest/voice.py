@@ -90,10 +90,13 @@ machines than a load-test host has."""
 MAX_ROOMS = 100
 DEFAULT_SLOTS_LIMIT = 9
 """``limits.voice_receive_slots`` when the server's hello does not say."""
-PARTICIPANTS_PER_PROCESS = 12
-"""Default generator processes: one per this many participants. Measured on the dev
-machine (docs/BENCHMARKS.md): one Python process keeps a 10-person all-talk room's
-peers on time; the report's ``voice.generator`` says if it did not."""
+TRACKS_PER_PROCESS = 24
+"""Default generator processes: one per this many received tracks (a listener's slot
+that carries a speaker). Measured (docs/BENCHMARKS.md): an aiortc track costs its
+generator ~0.4-0.8 ms of CPU per 20 ms frame received (SRTP, RTP parsing, jitter
+buffer, a decoder thread's hand-off) plus the speakers' Opus encoding, so one process
+at ~50% of a core drives about this many on time. The report's ``generator`` block
+says when it did not (``behind_schedule``)."""
 LISTEN_TAIL_S = 2 * BURST_PERIOD_S
 """After the last burst, listeners keep listening this long (the longest mouth-to-ear
 a burst can be matched at)."""
@@ -278,7 +281,9 @@ class VoiceRun:
     async def _spawn(self, epoch: float, deadline: float) -> None:
         opts = self.opts
         specs = [(room.channel_id, spec) for room in self.rooms for spec in room.specs]
-        processes = opts.processes or max(1, math.ceil(len(specs) / PARTICIPANTS_PER_PROCESS))
+        tracks = sum(min(spec.slots, opts.speakers - (spec.speaker >= 0)) + (spec.speaker >= 0)
+                     for _, spec in specs)
+        processes = opts.processes or max(1, math.ceil(tracks / TRACKS_PER_PROCESS))
         processes = min(processes, len(specs))
         # A plan is for one channel: with several rooms, each (process, room) share is a
         # process of its own.
@@ -590,6 +595,7 @@ class VoiceRun:
         speakers = [p for p in finals if p.speaker >= 0]
         frames = sum(p.frames_sent for p in speakers)
         late = sum(p.late_frames for p in speakers)
+        dropped = sum(p.dropped_frames for p in speakers)
         counts = [len(g.final.participants) for g in self.generators if g.final]
         out: dict[str, Any] = {}
         m = self.machine_cpu
@@ -610,9 +616,10 @@ class VoiceRun:
             "max_process_cpu_percent": max(cpu.values()) if cpu else None,
             "speaker_frames_sent": frames,
             "speaker_frames_late": late,
+            "speaker_frames_dropped": dropped,
             "speaker_max_lag_ms": round(1000 * max((p.max_lag_s for p in speakers),
                                                    default=0.0), 1),
-            "behind_schedule": bool(frames and late / frames > 0.01)
+            "behind_schedule": bool(dropped) or bool(frames and late / frames > 0.01)
             or bool(cpu and max(cpu.values()) > 85),
             "rss_bytes": sum(g.final.rss_bytes for g in self.generators if g.final),
         }

@@ -69,6 +69,8 @@ MAX_DETECTIONS = 50_000
 """Per generator process: detections kept for matching (a bound on memory and on the
 final report; 16 speakers x 1 per s x 3,600 s fits for ~1 listener, far more than a
 run of N listeners x S speakers x duration needs up to this figure)."""
+MAX_BACKLOG_S = 0.2
+"""A speaker track this far behind its grid drops the missed frames (see recv)."""
 MAX_BURSTS = 4_000
 """Per speaker track: bursts noted (one per second: an hour-long run fits)."""
 NOISE_TABLE_FRAMES = 50
@@ -167,6 +169,9 @@ class TrackStats:
     late_frames: int = 0
     """Frames handed over more than one frame after they were due."""
     max_lag_s: float = 0.0
+    dropped_frames: int = 0
+    """Frames skipped because the track was more than ``MAX_BACKLOG_S`` behind (the
+    generator process could not keep up: its figures are not the server's)."""
     bursts: list[SentBurst] = field(default_factory=list)
 
 
@@ -203,13 +208,21 @@ class ToneTrack(MediaStreamTrack):
 
     async def recv(self) -> av.AudioFrame:
         """The next frame, when it is due on the shared grid (at once if late: a
-        microphone's frames queue up while its reader is busy, they are not skipped)."""
+        microphone's frames queue up while its reader is busy, up to ``MAX_BACKLOG_S``;
+        beyond that they are dropped, as a sound card's buffer overruns)."""
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
         if self._next is None:  # start on the grid, at the next frame boundary
             self._next = max(0, math.ceil((now - self.epoch) / FRAME_S))
         k = self._next
+        if now - (self.epoch + k * FRAME_S) > MAX_BACKLOG_S:
+            # An overrun, as a sound card has when its reader stalls: the frames that
+            # fell out of the buffer are gone (counted), the microphone goes on at "now".
+            skip = math.floor((now - self.epoch) / FRAME_S) - k
+            if self.burst_start <= self.epoch + k * FRAME_S < self.burst_stop:
+                self.stats.dropped_frames += skip
+            k += skip
         self._next = k + 1
         due = self.epoch + k * FRAME_S
         if due > now:

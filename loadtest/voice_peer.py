@@ -128,6 +128,7 @@ class ParticipantFinal(msgspec.Struct, kw_only=True):
     role: str | None = None
     """The role the server gave this participant (``speaker`` / ``listener``)."""
     frames_sent: int = 0
+    dropped_frames: int = 0
     late_frames: int = 0
     max_lag_s: float = 0.0
     events: dict[str, int] = {}
@@ -422,6 +423,7 @@ class Participant:
             stats = self.track.stats
             final.bursts = [(b.index, b.t) for b in stats.bursts]
             final.frames_sent, final.late_frames = stats.frames, stats.late_frames
+            final.dropped_frames = stats.dropped_frames
             final.max_lag_s = round(stats.max_lag_s, 4)
         final.events = dict(self.gateway.events)
         if final.connected and self.gateway.closed_reason is None:
