@@ -53,7 +53,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 import msgspec
@@ -127,6 +127,13 @@ batch their attendance writes)."""
 # --------------------------------------------------------------------------- media
 
 
+class MediaAnswer(Protocol):
+    """The media worker's answer to a join (``protocol/media_ipc.py: Answer``)."""
+
+    @property
+    def sdp(self) -> str: ...
+
+
 class MediaBackend(Protocol):
     """What voice rooms need from the media workers (``rooms/media/pool.py``).
 
@@ -143,7 +150,7 @@ class MediaBackend(Protocol):
         """Create the room on a worker (idempotent)."""
 
     async def join(self, room_id: str, participant_id: int, offer_sdp: str, *,
-                   can_speak: bool, deafened: bool) -> str:
+                   can_speak: bool, deafened: bool) -> MediaAnswer:
         """Admit a participant with its client offer; returns the SDP answer."""
 
     async def add_candidate(self, room_id: str, participant_id: int, candidate: str,
@@ -376,22 +383,21 @@ class VoiceService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.roster.close()
 
-    def _spawn(self, coro: Awaitable[None], what: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
         if len(self._tasks) >= MAX_PENDING_TASKS:
             log.error("voice: too much pending work, %s dropped", what)
-            if asyncio.iscoroutine(coro):
-                coro.close()
+            coro.close()
             return
-
-        async def guarded() -> None:
-            try:
-                await coro
-            except Exception:
-                log.exception("voice: %s failed", what)
-
-        task = asyncio.get_running_loop().create_task(guarded())
+        # The coroutine itself is the task (not wrapped): a task cancelled at shutdown
+        # before it ever ran still closes its coroutine.
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: self._task_done(t, what))
+
+    def _task_done(self, task: asyncio.Task[None], what: str) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("voice: %s failed", what, exc_info=task.exception())
 
     def _lock(self, user_id: int) -> asyncio.Lock:
         lock = self._locks.get(user_id)
@@ -485,8 +491,9 @@ class VoiceService:
             mix, record = self._room_options.get(channel.id, (None, None))
             await self.media.open_room(room_id(channel.id), mix_listeners_above=mix,
                                        record_path=record)
-            answer = await self.media.join(room_id(channel.id), user_id, req.sdp,
-                                           can_speak=local.heard(), deafened=state.self_deaf)
+            answer = (await self.media.join(room_id(channel.id), user_id, req.sdp,
+                                            can_speak=local.heard(),
+                                            deafened=state.self_deaf)).sdp
         except Exception as exc:
             await self.roster.remove(channel.id, user_id, token)
             if media_code(exc) == "capacity":

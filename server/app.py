@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import argon2
 from aiohttp import web
@@ -316,50 +317,38 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
 
 async def _start_media(services: Services) -> Callable[[], Awaitable[None]] | None:
     """Spawn this process's media workers (``rooms/media/pool.py``) for voice rooms;
-    returns how to stop them. Without workers (``media_workers`` 0, voice disabled, or
-    the media package missing) voice joins answer ``voice_unavailable``."""
+    returns how to stop them. Without workers (``media_workers`` 0 or voice disabled)
+    voice joins answer ``voice_unavailable``. Sockets go in a short temporary directory:
+    a unix socket path must fit in 108 bytes, which a data directory may not."""
     config = services.config
     if not config.voice_enabled or config.media_workers <= 0:
         return None
-    try:
-        from rooms.media.pool import MediaPool  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        log.warning("voice: rooms.media.pool is not installed; voice joins will fail")
-        return None
-    socket_dir = config.data_path() / "media" / services.node_id.replace(":", "_")
-    socket_dir.mkdir(parents=True, exist_ok=True)
-    pool = await MediaPool.start(config.media_workers, socket_dir)
-    from protocol import media_ipc
+    from protocol.media_ipc import ParticipantState, Speaking, WorkerEvent
+    from rooms.media.pool import MediaPool
 
-    def on_event(_path: str, event: media_ipc.WorkerEvent) -> None:
-        # glue (helper D, to unblock the voice load test; the integrator may replace
-        # it): the pool emits IPC events, VoiceService takes two callbacks
-        if isinstance(event, media_ipc.Speaking):
-            services.voice.media_speaking(event.room_id, list(event.participant_ids))
-        elif isinstance(event, media_ipc.ParticipantState):
-            services.voice.media_participant_state(event.room_id, event.participant_id,
-                                                   event.state)
+    voice = services.voice
 
+    def on_event(_worker: str, event: WorkerEvent) -> None:
+        if isinstance(event, Speaking):
+            voice.media_speaking(event.room_id, list(event.participant_ids))
+        elif isinstance(event, ParticipantState):
+            voice.media_participant_state(event.room_id, event.participant_id, event.state)
+
+    # Rooms are placed on this process's own workers (the pool's in-process map): a
+    # room whose members are on several gateway processes gets one SFU room per
+    # process (documented in docs/voice.md).
+    socket_dir = Path(tempfile.mkdtemp(prefix="hearth-media-"))
+    pool = await MediaPool.start(config.media_workers, socket_dir,
+                                 max_slots=config.limits.voice_receive_slots)
     pool.on_event(on_event)
-    services.media = services.voice.media = _PoolBackend(pool)
-    return pool.close  # type: ignore[no-any-return, unused-ignore]
+    services.media = voice.media = pool
 
+    async def stop() -> None:
+        voice.media = None
+        await pool.close()
+        await asyncio.to_thread(shutil.rmtree, socket_dir, True)
 
-class _PoolBackend:
-    """VoiceService's :class:`MediaBackend` over ``rooms.media.pool.MediaPool``: the
-    pool answers IPC result structs, VoiceService wants the SDP answer as a string."""
-
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.pool, name)
-
-    async def join(self, room_id: str, participant_id: int, offer_sdp: str, *,
-                   can_speak: bool, deafened: bool) -> str:
-        answer = await self.pool.join(room_id, participant_id, offer_sdp,
-                                      can_speak=can_speak, deafened=deafened)
-        return str(answer.sdp)
+    return stop
 
 
 async def _drain_gateway(app: web.Application) -> None:
@@ -401,12 +390,6 @@ async def mod_console(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(WEB_ROOT / "mod.html")
 
 
-async def voice_page(request: web.Request) -> web.StreamResponse:
-    """The voice rooms page (web/voice.html): joins voice and stage channels over WebRTC;
-    every op it sends is checked on the server like any client's."""
-    return web.FileResponse(WEB_ROOT / "voice.html")
-
-
 def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     """The whole server as an aiohttp application (``bus``: a test may bring its own)."""
     services = Services(config, bus)
@@ -429,6 +412,5 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     if (WEB_ROOT / "index.html").is_file():
         app.router.add_get("/", index)
         app.router.add_get("/mod", mod_console)
-        app.router.add_get("/voice", voice_page)
         app.router.add_static("/static/", WEB_ROOT, show_index=False)
     return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -95,7 +96,7 @@ async def test_worker_dies_with_its_parent(sock_dir: str) -> None:
         "asyncio.run(main())\n"
     )
     parent = await asyncio.create_subprocess_exec(
-        os.path.join(os.path.dirname(os.sys.executable), "python"), "-c", script, sock_dir,
+        sys.executable, "-c", script, sock_dir,
         stdout=asyncio.subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert parent.stdout is not None
     line = await asyncio.wait_for(parent.stdout.readline(), 30)

@@ -476,6 +476,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s media %(message)s")
+    for noisy in ("aioice", "aiortc"):  # per-candidate-pair INFO lines
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.parent_pid:
         _die_with_parent(args.parent_pid)
     try:
