@@ -90,13 +90,14 @@ machines than a load-test host has."""
 MAX_ROOMS = 100
 DEFAULT_SLOTS_LIMIT = 9
 """``limits.voice_receive_slots`` when the server's hello does not say."""
-TRACKS_PER_PROCESS = 24
-"""Default generator processes: one per this many received tracks (a listener's slot
-that carries a speaker). Measured (docs/BENCHMARKS.md): an aiortc track costs its
-generator ~0.4-0.8 ms of CPU per 20 ms frame received (SRTP, RTP parsing, jitter
-buffer, a decoder thread's hand-off) plus the speakers' Opus encoding, so one process
-at ~50% of a core drives about this many on time. The report's ``generator`` block
-says when it did not (``behind_schedule``)."""
+TRACKS_PER_PROCESS = 16
+"""Default generator processes: one per this many tracks (a received slot that carries
+a speaker, or a speaker's own microphone). Measured (report ``generator.
+cpu_ms_per_received_frame``): an aiortc peer costs its generator ~0.9 ms of CPU per
+20 ms frame received (SRTP, RTP parsing, jitter buffer, a decoder thread's hand-off,
+plus its share of the speakers' Opus encoding), i.e. ~22 tracks per core; 16 keeps a
+process under ~75% of a core. The report's ``generator`` block says when a run was
+behind schedule anyway."""
 LISTEN_TAIL_S = 2 * BURST_PERIOD_S
 """After the last burst, listeners keep listening this long (the longest mouth-to-ear
 a burst can be matched at)."""
@@ -597,6 +598,12 @@ class VoiceRun:
         late = sum(p.late_frames for p in speakers)
         dropped = sum(p.dropped_frames for p in speakers)
         counts = [len(g.final.participants) for g in self.generators if g.final]
+        window = max(1e-6, self.phases.get("measure_s", self.opts.duration_s))
+        received = sum(slot.frames for p in finals for slot in p.slots)
+        gen_cpu_s = sum(cpu.values()) / 100 * window
+        # What one frame costs the generator (receive path + its share of the speakers'
+        # encoding), hence how many 50 frames/s tracks one core's worth drives.
+        per_frame_ms = 1000 * gen_cpu_s / received if received and cpu else None
         out: dict[str, Any] = {}
         m = self.machine_cpu
         if "start" in m and "end" in m and m["end"][1] > m["start"][1]:
@@ -614,6 +621,10 @@ class VoiceRun:
             "cpu_percent": round(sum(cpu.values()), 1) if cpu else None,
             "cpu_percent_per_process": {str(k): v for k, v in cpu.items()},
             "max_process_cpu_percent": max(cpu.values()) if cpu else None,
+            "received_frames": received,
+            "cpu_ms_per_received_frame": round(per_frame_ms, 3) if per_frame_ms else None,
+            "tracks_per_core_estimate": round(1000 / (FRAMES_PER_S * per_frame_ms))
+            if per_frame_ms else None,
             "speaker_frames_sent": frames,
             "speaker_frames_late": late,
             "speaker_frames_dropped": dropped,
