@@ -494,7 +494,7 @@ class VoiceRun:
         out: dict[str, Any] = {
             "local": self.target.local,
             "pids": sorted(cpu) if cpu else [],
-            "rss_bytes": (m_end or conn).rss_bytes if (m_end or conn) else None,
+            "rss_bytes": last.rss_bytes if (last := m_end or conn) else None,
             "rss_baseline_bytes": base.rss_bytes if base else None,
             "rss_per_connection_bytes": round((conn.rss_bytes - base.rss_bytes) / connections)
             if base and conn and connections else None,

@@ -103,11 +103,10 @@ class Detection:
 def mono_samples(frame: av.AudioFrame) -> np.ndarray:
     """The first channel of a decoded s16 frame as float64 (aiortc decodes Opus to
     packed stereo s16)."""
-    raw = frame.to_ndarray()
+    raw: np.ndarray = frame.to_ndarray()
     channels = len(frame.layout.channels)
-    if frame.format.is_planar:
-        return raw[0].astype(np.float64)
-    return raw.reshape(-1)[::channels].astype(np.float64)
+    mono: np.ndarray = raw[0] if frame.format.is_planar else raw.reshape(-1)[::channels]
+    return mono.astype(np.float64)
 
 
 class BurstDetector:
