@@ -12,9 +12,10 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loadtest.coordinator import SCENARIOS, Coordinator, RunOptions
 from loadtest.target import (
@@ -25,6 +26,9 @@ from loadtest.target import (
     local_hearth,
     wait_ready,
 )
+
+if TYPE_CHECKING:  # aiortc and numpy load only for the voice scenario
+    from loadtest.voice import VoiceOptions
 
 MAX_CONNECTIONS = 200_000
 MAX_DURATION_S = 3_600.0
@@ -42,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                "sending --rate msg/s), broadcast (one channel of N, --rate msg/s in), "
                "join-storm (connect+identify+ready as fast as admitted), failover (chat "
                "while one of several gateway processes is killed with SIGKILL; its clients "
-               "reconnect and resume).")
+               "reconnect and resume), voice (a voice room of --participants aiortc peers, "
+               "--speakers of them talking, or --stage; mouth-to-ear audio latency).")
     p.add_argument("scenario", choices=SCENARIOS)
     p.add_argument("--url", help="base URL of a running server (default: start one)")
     p.add_argument("--allow-remote", action="append", default=[], metavar="HOST",
@@ -102,10 +107,51 @@ def _parser() -> argparse.ArgumentParser:
                    help="do not bind source addresses over 127.0.0.0/8")
     p.add_argument("--peer", action="append", default=[], choices=("node-ws", "python-socketio"),
                    help="also run the same workload against this peer (repeatable)")
+    v = p.add_argument_group("voice", "options of the voice scenario (loadtest/voice.py)")
+    v.add_argument("--participants", type=int, default=10,
+                   help="voice: members of each room (default 10)")
+    v.add_argument("--speakers", type=int, default=None,
+                   help="voice: members who talk (default: all of them; --stage: 3)")
+    v.add_argument("--stage", action="store_true",
+                   help="voice: a stage (--speakers talk, the rest may not speak and "
+                        "listen) instead of an all-talk room")
+    v.add_argument("--rooms", type=int, default=1,
+                   help="voice: independent rooms of --participants each (default 1)")
+    v.add_argument("--slots", type=int, default=None,
+                   help="voice: receive slots in every offer (default: one per speaker "
+                        "to hear, at most the server's voice_receive_slots)")
+    v.add_argument("--media-workers", type=int, default=None,
+                   help="voice: media workers per server process when the harness starts "
+                        "the server (HEARTH_MEDIA_WORKERS; default: the server's)")
+    v.add_argument("--join-concurrency", type=int, default=4,
+                   help="voice: joins in flight at once per generator process (default 4)")
     p.add_argument("--json", dest="json_path", help="write the JSON report here")
     p.add_argument("--html", dest="html_path", help="write the HTML report here")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     return p
+
+
+def voice_options_from(args: argparse.Namespace) -> VoiceOptions:
+    """The voice scenario's options (bounds checked by :meth:`VoiceOptions.validate`)."""
+    from loadtest.voice import VoiceOptions
+
+    speakers = args.speakers if args.speakers is not None else \
+        (min(3, args.participants) if args.stage else args.participants)
+    opts = VoiceOptions(participants=args.participants, speakers=speakers,
+                        duration_s=args.duration if args.duration is not None else 10.0,
+                        stage=args.stage, rooms=args.rooms, slots=args.slots,
+                        processes=args.processes, join_concurrency=max(1, args.join_concurrency),
+                        progress=not args.quiet)
+    try:
+        opts.validate()
+    except ValueError as exc:
+        raise SystemExit(f"hearth loadtest: {exc}") from None
+    if args.peer:
+        raise SystemExit("hearth loadtest: the peers have no voice rooms; voice runs against "
+                         "Hearth only")
+    if args.workers is None:
+        args.workers = 1
+    return opts
 
 
 def options_from(args: argparse.Namespace) -> RunOptions:
@@ -149,14 +195,21 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         connect_retries=max(0, args.connect_retries), settle_s=max(0.0, args.settle))
 
 
-async def _run_against(opts: RunOptions, target: Target) -> dict[str, Any]:
+async def _run_against(opts: RunOptions | VoiceOptions, target: Target) -> dict[str, Any]:
     from loadtest.report import build_report
 
+    if opts.scenario == "voice":
+        from loadtest.voice import VoiceOptions, run_voice
+
+        assert isinstance(opts, VoiceOptions)
+        return await run_voice(opts, target)
+
+    assert isinstance(opts, RunOptions)
     result = await Coordinator(opts, target).run()
     return build_report(result)
 
 
-async def _run(args: argparse.Namespace, opts: RunOptions) -> dict[str, Any]:
+async def _run(args: argparse.Namespace, opts: RunOptions | VoiceOptions) -> dict[str, Any]:
     from loadtest.peers import start_peer
     from loadtest.report import compare
 
@@ -187,6 +240,10 @@ async def _run(args: argparse.Namespace, opts: RunOptions) -> dict[str, Any]:
 
 
 def _summary(report: dict[str, Any]) -> str:
+    if report["scenario"] == "voice":
+        from loadtest.voice import summary
+
+        return summary(report)
     lat = report["latency_ms"]
     srv = report["server"]
     lines = [f"{report['scenario']} @ hearth: {report['connections_peak']:,} connections peak, "
@@ -218,7 +275,15 @@ def _summary(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    opts = options_from(args)
+    opts: RunOptions | VoiceOptions
+    if args.scenario == "voice":
+        opts = voice_options_from(args)
+        if args.media_workers is not None and not args.url:
+            if not 0 <= args.media_workers <= 64:
+                raise SystemExit("hearth loadtest: --media-workers must be 0-64")
+            os.environ["HEARTH_MEDIA_WORKERS"] = str(args.media_workers)  # the server's env
+    else:
+        opts = options_from(args)
     from loadtest.worker import raise_nofile_limit
 
     raise_nofile_limit()

@@ -49,7 +49,9 @@ from loadtest.target import (
     provision,
 )
 
-SCENARIOS = ("idle", "chat", "broadcast", "join-storm", "failover")
+SCENARIOS = ("idle", "chat", "broadcast", "join-storm", "failover", "voice")
+"""``voice`` runs in :mod:`loadtest.voice` (aiortc peers, not this coordinator's
+generators); the CLI dispatches it there."""
 CONNECTIONS_PER_SOURCE = 10_000
 """Connections per source address (a source address has ~28,000 ephemeral ports)."""
 SAFE_SHARE_OF_RATE_LIMIT = 0.5

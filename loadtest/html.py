@@ -203,6 +203,40 @@ def _get(report: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
+VOICE_ROWS = (
+    ("mode", ("mode",)),
+    ("joined / failed", ()),
+    ("join → connected p50 / p95 / max (ms)", ("join_to_connected_ms",)),
+    ("frames/s per received track min / median", ("frames_per_s_per_track",)),
+    ("received tracks active / expected", ("received_tracks_active",)),
+    ("outbound tracks", ("outbound_tracks",)),
+    ("media workers", ("media_workers",)),
+    ("media worker CPU (%)", ("media_worker_cpu_percent",)),
+    ("RTP packets lost", ("packets_lost",)),
+)
+
+
+def voice_table(v: dict[str, Any]) -> str:
+    """The ``voice`` scenario's own figures (latency above is mouth-to-ear)."""
+    rows = []
+    for label, path in VOICE_ROWS:
+        if not path:
+            value = f"{_fmt(v.get('joined'))} / {_fmt(v.get('failed'))}"
+        elif path == ("join_to_connected_ms",):
+            j = v.get("join_to_connected_ms") or {}
+            value = f"{_fmt(j.get('p50'))} / {_fmt(j.get('p95'))} / {_fmt(j.get('max'))}"
+        elif path == ("frames_per_s_per_track",):
+            f = v.get("frames_per_s_per_track") or {}
+            value = f"{_fmt(f.get('min'))} / {_fmt(f.get('median'))}"
+        elif path == ("received_tracks_active",):
+            value = f"{_fmt(v.get('received_tracks_active'))} / " \
+                    f"{_fmt(v.get('received_tracks_expected'))}"
+        else:
+            value = _fmt(_get(v, path))
+        rows.append(f"<tr><th>{_esc(label)}</th><td>{_esc(value)}</td></tr>")
+    return "<h2>Voice (latency = mouth to ear)</h2><table>" + "".join(rows) + "</table>"
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The whole page for a report (with its peers, if any)."""
     runs: list[tuple[str, dict[str, Any]]] = [("hearth", report)]
@@ -260,6 +294,7 @@ Target {_esc((report.get("target") or {}).get("url"))}.
 </p>
 <table><tr><th></th>{head}</tr>{"".join(rows)}</table>
 {failover_table(report["failover"]) if report.get("failover") else ""}
+{voice_table(report["voice"]) if report.get("voice") else ""}
 {ratio_html}
 <div>{"".join(charts)}</div>
 <h2>Errors</h2><table>{errors or "<tr><td>none</td></tr>"}</table>
