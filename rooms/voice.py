@@ -848,14 +848,18 @@ class VoiceService:
 
     def media_speaking(self, media_room_id: str, participant_ids: list[int]) -> None:
         """The media worker's ``Speaking`` event: publish ``voice_speaking`` to the
-        channel's viewers (ephemeral)."""
+        channel's viewers (ephemeral).
+
+        No de-duplication here: the worker sends a room's changes to ONE gateway
+        connection (``rooms/media/worker.py: Worker._speaking_target``), only on change,
+        so each change is published once on the bus whatever the number of gateway
+        processes. (Comparing with this process's last value would be wrong anyway:
+        when the routing moves to another process, this process's copy is stale.)"""
         try:
             channel_id = int(media_room_id)
         except ValueError:
             return
         ids = sorted(set(participant_ids))
-        if self._speaking.get(channel_id, []) == ids:
-            return
         if ids:
             self._speaking[channel_id] = ids
         else:
@@ -878,6 +882,21 @@ class VoiceService:
             return
         if state in ("failed", "closed"):
             self._spawn(self._drop(local, VoiceLeaveReason.MEDIA), "media closed")
+
+    def media_worker_gone(self, worker: str, media_room_ids: list[str]) -> None:
+        """A media worker's link ended (``MediaPool.on_worker_gone``): the rooms this
+        process had placed there are gone, so their participants here are out at once
+        (``voice_disconnected`` with ``media``; viewers see ``joined: false``). Their
+        clients join again with a new offer; the pool has cleared the placement, so
+        that join lands on a live worker."""
+        gone = set(media_room_ids)
+        for local in list(self._local.values()):
+            if room_id(local.channel_id) in gone:
+                self._spawn(self._drop(local, VoiceLeaveReason.MEDIA, leave_media=False),
+                            f"worker {worker} gone")
+        for media_room in gone:
+            with contextlib.suppress(ValueError):
+                self._speaking.pop(int(media_room), None)
 
     # ------------------------------------------------------------------ gateway
 
