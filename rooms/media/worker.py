@@ -408,6 +408,16 @@ class Worker:
     ) -> None:
         """Hello, authentication if keyed, then frames until EOF; each request runs
         as its own task. On EOF the connection's participants are taken out."""
+        try:
+            await self._serve_connection(reader, writer)
+        except asyncio.CancelledError:
+            # Shutdown cancels connection handlers; asyncio's stream callback would log
+            # the cancellation as an error. Rooms are closed by Worker.close().
+            writer.close()
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         if len(self._conns) >= MAX_CONNECTIONS:
             log.warning("IPC connection refused: %d open", len(self._conns))
             writer.close()
