@@ -49,3 +49,38 @@ def test_toml_file_then_environment_wins(tmp_path: Path) -> None:
     config = load_config(str(path), environ={"HEARTH_PORT": "7001"})
     assert config.port == 7001 and config.host == "0.0.0.0"
     assert config.limits.history_page_size == 50
+
+
+def test_media_workers_default_per_core_when_supervised() -> None:
+    import os
+
+    from server.config import media_worker_count
+
+    config = load_config(environ={})
+    assert config.media_workers is None and config.media_capacity_tracks is None
+    assert media_worker_count(config, supervised=False) == 1
+    assert media_worker_count(config, supervised=True) == (os.cpu_count() or 1)
+    config = load_config(environ={"HEARTH_MEDIA_WORKERS": "3",
+                                  "HEARTH_MEDIA_CAPACITY_TRACKS": "40"})
+    assert media_worker_count(config, supervised=True) == 3
+    assert config.media_capacity_tracks == 40
+    off = load_config(environ={"HEARTH_VOICE_ENABLED": "false"})
+    assert media_worker_count(off, supervised=True) == 0
+
+
+@pytest.mark.parametrize(("environ", "key"), [
+    ({"HEARTH_MEDIA_WORKERS": "-1"}, "HEARTH_MEDIA_WORKERS"),
+    ({"HEARTH_MEDIA_CAPACITY_TRACKS": "0"}, "HEARTH_MEDIA_CAPACITY_TRACKS"),
+    ({"HEARTH_MEDIA_ICE": "everywhere"}, "HEARTH_MEDIA_ICE"),
+    ({"HEARTH_MEDIA_LISTEN": "nope", "HEARTH_REDIS_URL": "redis://x"}, "HEARTH_MEDIA_LISTEN"),
+    ({"HEARTH_MEDIA_LISTEN": "0.0.0.0:7400", "HEARTH_REDIS_URL": "redis://x"},
+     "HEARTH_MEDIA_ADVERTISE"),
+    ({"HEARTH_MEDIA_LISTEN": "10.0.0.5:7400"}, "HEARTH_REDIS_URL"),
+])
+def test_media_settings_fail_fast(environ: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        load_config(environ=environ)
+    ok = load_config(environ={"HEARTH_MEDIA_LISTEN": "0.0.0.0:7400",
+                              "HEARTH_MEDIA_ADVERTISE": "203.0.113.5",
+                              "HEARTH_REDIS_URL": "redis://x"})
+    assert ok.media_listen == "0.0.0.0:7400"
