@@ -160,7 +160,8 @@ class Services:
                                 data_dir=config.data_path(), gate=self.gate,
                                 automod=self.automod, question_limiter=self.question_limiter,
                                 reminder_lead_s=config.live_reminder_lead_s,
-                                reminder_every_s=config.live_reminder_every_s)
+                                reminder_every_s=config.live_reminder_every_s,
+                                mix_listeners_above=config.stage_mix_listeners_above)
         for request_type, handler in self.live.handlers().items():
             self.chat.register(request_type, handler)
         self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits,

@@ -35,9 +35,12 @@ HEARD_RMS = 0.04
 MEDIA_S = 15.0
 
 
-@pytest.fixture
-async def server(database_url: str) -> AsyncIterator[RunningServer]:
-    runner, running = await start(database_url)
+@pytest.fixture(params=[25, 0], ids=["forwarded", "mixed"])
+async def server(database_url: str, request: pytest.FixtureRequest
+                 ) -> AsyncIterator[RunningServer]:
+    """The stage's audience gets per-speaker forwards (few listeners) or, with
+    ``stage_mix_listeners_above`` 0, the one server-side mix."""
+    runner, running = await start(database_url, stage_mix_listeners_above=request.param)
     try:
         yield running
     finally:
@@ -98,7 +101,9 @@ class Sessions:
 
 
 async def test_stage_promotion_attendance_and_recording(
-        server: RunningServer, http: aiohttp.ClientSession) -> None:
+        server: RunningServer, http: aiohttp.ClientSession,
+        request: pytest.FixtureRequest) -> None:
+    mixed = request.node.callspec.id == "mixed"
     crew = await make_crew(http, server.url, server.ws_url, members=2, mods=1)
     host, (guest, listener) = crew.mod, crew.members
     api = Sessions(http, server, crew)
@@ -126,6 +131,9 @@ async def test_stage_promotion_attendance_and_recording(
             assert heard_after is not None and heard_after <= 1.0, \
                 (heard_after, listener_bot.report())
             assert await first_heard(guest_bot, HOST_HZ, 2.0) is not None
+            # Two speakers reach the listener on one slot (the mix) or on two (forwards).
+            active = [slot for slot, _, rms in listener_bot.report(0.5) if rms > HEARD_RMS]
+            assert len(active) == (1 if mixed else 2), listener_bot.report(0.5)
             await asyncio.sleep(1.5)  # both speakers in the recording
         guest_left = time.monotonic()
         await asyncio.sleep(0.5)
