@@ -411,6 +411,12 @@ async def mod_console(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(WEB_ROOT / "mod.html")
 
 
+async def voice_page(request: web.Request) -> web.StreamResponse:
+    """The voice rooms page (web/voice.html): joins voice and stage channels over WebRTC;
+    every op it sends is checked on the server like any client's."""
+    return web.FileResponse(WEB_ROOT / "voice.html")
+
+
 def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     """The whole server as an aiohttp application (``bus``: a test may bring its own)."""
     services = Services(config, bus)
@@ -434,5 +440,6 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     if (WEB_ROOT / "index.html").is_file():
         app.router.add_get("/", index)
         app.router.add_get("/mod", mod_console)
+        app.router.add_get("/voice", voice_page)
         app.router.add_static("/static/", WEB_ROOT, show_index=False)
     return app
