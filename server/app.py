@@ -161,7 +161,8 @@ class Services:
                                 data_dir=config.data_path(), gate=self.gate,
                                 automod=self.automod, question_limiter=self.question_limiter,
                                 reminder_lead_s=config.live_reminder_lead_s,
-                                reminder_every_s=config.live_reminder_every_s)
+                                reminder_every_s=config.live_reminder_every_s,
+                                mix_listeners_above=config.stage_mix_listeners_above)
         for request_type, handler in self.live.handlers().items():
             self.chat.register(request_type, handler)
         self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits,
@@ -454,6 +455,12 @@ async def mod_console(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(WEB_ROOT / "mod.html")
 
 
+async def voice_page(request: web.Request) -> web.StreamResponse:
+    """The voice rooms page (web/voice.html): joins voice and stage channels over WebRTC;
+    every op it sends is checked on the server like any client's."""
+    return web.FileResponse(WEB_ROOT / "voice.html")
+
+
 def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     """The whole server as an aiohttp application (``bus``: a test may bring its own)."""
     services = Services(config, bus)
@@ -477,5 +484,6 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     if (WEB_ROOT / "index.html").is_file():
         app.router.add_get("/", index)
         app.router.add_get("/mod", mod_console)
+        app.router.add_get("/voice", voice_page)
         app.router.add_static("/static/", WEB_ROOT, show_index=False)
     return app

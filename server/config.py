@@ -86,6 +86,10 @@ class Config(msgspec.Struct, kw_only=True):
     before the planned start (default 10 minutes)."""
     live_reminder_every_s: float = 15.0
     """How often due reminders are looked for (a reminder may come this much late)."""
+    stage_mix_listeners_above: int = 25
+    """Live-session stages: once more than this many listeners are in the room, they
+    all receive one server-side mix (decoded, mixed, encoded once) instead of one
+    forwarded track per speaker; 0 means always mix. Speakers keep direct forwards."""
     voice_enabled: bool = True
     """Serve voice rooms (``voice_join`` and the rest); false answers them
     ``voice_unavailable``."""
@@ -230,6 +234,8 @@ def load_config(file: str | None = None, overrides: dict[str, Any] | None = None
         if not config.redis_url:
             raise ConfigError("HEARTH_MEDIA_LISTEN needs HEARTH_REDIS_URL: nodes find a "
                               "room's media worker through the shared placement map")
+    if config.stage_mix_listeners_above < 0:
+        raise ConfigError("HEARTH_STAGE_MIX_LISTENERS_ABOVE: 0 or more")
     if config.secret is not None and len(config.secret) < 16:
         raise ConfigError("HEARTH_SECRET: use at least 16 characters")
     return config
