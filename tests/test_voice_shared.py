@@ -14,6 +14,7 @@ on 127.0.0.1 (``media_ice=loopback``).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
@@ -142,7 +143,7 @@ async def test_workers_2_share_the_media_worker(database_url: str, redis_url: st
             for events in seen:
                 ids = [e["user_ids"] for e in events]
                 assert ids, "no voice_speaking at all"
-                assert all(x != y for x, y in zip(ids, ids[1:])), ids
+                assert all(x != y for x, y in itertools.pairwise(ids)), ids
                 assert ids[-1] == sorted([crew.members[0].id, crew.members[1].id])
             assert [e["user_ids"] for e in seen[0]] == [e["user_ids"] for e in seen[1]]
 
@@ -199,7 +200,7 @@ async def test_two_nodes_one_room_over_tcp(database_url: str, redis_url: str,
             assert worker_one.pid != worker_two.pid
             seen = await collect(b, "voice_speaking", 2.0)
             ids = [e["user_ids"] for e in seen]
-            assert all(x != y for x, y in zip(ids, ids[1:])), ids
+            assert all(x != y for x, y in itertools.pairwise(ids)), ids
         finally:
             for p in peers:
                 await p.close()
