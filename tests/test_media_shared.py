@@ -223,10 +223,19 @@ async def test_sigkill_of_a_worker_reports_worker_gone_and_replaces_the_room(
         await pool.open_room("r2")
         again = await pool.placement("r2")
         assert again.instance != conn.instance and again.connected
+        # the pool starts the dead worker again (single process: no supervisor)
+        for _ in range(100):
+            if len(await pool.stats()) == 2:
+                break
+            await asyncio.sleep(0.2)
+        assert len(await pool.stats()) == 2 and victim not in pool.pids
         # a stale placement (a dead instance at a live address) is replaced too
         await store.release("r2")
         await store.claim("r2", f"deadbeef@{again.placement_value.partition('@')[2]}")
-        assert (await pool.placement("r2")).instance == again.instance
+        replaced = await pool.placement("r2")
+        assert replaced.connected and replaced.instance in {
+            c.instance for c in pool.workers.values() if c.connected}
+        assert (await store.get("r2") or "").startswith(replaced.instance + "@")
     finally:
         await peer.close()
         await pool.close()

@@ -407,6 +407,8 @@ class MediaPool:
         self._failed_at: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._spawn_args: dict[str, tuple[list[str], dict[str, str]]] = {}
+        """address -> how to start its worker again (workers this pool spawned)."""
         for c in connections:
             self._adopt(c)
 
@@ -466,8 +468,15 @@ class MediaPool:
                     proc.kill()
                 await proc.wait()
             raise
-        return cls(connections, processes, placement_store, key=key,
+        pool = cls(connections, processes, placement_store, key=key,
                    request_timeout=request_timeout)
+        for i, path in enumerate(paths):
+            pool._spawn_args[path] = (
+                worker_command(path, parent_pid=os.getpid(), capacity_tracks=capacity_tracks,
+                               max_slots=max_slots, ice=ice, listen=listen_for(listen, i),
+                               advertise=advertise),
+                worker_env(key))
+        return pool
 
     @classmethod
     async def connect(
@@ -599,6 +608,7 @@ class MediaPool:
 
     async def _worker_gone(self, conn: WorkerConnection, rooms: dict[str, str]) -> None:
         alive = False
+        await self._respawn(conn.path)
         with contextlib.suppress(OSError, TimeoutError, MediaRequestError):
             again = await self._connection(conn.path)
             alive = again.instance == conn.instance
@@ -613,6 +623,27 @@ class MediaPool:
                 cb(conn.path, list(rooms))
             except Exception:
                 log.exception("worker gone callback failed")
+
+    async def _respawn(self, address: str) -> None:
+        """Start a worker this pool spawned again once its process has exited (the
+        supervisor does this for ``--workers N``; here for a single process). The new
+        one is reached lazily, on the next placement."""
+        spawn = self._spawn_args.get(address)
+        if spawn is None:
+            return
+        index = self.addresses.index(address)
+        proc = self._processes[index]
+        try:
+            async with asyncio.timeout(5):
+                await proc.wait()
+        except TimeoutError:
+            return  # alive: only the link broke
+        log.warning("media worker %s (pid %d) exited with %s; starting it again", address,
+                    proc.pid, proc.returncode)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(address)
+        args, env = spawn
+        self._processes[index] = await asyncio.create_subprocess_exec(*args, env=env)
 
     # -- events -----------------------------------------------------------------------
 
