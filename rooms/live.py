@@ -239,6 +239,20 @@ class LiveService:
         """Where a recorded session's WAV goes: ``<data_dir>/recordings/<id>.wav``."""
         return self.data_dir / "recordings" / f"{session_id}.wav"
 
+    async def stage_room_options(self, channel_id: int
+                                 ) -> tuple[int | None, str | None] | None:
+        """How a stage's room opens while its session is live, on whichever process the
+        first member joins (:class:`rooms.voice.StageOptions`); None for a channel that
+        is not a live session's stage."""
+        async with self.db.connection() as conn:
+            session_id = (await live_db.sessions_of_channels(conn, [channel_id])).get(
+                channel_id)
+            row = None if session_id is None else await live_db.get_session(conn, session_id)
+        if row is None or row.session.state is not LiveSessionState.LIVE:
+            return None
+        record = str(self.recording_path(row.id)) if row.session.recorded else None
+        return self.mix_listeners_above, record
+
     async def _configure_stage_room(self, row: LiveRow) -> None:
         """At the start: the stage room mixes for a large audience and, for a recorded
         session, records the mix to ``recording_path`` (it then stays open until the

@@ -134,6 +134,15 @@ class MediaAnswer(Protocol):
     def sdp(self) -> str: ...
 
 
+class StageOptions(Protocol):
+    """Live sessions (``rooms/live.py``) tell any process how to open a stage's room."""
+
+    async def stage_room_options(self, channel_id: int
+                                 ) -> tuple[int | None, str | None] | None:
+        """(mix_listeners_above, record_path) while the channel's session is live."""
+        ...
+
+
 class MediaBackend(Protocol):
     """What voice rooms need from the media workers (``rooms/media/pool.py``).
 
@@ -302,6 +311,9 @@ class VoiceService:
         self._speaking: dict[int, list[int]] = {}
         """channel id -> who the media worker last said is talking."""
         self._room_options: dict[int, tuple[int | None, str | None]] = {}
+        self.stage_options: StageOptions | None = None
+        """Where a stage's room options come from on every process (live sessions),
+        not only on the one that started the session."""
         self._room_community: dict[int, int] = {}
         """channel id -> community id of rooms this process joined someone to."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -488,7 +500,7 @@ class VoiceService:
                                f"the room is full ({self.limits.max_voice_room_participants})")
         local = LocalParticipant(session, channel, state, token)
         try:
-            mix, record = self._room_options.get(channel.id, (None, None))
+            mix, record = await self._options(channel.id)
             await self.media.open_room(room_id(channel.id), mix_listeners_above=mix,
                                        record_path=record)
             answer = (await self.media.join(room_id(channel.id), user_id, req.sdp,
@@ -556,11 +568,24 @@ class VoiceService:
         if self._room_options.get(channel_id, (None, None))[1] is None:
             self._spawn(self._close_if_idle(channel_id), "idle room close")
 
+    async def _options(self, channel_id: int) -> tuple[int | None, str | None]:
+        """(mix_listeners_above, record_path) of a room: as configured here, else as
+        its live session says (the session may have been started on another node)."""
+        options = self._room_options.get(channel_id)
+        if options is not None:
+            return options
+        if self.stage_options is not None:
+            found = await self.stage_options.stage_room_options(channel_id)
+            if found is not None:
+                return found
+        return None, None
+
     async def _close_if_idle(self, channel_id: int) -> None:
         await asyncio.sleep(ROOM_IDLE_CLOSE_S)
-        if self.media is None or await self.roster.entries(channel_id) or \
-                self._room_options.get(channel_id, (None, None))[1] is not None:
+        if self.media is None or await self.roster.entries(channel_id):
             return
+        if (await self._options(channel_id))[1] is not None:
+            return  # a recorded stage: closed by its session's end, not when empty
         self._room_community.pop(channel_id, None)
         self._speaking.pop(channel_id, None)
         try:

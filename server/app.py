@@ -178,6 +178,7 @@ class Services:
         # live sessions take attendance and drive speakers through the voice rooms
         self.live.attach_voice(self.voice)
         self.live.rooms = self.voice
+        self.voice.stage_options = self.live
         for request_type, handler in self.voice.handlers().items():
             self.chat.register(request_type, handler)
         self.hub.after_control = self.voice.session_changed

@@ -71,9 +71,10 @@ async def on_stage(server: RunningServer, token: str, channel_id: int,
         with contextlib.suppress(Exception):
             await bot.leave()
         await client.close()
-        events.cancel()
+        # The event task may be closing the peer connection itself (the session's end
+        # disconnects everyone): let it finish, so no socket is left open.
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await events
+            await asyncio.wait_for(events, 10)
 
 
 async def first_heard(bot: VoiceBot, freq: float, timeout: float) -> float | None:
@@ -158,3 +159,45 @@ async def test_stage_promotion_attendance_and_recording(
         total = by_user[user_id]["total_s"]
         assert abs(total - seconds) <= 1.0, (user_id, total, seconds)
     assert set(report["attended"]) >= {guest.id, listener.id}
+
+
+async def test_a_stage_started_on_one_node_records_what_members_of_another_say(
+        database_url: str, redis_url: str, http: aiohttp.ClientSession) -> None:
+    """The session starts on node one; its members join on node two, whose process never
+    saw the start: the room still opens recorded (options come from the live session),
+    a promotion made on node one reaches them, and the recording holds both speakers."""
+    from rooms.media import passthrough
+    from tests.conftest import server_nodes
+
+    passthrough.set_host_address_mode("loopback")
+    try:
+        with server_nodes(database_url, 2, HEARTH_REDIS_URL=redis_url,
+                          HEARTH_MEDIA_LISTEN="127.0.0.1:0", HEARTH_MEDIA_WORKERS="1",
+                          HEARTH_MEDIA_ICE="loopback") as (one, two):
+            crew = await make_crew(http, one.url, one.ws_url, members=2, mods=1)
+            host, (guest, listener) = crew.mod, crew.members
+            api = Sessions(http, one, crew)
+            sid = (await api.call("POST", crew.admin.token, "", {
+                "title": "Across nodes", "host_id": host.id, "recorded": True,
+                "starts_at": int(time.time() * 1000) + 60_000}))["session"]["id"]
+            stage = (await api.call("POST", host.token, f"/{sid}/start"))["session"][
+                "channel_id"]
+            async with on_stage(two, host.token, stage, HOST_HZ) as (_, _j1), \
+                    on_stage(two, listener.token, stage, LISTENER_HZ) as (listener_bot, _j2), \
+                    on_stage(two, guest.token, stage, GUEST_HZ) as (_, _j3):
+                assert await first_heard(listener_bot, HOST_HZ, MEDIA_S) is not None
+                await host.ws.ok("stage_set_speaker", session_id=sid, user_id=guest.id,
+                                 speaker=True)  # on node one
+                assert await first_heard(listener_bot, GUEST_HZ, 3.0) is not None, \
+                    listener_bot.report()
+                await asyncio.sleep(1.5)
+                ended = (await api.call("POST", host.token, f"/{sid}/end"))["session"]
+            assert ended["recording_path"], ended
+            with wave.open(ended["recording_path"], "rb") as wav:
+                pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+            audio = pcm.astype(np.float64)
+            heard = set().union(*(tones_in(audio[i:i + 12_000], TONES)
+                                  for i in range(0, len(audio), 12_000)))
+            assert {HOST_HZ, GUEST_HZ} <= heard and LISTENER_HZ not in heard, heard
+    finally:
+        passthrough.set_host_address_mode("default")
