@@ -40,6 +40,36 @@ __all__ = ["make_redis_server_fixture", "redis_cluster_fixture", "redis_server_f
 _SEED = int(os.environ.get("HEARTH_TEST_SEED", random.randrange(2**32)))
 
 
+_SESSION_TMP: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every temporary directory the tests and the servers they start make without
+    naming a parent (data directories, recordings, sockets, the embedded PostgreSQL)
+    goes under one directory per test run, removed when the run ends: the suite leaves
+    nothing behind in /tmp."""
+    global _SESSION_TMP
+    if _SESSION_TMP is None and not hasattr(config, "workerinput"):
+        _SESSION_TMP = Path(tempfile.mkdtemp(prefix="hearth-tests-"))
+        tempfile.tempdir = str(_SESSION_TMP)
+        os.environ["TMPDIR"] = str(_SESSION_TMP)  # for the server processes too
+        # pgserver's own exit handler (registered later, so run earlier) writes its
+        # runtime directory here once more: remove the tree again after it.
+        import atexit
+        import shutil
+
+        atexit.register(shutil.rmtree, _SESSION_TMP, True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _SESSION_TMP
+    if _SESSION_TMP is not None:
+        import shutil
+
+        shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+        _SESSION_TMP = None
+
+
 def pytest_report_header() -> str:
     return f"hearth: random seed {_SEED} (replay with HEARTH_TEST_SEED={_SEED})"
 
