@@ -288,7 +288,7 @@ class VoiceService:
 
     def __init__(self, db: Database, hub: Hub, limits: Limits, access: Access,
                  roster: VoiceRoster, media: MediaBackend | None, *,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, mix_listeners_above: int | None = None) -> None:
         self.db = db
         self.hub = hub
         self.limits = limits
@@ -296,6 +296,9 @@ class VoiceService:
         self.roster = roster
         self.media = media
         self.enabled = enabled
+        self.mix_listeners_above = mix_listeners_above
+        """Default for rooms without :meth:`configure_room` options (config
+        ``voice_mix_listeners_above``)."""
         self._local: dict[int, LocalParticipant] = {}
         """user id -> their participation held by this process."""
         self._locks: dict[int, asyncio.Lock] = {}
@@ -488,7 +491,8 @@ class VoiceService:
                                f"the room is full ({self.limits.max_voice_room_participants})")
         local = LocalParticipant(session, channel, state, token)
         try:
-            mix, record = self._room_options.get(channel.id, (None, None))
+            mix, record = self._room_options.get(channel.id,
+                                                 (self.mix_listeners_above, None))
             await self.media.open_room(room_id(channel.id), mix_listeners_above=mix,
                                        record_path=record)
             answer = (await self.media.join(room_id(channel.id), user_id, req.sdp,

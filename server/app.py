@@ -172,7 +172,8 @@ class Services:
         self.media: MediaBackend | None = None
         self.voice = VoiceService(self.db, self.hub, config.limits, self.access,
                                   make_roster(config.redis_url, self.node_id), None,
-                                  enabled=config.voice_enabled)
+                                  enabled=config.voice_enabled,
+                                  mix_listeners_above=config.voice_mix_listeners_above)
         # live sessions take attendance and drive speakers through the voice rooms
         self.live.attach_voice(self.voice)
         self.live.rooms = self.voice
@@ -359,6 +360,7 @@ async def _start_media(services: Services) -> Callable[[], Awaitable[None]] | No
     # process (documented in docs/voice.md).
     socket_dir = Path(tempfile.mkdtemp(prefix="hearth-media-"))
     pool = await MediaPool.start(config.media_workers, socket_dir,
+                                 capacity_tracks=config.media_capacity_tracks,
                                  max_slots=config.limits.voice_receive_slots)
     pool.on_event(on_event)
     services.media = voice.media = pool

@@ -92,6 +92,15 @@ class Config(msgspec.Struct, kw_only=True):
     media_workers: int = 1
     """Media worker processes (SFU, ``rooms/media/``) this gateway process spawns for
     voice rooms; 0 spawns none (voice joins then fail with ``voice_unavailable``)."""
+    media_capacity_tracks: int | None = None
+    """Outbound tracks (receive slots) one media worker admits before refusing joins
+    with ``voice_capacity``; None keeps the worker's default
+    (``rooms/media/worker.py: DEFAULT_CAPACITY_TRACKS``). Set it from a benchmark of
+    the machine (docs/BENCHMARKS.md), not above."""
+    voice_mix_listeners_above: int | None = None
+    """Rooms opened without options of their own (a live session's stage sets its own)
+    serve their listeners the server mix once more than this many listeners are in the
+    room (docs/voice.md, "Server-side mix"); None: never, pure forwarding."""
     limits: Limits = Limits()
 
     def data_path(self) -> Path:
@@ -191,6 +200,11 @@ def load_config(file: str | None = None, overrides: dict[str, Any] | None = None
     if config.live_reminder_lead_s < 0 or not 0.05 <= config.live_reminder_every_s <= 3600:
         raise ConfigError("HEARTH_LIVE_REMINDER_LEAD_S: 0 or more; "
                           "HEARTH_LIVE_REMINDER_EVERY_S: 0.05 to 3600 seconds")
+    if config.media_capacity_tracks is not None and \
+            not 1 <= config.media_capacity_tracks <= 100_000:
+        raise ConfigError("HEARTH_MEDIA_CAPACITY_TRACKS: 1 to 100000 outbound tracks")
+    if config.voice_mix_listeners_above is not None and config.voice_mix_listeners_above < 0:
+        raise ConfigError("HEARTH_VOICE_MIX_LISTENERS_ABOVE: 0 or more listeners")
     if config.secret is not None and len(config.secret) < 16:
         raise ConfigError("HEARTH_SECRET: use at least 16 characters")
     return config
