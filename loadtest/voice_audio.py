@@ -220,7 +220,7 @@ class GridTrack(MediaStreamTrack):
             k += skip
         self._next = k + 1
         due = self.epoch + k * FRAME_S
-        if due > now:
+        while due > now:  # never early: uvloop's timers round to the millisecond
             await asyncio.sleep(due - now)
             now = time.monotonic()
         return self.frame(k, now)

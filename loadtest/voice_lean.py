@@ -135,11 +135,19 @@ class PayloadTable:
         return None if code is None else divmod(code, LOOP_FRAMES)
 
 
+EARLY_SLACK_S = 0.005
+"""A frame is taken as due up to this long after its arrival. Speakers never hand a
+frame over before it is due (:meth:`GridTrack.recv`), so this only absorbs float
+rounding; without it a packet at exactly its due instant could be read as one loop
+(2 s) old."""
+
+
 def frame_of(index: int, arrival: float, epoch: float) -> int:
     """The grid frame ``k`` (``k % LOOP_FRAMES == index``) most recently due at or
-    before ``arrival``: a packet is never received before it is due, and transit is
-    assumed under one loop (2 s), so this is the frame that was sent."""
-    latest = math.floor((arrival - epoch) / FRAME_S)
+    before ``arrival`` (+ ``EARLY_SLACK_S``): a packet is never received before it is
+    due, and transit is assumed under one loop (2 s), so this is the frame that was
+    sent."""
+    latest = math.floor((arrival + EARLY_SLACK_S - epoch) / FRAME_S)
     return latest - ((latest - index) % LOOP_FRAMES)
 
 

@@ -397,6 +397,7 @@ class Participant:
                 self.final.role = str(member.get("role"))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=joined["sdp"], type="answer"))
         self.final.lean = self.spec.lean
+        self.final.identified = {}
         for slot, transceiver in enumerate(pc.getTransceivers()[1:]):
             if self.spec.lean:
                 tap_receiver(transceiver.receiver, self._counter(slot))
@@ -428,7 +429,7 @@ class Participant:
         shared = self.shared
         table = shared.table
         assert table is not None
-        identified = self.final.identified = {}
+        identified = self.final.identified  # one dict for all of its slots
         epoch = self.plan.epoch
         record = shared.transit.record
 
