@@ -514,7 +514,11 @@ class VoiceRun:
             unmatched += sum(len(v) for v in per_speaker.values())  # tones of nobody
         duration = self.phases.get("measure_s", opts.duration_s)
         server = self._server_block(len(connected))
-        voice = self._voice_block(finals, connected, duration)
+        # Frames are counted by the generators over exactly [measure_start,
+        # measure_stop); measure_s also holds the coordinator's own lateness and /proc
+        # sampling (up to a few hundred ms on a loaded machine), so rates use the window.
+        window = go.measure_stop - go.measure_start if go is not None else duration
+        voice = self._voice_block(finals, connected, window)
         voice["bursts"] = {"sent": messages_sent, "expected": expected, "heard": heard,
                            "unmatched_detections": unmatched}
         voice["transit_ms"] = self._transit_block(connected)
@@ -689,7 +693,8 @@ class VoiceRun:
         identified = unidentified = missing = heard_self = 0
         per_listener: list[int] = []
         wanted_sizes: list[int] = []
-        window = max(1e-6, self.phases.get("measure_s", opts.duration_s))
+        go = self.go
+        window = max(1e-6, go.measure_stop - go.measure_start if go else opts.duration_s)
         pair_fps: list[float] = []
         for p in lean:
             wanted = set(range(opts.speakers)) - {p.speaker}
