@@ -35,6 +35,20 @@ media workers' CPU (children of the server whose command line has
 serve), RTP packets lost (aiortc's receiver statistics), and the generator's own CPU and
 lateness (a speaker track more than one frame late means the generator, not the
 server, is the bottleneck).
+
+Listeners' mode (``--listeners-mode``): an aiortc listener that decodes costs the
+generator ~0.9 ms of CPU per received frame, so on a small machine the generator, not
+the server, saturates first. ``lean`` (the default above ``AUTO_LEAN_ABOVE_TRACKS``
+received tracks, ``auto``) makes speakers send pre-encoded Opus and all but
+``--decode-listeners`` participants per room (default 4: the last ones, the audience on
+a stage) tap their slots' RTP without decoding (:mod:`loadtest.voice_lean`,
+:mod:`loadtest.voice_tap`): ~0.08 ms per frame. ``latency_ms`` still means
+mouth-to-ear and comes only from the decoding participants; lean listeners report
+TRANSIT (``voice.transit_ms``: the frame's due instant to its packet at the tap, no
+jitter buffer, no decoding), never added to or mixed with mouth-to-ear. With the
+server's mix (``--mix-listeners-above``), listeners on the mix receive re-encoded
+payloads: lean ones count them (frames/s) but identify nothing (``unidentified``).
+Which participants were lean is in ``voice.listeners`` and the report's notes.
 """
 
 from __future__ import annotations
@@ -107,7 +121,7 @@ AUTO_LEAN_ABOVE_TRACKS = 16
 """``--listeners-mode auto`` turns lean above this many received tracks: what one
 decoding generator process carries (``TRACKS_PER_PROCESS``); beyond it decoding
 generators take a core of their own on a small machine and crowd out the server."""
-LEAN_TRACK_COST = 0.25
+LEAN_TRACK_COST = 0.125
 """A lean received track's generator CPU relative to a decoded one (measured: see
 ``generator.cpu_ms_per_received_frame`` of a run with ``--decode-listeners 0`` and
 docs/BENCHMARKS.md), used to size generator processes."""
