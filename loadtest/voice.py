@@ -601,7 +601,9 @@ class VoiceRun:
         lost = received = 0
         for p in connected:
             hears = opts.speakers - (1 if p.speaker >= 0 else 0)
-            expected_tracks += min(hears, p.slots_offered)
+            # a listener on the server's mix gets one track (slot 0), whatever it offered
+            expected_tracks += 1 if opts.mixed() and p.speaker < 0 else \
+                min(hears, p.slots_offered)
             for slot in p.slots:
                 lost += slot.packets_lost
                 received += slot.packets_received

@@ -348,3 +348,30 @@ def test_lean_voice_run_counts_identifies_and_times_transit(database_url: str,
     gen = report["generator"]
     assert gen["received_frames_lean"] > 0 and gen["received_frames_decoded"] > 0
     assert report["errors"] == {} and report["interrupted"] is None
+
+
+@pytest.mark.slow
+def test_lean_stage_on_the_server_mix(database_url: str, tmp_path: Path) -> None:
+    """A stage of 2 speakers and 4 listeners whose server mixes above 2 listeners: the
+    listeners get one track each (the mix), lean ones count its packets but identify
+    none (re-encoded by the server), speakers still identify each other (forwarded),
+    and the decoding listeners time mouth-to-ear through the mix."""
+    report = _run_voice(["--stage", "--participants", "6", "--speakers", "2",
+                         "--duration", "5", "--listeners-mode", "lean",
+                         "--decode-listeners", "2", "--mix-listeners-above", "2",
+                         "--database-url", database_url], tmp_path)
+    voice = report["voice"]
+    assert report["connections_peak"] == 6 and voice["failed"] == 0, voice["failures"]
+    assert voice["roles"] == {"speaker": 2, "listener": 4}
+    assert voice["server_mix"]["listeners_on_mix"] is True
+    assert voice["received_tracks_expected"] == 6  # 2 speakers x 1 + 4 listeners x 1 (mix)
+    assert voice["received_tracks_active"] == 6, voice
+    assert voice["frames_per_s_per_track"]["min"] >= 49, voice["frames_per_s_per_track"]
+    transit = voice["transit_ms"]
+    assert transit["lean_listeners"] == 4  # 2 speakers + 2 listeners
+    assert transit["packets_unidentified"] >= 2 * 49 * 5  # the 2 lean listeners' mix
+    assert transit["speakers_identified_per_lean_listener"]["listeners_checked"] == 2
+    assert transit["lean_listeners_missing_a_speaker"] == 0, transit
+    assert transit["latency"]["p50"] > 0
+    assert report["deliveries"] > 0 and report["latency_ms"]["p50"] > 0
+    assert report["errors"] == {}
