@@ -26,6 +26,15 @@ def test_environment_booleans_lists_and_limits() -> None:
     assert config.limits.max_message_chars == 2000 and config.port == 9000
 
 
+def test_media_capacity_and_mix_threshold() -> None:
+    """Unset: the worker's own capacity and no mix; set: passed as numbers."""
+    config = load_config(environ={})
+    assert config.media_capacity_tracks is None and config.voice_mix_listeners_above is None
+    config = load_config(environ={"HEARTH_MEDIA_CAPACITY_TRACKS": "400",
+                                  "HEARTH_VOICE_MIX_LISTENERS_ABOVE": "10"})
+    assert config.media_capacity_tracks == 400 and config.voice_mix_listeners_above == 10
+
+
 @pytest.mark.parametrize(("environ", "names"), [
     ({"HEARTH_PORT": "seventy"}, "HEARTH_PORT"),
     ({"HEARTH_PORT": "70000"}, "HEARTH_PORT"),
@@ -36,6 +45,8 @@ def test_environment_booleans_lists_and_limits() -> None:
     ({"HEARTH_LIMIT_MAX_FRAME_BYTES": "\"big\""}, "HEARTH_LIMIT_MAX_FRAME_BYTES"),
     ({"HEARTH_GC_FREEZE_INTERVAL_S": "-1"}, "HEARTH_GC_FREEZE_INTERVAL_S"),
     ({"HEARTH_GC_FULL_INTERVAL_S": "0"}, "HEARTH_GC_FULL_INTERVAL_S"),
+    ({"HEARTH_MEDIA_CAPACITY_TRACKS": "0"}, "HEARTH_MEDIA_CAPACITY_TRACKS"),
+    ({"HEARTH_VOICE_MIX_LISTENERS_ABOVE": "-1"}, "HEARTH_VOICE_MIX_LISTENERS_ABOVE"),
 ])
 def test_bad_values_fail_fast_naming_the_key(environ: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError) as failure:
