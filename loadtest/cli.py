@@ -130,9 +130,10 @@ def _parser() -> argparse.ArgumentParser:
                         "and recognise RTP packets without decoding (transit, not "
                         "mouth-to-ear), except --decode-listeners per room; decode = every "
                         "listener decodes; auto (default) = lean above 16 received tracks")
-    v.add_argument("--decode-listeners", type=int, default=4,
+    v.add_argument("--decode-listeners", type=int, default=None,
                    help="voice, lean mode: participants per room that still decode and "
-                        "time mouth-to-ear (default 4; 0 = none)")
+                        "time mouth-to-ear (default: ~12 decoded tracks' worth, e.g. 1 "
+                        "in an all-talk room of 10, 4 on a stage of 3 speakers; 0 = none)")
     v.add_argument("--mix-listeners-above", type=int, default=None,
                    help="voice: the started server serves listeners its mix above this "
                         "many (HEARTH_VOICE_MIX_LISTENERS_ABOVE; default: the server's)")
@@ -156,8 +157,7 @@ def voice_options_from(args: argparse.Namespace) -> VoiceOptions:
                         stage=args.stage, rooms=args.rooms, slots=args.slots,
                         processes=args.processes, join_concurrency=max(1, args.join_concurrency),
                         listeners_mode=args.listeners_mode,
-                        decode_listeners=min(args.decode_listeners, args.participants)
-                        if args.decode_listeners >= 0 else args.decode_listeners,
+                        decode_listeners=args.decode_listeners,
                         mix_listeners_above=args.mix_listeners_above,
                         media_capacity_tracks=args.media_capacity_tracks,
                         progress=not args.quiet)

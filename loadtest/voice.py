@@ -40,8 +40,9 @@ Listeners' mode (``--listeners-mode``): an aiortc listener that decodes costs th
 generator ~0.9 ms of CPU per received frame, so on a small machine the generator, not
 the server, saturates first. ``lean`` (the default above ``AUTO_LEAN_ABOVE_TRACKS``
 received tracks, ``auto``) makes speakers send pre-encoded Opus and all but
-``--decode-listeners`` participants per room (default 4: the last ones, the audience on
-a stage) tap their slots' RTP without decoding (:mod:`loadtest.voice_lean`,
+``--decode-listeners`` participants per room (the last ones, the audience on a stage;
+default ``DECODED_TRACKS_PER_ROOM`` decoded tracks' worth, in generator processes of
+their own) tap their slots' RTP without decoding (:mod:`loadtest.voice_lean`,
 :mod:`loadtest.voice_tap`): ~0.08 ms per frame. ``latency_ms`` still means
 mouth-to-ear and comes only from the decoding participants; lean listeners report
 TRANSIT (``voice.transit_ms``: the frame's due instant to its packet at the tap, no
@@ -121,6 +122,10 @@ AUTO_LEAN_ABOVE_TRACKS = 16
 """``--listeners-mode auto`` turns lean above this many received tracks: what one
 decoding generator process carries (``TRACKS_PER_PROCESS``); beyond it decoding
 generators take a core of their own on a small machine and crowd out the server."""
+DECODED_TRACKS_PER_ROOM = 12
+"""Lean mode's default decoding sample per room, in received tracks (~0.5 of a core):
+enough mouth-to-ear samples (every speaker, a burst a second each) at a cost the
+machine under test can spare."""
 LEAN_TRACK_COST = 0.125
 """A lean received track's generator CPU relative to a decoded one (measured: see
 ``generator.cpu_ms_per_received_frame`` of a run with ``--decode-listeners 0`` and
@@ -150,9 +155,10 @@ class VoiceOptions:
     ``lean`` (speakers send pre-encoded Opus; all but ``decode_listeners`` participants
     per room tap and count instead of decoding: :mod:`loadtest.voice_lean`), ``auto``
     (lean above ``AUTO_LEAN_ABOVE_TRACKS`` received tracks in the run)."""
-    decode_listeners: int = 4
+    decode_listeners: int | None = None
     """Lean mode: participants per room that still decode (mouth-to-ear comes from
-    them); the last ones of each room, i.e. audience members on a stage."""
+    them); the last ones of each room, i.e. audience members on a stage. None: about
+    ``DECODED_TRACKS_PER_ROOM`` decoded tracks' worth (:meth:`decoders`)."""
     mix_listeners_above: int | None = None
     """The server's ``voice_mix_listeners_above`` when the harness starts it (None: the
     server's own setting, unknown to the harness when ``--url`` is given)."""
@@ -178,7 +184,8 @@ class VoiceOptions:
             raise ValueError("--slots must be 1-64")
         if self.listeners_mode not in LISTENERS_MODES:
             raise ValueError(f"--listeners-mode must be one of {', '.join(LISTENERS_MODES)}")
-        if not 0 <= self.decode_listeners <= self.participants:
+        if self.decode_listeners is not None and \
+                not 0 <= self.decode_listeners <= self.participants:
             raise ValueError("--decode-listeners must be 0 to --participants")
         if self.mix_listeners_above is not None and not 0 <= self.mix_listeners_above <= 10_000:
             raise ValueError("--mix-listeners-above must be 0-10000")
@@ -201,6 +208,18 @@ class VoiceOptions:
         harness knows: ``mix_listeners_above`` was given and the audience exceeds it)."""
         return self.mix_listeners_above is not None and \
             self.participants - self.speakers > self.mix_listeners_above
+
+    def decoders(self) -> int:
+        """Decoding participants per room in lean mode: as given, else as many as
+        carry ``DECODED_TRACKS_PER_ROOM`` received tracks (at least one): 1 in an
+        all-talk room of 10 (9 tracks each), 4 on a stage of 3 speakers."""
+        if self.decode_listeners is not None:
+            return self.decode_listeners
+        last = self.participants - 1
+        hears = self.speakers - (1 if last < self.speakers else 0)
+        per = 1 if self.mixed() and last >= self.speakers else \
+            min(hears, self.slots or DEFAULT_SLOTS_LIMIT)
+        return min(self.participants, max(1, round(DECODED_TRACKS_PER_ROOM / max(1, per))))
 
     def lean(self) -> bool:
         """Lean mode for this run (``auto``: above ``AUTO_LEAN_ABOVE_TRACKS``)."""
@@ -329,7 +348,7 @@ class VoiceRun:
                     audible = opts.speakers - (1 if speaker >= 0 else 0)
                     slots = opts.slots or max(1, min(self.slots_limit, audible))
                     # the decoding sample: the last members (the audience on a stage)
-                    decodes = i >= opts.participants - opts.decode_listeners
+                    decodes = i >= opts.participants - opts.decoders()
                     specs.append(VoiceSpec(user_id=user.id, token=user.token,
                                            speaker=speaker, slots=slots,
                                            lean=lean and not decodes))
@@ -357,16 +376,29 @@ class VoiceRun:
         # speaker's microphone 1 (PCM encoded by aiortc) or LEAN_TRACK_COST (pre-encoded).
         lean = opts.lean()
         mic = LEAN_TRACK_COST if lean else 1.0
-        tracks = sum(min(spec.slots, opts.speakers - (spec.speaker >= 0))
-                     * (LEAN_TRACK_COST if spec.lean else 1.0) + mic * (spec.speaker >= 0)
-                     for _, spec in specs)
-        processes = opts.processes or max(1, math.ceil(tracks / TRACKS_PER_PROCESS))
-        processes = min(processes, len(specs))
-        # A plan is for one channel: with several rooms, each (process, room) share is a
-        # process of its own.
+
+        def cost(spec: VoiceSpec) -> float:
+            return min(spec.slots, opts.speakers - (spec.speaker >= 0)) \
+                * (LEAN_TRACK_COST if spec.lean else 1.0) + mic * (spec.speaker >= 0)
+
+        # Decoding participants get processes of their own in lean mode: their decoder
+        # load must not delay the lean speakers' pacing (that lag is in every transit).
+        groups = [[s for s in specs if not s[1].lean], [s for s in specs if s[1].lean]]
+        if opts.processes:
+            groups = [specs]
         shares: dict[tuple[int, int], list[VoiceSpec]] = {}
-        for i, (channel_id, spec) in enumerate(specs):
-            shares.setdefault((i % processes, channel_id), []).append(spec)
+        first = 0
+        for group in groups:
+            if not group:
+                continue
+            processes = opts.processes or max(1, math.ceil(
+                sum(cost(spec) for _, spec in group) / TRACKS_PER_PROCESS))
+            processes = min(processes, len(group))
+            # A plan is for one channel: with several rooms, each (process, room) share
+            # is a process of its own.
+            for i, (channel_id, spec) in enumerate(group):
+                shares.setdefault((first + i % processes, channel_id), []).append(spec)
+            first += processes
         for index, ((_, channel_id), members) in enumerate(sorted(shares.items())):
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "loadtest.voice_peer",
