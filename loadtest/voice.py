@@ -126,6 +126,8 @@ DECODED_TRACKS_PER_ROOM = 12
 """Lean mode's default decoding sample per room, in received tracks (~0.5 of a core):
 enough mouth-to-ear samples (every speaker, a burst a second each) at a cost the
 machine under test can spare."""
+DEFAULT_DECODERS_MAX = 4
+"""... and at most this many participants (a stage's audience on the mix: 4 tracks)."""
 LEAN_TRACK_COST = 0.125
 """A lean received track's generator CPU relative to a decoded one (measured: see
 ``generator.cpu_ms_per_received_frame`` of a run with ``--decode-listeners 0`` and
@@ -211,15 +213,17 @@ class VoiceOptions:
 
     def decoders(self) -> int:
         """Decoding participants per room in lean mode: as given, else as many as
-        carry ``DECODED_TRACKS_PER_ROOM`` received tracks (at least one): 1 in an
-        all-talk room of 10 (9 tracks each), 4 on a stage of 3 speakers."""
+        carry ``DECODED_TRACKS_PER_ROOM`` received tracks (at least one, at most
+        ``DEFAULT_DECODERS_MAX``): 1 in an all-talk room of 10 (9 tracks each), 4 on a
+        stage of 3 speakers, forwarded or mixed."""
         if self.decode_listeners is not None:
             return self.decode_listeners
         last = self.participants - 1
         hears = self.speakers - (1 if last < self.speakers else 0)
         per = 1 if self.mixed() and last >= self.speakers else \
             min(hears, self.slots or DEFAULT_SLOTS_LIMIT)
-        return min(self.participants, max(1, round(DECODED_TRACKS_PER_ROOM / max(1, per))))
+        return min(self.participants, DEFAULT_DECODERS_MAX,
+                   max(1, round(DECODED_TRACKS_PER_ROOM / max(1, per))))
 
     def lean(self) -> bool:
         """Lean mode for this run (``auto``: above ``AUTO_LEAN_ABOVE_TRACKS``)."""
