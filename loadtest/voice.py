@@ -385,9 +385,12 @@ class VoiceRun:
             return min(spec.slots, opts.speakers - (spec.speaker >= 0)) \
                 * (LEAN_TRACK_COST if spec.lean else 1.0) + mic * (spec.speaker >= 0)
 
-        # Decoding participants get processes of their own in lean mode: their decoder
-        # load must not delay the lean speakers' pacing (that lag is in every transit).
-        groups = [[s for s in specs if not s[1].lean], [s for s in specs if s[1].lean]]
+        # In lean mode, decoding participants, lean speakers and lean listeners get
+        # processes of their own: a speaker's pacing lag is in every transit and
+        # mouth-to-ear figure, so neither decoders nor a crowd of listeners may delay it.
+        groups = [[s for s in specs if not s[1].lean],
+                  [s for s in specs if s[1].lean and s[1].speaker >= 0],
+                  [s for s in specs if s[1].lean and s[1].speaker < 0]]
         if opts.processes:
             groups = [specs]
         shares: dict[tuple[int, int], list[VoiceSpec]] = {}
