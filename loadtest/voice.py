@@ -253,10 +253,15 @@ class Room:
 
 def media_worker_pids(target: Target) -> list[int]:
     """Media worker processes of a local server: descendants of the server the
-    harness started (or of the processes listening on its port) whose command line
-    names ``rooms.media.worker``."""
+    harness started (or of the processes listening on its port, and of their
+    supervisor) whose command line names ``rooms.media.worker``."""
     roots = [target.process.pid] if target.process is not None else \
         listening_pids(target.port)
+    for pid in list(roots):  # under --workers N the supervisor owns the media workers
+        with contextlib.suppress(psutil.Error):
+            parent = psutil.Process(pid).parent()
+            if parent is not None and "server.cli" in " ".join(parent.cmdline()):
+                roots.append(parent.pid)
     found: set[int] = set()
     for pid in roots:
         try:

@@ -3,7 +3,20 @@
 Why a separate protocol: media (WebRTC, Opus forwarding) runs in worker processes so
 that packet forwarding never competes with the gateway's event loop, and so that one
 worker per core can be used. The gateway side (``rooms/media/pool.py``) and the worker
-(``rooms/media/worker.py``) talk over a unix stream socket.
+(``rooms/media/worker.py``) talk over a unix stream socket, or over TCP when the worker
+must be reachable from other nodes (a room lives on ONE worker, whichever node its
+members are connected to).
+
+Handshake: the worker speaks first with :class:`WorkerHello` (its random ``instance``
+id, the TCP address it advertises, a fresh ``nonce``). When the worker holds a key
+(always on TCP), the client must prove it knows the shared secret before anything else
+is served: :class:`Authenticate` carries HMAC-SHA256(key, "client" | worker nonce |
+client nonce); the worker answers :class:`Authenticated` with HMAC-SHA256(key, "worker"
+| client nonce | worker nonce), so the client knows it reached a real worker too (a
+fake "worker" could otherwise point clients' media anywhere). Before authentication
+frames are limited to :data:`MAX_PREAUTH_FRAME_BYTES` and any other request closes the
+connection. The key is derived from the server ``secret`` (:func:`derive_key`), never
+the secret itself, so a leaked IPC key does not sign access tokens.
 
 Framing: every frame is a 4-byte big-endian unsigned length followed by that many bytes
 of msgpack encoding ONE Struct of this module. A frame longer than
@@ -20,6 +33,8 @@ Evolution: new request types and new fields with defaults only.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import struct
 from typing import Annotated, Literal
 
@@ -34,6 +49,13 @@ MAX_SDP_CHARS = 64 * 1024
 MAX_RECEIVE_SLOTS = 32
 """Hard upper bound on receive slots of one participant on the wire; the worker's own
 ``--max-slots`` (default 9 = ``voice_receive_slots``) is usually lower."""
+
+MAX_PREAUTH_FRAME_BYTES = 1024
+"""Largest frame accepted from a peer that has not authenticated yet (an
+:class:`Authenticate` is ~100 bytes): an unauthenticated peer cannot make the worker
+buffer more than this."""
+
+NONCE_BYTES = 32
 
 LENGTH_PREFIX = struct.Struct(">I")
 
@@ -51,6 +73,8 @@ ErrorCodeName = Literal[
     "invalid_offer",  # SDP not parseable, not audio-only, no Opus, too many slots
     "timeout",  # (gateway side) no reply in time
     "worker_gone",  # (gateway side) the worker connection closed
+    "unreachable",  # (gateway side) the room's worker cannot be reached from here
+    "unauthorized",  # the IPC peer did not prove it knows the shared secret
     "internal",  # unexpected failure inside the worker (logged there)
 ]
 
@@ -130,7 +154,19 @@ class GetStats(MediaRequest, tag="get_stats"):
     """Ask the worker for its load (used for placement and metrics)."""
 
 
-WorkerRequest = OpenRoom | Join | AddCandidate | SetParticipant | Leave | CloseRoom | GetStats
+Nonce = Annotated[bytes, msgspec.Meta(min_length=NONCE_BYTES, max_length=NONCE_BYTES)]
+Mac = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+
+
+class Authenticate(MediaRequest, tag="authenticate"):
+    """The client's proof of the shared key (first request on a keyed worker)."""
+
+    client_nonce: Nonce
+    mac: Mac
+
+
+WorkerRequest = (OpenRoom | Join | AddCandidate | SetParticipant | Leave | CloseRoom
+                 | GetStats | Authenticate)
 
 
 # --------------------------------------------------------------------------------------
@@ -175,7 +211,13 @@ class WorkerStats(MediaResultBase, tag="worker_stats"):
     packets_dropped: int
 
 
-MediaResult = RoomOpened | Answer | RoomClosed | WorkerStats
+class Authenticated(MediaResultBase, tag="authenticated"):
+    """Reply to Authenticate: the worker's proof of the same key."""
+
+    mac: Mac
+
+
+MediaResult = RoomOpened | Answer | RoomClosed | WorkerStats | Authenticated
 
 
 # --------------------------------------------------------------------------------------
@@ -217,7 +259,21 @@ class ParticipantState(WorkerFrameBase, tag="participant_state"):
     state: Literal["connected", "failed", "closed"]
 
 
-WorkerFrame = MediaOk | MediaError | Speaking | ParticipantState
+class WorkerHello(WorkerFrameBase, tag="hello"):
+    """The worker's first frame on every connection.
+
+    ``instance`` is random per worker process start: a placement naming an instance
+    that no longer answers at its address is stale (the worker died or was restarted)
+    and may be replaced. ``advertise`` is the ``host:port`` other nodes use to reach
+    this worker (None: unix socket only, reachable on this node only)."""
+
+    instance: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    nonce: Nonce
+    auth_required: bool
+    advertise: Annotated[str, msgspec.Meta(max_length=300)] | None = None
+
+
+WorkerFrame = MediaOk | MediaError | Speaking | ParticipantState | WorkerHello
 WorkerEvent = Speaking | ParticipantState
 
 
@@ -265,3 +321,41 @@ def salvage_request_id(body: bytes) -> int | None:
         if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid <= 2**53 - 1:
             return rid
     return None
+
+
+# --------------------------------------------------------------------------------------
+# Authentication helpers (pure)
+# --------------------------------------------------------------------------------------
+
+
+def derive_key(secret: str) -> bytes:
+    """The IPC key for a server ``secret`` (every node sharing the secret derives the
+    same key; the secret itself never goes on the wire or to the worker)."""
+    return hmac.new(secret.encode(), b"hearth media ipc v1", hashlib.sha256).digest()
+
+
+def client_mac(key: bytes, worker_nonce: bytes, client_nonce: bytes) -> bytes:
+    """What the client sends in :class:`Authenticate`."""
+    return hmac.new(key, b"client\0" + worker_nonce + client_nonce, hashlib.sha256).digest()
+
+
+def worker_mac(key: bytes, worker_nonce: bytes, client_nonce: bytes) -> bytes:
+    """What the worker sends in :class:`Authenticated` (a different label, so a
+    reflected client proof is never a valid worker proof)."""
+    return hmac.new(key, b"worker\0" + client_nonce + worker_nonce, hashlib.sha256).digest()
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); ValueError names the value."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected host:port, got {value!r}")
+    number = int(port)
+    if not 0 <= number < 65536:
+        raise ValueError(f"port out of range in {value!r}")
+    return host.removeprefix("[").removesuffix("]"), number
+
+
+def join_host_port(host: str, port: int) -> str:
+    """The inverse of :func:`split_host_port` (brackets an IPv6 host)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -194,6 +194,7 @@ class LiveService:
                  automod: AutomodService | None = None,
                  question_limiter: RateLimiter | None = None,
                  reminder_lead_s: float = 600.0, reminder_every_s: float = 15.0,
+                 mix_listeners_above: int = 25,
                  voice: StageVoice | None = None,
                  rooms: StageRooms | None = None) -> None:
         self.db = db
@@ -201,6 +202,8 @@ class LiveService:
         self.limits = limits
         self.access = access
         self.data_dir = data_dir
+        self.mix_listeners_above = mix_listeners_above
+        """Listeners above which a stage's audience gets the server-side mix."""
         self.gate = gate
         self.automod = automod
         self.question_limiter = question_limiter
@@ -236,14 +239,34 @@ class LiveService:
         """Where a recorded session's WAV goes: ``<data_dir>/recordings/<id>.wav``."""
         return self.data_dir / "recordings" / f"{session_id}.wav"
 
-    async def _configure_recording(self, row: LiveRow) -> None:
-        """At the start of a recorded session: its stage room records the mix to
-        ``recording_path`` when it opens (and stays open until the end)."""
-        if self.rooms is None or not row.session.recorded:
+    async def stage_room_options(self, channel_id: int
+                                 ) -> tuple[int | None, str | None] | None:
+        """How a stage's room opens while its session is live, on whichever process the
+        first member joins (:class:`rooms.voice.StageOptions`); None for a channel that
+        is not a live session's stage."""
+        async with self.db.connection() as conn:
+            session_id = (await live_db.sessions_of_channels(conn, [channel_id])).get(
+                channel_id)
+            row = None if session_id is None else await live_db.get_session(conn, session_id)
+        if row is None or row.session.state is not LiveSessionState.LIVE:
+            return None
+        record = str(self.recording_path(row.id)) if row.session.recorded else None
+        return self.mix_listeners_above, record
+
+    async def _configure_stage_room(self, row: LiveRow) -> None:
+        """At the start: the stage room mixes for a large audience and, for a recorded
+        session, records the mix to ``recording_path`` (it then stays open until the
+        end)."""
+        if self.rooms is None:
             return
-        path = self.recording_path(row.id)
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-        self.rooms.configure_room(row.session.channel_id, record_path=str(path))
+        record_path: str | None = None
+        if row.session.recorded:
+            path = self.recording_path(row.id)
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            record_path = str(path)
+        self.rooms.configure_room(row.session.channel_id,
+                                  mix_listeners_above=self.mix_listeners_above,
+                                  record_path=record_path)
 
     # ------------------------------------------------------------------------- checks
 
@@ -425,7 +448,7 @@ class LiveService:
                                   after={"state": to.value})
             row = await self._session(conn, session_id)
         if to is S.LIVE:
-            await self._configure_recording(row)
+            await self._configure_stage_room(row)
             await self._set_roles(row.session.channel_id, [], before_speakers)
         return row
 

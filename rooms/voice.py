@@ -134,6 +134,15 @@ class MediaAnswer(Protocol):
     def sdp(self) -> str: ...
 
 
+class StageOptions(Protocol):
+    """Live sessions (``rooms/live.py``) tell any process how to open a stage's room."""
+
+    async def stage_room_options(self, channel_id: int
+                                 ) -> tuple[int | None, str | None] | None:
+        """(mix_listeners_above, record_path) while the channel's session is live."""
+        ...
+
+
 class MediaBackend(Protocol):
     """What voice rooms need from the media workers (``rooms/media/pool.py``).
 
@@ -305,6 +314,9 @@ class VoiceService:
         self._speaking: dict[int, list[int]] = {}
         """channel id -> who the media worker last said is talking."""
         self._room_options: dict[int, tuple[int | None, str | None]] = {}
+        self.stage_options: StageOptions | None = None
+        """Where a stage's room options come from on every process (live sessions),
+        not only on the one that started the session."""
         self._room_community: dict[int, int] = {}
         """channel id -> community id of rooms this process joined someone to."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -491,8 +503,7 @@ class VoiceService:
                                f"the room is full ({self.limits.max_voice_room_participants})")
         local = LocalParticipant(session, channel, state, token)
         try:
-            mix, record = self._room_options.get(channel.id,
-                                                 (self.mix_listeners_above, None))
+            mix, record = await self._options(channel.id)
             await self.media.open_room(room_id(channel.id), mix_listeners_above=mix,
                                        record_path=record)
             answer = (await self.media.join(room_id(channel.id), user_id, req.sdp,
@@ -560,11 +571,26 @@ class VoiceService:
         if self._room_options.get(channel_id, (None, None))[1] is None:
             self._spawn(self._close_if_idle(channel_id), "idle room close")
 
+    async def _options(self, channel_id: int) -> tuple[int | None, str | None]:
+        """(mix_listeners_above, record_path) of a room: as configured here, else as
+        its live session says (the session may have been started on another node),
+        else this service's default mix threshold (config
+        ``voice_mix_listeners_above``; None: pure forwarding)."""
+        options = self._room_options.get(channel_id)
+        if options is not None:
+            return options
+        if self.stage_options is not None:
+            found = await self.stage_options.stage_room_options(channel_id)
+            if found is not None:
+                return found
+        return self.mix_listeners_above, None
+
     async def _close_if_idle(self, channel_id: int) -> None:
         await asyncio.sleep(ROOM_IDLE_CLOSE_S)
-        if self.media is None or await self.roster.entries(channel_id) or \
-                self._room_options.get(channel_id, (None, None))[1] is not None:
+        if self.media is None or await self.roster.entries(channel_id):
             return
+        if (await self._options(channel_id))[1] is not None:
+            return  # a recorded stage: closed by its session's end, not when empty
         self._room_community.pop(channel_id, None)
         self._speaking.pop(channel_id, None)
         try:
@@ -852,14 +878,18 @@ class VoiceService:
 
     def media_speaking(self, media_room_id: str, participant_ids: list[int]) -> None:
         """The media worker's ``Speaking`` event: publish ``voice_speaking`` to the
-        channel's viewers (ephemeral)."""
+        channel's viewers (ephemeral).
+
+        No de-duplication here: the worker sends a room's changes to ONE gateway
+        connection (``rooms/media/worker.py: Worker._speaking_target``), only on change,
+        so each change is published once on the bus whatever the number of gateway
+        processes. (Comparing with this process's last value would be wrong anyway:
+        when the routing moves to another process, this process's copy is stale.)"""
         try:
             channel_id = int(media_room_id)
         except ValueError:
             return
         ids = sorted(set(participant_ids))
-        if self._speaking.get(channel_id, []) == ids:
-            return
         if ids:
             self._speaking[channel_id] = ids
         else:
@@ -882,6 +912,21 @@ class VoiceService:
             return
         if state in ("failed", "closed"):
             self._spawn(self._drop(local, VoiceLeaveReason.MEDIA), "media closed")
+
+    def media_worker_gone(self, worker: str, media_room_ids: list[str]) -> None:
+        """A media worker's link ended (``MediaPool.on_worker_gone``): the rooms this
+        process had placed there are gone, so their participants here are out at once
+        (``voice_disconnected`` with ``media``; viewers see ``joined: false``). Their
+        clients join again with a new offer; the pool has cleared the placement, so
+        that join lands on a live worker."""
+        gone = set(media_room_ids)
+        for local in list(self._local.values()):
+            if room_id(local.channel_id) in gone:
+                self._spawn(self._drop(local, VoiceLeaveReason.MEDIA, leave_media=False),
+                            f"worker {worker} gone")
+        for media_room in gone:
+            with contextlib.suppress(ValueError):
+                self._speaking.pop(int(media_room), None)
 
     # ------------------------------------------------------------------ gateway
 

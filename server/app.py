@@ -18,6 +18,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import argon2
 from aiohttp import web
@@ -56,7 +57,7 @@ from server.api_live import add_live_routes
 from server.api_moderation import add_moderation_routes, audit_retention
 from server.api_roles import add_role_routes
 from server.auth import Authenticator
-from server.config import Config, secret_for
+from server.config import Config, media_worker_count, secret_for
 from server.cors import cors_middleware
 from server.gateway import Gateway
 from server.gc_policy import GcPolicy
@@ -160,7 +161,8 @@ class Services:
                                 data_dir=config.data_path(), gate=self.gate,
                                 automod=self.automod, question_limiter=self.question_limiter,
                                 reminder_lead_s=config.live_reminder_lead_s,
-                                reminder_every_s=config.live_reminder_every_s)
+                                reminder_every_s=config.live_reminder_every_s,
+                                mix_listeners_above=config.stage_mix_listeners_above)
         for request_type, handler in self.live.handlers().items():
             self.chat.register(request_type, handler)
         self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits,
@@ -177,6 +179,7 @@ class Services:
         # live sessions take attendance and drive speakers through the voice rooms
         self.live.attach_voice(self.voice)
         self.live.rooms = self.voice
+        self.voice.stage_options = self.live
         for request_type, handler in self.voice.handlers().items():
             self.chat.register(request_type, handler)
         self.hub.after_control = self.voice.session_changed
@@ -336,16 +339,36 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         await services.raid.close()
 
 
+MEDIA_SOCKETS_ENV = "HEARTH_MEDIA_SOCKETS"
+"""Set by the ``--workers N`` supervisor: comma-separated unix socket paths of the
+node's media workers, which every gateway process connects to instead of spawning."""
+
+
 async def _start_media(services: Services) -> Callable[[], Awaitable[None]] | None:
-    """Spawn this process's media workers (``rooms/media/pool.py``) for voice rooms;
-    returns how to stop them. Without workers (``media_workers`` 0 or voice disabled)
-    voice joins answer ``voice_unavailable``. Sockets go in a short temporary directory:
-    a unix socket path must fit in 108 bytes, which a data directory may not."""
+    """Reach this node's media workers (``rooms/media/pool.py``) for voice rooms;
+    returns how to stop. Under the supervisor (``HEARTH_MEDIA_SOCKETS``) the workers
+    are the node's, shared by every gateway process; a single process spawns its own.
+    Without workers (``media_workers`` 0 or voice disabled) voice joins answer
+    ``voice_unavailable``.
+
+    Placement is in Redis whenever ``redis_url`` is set (every process and node finds
+    a room's one worker there), else in this process. Every IPC connection is
+    authenticated with a key derived from the shared ``secret``. Spawned workers'
+    sockets go in a short temporary directory: a unix socket path must fit in 108
+    bytes, which a data directory may not."""
     config = services.config
-    if not config.voice_enabled or config.media_workers <= 0:
+    shared = [p for p in os.environ.get(MEDIA_SOCKETS_ENV, "").split(",") if p]
+    count = media_worker_count(config, supervised=False)
+    if not config.voice_enabled or (not shared and count <= 0):
         return None
-    from protocol.media_ipc import ParticipantState, Speaking, WorkerEvent
-    from rooms.media.pool import MediaPool
+    from protocol.media_ipc import ParticipantState, Speaking, WorkerEvent, derive_key
+    from rooms.media.pool import (
+        LocalPlacement,
+        MediaPool,
+        PlacementStore,
+        RedisLike,
+        RedisPlacement,
+    )
 
     voice = services.voice
 
@@ -355,20 +378,42 @@ async def _start_media(services: Services) -> Callable[[], Awaitable[None]] | No
         elif isinstance(event, ParticipantState):
             voice.media_participant_state(event.room_id, event.participant_id, event.state)
 
-    # Rooms are placed on this process's own workers (the pool's in-process map): a
-    # room whose members are on several gateway processes gets one SFU room per
-    # process (documented in docs/voice.md).
-    socket_dir = Path(tempfile.mkdtemp(prefix="hearth-media-"))
-    pool = await MediaPool.start(config.media_workers, socket_dir,
-                                 capacity_tracks=config.media_capacity_tracks,
-                                 max_slots=config.limits.voice_receive_slots)
+    key = derive_key(secret_for(config))
+    redis_client = None
+    store: PlacementStore = LocalPlacement()
+    if config.redis_url:
+        import redis.asyncio as aioredis
+
+        redis_client = aioredis.from_url(config.redis_url.split(",")[0].strip())
+        # redis-py's stubs type every command as sync-or-async; the client is async.
+        store = RedisPlacement(cast("RedisLike", redis_client))
+    socket_dir: Path | None = None
+    try:
+        if shared:
+            pool = await MediaPool.connect(shared, store, key=key)
+        else:
+            socket_dir = Path(tempfile.mkdtemp(prefix="hearth-media-"))
+            pool = await MediaPool.start(count, socket_dir,
+                                         capacity_tracks=config.media_capacity_tracks,
+                                         max_slots=config.limits.voice_receive_slots,
+                                         ice=config.media_ice, placement_store=store,
+                                         key=key, listen=config.media_listen,
+                                         advertise=config.media_advertise)
+    except BaseException:
+        if redis_client is not None:
+            await redis_client.aclose()
+        raise
     pool.on_event(on_event)
+    pool.on_worker_gone(voice.media_worker_gone)
     services.media = voice.media = pool
 
     async def stop() -> None:
         voice.media = None
         await pool.close()
-        await asyncio.to_thread(shutil.rmtree, socket_dir, True)
+        if redis_client is not None:
+            await redis_client.aclose()
+        if socket_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, socket_dir, True)
 
     return stop
 
@@ -412,6 +457,12 @@ async def mod_console(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(WEB_ROOT / "mod.html")
 
 
+async def voice_page(request: web.Request) -> web.StreamResponse:
+    """The voice rooms page (web/voice.html): joins voice and stage channels over WebRTC;
+    every op it sends is checked on the server like any client's."""
+    return web.FileResponse(WEB_ROOT / "voice.html")
+
+
 def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     """The whole server as an aiohttp application (``bus``: a test may bring its own)."""
     services = Services(config, bus)
@@ -435,5 +486,6 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     if (WEB_ROOT / "index.html").is_file():
         app.router.add_get("/", index)
         app.router.add_get("/mod", mod_console)
+        app.router.add_get("/voice", voice_page)
         app.router.add_static("/static/", WEB_ROOT, show_index=False)
     return app

@@ -86,21 +86,41 @@ class Config(msgspec.Struct, kw_only=True):
     before the planned start (default 10 minutes)."""
     live_reminder_every_s: float = 15.0
     """How often due reminders are looked for (a reminder may come this much late)."""
+    stage_mix_listeners_above: int = 25
+    """Live-session stages: once more than this many listeners are in the room, they
+    all receive one server-side mix (decoded, mixed, encoded once) instead of one
+    forwarded track per speaker; 0 means always mix. Speakers keep direct forwards."""
     voice_enabled: bool = True
     """Serve voice rooms (``voice_join`` and the rest); false answers them
     ``voice_unavailable``."""
-    media_workers: int = 1
-    """Media worker processes (SFU, ``rooms/media/``) this gateway process spawns for
-    voice rooms; 0 spawns none (voice joins then fail with ``voice_unavailable``)."""
+    media_workers: int | None = None
+    """Media worker processes (SFU, ``rooms/media/``) of this node. Unset: one per core
+    (the CPU count) under ``--workers N`` (N > 1), where the supervisor owns them and
+    every gateway process shares them; 1 for a single process (``hearth serve``, the
+    embedded default), which spawns its own. 0: none (voice joins then fail with
+    ``voice_unavailable``)."""
     media_capacity_tracks: int | None = None
-    """Outbound tracks (receive slots) one media worker admits before refusing joins
-    with ``voice_capacity``; None keeps the worker's default
-    (``rooms/media/worker.py: DEFAULT_CAPACITY_TRACKS``). Set it from a benchmark of
-    the machine (docs/BENCHMARKS.md), not above."""
+    """Admission control of each media worker, in outbound tracks (one per receive
+    slot of every participant). Unset: the worker's default (100, see
+    docs/BENCHMARKS.md) until measured on the target hardware."""
+    media_listen: str | None = None
+    """``host:port``: media workers also listen on TCP there (worker i on port+i; port
+    0: any free port each) so that other nodes reach the rooms placed on them. Every
+    IPC connection is authenticated with a key derived from ``secret``. Needs
+    ``redis_url`` (the shared placement map). Unset: unix sockets only; a room placed
+    on another node is then ``voice_unavailable`` here."""
+    media_advertise: str | None = None
+    """Host other nodes use to reach ``media_listen`` (required when it is a wildcard
+    address such as ``0.0.0.0``)."""
+    media_ice: str = "default"
+    """Which local addresses the media workers gather ICE host candidates on:
+    ``default`` (every interface but loopback, aioice's rule), ``loopback`` (127.0.0.1
+    only: tests and single-host setups), ``with_loopback`` (both)."""
     voice_mix_listeners_above: int | None = None
-    """Rooms opened without options of their own (a live session's stage sets its own)
-    serve their listeners the server mix once more than this many listeners are in the
-    room (docs/voice.md, "Server-side mix"); None: never, pure forwarding."""
+    """Voice rooms opened without options of their own (a live session's stage has
+    ``stage_mix_listeners_above``) serve their listeners the server mix once more than
+    this many listeners are in the room (docs/voice.md, "Server-side mix"); None: never,
+    pure forwarding. Used by load tests of a stage-shaped voice room."""
     limits: Limits = Limits()
 
     def data_path(self) -> Path:
@@ -200,9 +220,27 @@ def load_config(file: str | None = None, overrides: dict[str, Any] | None = None
     if config.live_reminder_lead_s < 0 or not 0.05 <= config.live_reminder_every_s <= 3600:
         raise ConfigError("HEARTH_LIVE_REMINDER_LEAD_S: 0 or more; "
                           "HEARTH_LIVE_REMINDER_EVERY_S: 0.05 to 3600 seconds")
-    if config.media_capacity_tracks is not None and \
-            not 1 <= config.media_capacity_tracks <= 100_000:
-        raise ConfigError("HEARTH_MEDIA_CAPACITY_TRACKS: 1 to 100000 outbound tracks")
+    if config.media_workers is not None and not 0 <= config.media_workers <= 256:
+        raise ConfigError("HEARTH_MEDIA_WORKERS: 0 (none) to 256")
+    if config.media_capacity_tracks is not None and config.media_capacity_tracks < 1:
+        raise ConfigError("HEARTH_MEDIA_CAPACITY_TRACKS: at least 1")
+    if config.media_ice not in ("default", "loopback", "with_loopback"):
+        raise ConfigError("HEARTH_MEDIA_ICE: default, loopback or with_loopback")
+    if config.media_listen is not None:
+        from protocol.media_ipc import split_host_port
+
+        try:
+            host, _port = split_host_port(config.media_listen)
+        except ValueError as exc:
+            raise ConfigError(f"HEARTH_MEDIA_LISTEN: {exc}") from None
+        if host in ("0.0.0.0", "::") and not config.media_advertise:
+            raise ConfigError("HEARTH_MEDIA_ADVERTISE is required when HEARTH_MEDIA_LISTEN "
+                              "is a wildcard address: other nodes need a host to reach")
+        if not config.redis_url:
+            raise ConfigError("HEARTH_MEDIA_LISTEN needs HEARTH_REDIS_URL: nodes find a "
+                              "room's media worker through the shared placement map")
+    if config.stage_mix_listeners_above < 0:
+        raise ConfigError("HEARTH_STAGE_MIX_LISTENERS_ABOVE: 0 or more")
     if config.voice_mix_listeners_above is not None and config.voice_mix_listeners_above < 0:
         raise ConfigError("HEARTH_VOICE_MIX_LISTENERS_ABOVE: 0 or more listeners")
     if config.secret is not None and len(config.secret) < 16:
@@ -214,6 +252,16 @@ def worker_count(config: Config) -> int:
     if config.workers:
         return config.workers
     return (os.cpu_count() or 1) if config.redis_url else 1
+
+
+def media_worker_count(config: Config, *, supervised: bool) -> int:
+    """How many media workers a node runs (``media_workers``, see its docstring);
+    ``supervised``: the supervisor of ``--workers N`` asks, not a single process."""
+    if not config.voice_enabled:
+        return 0
+    if config.media_workers is not None:
+        return config.media_workers
+    return (os.cpu_count() or 1) if supervised else 1
 
 
 def secret_for(config: Config) -> str:

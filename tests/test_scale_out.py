@@ -70,8 +70,10 @@ def _start_supervisor(env: dict[str, str], port: int, workers: int) -> subproces
 
 
 def _children(pid: int) -> list[int]:
+    """The supervisor's gateway processes (it also owns the node's media workers)."""
     return [child.pid for child in psutil.Process(pid).children()
-            if child.status() != psutil.STATUS_ZOMBIE]
+            if child.status() != psutil.STATUS_ZOMBIE
+            and "server.cli" in " ".join(child.cmdline())]
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:

@@ -5,8 +5,11 @@ spawned by :class:`rooms.media.pool.MediaPool` (one per core). Why a process of 
 own: forwarding is a steady 50 packets/s per speaker per listener of Python work, which
 must not steal the gateway's event loop, and processes are how Python uses more cores.
 
-IPC: unix stream socket, frames of :mod:`protocol.media_ipc` (4-byte length + msgpack).
-A bad frame gets ``MediaError`` (``bad_frame``/``frame_too_large``) and the connection
+IPC: unix stream socket and/or TCP (``--listen``), frames of :mod:`protocol.media_ipc`
+(4-byte length + msgpack). Every connection starts with the worker's ``WorkerHello``;
+when the worker has a key (environment ``HEARTH_MEDIA_KEY``, hex; mandatory with
+``--listen``) a peer must pass the HMAC challenge before any request is served. A bad
+frame gets ``MediaError`` (``bad_frame``/``frame_too_large``) and the connection
 keeps serving: oversized bodies are skipped without being buffered. Requests of one
 room run one at a time (a room lock), so a trickled candidate never overtakes its Join;
 different rooms proceed concurrently.
@@ -14,6 +17,15 @@ different rooms proceed concurrently.
 Lifetime: the worker dies with its parent: ``PR_SET_PDEATHSIG`` (Linux) sends it
 SIGTERM when the parent exits, and a 1 s watchdog compares ``os.getppid()`` with the
 parent pid it was given (covers other platforms and the fork/prctl race).
+
+Several gateway processes (and nodes) share one worker: a room lives on ONE worker
+so all of its members hear each other. Events are therefore routed, not broadcast
+(:meth:`Worker._speaking_target`): ``ParticipantState`` goes only to the connection that
+joined that participant (the one gateway process holding it), ``Speaking`` to ONE
+connection per room, so the bus carries each ``voice_speaking`` once. When a
+connection closes (its gateway process died or shut down), the participants it joined
+are taken out and a room nobody holds any more is closed: the same outcome as when
+workers died with their gateway process.
 
 Admission control: ``--capacity-tracks`` bounds the pass-through outbound tracks (one
 per receive slot of every participant) the worker holds; a Join that would exceed it is
@@ -25,9 +37,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
+import itertools
 import logging
 import os
 import re
+import secrets
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -58,6 +73,14 @@ MAX_EVENT_BACKLOG = 1 << 20
 """Events are dropped (counted) for a connection whose unsent output exceeds 1 MiB."""
 SLOT_QUEUE = 25
 """Per-slot queue bound in packets (500 ms of audio)."""
+AUTH_TIMEOUT_S = 5.0
+"""A peer that has not authenticated this long after connecting is dropped."""
+MAX_CONNECTIONS = 256
+"""Open IPC connections at once (gateway processes of every node need one each);
+beyond it new ones are closed at once, so a flood cannot exhaust file descriptors."""
+KEY_ENV = "HEARTH_MEDIA_KEY"
+"""Environment variable carrying the IPC key (hex), never the command line (which
+every local user can read)."""
 
 
 class MediaFailure(Exception):
@@ -69,19 +92,34 @@ class MediaFailure(Exception):
         self.message = message
 
 
+@dataclass(slots=True, eq=False)
+class _Conn:
+    """One IPC connection (one gateway process, on this node or another)."""
+
+    writer: asyncio.StreamWriter
+    number: int
+    authenticated: bool
+    closed: bool = False
+
+
 @dataclass(slots=True)
 class _Peer:
     pid: int
     pc: RTCPeerConnection
     tracks: list[EncodedAudioTrack]
+    conn: _Conn | None = None
+    """The connection that joined this participant: its state events go there only."""
 
 
 @dataclass(slots=True)
 class _Room:
     fwd: ForwardingRoom
     peers: dict[int, _Peer] = field(default_factory=dict)
+    """In join order (a re-join moves to the end): the oldest decides event routing."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     ticker: asyncio.Task[None] | None = None
+    openers: list[_Conn] = field(default_factory=list)
+    """Connections that opened the room (the gateway processes using it), in order."""
 
 
 _REPORTED_STATES: dict[str, Literal["connected", "failed", "closed"]] = {
@@ -122,12 +160,20 @@ class Worker:
         capacity_tracks: int = DEFAULT_CAPACITY_TRACKS,
         max_slots: int = DEFAULT_MAX_SLOTS,
         sink_factory: RoomAudioSinkFactory | None = None,
+        key: bytes | None = None,
+        advertise: str | None = None,
     ) -> None:
         self.capacity_tracks = capacity_tracks
         self.max_slots = max_slots
         self.sink_factory = sink_factory
+        self.key = key
+        self.advertise = advertise
+        self.instance = secrets.token_hex(8)
+        """Random per process start: a placement naming another instance is stale."""
         self.rooms: dict[str, _Room] = {}
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._conns: set[_Conn] = set()
+        self._numbers = itertools.count(1)
+        self.auth_failures = 0
         self._process = psutil.Process()
         self._process.cpu_percent(None)
         self.events_dropped = 0
@@ -136,18 +182,24 @@ class Worker:
 
     # -- requests -----------------------------------------------------------------
 
-    async def handle(self, req: ipc.WorkerRequest) -> ipc.MediaResult | None:
-        """Run one request; raises :class:`MediaFailure` for gateway-visible errors."""
+    async def handle(self, req: ipc.WorkerRequest,
+                     conn: _Conn | None = None) -> ipc.MediaResult | None:
+        """Run one request; raises :class:`MediaFailure` for gateway-visible errors.
+        ``conn`` is who asked (events of what it opens/joins are routed to it)."""
         if isinstance(req, ipc.GetStats):
             return self.stats()
+        if isinstance(req, ipc.Authenticate):
+            raise MediaFailure("bad_frame", "already authenticated")
         if isinstance(req, ipc.OpenRoom):
-            return self._open_room(req)
+            return self._open_room(req, conn)
         room = self.rooms.get(req.room_id)
         if room is None:
             raise MediaFailure("unknown_room", f"room {req.room_id!r} is not open here")
         async with room.lock:
+            if self.rooms.get(req.room_id) is not room:  # closed while we waited
+                raise MediaFailure("unknown_room", f"room {req.room_id!r} is not open here")
             if isinstance(req, ipc.Join):
-                return await self._join(room, req)
+                return await self._join(room, req, conn)
             if isinstance(req, ipc.AddCandidate):
                 await self._add_candidate(room, req)
                 return None
@@ -162,14 +214,19 @@ class Worker:
             assert isinstance(req, ipc.CloseRoom)
             return await self._close_room(req.room_id, room)
 
-    def _open_room(self, req: ipc.OpenRoom) -> ipc.RoomOpened:
-        if req.room_id in self.rooms:
+    def _open_room(self, req: ipc.OpenRoom, conn: _Conn | None) -> ipc.RoomOpened:
+        existing = self.rooms.get(req.room_id)
+        if existing is not None:
+            if conn is not None and conn not in existing.openers:
+                existing.openers.append(conn)
             return ipc.RoomOpened(room_id=req.room_id, created=False)
         wants_sink = req.mix_listeners_above is not None or req.record_path is not None
         fwd = ForwardingRoom(req.room_id, mix_listeners_above=req.mix_listeners_above)
         if wants_sink and self.sink_factory is not None:
             fwd.attach_sink(self.sink_factory, req.record_path)
         room = _Room(fwd)
+        if conn is not None:
+            room.openers.append(conn)
         room.ticker = asyncio.create_task(self._tick(req.room_id, room))
         self.rooms[req.room_id] = room
         return ipc.RoomOpened(room_id=req.room_id, created=True)
@@ -178,7 +235,7 @@ class Worker:
     def outbound_tracks(self) -> int:
         return sum(r.fwd.outbound_tracks for r in self.rooms.values())
 
-    async def _join(self, room: _Room, req: ipc.Join) -> ipc.Answer:
+    async def _join(self, room: _Room, req: ipc.Join, conn: _Conn | None) -> ipc.Answer:
         slots = check_offer(req.offer_sdp, self.max_slots)
         held = room.fwd.slot_count(req.participant_id)
         if self.outbound_tracks - held + slots > self.capacity_tracks:
@@ -217,8 +274,13 @@ class Worker:
                 track.stop()
             await pc.close()
             raise
-        peer = _Peer(req.participant_id, pc, tracks)
+        peer = _Peer(req.participant_id, pc, tracks, conn)
         room.peers[req.participant_id] = peer
+        if conn is not None and conn not in room.openers:
+            room.openers.append(conn)
+        if conn is not None and conn.closed:  # its gateway went away meanwhile
+            await self._leave(room, req.participant_id)
+            raise MediaFailure("internal", "the requesting connection closed")
         room.fwd.add(req.participant_id, tracks, req.can_speak, req.deafened)
         self._watch_state(room, peer)
         return ipc.Answer(sdp=pc.localDescription.sdp, slots=slots)
@@ -230,8 +292,10 @@ class Worker:
         async def changed() -> None:
             state = peer.pc.connectionState
             reported = _REPORTED_STATES.get(state)
-            if reported is not None:
-                self.broadcast(ipc.ParticipantState(
+            # Only the current peer's changes are news: the "closed" of a peer taken
+            # out by Leave or replaced by a re-join must not take the new one out.
+            if reported is not None and room.peers.get(peer.pid) is peer:
+                self._send(peer.conn, ipc.ParticipantState(
                     room_id=room_id, participant_id=peer.pid, state=reported))
             if state == "failed" and room.peers.get(peer.pid) is peer:
                 async with room.lock:
@@ -283,7 +347,28 @@ class Worker:
             await asyncio.sleep(TICK_S)
             change = room.fwd.tick(loop.time())
             if change is not None:
-                self.broadcast(ipc.Speaking(room_id=room_id, participant_ids=change))
+                self._send(self._speaking_target(room),
+                           ipc.Speaking(room_id=room_id, participant_ids=change))
+
+    @staticmethod
+    def _speaking_target(room: _Room) -> _Conn | None:
+        """The ONE connection that gets a room's ``Speaking`` events.
+
+        Why one: every gateway process connected to this worker would otherwise
+        publish the same ``voice_speaking`` on the bus, and every viewer would get it
+        once per process. Why this one: the connection that joined the room's oldest
+        current participant belongs to a gateway process holding a participant of the
+        room, so it knows the room's community and publishes; if that connection is
+        gone, the next participant's; with nobody left, the first opener still open.
+        The choice only moves when that participant leaves or its gateway goes away.
+        """
+        for peer in room.peers.values():
+            if peer.conn is not None and not peer.conn.closed:
+                return peer.conn
+        for conn in room.openers:
+            if not conn.closed:
+                return conn
+        return None
 
     def stats(self) -> ipc.WorkerStats:
         forwarded = self._closed_forwarded
@@ -307,22 +392,54 @@ class Worker:
 
     # -- IPC ----------------------------------------------------------------------
 
-    def broadcast(self, event: ipc.WorkerEvent) -> None:
-        """Send an event to every gateway connection; never waits on a slow one."""
-        data = ipc.encode_frame(event)
-        for writer in list(self._writers):
-            if writer.transport.get_write_buffer_size() > MAX_EVENT_BACKLOG:
-                self.events_dropped += 1
-                continue
-            writer.write(data)
+    def _send(self, conn: _Conn | None, event: ipc.WorkerEvent) -> None:
+        """Send an event to one connection; never waits on a slow one (dropped and
+        counted beyond :data:`MAX_EVENT_BACKLOG`)."""
+        if conn is None or conn.closed or conn.writer.is_closing():
+            self.events_dropped += 1
+            return
+        if conn.writer.transport.get_write_buffer_size() > MAX_EVENT_BACKLOG:
+            self.events_dropped += 1
+            return
+        conn.writer.write(ipc.encode_frame(event))
 
     async def serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """Read frames until EOF; each request runs as its own task."""
-        self._writers.add(writer)
+        """Hello, authentication if keyed, then frames until EOF; each request runs
+        as its own task. On EOF the connection's participants are taken out."""
+        try:
+            await self._serve_connection(reader, writer)
+        except asyncio.CancelledError:
+            # Shutdown cancels connection handlers; asyncio's stream callback would log
+            # the cancellation as an error. Rooms are closed by Worker.close().
+            writer.close()
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if len(self._conns) >= MAX_CONNECTIONS:
+            log.warning("IPC connection refused: %d open", len(self._conns))
+            writer.close()
+            return
+        conn = _Conn(writer, next(self._numbers), authenticated=self.key is None)
+        self._conns.add(conn)
         tasks: set[asyncio.Task[None]] = set()
         try:
+            nonce = secrets.token_bytes(ipc.NONCE_BYTES)
+            writer.write(ipc.encode_frame(ipc.WorkerHello(
+                instance=self.instance, advertise=self.advertise, nonce=nonce,
+                auth_required=self.key is not None)))
+            if not conn.authenticated:
+                try:
+                    async with asyncio.timeout(AUTH_TIMEOUT_S):
+                        if not await self._authenticate(reader, writer, nonce):
+                            self.auth_failures += 1
+                            return
+                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                    self.auth_failures += 1
+                    return
+                conn.authenticated = True
             while True:
                 try:
                     header = await reader.readexactly(ipc.LENGTH_PREFIX.size)
@@ -346,16 +463,67 @@ class Worker:
                     self._reply(writer, ipc.MediaError(
                         id=ipc.salvage_request_id(body), code="bad_frame", message=str(exc)))
                     continue
-                task = asyncio.create_task(self._run(writer, req))
+                task = asyncio.create_task(self._run(conn, req))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         finally:
-            self._writers.discard(writer)
+            conn.closed = True
+            self._conns.discard(conn)
             writer.close()
+            if conn.authenticated:
+                await self._connection_gone(conn)
 
-    async def _run(self, writer: asyncio.StreamWriter, req: ipc.WorkerRequest) -> None:
+    async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            nonce: bytes) -> bool:
+        """The HMAC challenge (see :mod:`protocol.media_ipc`); False closes the link.
+        Nothing but one small ``Authenticate`` frame is read from an unproven peer."""
+        assert self.key is not None
+        header = await reader.readexactly(ipc.LENGTH_PREFIX.size)
+        (length,) = ipc.LENGTH_PREFIX.unpack(header)
+        if length > ipc.MAX_PREAUTH_FRAME_BYTES:
+            self._reply(writer, ipc.MediaError(id=None, code="unauthorized",
+                                               message="authenticate first"))
+            return False
+        body = await reader.readexactly(length)
         try:
-            result = await self.handle(req)
+            req = ipc.decode_request(body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            req = None
+        if not isinstance(req, ipc.Authenticate):
+            self._reply(writer, ipc.MediaError(id=ipc.salvage_request_id(body),
+                                               code="unauthorized",
+                                               message="authenticate first"))
+            return False
+        expected = ipc.client_mac(self.key, nonce, req.client_nonce)
+        if not hmac.compare_digest(expected, req.mac):
+            log.warning("IPC peer %s failed authentication",
+                        writer.get_extra_info("peername"))
+            self._reply(writer, ipc.MediaError(id=req.id, code="unauthorized",
+                                               message="bad key"))
+            return False
+        self._reply(writer, ipc.MediaOk(id=req.id, result=ipc.Authenticated(
+            mac=ipc.worker_mac(self.key, nonce, req.client_nonce))))
+        return True
+
+    async def _connection_gone(self, conn: _Conn) -> None:
+        """A gateway process went away: its participants leave, and rooms nobody
+        holds any more are closed (recordings finalized), as if their worker had died
+        with that process. Rooms other connections use stay untouched."""
+        for room_id, room in list(self.rooms.items()):
+            async with room.lock:
+                if self.rooms.get(room_id) is not room:
+                    continue
+                for pid, peer in list(room.peers.items()):
+                    if peer.conn is conn:
+                        await self._leave(room, pid)
+                room.openers = [c for c in room.openers if c is not conn]
+                if not room.peers and not any(not c.closed for c in room.openers):
+                    await self._close_room(room_id, room)
+
+    async def _run(self, conn: _Conn, req: ipc.WorkerRequest) -> None:
+        writer = conn.writer
+        try:
+            result = await self.handle(req, conn)
         except MediaFailure as exc:
             self._reply(writer, ipc.MediaError(id=req.id, code=exc.code, message=exc.message))
             return
@@ -422,43 +590,90 @@ async def run(args: argparse.Namespace) -> None:
     """Serve until SIGTERM/SIGINT or the parent's death."""
     passthrough.check_internals()
     passthrough.set_host_address_mode(args.ice)
-    worker = Worker(args.capacity_tracks, args.max_slots, create_room_sink)
+    key = load_key()
+    if args.listen and key is None:
+        raise SystemExit(f"--listen needs the IPC key in {KEY_ENV}: a TCP port must "
+                         "never serve an unauthenticated peer")
+    worker = Worker(args.capacity_tracks, args.max_slots, create_room_sink, key=key)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(args.socket)
-    server = await asyncio.start_unix_server(worker.serve_connection, path=args.socket)
-    os.chmod(args.socket, 0o600)
+    servers: list[asyncio.Server] = []
+    if args.listen:
+        host, port = ipc.split_host_port(args.listen)
+        tcp = await asyncio.start_server(worker.serve_connection, host, port)
+        servers.append(tcp)
+        bound = tcp.sockets[0].getsockname()[1]
+        advertise_host = args.advertise or host
+        if advertise_host in ("0.0.0.0", "::", ""):
+            raise SystemExit("--listen on a wildcard address needs --advertise (the "
+                             "address other nodes reach this worker at)")
+        worker.advertise = ipc.join_host_port(advertise_host, bound)
+    if args.socket:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(args.socket)
+        # Created under a 0o077 umask, so no other user can connect before the chmod.
+        old_umask = os.umask(0o077)
+        try:
+            servers.append(await asyncio.start_unix_server(worker.serve_connection,
+                                                           path=args.socket))
+        finally:
+            os.umask(old_umask)
+        os.chmod(args.socket, 0o600)
     watchers: list[asyncio.Task[Any]] = []
     if args.parent_pid:
         watchers.append(asyncio.create_task(_watch_parent(args.parent_pid, stop)))
-    log.info("media worker serving on %s (capacity %d tracks)", args.socket,
+    log.info("media worker %s serving on %s%s (capacity %d tracks)", worker.instance,
+             args.socket or "", f" tcp {worker.advertise}" if args.listen else "",
              args.capacity_tracks)
     try:
         await stop.wait()
     finally:
         for w in watchers:
             w.cancel()
-        server.close()
+        for server in servers:
+            server.close()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await worker.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(args.socket)
+        if args.socket:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(args.socket)
+
+
+def load_key() -> bytes | None:
+    """The IPC key from :data:`KEY_ENV` (hex), removed from the environment so that
+    nothing this process starts inherits it."""
+    raw = os.environ.pop(KEY_ENV, "")
+    if not raw:
+        return None
+    try:
+        key = bytes.fromhex(raw)
+    except ValueError:
+        raise SystemExit(f"{KEY_ENV} is not hex") from None
+    if len(key) < 16:
+        raise SystemExit(f"{KEY_ENV} is shorter than 16 bytes")
+    return key
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m rooms.media.worker", description=__doc__)
-    p.add_argument("--socket", required=True, help="unix socket path to listen on")
+    p.add_argument("--socket", help="unix socket path to listen on")
+    p.add_argument("--listen", help="also serve IPC on TCP host:port (port 0: any free "
+                   f"port); needs the key in {KEY_ENV}")
+    p.add_argument("--advertise", help="host other nodes use to reach --listen "
+                   "(default: its host); the bound port is appended")
     p.add_argument("--capacity-tracks", type=int, default=DEFAULT_CAPACITY_TRACKS)
     p.add_argument("--max-slots", type=int, default=DEFAULT_MAX_SLOTS)
     p.add_argument("--parent-pid", type=int, default=0,
                    help="exit when this process is no longer our parent")
     p.add_argument("--ice", choices=["default", "loopback", "with_loopback"],
                    default="default", help="host candidate addresses (see passthrough)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.socket and not args.listen:
+        p.error("give --socket, --listen or both")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
