@@ -125,6 +125,21 @@ def _parser() -> argparse.ArgumentParser:
                         "the server (HEARTH_MEDIA_WORKERS; default: the server's)")
     v.add_argument("--join-concurrency", type=int, default=4,
                    help="voice: joins in flight at once per generator process (default 4)")
+    v.add_argument("--listeners-mode", choices=("auto", "lean", "decode"), default="auto",
+                   help="voice: lean = speakers send pre-encoded Opus and listeners count "
+                        "and recognise RTP packets without decoding (transit, not "
+                        "mouth-to-ear), except --decode-listeners per room; decode = every "
+                        "listener decodes; auto (default) = lean above 16 received tracks")
+    v.add_argument("--decode-listeners", type=int, default=None,
+                   help="voice, lean mode: participants per room that still decode and "
+                        "time mouth-to-ear (default: ~12 decoded tracks' worth, e.g. 1 "
+                        "in an all-talk room of 10, 4 on a stage of 3 speakers; 0 = none)")
+    v.add_argument("--mix-listeners-above", type=int, default=None,
+                   help="voice: the started server serves listeners its mix above this "
+                        "many (HEARTH_VOICE_MIX_LISTENERS_ABOVE; default: the server's)")
+    v.add_argument("--media-capacity-tracks", type=int, default=None,
+                   help="voice: outbound tracks a media worker of the started server "
+                        "admits (HEARTH_MEDIA_CAPACITY_TRACKS; default: the worker's)")
     p.add_argument("--json", dest="json_path", help="write the JSON report here")
     p.add_argument("--html", dest="html_path", help="write the HTML report here")
     p.add_argument("--quiet", action="store_true", help="no progress line")
@@ -141,6 +156,10 @@ def voice_options_from(args: argparse.Namespace) -> VoiceOptions:
                         duration_s=args.duration if args.duration is not None else 10.0,
                         stage=args.stage, rooms=args.rooms, slots=args.slots,
                         processes=args.processes, join_concurrency=max(1, args.join_concurrency),
+                        listeners_mode=args.listeners_mode,
+                        decode_listeners=args.decode_listeners,
+                        mix_listeners_above=args.mix_listeners_above,
+                        media_capacity_tracks=args.media_capacity_tracks,
                         progress=not args.quiet)
     try:
         opts.validate()
@@ -282,6 +301,15 @@ def main(argv: list[str] | None = None) -> int:
             if not 0 <= args.media_workers <= 64:
                 raise SystemExit("hearth loadtest: --media-workers must be 0-64")
             os.environ["HEARTH_MEDIA_WORKERS"] = str(args.media_workers)  # the server's env
+        if args.url and (args.mix_listeners_above is not None
+                         or args.media_capacity_tracks is not None):
+            raise SystemExit("hearth loadtest: --mix-listeners-above and "
+                             "--media-capacity-tracks configure a server the harness starts; "
+                             "with --url set them on that server")
+        if args.mix_listeners_above is not None:
+            os.environ["HEARTH_VOICE_MIX_LISTENERS_ABOVE"] = str(args.mix_listeners_above)
+        if args.media_capacity_tracks is not None:
+            os.environ["HEARTH_MEDIA_CAPACITY_TRACKS"] = str(args.media_capacity_tracks)
     else:
         opts = options_from(args)
     from loadtest.worker import raise_nofile_limit

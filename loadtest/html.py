@@ -213,6 +213,8 @@ VOICE_ROWS = (
     ("media workers", ("media_workers",)),
     ("media worker CPU (%)", ("media_worker_cpu_percent",)),
     ("RTP packets lost", ("packets_lost",)),
+    ("listeners: mode / lean / decoding", ("listeners",)),
+    ("lean transit p50 / p99 / max (ms, not mouth-to-ear)", ("transit_ms",)),
 )
 
 
@@ -231,6 +233,13 @@ def voice_table(v: dict[str, Any]) -> str:
         elif path == ("received_tracks_active",):
             value = f"{_fmt(v.get('received_tracks_active'))} / " \
                     f"{_fmt(v.get('received_tracks_expected'))}"
+        elif path == ("listeners",):
+            m = v.get("listeners") or {}
+            value = f"{_fmt(m.get('mode'))} / {_fmt(m.get('lean_participants'))} / " \
+                    f"{_fmt(m.get('decoding_participants'))}"
+        elif path == ("transit_ms",):
+            t = (v.get("transit_ms") or {}).get("latency") or {}
+            value = f"{_fmt(t.get('p50'))} / {_fmt(t.get('p99'))} / {_fmt(t.get('max'))}"
         else:
             value = _fmt(_get(v, path))
         rows.append(f"<tr><th>{_esc(label)}</th><td>{_esc(value)}</td></tr>")

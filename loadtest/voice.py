@@ -35,6 +35,21 @@ media workers' CPU (children of the server whose command line has
 serve), RTP packets lost (aiortc's receiver statistics), and the generator's own CPU and
 lateness (a speaker track more than one frame late means the generator, not the
 server, is the bottleneck).
+
+Listeners' mode (``--listeners-mode``): an aiortc listener that decodes costs the
+generator ~0.9 ms of CPU per received frame, so on a small machine the generator, not
+the server, saturates first. ``lean`` (the default above ``AUTO_LEAN_ABOVE_TRACKS``
+received tracks, ``auto``) makes speakers send pre-encoded Opus and all but
+``--decode-listeners`` participants per room (the last ones, the audience on a stage;
+default ``DECODED_TRACKS_PER_ROOM`` decoded tracks' worth, in generator processes of
+their own) tap their slots' RTP without decoding (:mod:`loadtest.voice_lean`,
+:mod:`loadtest.voice_tap`): ~0.08 ms per frame. ``latency_ms`` still means
+mouth-to-ear and comes only from the decoding participants; lean listeners report
+TRANSIT (``voice.transit_ms``: the frame's due instant to its packet at the tap, no
+jitter buffer, no decoding), never added to or mixed with mouth-to-ear. With the
+server's mix (``--mix-listeners-above``), listeners on the mix receive re-encoded
+payloads: lean ones count them (frames/s) but identify nothing (``unidentified``).
+Which participants were lean is in ``voice.listeners`` and the report's notes.
 """
 
 from __future__ import annotations
@@ -102,6 +117,21 @@ LISTEN_TAIL_S = 2 * BURST_PERIOD_S
 """After the last burst, listeners keep listening this long (the longest mouth-to-ear
 a burst can be matched at)."""
 SETTLE_S = 2.0
+LISTENERS_MODES = ("auto", "lean", "decode")
+AUTO_LEAN_ABOVE_TRACKS = 16
+"""``--listeners-mode auto`` turns lean above this many received tracks: what one
+decoding generator process carries (``TRACKS_PER_PROCESS``); beyond it decoding
+generators take a core of their own on a small machine and crowd out the server."""
+DECODED_TRACKS_PER_ROOM = 12
+"""Lean mode's default decoding sample per room, in received tracks (~0.5 of a core):
+enough mouth-to-ear samples (every speaker, a burst a second each) at a cost the
+machine under test can spare."""
+DEFAULT_DECODERS_MAX = 4
+"""... and at most this many participants (a stage's audience on the mix: 4 tracks)."""
+LEAN_TRACK_COST = 0.125
+"""A lean received track's generator CPU relative to a decoded one (measured: see
+``generator.cpu_ms_per_received_frame`` of a run with ``--decode-listeners 0`` and
+docs/BENCHMARKS.md), used to size generator processes."""
 MEDIA_WORKER_MARK = "rooms.media.worker"
 SPEAK = 1 << 9
 """``Permission.SPEAK`` (docs/protocol.md; the harness imports nothing from rooms/)."""
@@ -122,6 +152,20 @@ class VoiceOptions:
     processes: int = 0
     join_concurrency: int = 4
     join_timeout_s: float = 30.0
+    listeners_mode: str = "auto"
+    """``decode`` (every listener decodes, every speaker's PCM is encoded by aiortc),
+    ``lean`` (speakers send pre-encoded Opus; all but ``decode_listeners`` participants
+    per room tap and count instead of decoding: :mod:`loadtest.voice_lean`), ``auto``
+    (lean above ``AUTO_LEAN_ABOVE_TRACKS`` received tracks in the run)."""
+    decode_listeners: int | None = None
+    """Lean mode: participants per room that still decode (mouth-to-ear comes from
+    them); the last ones of each room, i.e. audience members on a stage. None: about
+    ``DECODED_TRACKS_PER_ROOM`` decoded tracks' worth (:meth:`decoders`)."""
+    mix_listeners_above: int | None = None
+    """The server's ``voice_mix_listeners_above`` when the harness starts it (None: the
+    server's own setting, unknown to the harness when ``--url`` is given)."""
+    media_capacity_tracks: int | None = None
+    """The server's ``media_capacity_tracks`` when the harness starts it."""
     progress: bool = True
 
     scenario = "voice"
@@ -140,6 +184,52 @@ class VoiceOptions:
             raise ValueError("--duration must be in (0, 3600]")
         if self.slots is not None and not 1 <= self.slots <= 64:
             raise ValueError("--slots must be 1-64")
+        if self.listeners_mode not in LISTENERS_MODES:
+            raise ValueError(f"--listeners-mode must be one of {', '.join(LISTENERS_MODES)}")
+        if self.decode_listeners is not None and \
+                not 0 <= self.decode_listeners <= self.participants:
+            raise ValueError("--decode-listeners must be 0 to --participants")
+        if self.mix_listeners_above is not None and not 0 <= self.mix_listeners_above <= 10_000:
+            raise ValueError("--mix-listeners-above must be 0-10000")
+        if self.media_capacity_tracks is not None and \
+                not 1 <= self.media_capacity_tracks <= 100_000:
+            raise ValueError("--media-capacity-tracks must be 1-100000")
+
+    def received_tracks(self) -> int:
+        """Received tracks of the whole run: a slot that carries a speaker (one per
+        participant for listeners on the server mix)."""
+        per_room = 0
+        for i in range(self.participants):
+            hears = self.speakers - (1 if i < self.speakers else 0)
+            slots = self.slots or min(DEFAULT_SLOTS_LIMIT, max(1, hears))
+            per_room += 1 if i >= self.speakers and self.mixed() else min(hears, slots)
+        return per_room * self.rooms
+
+    def mixed(self) -> bool:
+        """Whether the server serves this room's listeners its mix (as far as the
+        harness knows: ``mix_listeners_above`` was given and the audience exceeds it)."""
+        return self.mix_listeners_above is not None and \
+            self.participants - self.speakers > self.mix_listeners_above
+
+    def decoders(self) -> int:
+        """Decoding participants per room in lean mode: as given, else as many as
+        carry ``DECODED_TRACKS_PER_ROOM`` received tracks (at least one, at most
+        ``DEFAULT_DECODERS_MAX``): 1 in an all-talk room of 10 (9 tracks each), 4 on a
+        stage of 3 speakers, forwarded or mixed."""
+        if self.decode_listeners is not None:
+            return self.decode_listeners
+        last = self.participants - 1
+        hears = self.speakers - (1 if last < self.speakers else 0)
+        per = 1 if self.mixed() and last >= self.speakers else \
+            min(hears, self.slots or DEFAULT_SLOTS_LIMIT)
+        return min(self.participants, DEFAULT_DECODERS_MAX,
+                   max(1, round(DECODED_TRACKS_PER_ROOM / max(1, per))))
+
+    def lean(self) -> bool:
+        """Lean mode for this run (``auto``: above ``AUTO_LEAN_ABOVE_TRACKS``)."""
+        if self.listeners_mode == "auto":
+            return self.received_tracks() > AUTO_LEAN_ABOVE_TRACKS
+        return self.listeners_mode == "lean"
 
     def as_dict(self) -> dict[str, object]:
         return {k: v for k, v in self.__dict__.items() if k != "progress"}
@@ -261,12 +351,16 @@ class VoiceRun:
             for r, channel_id in enumerate(channel_ids):
                 members = users[r * opts.participants:(r + 1) * opts.participants]
                 specs = []
+                lean = opts.lean()
                 for i, user in enumerate(members):
                     speaker = i if i < opts.speakers else -1
                     audible = opts.speakers - (1 if speaker >= 0 else 0)
                     slots = opts.slots or max(1, min(self.slots_limit, audible))
+                    # the decoding sample: the last members (the audience on a stage)
+                    decodes = i >= opts.participants - opts.decoders()
                     specs.append(VoiceSpec(user_id=user.id, token=user.token,
-                                           speaker=speaker, slots=slots))
+                                           speaker=speaker, slots=slots,
+                                           lean=lean and not decodes))
                 self.rooms.append(Room(channel_id, specs))
                 if opts.stage:
                     await gateway.request("set_channel_override", channel_id=channel_id,
@@ -287,15 +381,36 @@ class VoiceRun:
     async def _spawn(self, epoch: float, deadline: float) -> None:
         opts = self.opts
         specs = [(room.channel_id, spec) for room in self.rooms for spec in room.specs]
-        tracks = sum(min(spec.slots, opts.speakers - (spec.speaker >= 0)) + (spec.speaker >= 0)
-                     for _, spec in specs)
-        processes = opts.processes or max(1, math.ceil(tracks / TRACKS_PER_PROCESS))
-        processes = min(processes, len(specs))
-        # A plan is for one channel: with several rooms, each (process, room) share is a
-        # process of its own.
+        # Process count by cost: a decoded track 1, a lean one LEAN_TRACK_COST, a
+        # speaker's microphone 1 (PCM encoded by aiortc) or LEAN_TRACK_COST (pre-encoded).
+        lean = opts.lean()
+        mic = LEAN_TRACK_COST if lean else 1.0
+
+        def cost(spec: VoiceSpec) -> float:
+            return min(spec.slots, opts.speakers - (spec.speaker >= 0)) \
+                * (LEAN_TRACK_COST if spec.lean else 1.0) + mic * (spec.speaker >= 0)
+
+        # In lean mode, decoding participants, lean speakers and lean listeners get
+        # processes of their own: a speaker's pacing lag is in every transit and
+        # mouth-to-ear figure, so neither decoders nor a crowd of listeners may delay it.
+        groups = [[s for s in specs if not s[1].lean],
+                  [s for s in specs if s[1].lean and s[1].speaker >= 0],
+                  [s for s in specs if s[1].lean and s[1].speaker < 0]]
+        if opts.processes:
+            groups = [specs]
         shares: dict[tuple[int, int], list[VoiceSpec]] = {}
-        for i, (channel_id, spec) in enumerate(specs):
-            shares.setdefault((i % processes, channel_id), []).append(spec)
+        first = 0
+        for group in groups:
+            if not group:
+                continue
+            processes = opts.processes or max(1, math.ceil(
+                sum(cost(spec) for _, spec in group) / TRACKS_PER_PROCESS))
+            processes = min(processes, len(group))
+            # A plan is for one channel: with several rooms, each (process, room) share
+            # is a process of its own.
+            for i, (channel_id, spec) in enumerate(group):
+                shares.setdefault((first + i % processes, channel_id), []).append(spec)
+            first += processes
         for index, ((_, channel_id), members) in enumerate(sorted(shares.items())):
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "loadtest.voice_peer",
@@ -306,7 +421,7 @@ class VoiceRun:
             plan = VoicePlan(worker=index, url=self.target.ws_url, channel_id=channel_id,
                              speakers=opts.speakers, participants=members, epoch=epoch,
                              deadline=deadline, join_concurrency=opts.join_concurrency,
-                             join_timeout_s=opts.join_timeout_s)
+                             join_timeout_s=opts.join_timeout_s, lean_speakers=lean)
             assert proc.stdin is not None
             proc.stdin.write(pack(plan))
             await proc.stdin.drain()
@@ -437,6 +552,8 @@ class VoiceRun:
         latency = Histogram()
         heard = duplicated = out_of_order = unmatched = expected = 0
         for p in connected:
+            if p.lean:  # lean listeners decode nothing: no mouth-to-ear from them
+                continue
             room = channel_of[p.user_id]
             per_speaker: dict[int, list[tuple[int, float]]] = {}
             for _slot, tone, t in p.detections:
@@ -455,9 +572,14 @@ class VoiceRun:
             unmatched += sum(len(v) for v in per_speaker.values())  # tones of nobody
         duration = self.phases.get("measure_s", opts.duration_s)
         server = self._server_block(len(connected))
-        voice = self._voice_block(finals, connected, duration)
+        # Frames are counted by the generators over exactly [measure_start,
+        # measure_stop); measure_s also holds the coordinator's own lateness and /proc
+        # sampling (up to a few hundred ms on a loaded machine), so rates use the window.
+        window = go.measure_stop - go.measure_start if go is not None else duration
+        voice = self._voice_block(finals, connected, window)
         voice["bursts"] = {"sent": messages_sent, "expected": expected, "heard": heard,
                            "unmatched_detections": unmatched}
+        voice["transit_ms"] = self._transit_block(connected)
         gen_block = self._generator_block(finals)
         report: dict[str, Any] = {
             "scenario": "voice",
@@ -523,7 +645,9 @@ class VoiceRun:
         lost = received = 0
         for p in connected:
             hears = opts.speakers - (1 if p.speaker >= 0 else 0)
-            expected_tracks += min(hears, p.slots_offered)
+            # a listener on the server's mix gets one track (slot 0), whatever it offered
+            expected_tracks += 1 if opts.mixed() and p.speaker < 0 else \
+                min(hears, p.slots_offered)
             for slot in p.slots:
                 lost += slot.packets_lost
                 received += slot.packets_received
@@ -542,17 +666,41 @@ class VoiceRun:
                 per_worker[pid] = per_worker.get(pid, 0) + sum(
                     p.slots_offered for p in connected if p.user_id in ids)
         below = sum(1 for f in fps if f < FRAMES_PER_S - 1)
+        lean_fps = [slot.frames / duration for p in connected if p.lean for slot in p.slots
+                    if slot.frames > 0] if duration else []
+        lean_users = sorted(p.user_id for p in finals if p.lean)
         roles: dict[str, int] = {}
         wrong_roles = 0
         for p in connected:
             roles[str(p.role)] = roles.get(str(p.role), 0) + 1
             wanted = "speaker" if p.speaker >= 0 or not opts.stage else "listener"
             wrong_roles += p.role != wanted
+        if lean_users:
+            self.notes.append(
+                f"lean mode: {len(lean_users)} of {len(finals)} participants counted RTP "
+                "packets without decoding (voice.transit_ms); latency_ms (mouth-to-ear) "
+                f"comes from the {len(finals) - len(lean_users)} decoding ones "
+                "(voice.listeners.decoding_user_ids); speakers sent pre-encoded Opus")
+            if len(finals) == len(lean_users):
+                self.notes.append("no decoding participant: latency_ms (mouth-to-ear) is "
+                                  "not measured in this run")
         if wrong_roles:
             self.notes.append(f"{wrong_roles} participant(s) got another role than the "
                               "scenario meant (see voice.roles)")
         return {
             "mode": "stage" if opts.stage else "all-talk",
+            "listeners": {
+                "requested": opts.listeners_mode,
+                "mode": "lean" if opts.lean() else "decode",
+                "lean_participants": len(lean_users),
+                "decoding_participants": len(finals) - len(lean_users),
+                "decoding_user_ids": sorted(p.user_id for p in finals if not p.lean)[:50],
+                "speakers_send": "pre-encoded Opus loop" if opts.lean() else
+                "PCM encoded by aiortc per frame",
+            },
+            "server_mix": {"mix_listeners_above": opts.mix_listeners_above,
+                           "listeners_on_mix": opts.mixed(),
+                           "media_capacity_tracks": opts.media_capacity_tracks},
             "rooms": opts.rooms,
             "participants_per_room": opts.participants,
             "speakers_per_room": opts.speakers,
@@ -581,11 +729,72 @@ class VoiceRun:
                 "max": round(max(fps), 2) if fps else None,
                 "tracks_below_49": below,
                 "target": FRAMES_PER_S - 1,
+                "lean_tracks": len(lean_fps),
+                "lean_min": round(min(lean_fps), 2) if lean_fps else None,
             },
             "packets_received": received,
             "packets_lost": lost,
             "events": self._events(finals),
         }
+
+    def _transit_block(self, connected: list[ParticipantFinal]) -> dict[str, Any]:
+        """Lean listeners' figures: transit (NOT mouth-to-ear, see loadtest/voice_lean.py)
+        and whether each lean listener recognised packets of every speaker it should
+        hear by forward (on the server mix: none; that audio is re-encoded)."""
+        opts = self.opts
+        transit = Histogram()
+        ambiguous = 0
+        for g in self.generators:
+            if g.final is not None and g.final.transit is not None:
+                transit.merge(Histogram.from_wire(g.final.transit))
+            ambiguous = max(ambiguous, g.final.payloads_ambiguous if g.final else 0)
+        lean = [p for p in connected if p.lean]
+        mixed = opts.mixed()
+        identified = unidentified = missing = heard_self = 0
+        per_listener: list[int] = []
+        wanted_sizes: list[int] = []
+        go = self.go
+        window = max(1e-6, go.measure_stop - go.measure_start if go else opts.duration_s)
+        pair_fps: list[float] = []
+        for p in lean:
+            wanted = set(range(opts.speakers)) - {p.speaker}
+            if mixed and p.speaker < 0:
+                wanted = set()  # the mix is re-encoded: nothing to recognise
+            wanted = set(sorted(wanted)[:p.slots_offered]) if len(wanted) > p.slots_offered \
+                else wanted
+            got = set(p.identified)
+            identified += sum(p.identified.values())
+            unidentified += p.unidentified
+            heard_self += p.identified.get(p.speaker, 0) if p.speaker >= 0 else 0
+            if wanted:
+                wanted_sizes.append(len(wanted))
+                per_listener.append(len(got & wanted))
+                missing += len(wanted) > len(got & wanted)
+                pair_fps.extend(p.identified.get(s, 0) / window for s in wanted)
+        out: dict[str, Any] = {
+            "what": "due instant of the frame on the shared grid -> its RTP packet at a lean "
+                    "listener's tap: speaker hand-over lag, SRTP, loopback UDP, the SFU's "
+                    "forwarding; no jitter buffer, no decoding, no playout (NOT mouth-to-ear; "
+                    "latency_ms is, from the decoding listeners)",
+            "lean_listeners": len(lean),
+            "packets_identified": identified,
+            "packets_unidentified": unidentified,
+            "payloads_ambiguous": ambiguous,
+            "lean_listeners_missing_a_speaker": missing,
+            "speakers_identified_per_lean_listener": {
+                "min": min(per_listener) if per_listener else None,
+                "expected_min": min(wanted_sizes) if wanted_sizes else None,
+                "listeners_checked": len(per_listener),
+            },
+            "heard_themselves": heard_self,
+            "frames_per_s_per_speaker_pair": {
+                "min": round(min(pair_fps), 2) if pair_fps else None,
+                "median": round(statistics.median(pair_fps), 2) if pair_fps else None,
+                "pairs": len(pair_fps),
+                "below_49": sum(1 for f in pair_fps if f < FRAMES_PER_S - 1),
+            },
+        }
+        return out | {"latency": transit.summary_ms()}
 
     @staticmethod
     def _events(finals: list[ParticipantFinal]) -> dict[str, int]:
@@ -605,6 +814,7 @@ class VoiceRun:
         counts = [len(g.final.participants) for g in self.generators if g.final]
         window = max(1e-6, self.phases.get("measure_s", self.opts.duration_s))
         received = sum(slot.frames for p in finals for slot in p.slots)
+        received_lean = sum(slot.frames for p in finals if p.lean for slot in p.slots)
         gen_cpu_s = sum(cpu.values()) / 100 * window
         # What one frame costs the generator (receive path + its share of the speakers'
         # encoding), hence how many 50 frames/s tracks one core's worth drives.
@@ -627,9 +837,13 @@ class VoiceRun:
             "cpu_percent_per_process": {str(k): v for k, v in cpu.items()},
             "max_process_cpu_percent": max(cpu.values()) if cpu else None,
             "received_frames": received,
+            "received_frames_lean": received_lean,
+            "received_frames_decoded": received - received_lean,
             "cpu_ms_per_received_frame": round(per_frame_ms, 3) if per_frame_ms else None,
             "tracks_per_core_estimate": round(1000 / (FRAMES_PER_S * per_frame_ms))
             if per_frame_ms else None,
+            "cost_basis": "all generator CPU (speakers included) / every received frame, "
+                          "lean and decoded together",
             "speaker_frames_sent": frames,
             "speaker_frames_late": late,
             "speaker_frames_dropped": dropped,
@@ -653,6 +867,12 @@ def summary(report: dict[str, Any]) -> str:
     j = v["join_to_connected_ms"]
     f = v["frames_per_s_per_track"]
     g = report["generator"]
+    t = v.get("transit_ms") or {}
+    lean_line = [] if not t.get("lean_listeners") else [
+        f"  lean listeners {t['lean_listeners']}: transit (not mouth-to-ear) p50 "
+        f"{t['latency']['p50']} p99 {t['latency']['p99']} max {t['latency']['max']} ms over "
+        f"{t['packets_identified']} packets ({t['packets_unidentified']} unidentified); "
+        f"{t['lean_listeners_missing_a_speaker']} missed a speaker"]
     return "\n".join([
         f"voice ({v['mode']}) @ {report['target']['name']}: {v['joined']}/"
         f"{report['connections_target']} joined, mouth-to-ear p50 {lat['p50']} p99 "
@@ -665,6 +885,7 @@ def summary(report: dict[str, Any]) -> str:
         f"{v['media_worker_cpu_percent']}%, {v['media_workers']} worker(s), "
         f"{v['outbound_tracks']} outbound tracks); generator cpu {g['cpu_percent']}% in "
         f"{g['processes']} process(es), late frames {g['speaker_frames_late']}"
-        + (" (BEHIND SCHEDULE)" if g["behind_schedule"] else ""),
-    ] + [f"  note: {n}" for n in report["notes"]])
+        + (" (BEHIND SCHEDULE)" if g["behind_schedule"] else "")
+        + f"; {g['cpu_ms_per_received_frame']} ms CPU per received frame",
+    ] + lean_line + [f"  note: {n}" for n in report["notes"]])
 

@@ -36,6 +36,7 @@ import fractions
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import av
 import numpy as np
@@ -174,14 +175,17 @@ class TrackStats:
     bursts: list[SentBurst] = field(default_factory=list)
 
 
-class ToneTrack(MediaStreamTrack):
-    """A microphone that plays noise and, between ``burst_start`` and ``burst_stop``,
-    this speaker's tone bursts; frames are due on the run's shared frame grid
-    (``epoch + k * 20 ms``) so that burst instants are comparable across processes."""
+class GridTrack(MediaStreamTrack):
+    """A microphone paced on the run's shared frame grid (``epoch + k * 20 ms``) that
+    plays noise and, between ``burst_start`` and ``burst_stop``, this speaker's tone
+    bursts. Subclasses say what frame ``k`` is (:meth:`frame`): raw PCM for aiortc's
+    encoder (:class:`ToneTrack`) or a pre-encoded Opus packet
+    (:class:`loadtest.voice_lean.OpusLoopTrack`). The pacing, the lateness figures and
+    the burst instants are the same for both, so their mouth-to-ear figures compare."""
 
     kind = "audio"
 
-    def __init__(self, speaker: int, speakers: int, epoch: float, seed: int) -> None:
+    def __init__(self, speaker: int, speakers: int, epoch: float) -> None:
         super().__init__()
         if not 0 <= speaker < MAX_SPEAKERS:
             raise ValueError(f"speaker index must be 0-{MAX_SPEAKERS - 1}")
@@ -192,20 +196,12 @@ class ToneTrack(MediaStreamTrack):
         self.burst_stop = -math.inf
         self.stats = TrackStats()
         self._next: int | None = None
-        rng = np.random.default_rng(seed)
-        self._noise = np.clip(rng.normal(0.0, NOISE_STD, (NOISE_TABLE_FRAMES, FRAME_SAMPLES)),
-                              -32768, 32767).astype(np.int16)
-        t = np.arange(FRAME_SAMPLES * BURST_FRAMES) / SAMPLE_RATE
-        noise = self._noise[:BURST_FRAMES].reshape(-1).astype(np.float64)
-        self._tones = [np.clip(TONE_AMPLITUDE * np.sin(2 * np.pi * tone_hz(speaker, p) * t)
-                               + noise, -32768, 32767).astype(np.int16) for p in (0, 1)]
-        self._time_base = fractions.Fraction(1, SAMPLE_RATE)
 
     def schedule(self, start: float, stop: float) -> None:
         """Play bursts whose first frame is due in ``[start, stop)`` (monotonic)."""
         self.burst_start, self.burst_stop = start, stop
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> Any:
         """The next frame, when it is due on the shared grid (at once if late: a
         microphone's frames queue up while its reader is busy, up to ``MAX_BACKLOG_S``;
         beyond that they are dropped, as a sound card's buffer overruns)."""
@@ -224,14 +220,20 @@ class ToneTrack(MediaStreamTrack):
             k += skip
         self._next = k + 1
         due = self.epoch + k * FRAME_S
-        if due > now:
+        while due > now:  # never early: uvloop's timers round to the millisecond
             await asyncio.sleep(due - now)
             now = time.monotonic()
         return self.frame(k, now)
 
-    def frame(self, k: int, now: float) -> av.AudioFrame:
-        """Frame ``k`` of the grid handed over at ``now`` (sans-I/O: the pacing is in
-        :meth:`recv`); notes the burst it starts, if any."""
+    def frame(self, k: int, now: float) -> Any:
+        """Frame ``k`` of the grid handed over at ``now``."""
+        raise NotImplementedError
+
+    def burst_phase(self, k: int, now: float) -> tuple[int, int] | None:
+        """Bookkeeping of frame ``k`` handed over at ``now`` (sans-I/O: the pacing is in
+        :meth:`recv`): lateness while measured, and the burst it starts, if any. Returns
+        (burst index ``j``, frame of the burst) when frame ``k`` is inside a scheduled
+        burst, else None (noise)."""
         due = self.epoch + k * FRAME_S
         stats = self.stats
         if self.burst_start <= due < self.burst_stop:  # lateness counts while measured
@@ -244,11 +246,40 @@ class ToneTrack(MediaStreamTrack):
         j = (k - self.offset) // BURST_PERIOD_FRAMES
         burst_due = self.epoch + (k - phase) * FRAME_S
         if phase < BURST_FRAMES and self.burst_start <= burst_due < self.burst_stop:
-            samples = self._tones[j % 2][phase * FRAME_SAMPLES:(phase + 1) * FRAME_SAMPLES]
             if phase == 0 and len(stats.bursts) < MAX_BURSTS:
                 stats.bursts.append(SentBurst(index=j, t=now))
-        else:
-            samples = self._noise[k % NOISE_TABLE_FRAMES]
+            return j, phase
+        return None
+
+
+class ToneTrack(GridTrack):
+    """A :class:`GridTrack` yielding raw s16 frames (aiortc's sender encodes each one):
+    what a real microphone does, at the cost of one Opus encode per frame."""
+
+    def __init__(self, speaker: int, speakers: int, epoch: float, seed: int,
+                 noise_frames: int = NOISE_TABLE_FRAMES) -> None:
+        super().__init__(speaker, speakers, epoch)
+        rng = np.random.default_rng(seed)
+        self._noise = np.clip(rng.normal(0.0, NOISE_STD, (noise_frames, FRAME_SAMPLES)),
+                              -32768, 32767).astype(np.int16)
+        t = np.arange(FRAME_SAMPLES * BURST_FRAMES) / SAMPLE_RATE
+        noise = self._noise[:BURST_FRAMES].reshape(-1).astype(np.float64)
+        self._tones = [np.clip(TONE_AMPLITUDE * np.sin(2 * np.pi * tone_hz(speaker, p) * t)
+                               + noise, -32768, 32767).astype(np.int16) for p in (0, 1)]
+        self._time_base = fractions.Fraction(1, SAMPLE_RATE)
+
+    def samples(self, k: int, burst: tuple[int, int] | None) -> np.ndarray:
+        """The PCM of frame ``k`` (``burst`` as :meth:`GridTrack.burst_phase` says)."""
+        if burst is not None:
+            j, phase = burst
+            tone: np.ndarray = self._tones[j % 2]
+            return tone[phase * FRAME_SAMPLES:(phase + 1) * FRAME_SAMPLES]
+        noise: np.ndarray = self._noise[k % len(self._noise)]
+        return noise
+
+    def frame(self, k: int, now: float) -> av.AudioFrame:
+        """Frame ``k`` of the grid handed over at ``now``; notes the burst it starts."""
+        samples = self.samples(k, self.burst_phase(k, now))
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16",
                                            layout="mono")
         frame.sample_rate = SAMPLE_RATE

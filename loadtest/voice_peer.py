@@ -37,13 +37,23 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from loadtest.accounting import Histogram
 from loadtest.voice_audio import (
     MAX_DETECTIONS,
     MAX_SPEAKERS,
     BurstDetector,
+    GridTrack,
     ToneTrack,
     mono_samples,
 )
+from loadtest.voice_lean import (
+    OpusLoopTrack,
+    PayloadTable,
+    SpeakerLoops,
+    build_loops,
+    transit_s,
+)
+from loadtest.voice_tap import TapCallback, check_internals, tap_receiver
 
 # ----------------------------------------------------------------------------- IPC
 
@@ -56,6 +66,9 @@ class VoiceSpec(msgspec.Struct, array_like=True, frozen=True):
     token: str
     speaker: int
     slots: int
+    lean: bool = False
+    """Its receive slots are tapped and counted (:mod:`loadtest.voice_lean`) instead of
+    decoded: no mouth-to-ear from this participant, transit instead."""
 
 
 class VoicePlan(msgspec.Struct, tag="vplan", kw_only=True):
@@ -72,6 +85,9 @@ class VoicePlan(msgspec.Struct, tag="vplan", kw_only=True):
     join_timeout_s: float = 30.0
     listeners_self_mute: bool = True
     """Listeners join with ``self_mute`` (they send no audio either way)."""
+    lean_speakers: bool = False
+    """Speakers send pre-encoded Opus (:class:`loadtest.voice_lean.OpusLoopTrack`)
+    instead of PCM that aiortc encodes per frame."""
 
 
 class VoiceGo(msgspec.Struct, tag="vgo", kw_only=True):
@@ -103,7 +119,8 @@ class VoiceJoinedReport(msgspec.Struct, tag="vjoined", kw_only=True):
 class SlotFinal(msgspec.Struct, array_like=True):
     slot: int
     frames: int
-    """Decoded frames delivered in the measured window."""
+    """Frames delivered in the measured window (decoded frames; for a lean listener,
+    RTP packets reaching the tap)."""
     frames_total: int
     packets_received: int
     packets_lost: int
@@ -132,6 +149,12 @@ class ParticipantFinal(msgspec.Struct, kw_only=True):
     late_frames: int = 0
     max_lag_s: float = 0.0
     events: dict[str, int] = {}
+    lean: bool = False
+    identified: dict[int, int] = {}
+    """Lean listener: packets recognised per speaker index in the measured window."""
+    unidentified: int = 0
+    """Lean listener: packets in the window whose payload is in no speaker's loop (the
+    server's re-encoded mix, or a payload altered on the way)."""
 
 
 class VoiceFinal(msgspec.Struct, tag="vfinal", kw_only=True):
@@ -141,6 +164,11 @@ class VoiceFinal(msgspec.Struct, tag="vfinal", kw_only=True):
     rss_bytes: int
     errors: dict[str, int]
     detections_dropped: int = 0
+    transit: tuple[dict[int, int], int, int, int] | None = None
+    """Lean listeners' transit histogram (:class:`loadtest.accounting.Histogram` wire
+    form, microseconds) over packets identified in the measured window."""
+    payloads_ambiguous: int = 0
+    """Loop payloads that identify nothing because two entries share them."""
 
 
 VoiceReport = VoiceJoinedReport | VoiceFinal
@@ -293,6 +321,19 @@ class Shared:
         self.detections = 0
         self.detections_dropped = 0
         self.errors: dict[str, int] = {}
+        self.loops: list[SpeakerLoops] = []
+        self.table: PayloadTable | None = None
+        self.transit = Histogram()
+
+    def prepare(self, plan: VoicePlan) -> None:
+        """Encode the speakers' loops and their payload table once per process, and
+        check the tap's aiortc internals, when the plan has anything lean."""
+        lean_listeners = any(spec.lean for spec in plan.participants)
+        if lean_listeners:
+            check_internals()
+        if plan.lean_speakers or lean_listeners:
+            self.loops = build_loops(plan.speakers)
+            self.table = PayloadTable(self.loops)
 
     def error(self, code: str) -> None:
         if len(self.errors) < 64 or code in self.errors:
@@ -309,7 +350,7 @@ class Participant:
         self.shared = shared
         self.gateway = Gateway(plan.url, spec.token)
         self.pc: RTCPeerConnection | None = None
-        self.track: ToneTrack | None = None
+        self.track: GridTrack | None = None
         self.final = ParticipantFinal(user_id=spec.user_id, speaker=spec.speaker,
                                       slots_offered=spec.slots, connected=False)
         self.frames: dict[int, list[int]] = {}
@@ -331,7 +372,11 @@ class Participant:
             elif pc.connectionState in ("failed", "closed"):
                 failed.set()
 
-        if self.spec.speaker >= 0:
+        if self.spec.speaker >= 0 and self.plan.lean_speakers:
+            self.track = OpusLoopTrack(self.spec.speaker, self.plan.speakers, self.plan.epoch,
+                                       self.shared.loops[self.spec.speaker])
+            pc.addTransceiver(self.track, direction="sendrecv")
+        elif self.spec.speaker >= 0:
             self.track = ToneTrack(self.spec.speaker, self.plan.speakers, self.plan.epoch,
                                    seed=self.spec.user_id)
             pc.addTransceiver(self.track, direction="sendrecv")
@@ -351,7 +396,12 @@ class Participant:
             if member.get("user_id") == self.spec.user_id:
                 self.final.role = str(member.get("role"))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=joined["sdp"], type="answer"))
+        self.final.lean = self.spec.lean
+        self.final.identified = {}
         for slot, transceiver in enumerate(pc.getTransceivers()[1:]):
+            if self.spec.lean:
+                tap_receiver(transceiver.receiver, self._counter(slot))
+                continue
             track = transceiver.receiver.track
             if track is not None:
                 self._readers.append(asyncio.create_task(self._read(slot, track)))
@@ -371,6 +421,33 @@ class Participant:
         # websocket session is already open in a real client, so it is not counted.
         self.final.join_to_connected_s = time.monotonic() - join_started
         del started
+
+    def _counter(self, slot: int) -> TapCallback:
+        """A lean slot's packet callback: count, identify, time the transit (one dict
+        lookup and a histogram bucket per packet; nothing decoded)."""
+        counts = self.frames.setdefault(slot, [0, 0])
+        shared = self.shared
+        table = shared.table
+        assert table is not None
+        identified = self.final.identified  # one dict for all of its slots
+        epoch = self.plan.epoch
+        record = shared.transit.record
+
+        def on_packet(payload: bytes, _seq: int, arrival: float) -> None:
+            counts[1] += 1
+            go = shared.go
+            if go is None or not go.measure_start <= arrival < go.measure_stop:
+                return
+            counts[0] += 1
+            hit = table.identify(payload)
+            if hit is None:
+                self.final.unidentified += 1
+                return
+            speaker, index = hit
+            identified[speaker] = identified.get(speaker, 0) + 1
+            record(int(transit_s(index, arrival, epoch) * 1e6))
+
+        return on_packet
 
     async def _read(self, slot: int, track: MediaStreamTrack) -> None:
         detector = BurstDetector(slot, 2 * MAX_SPEAKERS)
@@ -473,6 +550,7 @@ async def run(reader: asyncio.StreamReader, out: Any) -> None:
         raise SystemExit("voice generator: the first command must be a plan")
     me = psutil.Process()
     shared = Shared()
+    shared.prepare(plan)
     loop = asyncio.get_running_loop()
     participants: list[Participant] = []
     try:
@@ -507,7 +585,11 @@ async def run(reader: asyncio.StreamReader, out: Any) -> None:
     out.write(pack(VoiceFinal(worker=plan.worker, participants=finals,
                               cpu_s=times.user + times.system,
                               rss_bytes=me.memory_info().rss, errors=shared.errors,
-                              detections_dropped=shared.detections_dropped)))
+                              detections_dropped=shared.detections_dropped,
+                              transit=shared.transit.to_wire() if shared.transit.count
+                              else None,
+                              payloads_ambiguous=shared.table.ambiguous if shared.table
+                              else 0)))
     out.flush()
 
 

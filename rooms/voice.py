@@ -297,7 +297,7 @@ class VoiceService:
 
     def __init__(self, db: Database, hub: Hub, limits: Limits, access: Access,
                  roster: VoiceRoster, media: MediaBackend | None, *,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, mix_listeners_above: int | None = None) -> None:
         self.db = db
         self.hub = hub
         self.limits = limits
@@ -305,6 +305,9 @@ class VoiceService:
         self.roster = roster
         self.media = media
         self.enabled = enabled
+        self.mix_listeners_above = mix_listeners_above
+        """Default for rooms without :meth:`configure_room` options (config
+        ``voice_mix_listeners_above``)."""
         self._local: dict[int, LocalParticipant] = {}
         """user id -> their participation held by this process."""
         self._locks: dict[int, asyncio.Lock] = {}
@@ -570,7 +573,9 @@ class VoiceService:
 
     async def _options(self, channel_id: int) -> tuple[int | None, str | None]:
         """(mix_listeners_above, record_path) of a room: as configured here, else as
-        its live session says (the session may have been started on another node)."""
+        its live session says (the session may have been started on another node),
+        else this service's default mix threshold (config
+        ``voice_mix_listeners_above``; None: pure forwarding)."""
         options = self._room_options.get(channel_id)
         if options is not None:
             return options
@@ -578,7 +583,7 @@ class VoiceService:
             found = await self.stage_options.stage_room_options(channel_id)
             if found is not None:
                 return found
-        return None, None
+        return self.mix_listeners_above, None
 
     async def _close_if_idle(self, channel_id: int) -> None:
         await asyncio.sleep(ROOM_IDLE_CLOSE_S)

@@ -174,7 +174,8 @@ class Services:
         self.media: MediaBackend | None = None
         self.voice = VoiceService(self.db, self.hub, config.limits, self.access,
                                   make_roster(config.redis_url, self.node_id), None,
-                                  enabled=config.voice_enabled)
+                                  enabled=config.voice_enabled,
+                                  mix_listeners_above=config.voice_mix_listeners_above)
         # live sessions take attendance and drive speakers through the voice rooms
         self.live.attach_voice(self.voice)
         self.live.rooms = self.voice

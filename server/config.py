@@ -116,6 +116,11 @@ class Config(msgspec.Struct, kw_only=True):
     """Which local addresses the media workers gather ICE host candidates on:
     ``default`` (every interface but loopback, aioice's rule), ``loopback`` (127.0.0.1
     only: tests and single-host setups), ``with_loopback`` (both)."""
+    voice_mix_listeners_above: int | None = None
+    """Voice rooms opened without options of their own (a live session's stage has
+    ``stage_mix_listeners_above``) serve their listeners the server mix once more than
+    this many listeners are in the room (docs/voice.md, "Server-side mix"); None: never,
+    pure forwarding. Used by load tests of a stage-shaped voice room."""
     limits: Limits = Limits()
 
     def data_path(self) -> Path:
@@ -236,6 +241,8 @@ def load_config(file: str | None = None, overrides: dict[str, Any] | None = None
                               "room's media worker through the shared placement map")
     if config.stage_mix_listeners_above < 0:
         raise ConfigError("HEARTH_STAGE_MIX_LISTENERS_ABOVE: 0 or more")
+    if config.voice_mix_listeners_above is not None and config.voice_mix_listeners_above < 0:
+        raise ConfigError("HEARTH_VOICE_MIX_LISTENERS_ABOVE: 0 or more listeners")
     if config.secret is not None and len(config.secret) < 16:
         raise ConfigError("HEARTH_SECRET: use at least 16 characters")
     return config

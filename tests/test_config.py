@@ -26,6 +26,13 @@ def test_environment_booleans_lists_and_limits() -> None:
     assert config.limits.max_message_chars == 2000 and config.port == 9000
 
 
+def test_voice_mix_threshold() -> None:
+    """Unset: voice rooms never mix; set: read as a number."""
+    assert load_config(environ={}).voice_mix_listeners_above is None
+    config = load_config(environ={"HEARTH_VOICE_MIX_LISTENERS_ABOVE": "10"})
+    assert config.voice_mix_listeners_above == 10
+
+
 @pytest.mark.parametrize(("environ", "names"), [
     ({"HEARTH_PORT": "seventy"}, "HEARTH_PORT"),
     ({"HEARTH_PORT": "70000"}, "HEARTH_PORT"),
@@ -36,6 +43,7 @@ def test_environment_booleans_lists_and_limits() -> None:
     ({"HEARTH_LIMIT_MAX_FRAME_BYTES": "\"big\""}, "HEARTH_LIMIT_MAX_FRAME_BYTES"),
     ({"HEARTH_GC_FREEZE_INTERVAL_S": "-1"}, "HEARTH_GC_FREEZE_INTERVAL_S"),
     ({"HEARTH_GC_FULL_INTERVAL_S": "0"}, "HEARTH_GC_FULL_INTERVAL_S"),
+    ({"HEARTH_VOICE_MIX_LISTENERS_ABOVE": "-1"}, "HEARTH_VOICE_MIX_LISTENERS_ABOVE"),
 ])
 def test_bad_values_fail_fast_naming_the_key(environ: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError) as failure:

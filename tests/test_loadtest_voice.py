@@ -9,6 +9,8 @@ belong in docs/BENCHMARKS.md, not in a test that a busy machine would fail.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import math
 import subprocess
@@ -21,6 +23,7 @@ import pytest
 from aiortc.codecs.opus import OpusDecoder, OpusEncoder
 from aiortc.jitterbuffer import JitterFrame
 
+from loadtest import voice_tap
 from loadtest.voice_audio import (
     BURST_FRAMES,
     BURST_PERIOD_FRAMES,
@@ -31,6 +34,14 @@ from loadtest.voice_audio import (
     burst_offset_frames,
     match_detections,
     mono_samples,
+)
+from loadtest.voice_lean import (
+    LOOP_FRAMES,
+    OpusLoopTrack,
+    PayloadTable,
+    build_loops,
+    frame_of,
+    transit_s,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,3 +166,212 @@ def test_voice_options_are_bounded(tmp_path: Path) -> None:
         done = subprocess.run([sys.executable, "-m", "loadtest", "voice", *bad],
                               cwd=REPO, capture_output=True, text=True, timeout=60)
         assert done.returncode != 0 and "hearth loadtest:" in done.stderr, (bad, done.stderr)
+
+
+# ----------------------------------------------------------------------- lean mode
+
+
+def test_every_loop_payload_names_its_speaker_and_frame() -> None:
+    """Three speakers' pre-encoded loops: every payload is in the table once (nothing
+    ambiguous), names the speaker and loop index it was encoded for, and a payload of
+    no loop (a server mix, a corrupted packet) identifies nothing."""
+    loops = build_loops(3)
+    table = PayloadTable(loops)
+    assert table.ambiguous == 0
+    for speaker, loop in enumerate(loops):
+        assert len(loop.bursts) == len(loop.noise) == LOOP_FRAMES
+        for index in range(LOOP_FRAMES):
+            assert table.identify(loop.bursts[index]) == (speaker, index)
+            assert table.identify(loop.noise[index]) == (speaker, index)
+    # burst frames differ from noise frames; distinct speakers never share a payload
+    assert loops[0].bursts[burst_offset_frames(0, 3)] != loops[0].noise[0]
+    payload = bytearray(loops[1].noise[5])
+    payload[-1] ^= 0xFF
+    assert table.identify(bytes(payload)) is None
+    assert table.identify(b"") is None
+    # the same tables in another process: libopus is deterministic for the same input
+    assert build_loops(1)[0] == loops[0]
+
+
+def test_frame_and_transit_from_loop_index_and_arrival() -> None:
+    epoch = 1000.0
+    # frame 17 due at epoch + 0.34 s, received 12 ms later
+    assert frame_of(17, epoch + 0.352, epoch) == 17
+    assert transit_s(17, epoch + 0.352, epoch) == pytest.approx(0.012)
+    # the same index one loop later: frame 117
+    assert frame_of(17, epoch + 2.352, epoch) == 117
+    # a packet 1.9 s late is still its own frame (transit < one loop)
+    assert frame_of(17, epoch + 0.34 + 1.9, epoch) == 17
+    # received at its due instant (or within float rounding before it): that frame,
+    # not the one a loop earlier
+    assert frame_of(LOOP_FRAMES - 1, epoch + (2 * LOOP_FRAMES - 1) * FRAME_S - 1e-9,
+                    epoch) == 2 * LOOP_FRAMES - 1
+    assert transit_s(3, epoch + 3 * FRAME_S, epoch) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_loop_track_plays_the_tone_track_and_its_bursts_decode() -> None:
+    """An OpusLoopTrack hands over frame k's payload from the right loop with pts on
+    the grid, notes the same burst instants as a ToneTrack would, and what it sends
+    decodes (aiortc's decoder) to bursts of the right tone: decoding listeners time
+    mouth-to-ear from lean speakers exactly as from PCM ones."""
+    speakers = 2
+    loops = build_loops(speakers)
+    table = PayloadTable(loops)
+    epoch = 50.0
+    for speaker in range(speakers):
+        track = OpusLoopTrack(speaker, speakers, epoch, loops[speaker])
+        pcm = ToneTrack(speaker, speakers, epoch, seed=0)
+        track.schedule(epoch + 0.5, epoch + 3.5)
+        pcm.schedule(epoch + 0.5, epoch + 3.5)
+        decoder = OpusDecoder()
+        detector = BurstDetector(slot=0, tones=2 * speakers)
+        found: list[tuple[int, int]] = []
+        for k in range(4 * BURST_PERIOD_FRAMES):
+            packet = track.frame(k, epoch + k * FRAME_S)
+            pcm.frame(k, epoch + k * FRAME_S)
+            assert packet.pts == k * 960
+            assert table.identify(bytes(packet)) == (speaker, k % LOOP_FRAMES)
+            for decoded in decoder.decode(JitterFrame(bytes(packet), k * 960)):
+                hit = detector.feed(mono_samples(decoded), float(k))  # type: ignore[arg-type]
+                if hit is not None:
+                    found.append((k, hit.tone))
+        assert [(b.index, b.t) for b in track.stats.bursts] == \
+            [(b.index, b.t) for b in pcm.stats.bursts]
+        sent = [b.index for b in track.stats.bursts]
+        assert len(sent) == 3
+        assert [tone for _, tone in found] == [2 * speaker + j % 2 for j in sent]
+        offset = burst_offset_frames(speaker, speakers)
+        for (frame, _), j in zip(found, sent, strict=True):
+            assert 0 <= frame - (offset + j * BURST_PERIOD_FRAMES) <= 1
+
+
+def test_harness_tap_uses_the_servers_adapter_internals() -> None:
+    """The harness's tap (loadtest/voice_tap.py) and the server's adapter
+    (rooms/media/passthrough.py) rely on the same aiortc internals: both checks pass on
+    the pinned aiortc, and they name the same private attributes."""
+    from rooms.media import passthrough
+
+    voice_tap.check_internals()
+    passthrough.check_internals()
+    assert voice_tap.AIORTC_VERSION == passthrough.AIORTC_VERSION
+    assert voice_tap.RECEIVER_PRIVATE == passthrough._RECEIVER_PRIVATE
+
+
+@pytest.mark.slow
+async def test_harness_tap_receives_and_identifies_a_real_peers_packets() -> None:
+    """Two aiortc peers on 127.0.0.1: a lean speaker (pre-encoded loop) and a tapped
+    receiver. The tap gets the payloads byte for byte (each identified, in order), its
+    receiver's statistics still count them, and nothing reaches its decoder."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    from rooms.media import passthrough
+
+    passthrough.set_host_address_mode("loopback")
+    loops = build_loops(1)
+    table = PayloadTable(loops)
+    epoch = time.monotonic()
+    sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    track = OpusLoopTrack(0, 1, epoch, loops[0])
+    got: list[tuple[tuple[int, int] | None, int, float]] = []
+    enough = asyncio.Event()
+
+    def on_packet(payload: bytes, seq: int, t: float) -> None:
+        got.append((table.identify(payload), seq, t))
+        if len(got) >= 50:
+            enough.set()
+
+    try:
+        sender.addTransceiver(track, direction="sendonly")
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(RTCSessionDescription(
+            sender.localDescription.sdp, "offer"))
+        rx = receiver.getTransceivers()[0].receiver
+        voice_tap.tap_receiver(rx, on_packet)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(RTCSessionDescription(
+            receiver.localDescription.sdp, "answer"))
+        await asyncio.wait_for(enough.wait(), 10)
+        assert all(hit is not None and hit[0] == 0 for hit, _, _ in got)
+        indexes = [hit[1] for hit, _, _ in got if hit is not None]
+        assert all((b - a) % LOOP_FRAMES == 1 for a, b in itertools.pairwise(indexes))
+        transits = [transit_s(hit[1], t, epoch) for hit, _, t in got if hit is not None]
+        assert all(0 <= x < 0.5 for x in transits), transits
+        stats = [s for s in (await rx.getStats()).values()
+                 if getattr(s, "type", "") == "inbound-rtp"]
+        assert stats and stats[0].packetsReceived >= 50
+        assert rx.track is not None and rx.track._queue.qsize() == 0  # nothing decoded
+    finally:
+        track.stop()
+        await sender.close()
+        await receiver.close()
+        passthrough.set_host_address_mode("default")
+
+
+@pytest.mark.slow
+def test_lean_voice_run_counts_identifies_and_times_transit(database_url: str,
+                                                            tmp_path: Path) -> None:
+    """6 participants, 3 talking, lean mode with 2 decoding participants, 5 s: every
+    received track carries every frame, each lean listener recognises packets of every
+    speaker it hears (and never itself), transit is positive and sane, and mouth-to-ear
+    still comes from the decoding ones."""
+    report = _run_voice(["--participants", "6", "--speakers", "3", "--duration", "5",
+                         "--listeners-mode", "lean", "--decode-listeners", "2",
+                         "--database-url", database_url], tmp_path)
+    voice = report["voice"]
+    assert report["connections_peak"] == 6 and voice["failed"] == 0, voice["failures"]
+    assert voice["listeners"]["mode"] == "lean"
+    assert voice["listeners"]["lean_participants"] == 4
+    assert voice["listeners"]["decoding_participants"] == 2
+    assert voice["listeners"]["speakers_send"] == "pre-encoded Opus loop"
+    # 3 speakers hear 2 tracks each, 3 listeners hear 3 each; lean: the 3 speakers and
+    # the first listener (the last 2 participants decode)
+    assert voice["received_tracks_expected"] == 15
+    assert voice["received_tracks_active"] == 15, voice
+    fps = voice["frames_per_s_per_track"]
+    assert fps["min"] >= 49 and fps["lean_tracks"] == 9 and fps["lean_min"] >= 49, fps
+    transit = voice["transit_ms"]
+    assert transit["lean_listeners"] == 4
+    assert transit["lean_listeners_missing_a_speaker"] == 0, transit
+    assert transit["speakers_identified_per_lean_listener"]["min"] == 2, transit
+    assert transit["frames_per_s_per_speaker_pair"]["pairs"] == 9
+    assert transit["packets_unidentified"] == 0 and transit["heard_themselves"] == 0
+    assert transit["frames_per_s_per_speaker_pair"]["min"] >= 49, transit
+    assert transit["packets_identified"] >= 9 * 49 * 5
+    lat = transit["latency"]
+    assert lat["count"] == transit["packets_identified"]
+    assert 0 < lat["p50"] < 1000 and lat["max"] < 1000, lat
+    # mouth-to-ear from the decoding participants only
+    assert report["deliveries"] > 0 and report["latency_ms"]["p50"] > 0
+    assert voice["bursts"]["expected"] > 0
+    assert any("lean mode" in note for note in report["notes"])
+    gen = report["generator"]
+    assert gen["received_frames_lean"] > 0 and gen["received_frames_decoded"] > 0
+    assert report["errors"] == {} and report["interrupted"] is None
+
+
+@pytest.mark.slow
+def test_lean_stage_on_the_server_mix(database_url: str, tmp_path: Path) -> None:
+    """A stage of 2 speakers and 4 listeners whose server mixes above 2 listeners: the
+    listeners get one track each (the mix), lean ones count its packets but identify
+    none (re-encoded by the server), speakers still identify each other (forwarded),
+    and the decoding listeners time mouth-to-ear through the mix."""
+    report = _run_voice(["--stage", "--participants", "6", "--speakers", "2",
+                         "--duration", "5", "--listeners-mode", "lean",
+                         "--decode-listeners", "2", "--mix-listeners-above", "2",
+                         "--database-url", database_url], tmp_path)
+    voice = report["voice"]
+    assert report["connections_peak"] == 6 and voice["failed"] == 0, voice["failures"]
+    assert voice["roles"] == {"speaker": 2, "listener": 4}
+    assert voice["server_mix"]["listeners_on_mix"] is True
+    assert voice["received_tracks_expected"] == 6  # 2 speakers x 1 + 4 listeners x 1 (mix)
+    assert voice["received_tracks_active"] == 6, voice
+    assert voice["frames_per_s_per_track"]["min"] >= 49, voice["frames_per_s_per_track"]
+    transit = voice["transit_ms"]
+    assert transit["lean_listeners"] == 4  # 2 speakers + 2 listeners
+    assert transit["packets_unidentified"] >= 2 * 49 * 5  # the 2 lean listeners' mix
+    assert transit["speakers_identified_per_lean_listener"]["listeners_checked"] == 2
+    assert transit["lean_listeners_missing_a_speaker"] == 0, transit
+    assert transit["latency"]["p50"] > 0
+    assert report["deliveries"] > 0 and report["latency_ms"]["p50"] > 0
+    assert report["errors"] == {}
