@@ -61,8 +61,10 @@ from rooms.media.room_audio import create_room_sink
 
 log = logging.getLogger("hearth.media.worker")
 
-DEFAULT_CAPACITY_TRACKS = 100
-"""Outbound tracks per worker (one core) when not configured; see docs/BENCHMARKS.md."""
+DEFAULT_CAPACITY_TRACKS = 175
+"""Outbound tracks per worker (one core) when not configured. Measured here (docs/
+BENCHMARKS.md, Voice): 90-126 forwarded tracks cost 37-50 % of a core, ~0.4 % a track,
+so 175 keeps a worker near 70 % of its core with room for bursts."""
 DEFAULT_MAX_SLOTS = 9
 """Receive slots per participant (``voice_receive_slots``): a 10-person room hears all."""
 JOIN_TIMEOUT_S = 10.0
