@@ -421,6 +421,16 @@ def http_base(gateway: str) -> str:
     return urlunsplit((scheme, parts.netloc, "", "", ""))
 
 
+def gateway_url(url: str) -> str:
+    """What a user may pass as ``--url``: the gateway (ws://h:p/gateway) or the server's
+    address as ``hearth serve`` prints it (http://h:p/) -> ws://h:p/gateway."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        scheme = "ws" if parts.scheme == "http" else "wss"
+        return urlunsplit((scheme, parts.netloc, "/gateway", "", ""))
+    return url
+
+
 def find_channel(client: HearthClient, wanted: str) -> int:
     """A voice or stage channel by id or by name."""
     for channel in client.channels():
@@ -431,6 +441,7 @@ def find_channel(client: HearthClient, wanted: str) -> int:
 
 
 async def amain(args: argparse.Namespace) -> None:
+    args.url = gateway_url(args.url)
     token = args.token
     if token is None:
         async with HearthRest(http_base(args.url)) as rest:
@@ -475,7 +486,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bots.voice_bot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True,
-                        help="the gateway, e.g. ws://127.0.0.1:8080/gateway")
+                        help="the gateway, e.g. ws://127.0.0.1:8080/gateway, or the "
+                             "server's address, e.g. http://127.0.0.1:8080/")
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--token", help="an access token or a bot token")
     who.add_argument("--username", help="log in with this username (and --password)")
@@ -498,6 +510,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--username needs --password")
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().level > logging.DEBUG:  # ICE pair-by-pair chatter: debug only
+        logging.getLogger("aioice").setLevel(logging.WARNING)
     asyncio.run(amain(args))
 
 

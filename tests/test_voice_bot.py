@@ -95,3 +95,11 @@ async def test_loop_track_is_heard_through_a_real_opus_call_and_mute_silences_it
         await receiver.close()
         for task in reader:
             task.cancel()
+
+
+def test_the_bot_takes_the_address_hearth_serve_prints() -> None:
+    from bots.voice_bot import gateway_url
+
+    assert gateway_url("http://127.0.0.1:8080/") == "ws://127.0.0.1:8080/gateway"
+    assert gateway_url("https://chat.example.org") == "wss://chat.example.org/gateway"
+    assert gateway_url("ws://127.0.0.1:8080/gateway") == "ws://127.0.0.1:8080/gateway"
