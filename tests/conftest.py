@@ -173,30 +173,40 @@ class RunningServer:
         self.process: object | None = None
 
 
-@pytest.fixture
-async def live_server(database_url: str) -> AsyncIterator[RunningServer]:
-    """Hearth in this test's event loop, on a real socket (fast; internals inspectable)."""
+@contextlib.asynccontextmanager
+async def app_server(database_url: str, bus: object | None = None,
+                     **overrides: object) -> AsyncIterator[RunningServer]:
+    """Hearth in this test's event loop, on a real socket (fast; internals inspectable
+    through ``.app``). ``overrides`` are configuration keys; ``bus`` a test's own bus."""
     from aiohttp import web
 
+    from rooms.bus import Bus
     from server.app import build_app
     from server.config import load_config
 
+    assert bus is None or isinstance(bus, Bus)
     config = load_config(overrides={"database_url": database_url, "secret": TEST_SECRET,
                                     "argon2_time_cost": 1, "argon2_memory_kib": 8192,
-                                    "data_dir": tempfile.mkdtemp(prefix="hearth-data-")},
-                         environ={})
-    app = build_app(config)
+                                    "data_dir": tempfile.mkdtemp(prefix="hearth-data-"),
+                                    **overrides}, environ={})
+    app = build_app(config, bus=bus)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2)
     await runner.setup()
     port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     server = RunningServer("127.0.0.1", port, database_url)
     server.app = app
     try:
         yield server
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def live_server(database_url: str) -> AsyncIterator[RunningServer]:
+    """Hearth in this test's event loop, on a real socket (fast; internals inspectable)."""
+    async with app_server(database_url) as server:
+        yield server
 
 
 def start_server_process(database_url: str, **extra_env: str) -> RunningServer:

@@ -14,9 +14,8 @@ import pytest
 from aiohttp import web
 
 from rooms.bus import InProcessBus
-from server.app import SERVICES, build_app
-from server.config import load_config
-from tests.conftest import TEST_SECRET, RunningServer, free_port
+from server.app import SERVICES
+from tests.conftest import app_server
 from tests.helpers import GatewayClient, register
 
 
@@ -39,22 +38,6 @@ class FaultyBus(InProcessBus):
         await super().publish(topic, payload)
 
 
-async def _server(database_url: str, bus: InProcessBus) -> AsyncIterator[
-        tuple[RunningServer, web.Application]]:
-    config = load_config(overrides={"database_url": database_url, "secret": TEST_SECRET,
-                                    "argon2_time_cost": 1, "argon2_memory_kib": 8192},
-                         environ={})
-    app = build_app(config, bus=bus)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield RunningServer("127.0.0.1", port, database_url), app
-    finally:
-        await runner.cleanup()
-
-
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
@@ -64,7 +47,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def test_lost_messages_are_caught_up_from_postgres_in_order(
         database_url: str, http: aiohttp.ClientSession) -> None:
     bus = FaultyBus(lambda n: "drop" if n in (2, 3, 7) else None)
-    async for server, app in _server(database_url, bus):
+    async with app_server(database_url, bus=bus) as server:
+        app = server.app
+        assert isinstance(app, web.Application)
         a, b = await register(http, server.url), await register(http, server.url)
         sender = await GatewayClient.identified(http, server.ws_url, a["access_token"])
         reader = await GatewayClient.identified(http, server.ws_url, b["access_token"])
@@ -81,7 +66,9 @@ async def test_lost_messages_are_caught_up_from_postgres_in_order(
 async def test_repeated_messages_are_delivered_once(
         database_url: str, http: aiohttp.ClientSession) -> None:
     bus = FaultyBus(lambda n: "repeat" if n % 2 else None)
-    async for server, app in _server(database_url, bus):
+    async with app_server(database_url, bus=bus) as server:
+        app = server.app
+        assert isinstance(app, web.Application)
         a, b = await register(http, server.url), await register(http, server.url)
         sender = await GatewayClient.identified(http, server.ws_url, a["access_token"])
         reader = await GatewayClient.identified(http, server.ws_url, b["access_token"])
@@ -99,7 +86,9 @@ async def test_catch_up_after_reconnect(database_url: str, http: aiohttp.ClientS
     arrive when the hub is told the bus reconnected."""
     lost = {"on": False}
     bus = FaultyBus(lambda n: "drop" if lost["on"] else None)
-    async for server, app in _server(database_url, bus):
+    async with app_server(database_url, bus=bus) as server:
+        app = server.app
+        assert isinstance(app, web.Application)
         a, b = await register(http, server.url), await register(http, server.url)
         sender = await GatewayClient.identified(http, server.ws_url, a["access_token"])
         reader = await GatewayClient.identified(http, server.ws_url, b["access_token"])
@@ -138,7 +127,9 @@ async def test_a_message_delivered_while_a_session_opens_still_reaches_it(
     """The race a failover run exposed: a member's snapshot is read, then a message is
     delivered here to the channel's other subscribers, then the new session attaches.
     That message must still reach it (caught up from PostgreSQL, before anything newer)."""
-    async for server, app in _server(database_url, InProcessBus()):
+    async with app_server(database_url, bus=InProcessBus()) as server:
+        app = server.app
+        assert isinstance(app, web.Application)
         a, b, c = [await register(http, server.url) for _ in range(3)]
         sender = await GatewayClient.identified(http, server.ws_url, a["access_token"])
         reader = await GatewayClient.identified(http, server.ws_url, b["access_token"])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,7 +22,7 @@ from aiohttp import web
 
 from rooms.live import LiveService, VoiceHook
 from server.app import SERVICES
-from tests.conftest import TEST_SECRET, RunningServer, free_port
+from tests.conftest import RunningServer, app_server
 from tests.helpers import bearer, register
 from tests.mod_helpers import Crew, make_crew
 
@@ -31,25 +30,8 @@ from tests.mod_helpers import Crew, make_crew
 @pytest.fixture
 async def live_server(database_url: str) -> AsyncIterator[RunningServer]:
     """The shared fixture's server, with reminders looked for every 0.2 s."""
-    from server.app import build_app
-    from server.config import load_config
-
-    config = load_config(overrides={"database_url": database_url, "secret": TEST_SECRET,
-                                    "argon2_time_cost": 1, "argon2_memory_kib": 8192,
-                                    "live_reminder_every_s": 0.2,
-                                    "data_dir": tempfile.mkdtemp(prefix="hearth-data-")},
-                         environ={})
-    app = build_app(config)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    server = RunningServer("127.0.0.1", port, database_url)
-    server.app = app
-    try:
+    async with app_server(database_url, live_reminder_every_s=0.2) as server:
         yield server
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

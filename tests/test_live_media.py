@@ -20,11 +20,10 @@ import pytest
 
 from bots.client import HearthClient
 from bots.voice_bot import VoiceBot, tone
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, app_server
 from tests.helpers import bearer
 from tests.media_peers import tones_in
 from tests.mod_helpers import Crew, make_crew
-from tests.test_voice_media import start
 
 pytestmark = pytest.mark.slow
 
@@ -40,11 +39,9 @@ async def server(database_url: str, request: pytest.FixtureRequest
                  ) -> AsyncIterator[RunningServer]:
     """The stage's audience gets per-speaker forwards (few listeners) or, with
     ``stage_mix_listeners_above`` 0, the one server-side mix."""
-    runner, running = await start(database_url, stage_mix_listeners_above=request.param)
-    try:
+    async with app_server(database_url, media_workers=1,
+                          stage_mix_listeners_above=request.param) as running:
         yield running
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

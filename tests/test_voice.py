@@ -8,16 +8,14 @@ out of a room) is in tests/test_voice_media.py."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from rooms.permissions import Permission as P
-from tests.conftest import TEST_SECRET, RunningServer, free_port
+from tests.conftest import RunningServer, app_server
 from tests.helpers import GatewayClient, bearer, register
 from tests.mod_helpers import Crew, make_crew
 
@@ -37,25 +35,8 @@ def offer(*directions: str, kind: str = "audio") -> str:
 @pytest.fixture
 async def server(database_url: str) -> AsyncIterator[RunningServer]:
     """Hearth in this loop with no media workers: everything up to the media call."""
-    from server.app import build_app
-    from server.config import load_config
-
-    config = load_config(overrides={"database_url": database_url, "secret": TEST_SECRET,
-                                    "argon2_time_cost": 1, "argon2_memory_kib": 8192,
-                                    "media_workers": 0,
-                                    "data_dir": tempfile.mkdtemp(prefix="hearth-data-")},
-                         environ={})
-    app = build_app(config)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    running = RunningServer("127.0.0.1", port, database_url)
-    running.app = app
-    try:
+    async with app_server(database_url, media_workers=0) as running:
         yield running
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
@@ -191,27 +172,12 @@ async def test_connect_voice_timeouts_and_bans(server: RunningServer,
 
 
 async def test_voice_disabled(database_url: str, http: aiohttp.ClientSession) -> None:
-    from server.app import build_app
-    from server.config import load_config
-
-    config = load_config(overrides={"database_url": database_url, "secret": TEST_SECRET,
-                                    "argon2_time_cost": 1, "argon2_memory_kib": 8192,
-                                    "voice_enabled": False,
-                                    "data_dir": tempfile.mkdtemp(prefix="hearth-data-")},
-                         environ={})
-    runner = web.AppRunner(build_app(config), handle_signals=False, shutdown_timeout=2)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        srv = RunningServer("127.0.0.1", port, database_url)
+    async with app_server(database_url, voice_enabled=False) as srv:
         crew = await make_crew(http, srv.url, srv.ws_url, members=1, mods=0)
         channel = await create_channel(http, srv, crew, "lounge", "voice")
         await crew.member.ws.event("channel_create")
         reply = await crew.member.ws.request("voice_join", channel_id=channel["id"], sdp=OFFER)
         assert reply["code"] == "voice_unavailable", reply
-    finally:
-        await runner.cleanup()
 
 
 async def test_ops_outside_a_room(crew: Crew, voice: int) -> None:

@@ -10,18 +10,16 @@ The media pool is helper A1's ``rooms/media/pool.py`` (real worker processes).""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
 from rooms.permissions import Permission as P
-from tests.conftest import TEST_SECRET, RunningServer, free_port, server_nodes
+from tests.conftest import RunningServer, app_server, server_nodes
 from tests.helpers import GatewayClient, bearer
 from tests.mod_helpers import Crew, make_crew
 from tests.test_voice import audit, create_channel, eventually
@@ -29,29 +27,10 @@ from tests.test_voice import audit, create_channel, eventually
 pytestmark = pytest.mark.slow
 
 
-async def start(database_url: str, **overrides: Any) -> tuple[web.AppRunner, RunningServer]:
-    from server.app import build_app
-    from server.config import load_config
-
-    config = load_config(overrides={"database_url": database_url, "secret": TEST_SECRET,
-                                    "argon2_time_cost": 1, "argon2_memory_kib": 8192,
-                                    "media_workers": 1,
-                                    "data_dir": tempfile.mkdtemp(prefix="hearth-data-"),
-                                    **overrides}, environ={})
-    runner = web.AppRunner(build_app(config), handle_signals=False, shutdown_timeout=2)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, RunningServer("127.0.0.1", port, database_url)
-
-
 @pytest.fixture
 async def server(database_url: str) -> AsyncIterator[RunningServer]:
-    runner, running = await start(database_url)
-    try:
+    async with app_server(database_url, media_workers=1) as running:
         yield running
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
@@ -230,8 +209,8 @@ async def test_one_participation_per_member(server: RunningServer,
 
 async def test_room_capacity(database_url: str, http: aiohttp.ClientSession,
                              peers: list[Peer]) -> None:
-    runner, srv = await start(database_url, limits={"max_voice_room_participants": 1})
-    try:
+    async with app_server(database_url, media_workers=1,
+                          limits={"max_voice_room_participants": 1}) as srv:
         crew = await make_crew(http, srv.url, srv.ws_url, members=2, mods=0)
         channel = await create_channel(http, srv, crew, "tiny", "voice")
         for person in crew.members:
@@ -240,8 +219,6 @@ async def test_room_capacity(database_url: str, http: aiohttp.ClientSession,
         reply = await crew.members[1].ws.request("voice_join", channel_id=channel["id"],
                                                  sdp=await fresh(peers))
         assert reply["code"] == "voice_capacity", reply
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
