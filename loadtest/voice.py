@@ -627,6 +627,7 @@ class VoiceRun:
                 messages_sent += 1
         latency = Histogram()
         heard = duplicated = out_of_order = unmatched = expected = 0
+        missing_a_speaker = 0  # decoding listeners that heard no burst of a speaker
         for p in connected:
             if p.lean:  # lean listeners decode nothing: no mouth-to-ear from them
                 continue
@@ -643,6 +644,7 @@ class VoiceRun:
                 expected += len(by_parity[0]) + len(by_parity[1])
                 m = match_detections(by_parity, per_speaker.pop(speaker, []))
                 heard += m.heard
+                missing_a_speaker += not m.heard and bool(by_parity[0] or by_parity[1])
                 duplicated += m.duplicated
                 out_of_order += m.out_of_order
                 unmatched += m.unmatched
@@ -657,7 +659,8 @@ class VoiceRun:
         window = go.measure_stop - go.measure_start if go is not None else duration
         voice = self._voice_block(finals, connected, window)
         voice["bursts"] = {"sent": messages_sent, "expected": expected, "heard": heard,
-                           "unmatched_detections": unmatched}
+                           "unmatched_detections": unmatched,
+                           "listener_speaker_pairs_unheard": missing_a_speaker}
         voice["transit_ms"] = self._transit_block(connected)
         gen_block = self._generator_block(finals)
         report: dict[str, Any] = {
@@ -753,7 +756,7 @@ class VoiceRun:
         for p in connected:
             roles[str(p.role)] = roles.get(str(p.role), 0) + 1
             wanted = "speaker" if p.speaker >= 0 or not opts.stage else "listener"
-            wrong_roles += p.role != wanted
+            wrong_roles += p.role != wanted and not self.direct  # no server gives roles
         if lean_users:
             self.notes.append(
                 f"lean mode: {len(lean_users)} of {len(finals)} participants counted RTP "
