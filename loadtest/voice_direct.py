@@ -11,7 +11,7 @@ How, kept simple and bounded: a generator process hosts listeners (the same
 participants, grouped into processes as for Hearth). For each listener it hosts it
 builds, *inside the process*, every incoming edge: a sending peer connection fed by a
 local copy of the speaker's microphone (one :class:`~loadtest.voice_audio.GridTrack`
-per speaker per process, fanned out with aiortc's ``MediaRelay``) and the listener's
+per speaker per process, fanned out by :class:`FanOut`) and the listener's
 receiving peer connection; offer and answer are handed over in memory (no signalling
 server). Every copy of a speaker plays the same grid (same epoch, same burst
 schedule), and each process reports its copies' burst instants, so a listener's
@@ -28,18 +28,89 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
+from typing import Any
 
 import msgspec
 from aiortc import RTCConfiguration, RTCPeerConnection
-from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from loadtest.voice_audio import GridTrack, ToneTrack
+from loadtest.voice_audio import FRAME_S, MAX_BACKLOG_S, GridTrack, ToneTrack
 from loadtest.voice_lean import OpusLoopTrack, SpeakerLoops
 
 MAX_DIRECT_TRACKS = 200
 """Directed speaker -> listener edges per run: each is two peer connections (ICE, DTLS,
 SRTP) in the generators. 200 covers a stage of 3 speakers and 40 listeners (126) and an
 all-talk room of 14 (182); a 2-core machine could not drive more honestly."""
+
+
+FANOUT_BACKLOG = max(1, round(MAX_BACKLOG_S / FRAME_S))
+"""Frames a sender may fall behind its microphone copy before the oldest are dropped
+(the microphone's own overrun bound): memory stays bounded if a sender stalls."""
+
+
+class FanOut:
+    """One microphone copy read once and handed to each of its senders, every frame to
+    every sender (unlike a latest-frame relay, a sender a frame behind loses nothing),
+    each through a queue of at most ``FANOUT_BACKLOG`` frames."""
+
+    def __init__(self, source: GridTrack) -> None:
+        self.source = source
+        self.outlets: list[FanOutTrack] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self) -> FanOutTrack:
+        outlet = FanOutTrack()
+        self.outlets.append(outlet)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        return outlet
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                frame = await self.source.recv()
+            except MediaStreamError:
+                frame = None
+            for outlet in self.outlets:
+                outlet.put(frame)
+            if frame is None:
+                return
+
+    def stop(self) -> None:
+        self.source.stop()
+        if self._task is not None:
+            self._task.cancel()
+        for outlet in self.outlets:
+            outlet.put(None)
+
+
+class FanOutTrack(MediaStreamTrack):
+    """A sender's view of a :class:`FanOut` (the frames are shared, not copied: aiortc
+    encodes or packs them without changing them)."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: deque[Any] = deque(maxlen=FANOUT_BACKLOG)
+        self.ready = asyncio.Event()
+
+    def put(self, frame: Any) -> None:
+        self.queue.append(frame)
+        self.ready.set()
+
+    async def recv(self) -> Any:
+        while not self.queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self.ready.clear()
+            await self.ready.wait()
+        frame = self.queue.popleft()
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        return frame
 
 
 class SourceCopy(msgspec.Struct, array_like=True):
@@ -92,8 +163,8 @@ class Mesh:
         self.epoch = epoch
         self.lean_speakers = lean_speakers
         self.loops = loops or []
-        self.relay = MediaRelay()
         self.sources: dict[int, GridTrack] = {}
+        self.fanouts: dict[int, FanOut] = {}
         self.senders: list[RTCPeerConnection] = []
 
     def source(self, speaker: int) -> GridTrack:
@@ -105,6 +176,7 @@ class Mesh:
             else:
                 track = ToneTrack(speaker, self.speakers, self.epoch, seed=1000 + speaker)
             self.sources[speaker] = track
+            self.fanouts[speaker] = FanOut(track)
         return track
 
     async def edge(self, speaker: int, timeout_s: float) -> tuple[RTCPeerConnection, float]:
@@ -114,8 +186,8 @@ class Mesh:
         started = time.monotonic()
         sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.senders.append(sender)
-        sender.addTransceiver(self.relay.subscribe(self.source(speaker), buffered=False),
-                              direction="sendonly")
+        self.source(speaker)
+        sender.addTransceiver(self.fanouts[speaker].subscribe(), direction="sendonly")
         receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         await asyncio.wait_for(sender.setLocalDescription(await sender.createOffer()),
                                timeout_s)
@@ -137,8 +209,8 @@ class Mesh:
             track.schedule(start, stop)
 
     async def close(self) -> None:
-        for track in self.sources.values():
-            track.stop()
+        for fanout in self.fanouts.values():
+            fanout.stop()
         for pc in self.senders:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pc.close(), 10)
