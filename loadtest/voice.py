@@ -50,6 +50,15 @@ jitter buffer, no decoding), never added to or mixed with mouth-to-ear. With the
 server's mix (``--mix-listeners-above``), listeners on the mix receive re-encoded
 payloads: lean ones count them (frames/s) but identify nothing (``unidentified``).
 Which participants were lean is in ``voice.listeners`` and the report's notes.
+
+The peer (``--peer direct``, :mod:`loadtest.voice_direct`): the same participants,
+speakers, listeners' mode and burst method with no server in the media path; each
+speaker sends to each listener it would hear over a peer connection of its own (a full
+mesh signalled inside each generator process), the floor an SFU adds to. Its report
+has the same keys under ``peers.direct`` (server figures are None: there is none) and
+the ratios are :data:`loadtest.report.VOICE_RATIO_KEYS`. The mesh is bounded
+(``MAX_DIRECT_TRACKS`` edges); the server mix has no counterpart, so on a mixed stage
+the peer's listeners get every speaker's track.
 """
 
 from __future__ import annotations
