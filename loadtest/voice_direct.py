@@ -189,12 +189,17 @@ class Mesh:
         self.source(speaker)
         sender.addTransceiver(self.fanouts[speaker].subscribe(), direction="sendonly")
         receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        await asyncio.wait_for(sender.setLocalDescription(await sender.createOffer()),
-                               timeout_s)
-        await receiver.setRemoteDescription(sender.localDescription)
-        await asyncio.wait_for(receiver.setLocalDescription(await receiver.createAnswer()),
-                               timeout_s)
-        await sender.setRemoteDescription(receiver.localDescription)
+        try:
+            await asyncio.wait_for(sender.setLocalDescription(await sender.createOffer()),
+                                   timeout_s)
+            await receiver.setRemoteDescription(sender.localDescription)
+            await asyncio.wait_for(receiver.setLocalDescription(
+                await receiver.createAnswer()), timeout_s)
+            await sender.setRemoteDescription(receiver.localDescription)
+        except BaseException:  # the caller never sees this receiver: close it here
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(receiver.close(), 10)
+            raise
         return receiver, started
 
     def copies(self) -> list[SourceCopy]:
