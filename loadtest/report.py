@@ -281,6 +281,7 @@ RATIO_KEYS = (
 VOICE_RATIO_KEYS = (
     ("mouth_to_ear_p50_ms", ("latency_ms", "p50"), "lower"),
     ("mouth_to_ear_p99_ms", ("latency_ms", "p99"), "lower"),
+    ("mouth_to_ear_mean_ms", ("latency_ms", "mean"), "lower"),
     ("frames_per_s_per_track_median", ("voice", "frames_per_s_per_track", "median"), "higher"),
     ("frames_per_s_per_track_min", ("voice", "frames_per_s_per_track", "min"), "higher"),
     ("join_to_connected_p50_ms", ("voice", "join_to_connected_ms", "p50"), "lower"),

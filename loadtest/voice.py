@@ -978,9 +978,12 @@ def summary(report: dict[str, Any]) -> str:
         f"  join->connected p50 {j['p50']} p95 {j['p95']} max {j['max']} ms; frames/s per "
         f"track min {f['min']} median {f['median']} ({v['received_tracks_active']}/"
         f"{v['received_tracks_expected']} tracks); packets lost {v['packets_lost']}",
-        f"  server cpu {report['server']['cpu_percent']}% (media workers "
-        f"{v['media_worker_cpu_percent']}%, {v['media_workers']} worker(s), "
-        f"{v['outbound_tracks']} outbound tracks); generator cpu {g['cpu_percent']}% in "
+        (f"  no server ({v['outbound_tracks']} direct speaker->listener tracks); "
+         if report["target"]["name"] == DIRECT else
+         f"  server cpu {report['server']['cpu_percent']}% (media workers "
+         f"{v['media_worker_cpu_percent']}%, {v['media_workers']} worker(s), "
+         f"{v['outbound_tracks']} outbound tracks); ")
+        + f"generator cpu {g['cpu_percent']}% in "
         f"{g['processes']} process(es), late frames {g['speaker_frames_late']}"
         + (" (BEHIND SCHEDULE)" if g["behind_schedule"] else "")
         + f"; {g['cpu_ms_per_received_frame']} ms CPU per received frame",
