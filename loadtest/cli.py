@@ -105,8 +105,11 @@ def _parser() -> argparse.ArgumentParser:
                         "docs/protocol.md recommends)")
     p.add_argument("--no-spread-sources", action="store_true",
                    help="do not bind source addresses over 127.0.0.0/8")
-    p.add_argument("--peer", action="append", default=[], choices=("node-ws", "python-socketio"),
-                   help="also run the same workload against this peer (repeatable)")
+    p.add_argument("--peer", action="append", default=[],
+                   choices=("node-ws", "python-socketio", "direct"),
+                   help="also run the same workload against this peer (repeatable); voice: "
+                        "direct = no server, every speaker sends to every listener over a "
+                        "peer connection of its own (the client pipeline's floor)")
     v = p.add_argument_group("voice", "options of the voice scenario (loadtest/voice.py)")
     v.add_argument("--participants", type=int, default=10,
                    help="voice: members of each room (default 10)")
@@ -165,9 +168,18 @@ def voice_options_from(args: argparse.Namespace) -> VoiceOptions:
         opts.validate()
     except ValueError as exc:
         raise SystemExit(f"hearth loadtest: {exc}") from None
-    if args.peer:
-        raise SystemExit("hearth loadtest: the peers have no voice rooms; voice runs against "
-                         "Hearth only")
+    if set(args.peer) - {"direct"}:
+        raise SystemExit("hearth loadtest: the chat peers have no voice rooms; the voice "
+                         "scenario's peer is --peer direct")
+    if "direct" in args.peer:
+        from loadtest.voice_direct import MAX_DIRECT_TRACKS
+
+        edges = opts.direct_tracks()
+        if edges > MAX_DIRECT_TRACKS:
+            raise SystemExit(f"hearth loadtest: --peer direct would set up {edges} direct "
+                             f"speaker->listener tracks (a full mesh); at most "
+                             f"{MAX_DIRECT_TRACKS} are allowed (fewer --participants, "
+                             "--speakers or --rooms)")
     if args.workers is None:
         args.workers = 1
     return opts
@@ -184,6 +196,8 @@ def options_from(args: argparse.Namespace) -> RunOptions:
     kill_after = args.kill_after if args.kill_after is not None else args.duration / 3
     if failover and not 0 <= kill_after < args.duration:
         raise SystemExit("hearth loadtest: --kill-after must be within --duration")
+    if "direct" in args.peer:
+        raise SystemExit("hearth loadtest: --peer direct is the voice scenario's peer")
     if failover and args.peer:
         raise SystemExit("hearth loadtest: the peers have no resume; failover runs against "
                          "Hearth only")
@@ -230,7 +244,7 @@ async def _run_against(opts: RunOptions | VoiceOptions, target: Target) -> dict[
 
 async def _run(args: argparse.Namespace, opts: RunOptions | VoiceOptions) -> dict[str, Any]:
     from loadtest.peers import start_peer
-    from loadtest.report import compare
+    from loadtest.report import VOICE_RATIO_KEYS, compare
 
     if args.url:
         host, port = check_target_url(args.url, args.allow_remote)
@@ -251,6 +265,15 @@ async def _run(args: argparse.Namespace, opts: RunOptions | VoiceOptions) -> dic
     if (report.get("interrupted") or "").startswith(("interrupted", "stopped early")):
         return report  # no peers after an interrupted run
     for name in args.peer:
+        if name == "direct":
+            from loadtest.voice import VoiceOptions, direct_target, run_voice
+
+            assert isinstance(opts, VoiceOptions)
+            limit = int((report.get("voice") or {}).get("server_voice_receive_slots") or 9)
+            peer_report = await run_voice(opts.for_direct(limit), direct_target())
+            report["peers"][name] = peer_report
+            report["ratios"][name] = compare(report, peer_report, VOICE_RATIO_KEYS)
+            continue
         async with start_peer(name) as peer:
             peer_report = await _run_against(opts, peer)
         report["peers"][name] = peer_report

@@ -218,8 +218,9 @@ VOICE_ROWS = (
 )
 
 
-def voice_table(v: dict[str, Any]) -> str:
-    """The ``voice`` scenario's own figures (latency above is mouth-to-ear)."""
+def voice_table(v: dict[str, Any], name: str = "hearth") -> str:
+    """The ``voice`` scenario's own figures for run ``name`` (Hearth's or its peer's;
+    latency above is mouth-to-ear)."""
     rows = []
     for label, path in VOICE_ROWS:
         if not path:
@@ -243,7 +244,8 @@ def voice_table(v: dict[str, Any]) -> str:
         else:
             value = _fmt(_get(v, path))
         rows.append(f"<tr><th>{_esc(label)}</th><td>{_esc(value)}</td></tr>")
-    return "<h2>Voice (latency = mouth to ear)</h2><table>" + "".join(rows) + "</table>"
+    return (f"<h2>Voice @ {_esc(name)} (latency = mouth to ear)</h2><table>" + "".join(rows)
+            + "</table>")
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -303,7 +305,7 @@ Target {_esc((report.get("target") or {}).get("url"))}.
 </p>
 <table><tr><th></th>{head}</tr>{"".join(rows)}</table>
 {failover_table(report["failover"]) if report.get("failover") else ""}
-{voice_table(report["voice"]) if report.get("voice") else ""}
+{"".join(voice_table(r["voice"], name) for name, r in runs if r.get("voice"))}
 {ratio_html}
 <div>{"".join(charts)}</div>
 <h2>Errors</h2><table>{errors or "<tr><td>none</td></tr>"}</table>

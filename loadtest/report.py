@@ -278,6 +278,23 @@ RATIO_KEYS = (
     ("deliveries_per_cpu_s", ("server", "deliveries_per_cpu_s"), "higher"),
 )
 
+VOICE_RATIO_KEYS = (
+    ("mouth_to_ear_p50_ms", ("latency_ms", "p50"), "lower"),
+    ("mouth_to_ear_p99_ms", ("latency_ms", "p99"), "lower"),
+    ("mouth_to_ear_mean_ms", ("latency_ms", "mean"), "lower"),
+    ("frames_per_s_per_track_median", ("voice", "frames_per_s_per_track", "median"), "higher"),
+    ("frames_per_s_per_track_min", ("voice", "frames_per_s_per_track", "min"), "higher"),
+    ("join_to_connected_p50_ms", ("voice", "join_to_connected_ms", "p50"), "lower"),
+    ("join_to_connected_p95_ms", ("voice", "join_to_connected_ms", "p95"), "lower"),
+    ("lean_transit_p50_ms", ("voice", "transit_ms", "latency", "p50"), "lower"),
+    ("lean_transit_p99_ms", ("voice", "transit_ms", "latency", "p99"), "lower"),
+    ("generator_cpu_percent", ("generator", "cpu_percent"), "lower"),
+)
+"""The voice scenario against ``--peer direct`` (no server): the SFU's cost over the
+client pipeline's floor. Server figures have no counterpart (the peer has no server);
+a direct mesh's generators also carry the senders' side, so its generator CPU is the
+whole mesh's client work."""
+
 
 def _get(report: dict[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = report
@@ -288,11 +305,13 @@ def _get(report: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def compare(hearth: dict[str, Any], peer: dict[str, Any]) -> dict[str, Any]:
-    """Hearth / peer for each headline figure, with which direction is better, so a
-    reader sees at once who wins (a ratio > 1 on a "higher" figure favours Hearth)."""
+def compare(hearth: dict[str, Any], peer: dict[str, Any],
+            keys: tuple[tuple[str, tuple[str, ...], str], ...] = RATIO_KEYS) -> dict[str, Any]:
+    """Hearth / peer for each headline figure (``keys``: name, path, which direction is
+    better), so a reader sees at once who wins (a ratio > 1 on a "higher" figure
+    favours Hearth)."""
     out: dict[str, Any] = {}
-    for name, path, better in RATIO_KEYS:
+    for name, path, better in keys:
         h, p = _get(hearth, path), _get(peer, path)
         ratio = round(h / p, 3) if isinstance(h, int | float) and isinstance(p, int | float) \
             and p else None

@@ -50,12 +50,22 @@ jitter buffer, no decoding), never added to or mixed with mouth-to-ear. With the
 server's mix (``--mix-listeners-above``), listeners on the mix receive re-encoded
 payloads: lean ones count them (frames/s) but identify nothing (``unidentified``).
 Which participants were lean is in ``voice.listeners`` and the report's notes.
+
+The peer (``--peer direct``, :mod:`loadtest.voice_direct`): the same participants,
+speakers, listeners' mode and burst method with no server in the media path; each
+speaker sends to each listener it would hear over a peer connection of its own (a full
+mesh signalled inside each generator process), the floor an SFU adds to. Its report
+has the same keys under ``peers.direct`` (server figures are None: there is none) and
+the ratios are :data:`loadtest.report.VOICE_RATIO_KEYS`. The mesh is bounded
+(``MAX_DIRECT_TRACKS`` edges); the server mix has no counterpart, so on a mixed stage
+the peer's listeners get every speaker's track.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import statistics
 import sys
@@ -86,6 +96,7 @@ from loadtest.voice_audio import (
     SentBurst,
     match_detections,
 )
+from loadtest.voice_direct import heard_speakers
 from loadtest.voice_peer import (
     Gateway,
     ParticipantFinal,
@@ -135,6 +146,18 @@ docs/BENCHMARKS.md), used to size generator processes."""
 MEDIA_WORKER_MARK = "rooms.media.worker"
 SPEAK = 1 << 9
 """``Permission.SPEAK`` (docs/protocol.md; the harness imports nothing from rooms/)."""
+DIRECT = "direct"
+"""The ``--peer`` name (and target name) of the serverless mesh
+(:mod:`loadtest.voice_direct`)."""
+
+
+def direct_target() -> Target:
+    """The pseudo-target of ``--peer direct``: nothing listens; the generators connect
+    to one another."""
+    return Target(name=DIRECT, base_url="direct://mesh", host="127.0.0.1", port=0,
+                  local=False, notes=["no server: each speaker sends to each listener over "
+                                      "a peer connection of its own (full mesh on loopback); "
+                                      "generator CPU includes the senders' side"])
 
 
 @dataclass
@@ -166,6 +189,9 @@ class VoiceOptions:
     server's own setting, unknown to the harness when ``--url`` is given)."""
     media_capacity_tracks: int | None = None
     """The server's ``media_capacity_tracks`` when the harness starts it."""
+    slots_limit: int | None = None
+    """``--peer direct``: the receive-slot limit of Hearth's run (its server's
+    ``voice_receive_slots``), so both hear the same speakers."""
     progress: bool = True
 
     scenario = "voice"
@@ -230,6 +256,22 @@ class VoiceOptions:
         if self.listeners_mode == "auto":
             return self.received_tracks() > AUTO_LEAN_ABOVE_TRACKS
         return self.listeners_mode == "lean"
+
+    def direct_tracks(self) -> int:
+        """Directed speaker -> listener edges ``--peer direct`` would set up (no mix)."""
+        from loadtest.voice_direct import direct_tracks
+
+        return self.rooms * direct_tracks(self.participants, self.speakers,
+                                          self.slots or self.slots_limit or
+                                          DEFAULT_SLOTS_LIMIT)
+
+    def for_direct(self, slots_limit: int) -> VoiceOptions:
+        """The same workload for ``--peer direct``: the listeners' mode Hearth's run
+        used (decided once, so lean/decoding participants are the same ones), no
+        server mix (there is no server), Hearth's receive-slot limit."""
+        return dataclasses.replace(self, listeners_mode="lean" if self.lean() else "decode",
+                                   mix_listeners_above=None, media_capacity_tracks=None,
+                                   slots_limit=slots_limit, decode_listeners=self.decoders())
 
     def as_dict(self) -> dict[str, object]:
         return {k: v for k, v in self.__dict__.items() if k != "progress"}
@@ -313,6 +355,7 @@ class VoiceRun:
         self.go: VoiceGo | None = None
         self.interrupted: str | None = None
         self.machine_cpu: dict[str, tuple[float, float]] = {}
+        self.direct = target.name == DIRECT
 
     def _say(self, text: str) -> None:
         if self.opts.progress:
@@ -326,6 +369,10 @@ class VoiceRun:
         opts = self.opts
         t0 = time.monotonic()
         total = opts.participants * opts.rooms
+        if self.direct:
+            self._setup_direct()
+            self.phases["setup_s"] = round(time.monotonic() - t0, 3)
+            return
         provisioned = await provision(self.target.base_url, total, opts.participants)
         owner = provisioned.users[0]
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {owner.token}"}) \
@@ -376,6 +423,24 @@ class VoiceRun:
             await gateway.close()
         self.phases["setup_s"] = round(time.monotonic() - t0, 3)
 
+    def _setup_direct(self) -> None:
+        """``--peer direct``: the same participants (ids 1..N, no tokens: there is no
+        server) and rooms numbered from 1; who speaks, who decodes as for Hearth."""
+        opts = self.opts
+        self.slots_limit = opts.slots_limit or DEFAULT_SLOTS_LIMIT
+        lean = opts.lean()
+        for r in range(opts.rooms):
+            specs = []
+            for i in range(opts.participants):
+                speaker = i if i < opts.speakers else -1
+                audible = opts.speakers - (1 if speaker >= 0 else 0)
+                slots = opts.slots or max(1, min(self.slots_limit, audible))
+                decodes = i >= opts.participants - opts.decoders()
+                specs.append(VoiceSpec(user_id=r * opts.participants + i + 1, token="",
+                                       speaker=speaker, slots=slots,
+                                       lean=lean and not decodes))
+            self.rooms.append(Room(r + 1, specs))
+
     # ------------------------------------------------------------------ generators
 
     async def _spawn(self, epoch: float, deadline: float) -> None:
@@ -387,8 +452,10 @@ class VoiceRun:
         mic = LEAN_TRACK_COST if lean else 1.0
 
         def cost(spec: VoiceSpec) -> float:
-            return min(spec.slots, opts.speakers - (spec.speaker >= 0)) \
-                * (LEAN_TRACK_COST if spec.lean else 1.0) + mic * (spec.speaker >= 0)
+            tracks = min(spec.slots, opts.speakers - (spec.speaker >= 0))
+            if self.direct:  # each received track also has its sender in the process
+                return tracks * ((LEAN_TRACK_COST if spec.lean else 1.0) + mic)
+            return tracks * (LEAN_TRACK_COST if spec.lean else 1.0) + mic * (spec.speaker >= 0)
 
         # In lean mode, decoding participants, lean speakers and lean listeners get
         # processes of their own: a speaker's pacing lag is in every transit and
@@ -421,7 +488,8 @@ class VoiceRun:
             plan = VoicePlan(worker=index, url=self.target.ws_url, channel_id=channel_id,
                              speakers=opts.speakers, participants=members, epoch=epoch,
                              deadline=deadline, join_concurrency=opts.join_concurrency,
-                             join_timeout_s=opts.join_timeout_s, lean_speakers=lean)
+                             join_timeout_s=opts.join_timeout_s, lean_speakers=lean,
+                             direct=self.direct)
             assert proc.stdin is not None
             proc.stdin.write(pack(plan))
             await proc.stdin.drain()
@@ -457,6 +525,8 @@ class VoiceRun:
         opts = self.opts
         total = opts.participants * opts.rooms
         budget = 60 + total * 1.0 + opts.duration_s + SETTLE_S + LISTEN_TAIL_S + 60
+        if self.direct:  # edges are set up join_concurrency at a time per process
+            budget += opts.direct_tracks() * 2.0
         deadline = time.monotonic() + budget
         self._say(f"setting up {opts.rooms} room(s) of {opts.participants} "
                   f"({opts.speakers} speaking)")
@@ -471,7 +541,8 @@ class VoiceRun:
         await self._spawn(epoch, deadline)
         gen_probe = ServerProbe([g.process.pid for g in self.generators])
         try:
-            async with asyncio.timeout(60 + 2.0 * total):
+            async with asyncio.timeout(60 + 2.0 * total
+                                       + (2.0 * opts.direct_tracks() if self.direct else 0)):
                 for gen in self.generators:
                     await gen.ready.wait()
         except TimeoutError:
@@ -542,7 +613,21 @@ class VoiceRun:
         # bursts sent in the window, per room and speaker, by parity
         sent: dict[tuple[int, int], dict[int, list[SentBurst]]] = {}
         messages_sent = 0
-        for p in finals:
+        if self.direct:
+            # Each process fed its listeners from its own copy of every speaker's
+            # microphone: a listener's bursts are its process's copy's.
+            channel_of = {p.user_id: g.index for g in self.generators if g.final
+                          for p in g.final.participants}
+            bursts_of: dict[int, int] = {}
+            for g in self.generators:
+                for copy in g.final.copies if g.final else []:
+                    by_parity = sent.setdefault((g.index, copy.speaker), {0: [], 1: []})
+                    for index, t in copy.bursts:
+                        by_parity[index % 2].append(SentBurst(index=index, t=t))
+                    bursts_of[copy.speaker] = max(bursts_of.get(copy.speaker, 0),
+                                                    len(copy.bursts))
+            messages_sent = sum(bursts_of.values())
+        for p in finals if not self.direct else []:
             if p.speaker < 0:
                 continue
             by_parity = sent.setdefault((channel_of[p.user_id], p.speaker), {0: [], 1: []})
@@ -551,6 +636,7 @@ class VoiceRun:
                 messages_sent += 1
         latency = Histogram()
         heard = duplicated = out_of_order = unmatched = expected = 0
+        missing_a_speaker = 0  # decoding listeners that heard no burst of a speaker
         for p in connected:
             if p.lean:  # lean listeners decode nothing: no mouth-to-ear from them
                 continue
@@ -561,9 +647,13 @@ class VoiceRun:
             for (channel_id, speaker), by_parity in sent.items():
                 if channel_id != room or speaker == p.speaker:
                     continue
+                if self.direct and speaker not in heard_speakers(p.speaker, opts.speakers,
+                                                                 p.slots_offered):
+                    continue
                 expected += len(by_parity[0]) + len(by_parity[1])
                 m = match_detections(by_parity, per_speaker.pop(speaker, []))
                 heard += m.heard
+                missing_a_speaker += not m.heard and bool(by_parity[0] or by_parity[1])
                 duplicated += m.duplicated
                 out_of_order += m.out_of_order
                 unmatched += m.unmatched
@@ -578,7 +668,8 @@ class VoiceRun:
         window = go.measure_stop - go.measure_start if go is not None else duration
         voice = self._voice_block(finals, connected, window)
         voice["bursts"] = {"sent": messages_sent, "expected": expected, "heard": heard,
-                           "unmatched_detections": unmatched}
+                           "unmatched_detections": unmatched,
+                           "listener_speaker_pairs_unheard": missing_a_speaker}
         voice["transit_ms"] = self._transit_block(connected)
         gen_block = self._generator_block(finals)
         report: dict[str, Any] = {
@@ -674,7 +765,7 @@ class VoiceRun:
         for p in connected:
             roles[str(p.role)] = roles.get(str(p.role), 0) + 1
             wanted = "speaker" if p.speaker >= 0 or not opts.stage else "listener"
-            wrong_roles += p.role != wanted
+            wrong_roles += p.role != wanted and not self.direct  # no server gives roles
         if lean_users:
             self.notes.append(
                 f"lean mode: {len(lean_users)} of {len(finals)} participants counted RTP "
@@ -811,6 +902,13 @@ class VoiceRun:
         frames = sum(p.frames_sent for p in speakers)
         late = sum(p.late_frames for p in speakers)
         dropped = sum(p.dropped_frames for p in speakers)
+        max_lag = max((p.max_lag_s for p in speakers), default=0.0)
+        if self.direct:  # the microphones are the processes' copies
+            copies = [c for g in self.generators if g.final for c in g.final.copies]
+            frames = sum(c.frames for c in copies)
+            late = sum(c.late_frames for c in copies)
+            dropped = sum(c.dropped_frames for c in copies)
+            max_lag = max((c.max_lag_s for c in copies), default=0.0)
         counts = [len(g.final.participants) for g in self.generators if g.final]
         window = max(1e-6, self.phases.get("measure_s", self.opts.duration_s))
         received = sum(slot.frames for p in finals for slot in p.slots)
@@ -847,8 +945,7 @@ class VoiceRun:
             "speaker_frames_sent": frames,
             "speaker_frames_late": late,
             "speaker_frames_dropped": dropped,
-            "speaker_max_lag_ms": round(1000 * max((p.max_lag_s for p in speakers),
-                                                   default=0.0), 1),
+            "speaker_max_lag_ms": round(1000 * max_lag, 1),
             "behind_schedule": bool(dropped) or bool(frames and late / frames > 0.01)
             or bool(cpu and max(cpu.values()) > 85),
             "rss_bytes": sum(g.final.rss_bytes for g in self.generators if g.final),
@@ -881,11 +978,19 @@ def summary(report: dict[str, Any]) -> str:
         f"  join->connected p50 {j['p50']} p95 {j['p95']} max {j['max']} ms; frames/s per "
         f"track min {f['min']} median {f['median']} ({v['received_tracks_active']}/"
         f"{v['received_tracks_expected']} tracks); packets lost {v['packets_lost']}",
-        f"  server cpu {report['server']['cpu_percent']}% (media workers "
-        f"{v['media_worker_cpu_percent']}%, {v['media_workers']} worker(s), "
-        f"{v['outbound_tracks']} outbound tracks); generator cpu {g['cpu_percent']}% in "
+        (f"  no server ({v['outbound_tracks']} direct speaker->listener tracks); "
+         if report["target"]["name"] == DIRECT else
+         f"  server cpu {report['server']['cpu_percent']}% (media workers "
+         f"{v['media_worker_cpu_percent']}%, {v['media_workers']} worker(s), "
+         f"{v['outbound_tracks']} outbound tracks); ")
+        + f"generator cpu {g['cpu_percent']}% in "
         f"{g['processes']} process(es), late frames {g['speaker_frames_late']}"
         + (" (BEHIND SCHEDULE)" if g["behind_schedule"] else "")
         + f"; {g['cpu_ms_per_received_frame']} ms CPU per received frame",
-    ] + lean_line + [f"  note: {n}" for n in report["notes"]])
+    ] + lean_line + [f"  note: {n}" for n in report["notes"]] + [
+        "  " + line for peer in (report.get("peers") or {}).values()
+        for line in summary(peer).splitlines()] + [
+        f"  hearth/{name}: " + ", ".join(f"{k} x{v['ratio']}" for k, v in ratios.items()
+                                         if v["ratio"] is not None)
+        for name, ratios in (report.get("ratios") or {}).items()])
 

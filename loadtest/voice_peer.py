@@ -46,6 +46,7 @@ from loadtest.voice_audio import (
     ToneTrack,
     mono_samples,
 )
+from loadtest.voice_direct import Mesh, SourceCopy, heard_speakers, wait_connected
 from loadtest.voice_lean import (
     OpusLoopTrack,
     PayloadTable,
@@ -88,6 +89,9 @@ class VoicePlan(msgspec.Struct, tag="vplan", kw_only=True):
     lean_speakers: bool = False
     """Speakers send pre-encoded Opus (:class:`loadtest.voice_lean.OpusLoopTrack`)
     instead of PCM that aiortc encodes per frame."""
+    direct: bool = False
+    """``--peer direct``: no server; every speaker -> listener edge is a peer connection
+    of its own, signalled in this process (:mod:`loadtest.voice_direct`)."""
 
 
 class VoiceGo(msgspec.Struct, tag="vgo", kw_only=True):
@@ -169,6 +173,9 @@ class VoiceFinal(msgspec.Struct, tag="vfinal", kw_only=True):
     form, microseconds) over packets identified in the measured window."""
     payloads_ambiguous: int = 0
     """Loop payloads that identify nothing because two entries share them."""
+    copies: list[SourceCopy] = []
+    """``direct``: this process's copies of the speakers' microphones (their bursts
+    time the mouth-to-ear of this process's listeners)."""
 
 
 VoiceReport = VoiceJoinedReport | VoiceFinal
@@ -520,6 +527,90 @@ class Participant:
         await self.gateway.close()
 
 
+class DirectParticipant(Participant):
+    """A participant of ``--peer direct``: no gateway session; one receiving peer
+    connection per speaker it hears (slot = its index among them), each fed straight
+    by that speaker's sending peer connection (:class:`loadtest.voice_direct.Mesh`)."""
+
+    def __init__(self, spec: VoiceSpec, plan: VoicePlan, shared: Shared) -> None:
+        super().__init__(spec, plan, shared)
+        self.receivers: list[RTCPeerConnection] = []
+
+    async def join_direct(self, mesh: Mesh, gate: asyncio.Semaphore) -> None:
+        """Set up every incoming edge (``join_concurrency`` at a time per process);
+        connected when all are. ``join_to_connected_s`` is the slowest edge's, from
+        the start of its setup (before its offer) to its ``connected``: the moment
+        this participant hears everyone."""
+        spec, plan = self.spec, self.plan
+        self.final.lean = spec.lean
+        self.final.identified = {}
+        self.final.role = "speaker" if spec.speaker >= 0 else "listener"
+        timeout = plan.join_timeout_s
+
+        async def one(slot: int, speaker: int) -> float:
+            async with gate:
+                pc, started = await mesh.edge(speaker, timeout)
+                self.receivers.append(pc)
+                transceiver = pc.getTransceivers()[0]
+                if spec.lean:
+                    tap_receiver(transceiver.receiver, self._counter(slot))
+                elif transceiver.receiver.track is not None:
+                    self._readers.append(asyncio.create_task(
+                        self._read(slot, transceiver.receiver.track)))
+                if not await wait_connected(pc, timeout):
+                    raise GatewayError("ice_failed", f"direct edge {pc.connectionState}")
+                return time.monotonic() - started
+
+        heard = heard_speakers(spec.speaker, plan.speakers, spec.slots)
+        took = await asyncio.gather(*(one(slot, s) for slot, s in enumerate(heard)))
+        self.final.connected = True
+        self.final.join_to_connected_s = max(took) if took else None
+
+    async def finish(self) -> ParticipantFinal:
+        final = self.final
+        slots: dict[int, tuple[int, int]] = {}
+        for slot, pc in enumerate(self.receivers):
+            with contextlib.suppress(Exception):
+                report = await pc.getTransceivers()[0].receiver.getStats()
+                received = lost = 0
+                for stat in report.values():
+                    if getattr(stat, "type", "") == "inbound-rtp":
+                        received += int(stat.packetsReceived)
+                        lost += max(0, int(stat.packetsLost))
+                slots[slot] = (received, lost)
+        final.slots = [SlotFinal(slot=slot, frames=counts[0], frames_total=counts[1],
+                                 packets_received=slots.get(slot, (0, 0))[0],
+                                 packets_lost=slots.get(slot, (0, 0))[1])
+                       for slot, counts in sorted(self.frames.items())]
+        final.detections = self.detections
+        await self.close()
+        return final
+
+    async def close(self) -> None:
+        for task in self._readers:
+            task.cancel()
+        for pc in self.receivers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pc.close(), 10)
+
+
+async def _join_direct(plan: VoicePlan, shared: Shared, mesh: Mesh) -> list[Participant]:
+    participants = [DirectParticipant(spec, plan, shared) for spec in plan.participants]
+    gate = asyncio.Semaphore(max(1, plan.join_concurrency))
+
+    async def one(p: DirectParticipant) -> None:
+        try:
+            await asyncio.wait_for(p.join_direct(mesh, gate),
+                                   plan.join_timeout_s * (1 + len(plan.participants)))
+        except (GatewayError, OSError, TimeoutError, ValueError) as exc:
+            code = exc.code if isinstance(exc, GatewayError) else type(exc).__name__
+            shared.error(f"join:{code}")
+            p.final.failure = str(exc)[:300]
+
+    await asyncio.gather(*(one(p) for p in participants))
+    return list(participants)
+
+
 # ---------------------------------------------------------------------- process
 
 
@@ -553,9 +644,12 @@ async def run(reader: asyncio.StreamReader, out: Any) -> None:
     shared.prepare(plan)
     loop = asyncio.get_running_loop()
     participants: list[Participant] = []
+    mesh = Mesh(plan.speakers, plan.epoch, plan.lean_speakers, shared.loops) \
+        if plan.direct else None
     try:
         async with asyncio.timeout_at(loop.time() + (plan.deadline - time.monotonic())):
-            participants = await _join_all(plan, shared)
+            participants = await _join_direct(plan, shared, mesh) if mesh is not None \
+                else await _join_all(plan, shared)
             ok = sum(p.final.connected for p in participants)
             out.write(pack(VoiceJoinedReport(worker=plan.worker, connected=ok,
                                              failed=len(participants) - ok)))
@@ -567,6 +661,8 @@ async def run(reader: asyncio.StreamReader, out: Any) -> None:
                 command = _command_decoder.decode(body)
                 if isinstance(command, VoiceGo):
                     shared.go = command
+                    if mesh is not None:
+                        mesh.schedule(command.burst_start, command.burst_stop)
                     for p in participants:
                         if p.track is not None:
                             p.track.schedule(command.burst_start, command.burst_stop)
@@ -581,6 +677,10 @@ async def run(reader: asyncio.StreamReader, out: Any) -> None:
         except Exception:  # a stuck or failing close must not hang the run
             shared.error("close_timeout")
             finals.append(p.final)
+    copies = mesh.copies() if mesh is not None else []
+    if mesh is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(mesh.close(), 30)
     times = me.cpu_times()
     out.write(pack(VoiceFinal(worker=plan.worker, participants=finals,
                               cpu_s=times.user + times.system,
@@ -589,7 +689,7 @@ async def run(reader: asyncio.StreamReader, out: Any) -> None:
                               transit=shared.transit.to_wire() if shared.transit.count
                               else None,
                               payloads_ambiguous=shared.table.ambiguous if shared.table
-                              else 0)))
+                              else 0, copies=copies)))
     out.flush()
 
 

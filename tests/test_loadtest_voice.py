@@ -162,7 +162,9 @@ def test_voice_room_run_measures_mouth_to_ear(database_url: str, tmp_path: Path)
 @pytest.mark.slow
 def test_voice_options_are_bounded(tmp_path: Path) -> None:
     for bad in (["--participants", "1"], ["--participants", "4", "--speakers", "5"],
-                ["--participants", "40", "--speakers", "17"], ["--duration", "0"]):
+                ["--participants", "40", "--speakers", "17"], ["--duration", "0"],
+                ["--participants", "30", "--speakers", "16", "--peer", "direct"],
+                ["--peer", "node-ws"]):
         done = subprocess.run([sys.executable, "-m", "loadtest", "voice", *bad],
                               cwd=REPO, capture_output=True, text=True, timeout=60)
         assert done.returncode != 0 and "hearth loadtest:" in done.stderr, (bad, done.stderr)
@@ -375,3 +377,50 @@ def test_lean_stage_on_the_server_mix(database_url: str, tmp_path: Path) -> None
     assert transit["latency"]["p50"] > 0
     assert report["deliveries"] > 0 and report["latency_ms"]["p50"] > 0
     assert report["errors"] == {}
+
+
+# ------------------------------------------------------------------- --peer direct
+
+
+def test_direct_mesh_edges_are_what_the_sfu_would_forward() -> None:
+    """The mesh's size is the bound the CLI checks: stage 3 + 40 = 126 edges, an
+    all-talk room of 10 = 90 (each hears at most the server's 9 receive slots), 16
+    speakers in a room of 30 = 270 (refused above MAX_DIRECT_TRACKS)."""
+    from loadtest.voice_direct import MAX_DIRECT_TRACKS, direct_tracks, heard_speakers
+
+    assert heard_speakers(1, 3, 9) == [0, 2] and heard_speakers(-1, 3, 2) == [0, 1]
+    assert direct_tracks(43, 3, 9) == 3 * 2 + 40 * 3 == 126
+    assert direct_tracks(10, 10, 9) == 90
+    assert direct_tracks(30, 16, 9) == 270 > MAX_DIRECT_TRACKS >= 126
+
+
+@pytest.mark.slow
+def test_direct_peer_runs_beside_hearth_and_every_listener_hears_every_speaker(
+        database_url: str, tmp_path: Path) -> None:
+    """3 participants, 2 talking, 5 s, with ``--peer direct``: the peer's report has the
+    voice report's structure under its own name, its listeners heard every speaker
+    directly (no server), and the ratios name the voice figures. No figure is judged."""
+    from loadtest.report import VOICE_RATIO_KEYS
+
+    report = _run_voice(["--participants", "3", "--speakers", "2", "--duration", "5",
+                         "--database-url", database_url, "--peer", "direct"], tmp_path)
+    peer = report["peers"]["direct"]
+    for key in REQUIRED_KEYS:
+        assert key in peer, key
+    assert peer["scenario"] == "voice" and peer["target"]["name"] == "direct"
+    assert peer["interrupted"] is None and peer["errors"] == {}
+    voice = peer["voice"]
+    assert peer["connections_peak"] == 3 and voice["failed"] == 0, voice["failures"]
+    assert voice["join_to_connected_ms"]["count"] == 3
+    # 2 speakers hear 1 track each, the listener 2: 4 direct edges, all carrying frames
+    assert voice["received_tracks_expected"] == 4 and voice["received_tracks_active"] == 4
+    bursts = voice["bursts"]
+    assert bursts["sent"] >= 2 * 3 and bursts["expected"] > 0 and bursts["heard"] > 0
+    assert bursts["listener_speaker_pairs_unheard"] == 0, bursts
+    assert peer["latency_ms"]["count"] == bursts["heard"]
+    assert peer["generator"]["cpu_percent"] is not None
+    assert peer["server"]["cpu_percent"] is None  # there is no server
+    ratios = report["ratios"]["direct"]
+    assert set(ratios) == {name for name, _, _ in VOICE_RATIO_KEYS}
+    assert set(ratios["mouth_to_ear_p50_ms"]) >= {"hearth", "peer", "ratio", "better"}
+    assert report["voice"]["bursts"]["listener_speaker_pairs_unheard"] == 0
