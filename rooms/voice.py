@@ -469,11 +469,13 @@ class VoiceService:
         if self.media is None:
             raise RequestError(ErrorCode.VOICE_UNAVAILABLE, "no media workers")
         user_id = session.user.id
-        async with self._lock(user_id):
-            try:
+        try:
+            async with self._lock(user_id):
                 return await self._join_locked(session, channel, bits, req)
-            finally:
-                self._release_lock(user_id)
+        finally:
+            # After the block: inside it the lock is still held, so it could never be
+            # forgotten and every failed join would leave one behind.
+            self._release_lock(user_id)
 
     async def _join_locked(self, session: Session, channel: Channel, bits: Permission,
                            req: VoiceJoin) -> VoiceJoined:

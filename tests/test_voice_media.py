@@ -19,6 +19,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
 from rooms.permissions import Permission as P
+from server.app import SERVICES
 from tests.conftest import RunningServer, app_server, server_nodes
 from tests.helpers import GatewayClient, bearer
 from tests.mod_helpers import Crew, make_crew
@@ -219,6 +220,16 @@ async def test_room_capacity(database_url: str, http: aiohttp.ClientSession,
         reply = await crew.members[1].ws.request("voice_join", channel_id=channel["id"],
                                                  sdp=await fresh(peers))
         assert reply["code"] == "voice_capacity", reply
+        # The refused join left no per-member lock behind (nor did the joined member's
+        # leave): failed joins must not grow the lock table.
+        voice = srv.app[SERVICES].voice  # type: ignore[index]
+        for _ in range(3):
+            reply = await crew.members[1].ws.request("voice_join", channel_id=channel["id"],
+                                                     sdp=await fresh(peers))
+            assert reply["code"] == "voice_capacity", reply
+        assert crew.members[1].id not in voice._locks
+        await crew.members[0].ws.ok("voice_leave", channel_id=channel["id"])
+        assert voice._locks == {}
 
 
 @pytest.fixture
