@@ -28,8 +28,10 @@ Sanctions and permission changes, on every node
     once (its packets are dropped there), role ``listener``.
 
 Moderation
-    ``voice_server_mute`` (``MUTE_MEMBERS``), ``voice_disconnect`` and ``voice_move``
-    (``MOVE_MEMBERS``) are checked like the other sanctions (the actor must outrank the
+    ``voice_server_mute`` (``MUTE_MEMBERS`` at community level: the mute is stored per
+    community and holds in every voice room, so a channel override granting the bit
+    does not suffice), ``voice_disconnect`` and ``voice_move``
+    (``MOVE_MEMBERS`` in the channel) are checked like the other sanctions (the actor must outrank the
     target, ``rooms/moderation.py: sanction_rank``), audited in the same transaction as
     their change, then carried to the node holding the target by a command on the
     process-internal bus topic ``x.voice``; that node applies it.
@@ -94,7 +96,7 @@ from protocol.voice import (
     VoiceStatesResult,
     VoiceStateUpdated,
 )
-from rooms.access import session_channel_bits
+from rooms.access import session_channel_bits, session_community_bits
 from rooms.bus import channel_topic, mod_topic
 from rooms.enforcement import timeout_remaining_ms
 from rooms.errors import RequestError, forbidden, not_found
@@ -695,13 +697,20 @@ class VoiceService:
     # ------------------------------------------------------------------ moderation
 
     async def _moderate(self, session: Session, channel_id: int, perm: Permission,
-                        user_id: int) -> Channel:
+                        user_id: int, *, community_wide: bool = False) -> Channel:
         """The actor's right (``perm`` in the channel, from their view) and rank over
-        the target (from PostgreSQL, like every sanction)."""
+        the target (from PostgreSQL, like every sanction). ``community_wide``: the
+        action's effect reaches every voice room of the community (a server mute), so
+        ``perm`` must also come from the actor's community-level roles; a channel
+        override granting it only makes them a moderator of that one channel."""
         channel = self._voice_channel(session, channel_id)
         assert channel.community_id is not None
         if not has(session_channel_bits(session, channel), perm):
             raise forbidden("you lack the permission for this")
+        if community_wide and not has(
+                session_community_bits(session, channel.community_id), perm):
+            raise forbidden("a server mute holds in every voice room of the community: "
+                            "it needs the permission community-wide, not in one channel")
         if user_id == session.user.id:
             raise RequestError(ErrorCode.INVALID_ARGUMENT, "not on yourself")
         async with self.db.connection() as conn:
@@ -743,7 +752,8 @@ class VoiceService:
 
     async def server_mute(self, session: Session, req: VoiceServerMute) -> ModActionResult:
         reason = check_reason(req.reason, self.limits)
-        channel = await self._moderate(session, req.channel_id, P.MUTE_MEMBERS, req.user_id)
+        channel = await self._moderate(session, req.channel_id, P.MUTE_MEMBERS, req.user_id,
+                                       community_wide=True)
         assert channel.community_id is not None
         cid = channel.community_id
 

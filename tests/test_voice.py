@@ -282,3 +282,31 @@ async def test_custom_role_grants_mute_members(crew: Crew, voice: int) -> None:
     assert reply["code"] == "forbidden", reply
     reply = await helper.ws.request("voice_server_mute", channel_id=voice, user_id=crew.mod.id)
     assert reply["code"] == "forbidden", reply
+
+
+async def test_server_mute_needs_mute_members_community_wide(crew: Crew, voice: int) -> None:
+    """A channel override granting MUTE_MEMBERS makes a moderator of that one channel;
+    the server mute is stored per community and silences the member in every voice
+    room, so it is refused to them (their disconnect rights there are untouched)."""
+    owner, helper, target = crew.owner.ws, crew.members[0], crew.members[1]
+    # A role without voice bits ranks the helper above plain members ...
+    role = (await owner.ok("create_role", community_id=crew.community_id, name="helper",
+                           position=10, permissions=0))["role"]
+    await owner.ok("set_member_roles", community_id=crew.community_id, user_id=helper.id,
+                   role_ids=[role["id"]])
+    await helper.ws.event("permissions_update")
+    # ... and one channel's override gives them the voice bits there.
+    await owner.ok("set_channel_override", channel_id=voice, kind="member",
+                   target_id=helper.id, allow=int(P.MUTE_MEMBERS | P.MOVE_MEMBERS))
+    await helper.ws.event("permissions_update")
+    # The override is seen (disconnect, a channel-scoped action, gets past the
+    # permission check to "not in the room") ...
+    reply = await eventually(helper.ws, "voice_disconnect", "not_found", channel_id=voice,
+                             user_id=target.id)
+    assert reply["code"] == "not_found", reply
+    # ... but a community-wide mute is not granted by it.
+    reply = await helper.ws.request("voice_server_mute", channel_id=voice, user_id=target.id)
+    assert reply.get("code") == "forbidden", reply
+    assert await audit(owner, crew.community_id, action="voice.mute") == []
+    # A moderator (MUTE_MEMBERS from their role) still mutes.
+    await crew.mod.ws.ok("voice_server_mute", channel_id=voice, user_id=target.id)
