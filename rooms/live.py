@@ -404,6 +404,14 @@ class LiveService:
                     fields[name] = value
             if body.clear_capacity:
                 fields["capacity"] = None
+            manager = _has(bits, P.MANAGE_CHANNELS)
+            # A co-host runs the session; they must not take it over (a new host names
+            # co-hosts) nor change what the stage channel is: its tier gate and
+            # recording are channel management.
+            if "host_id" in fields and not (manager or user_id == row.session.host_id):
+                raise forbidden("only the host or a channel manager hands the session over")
+            if {"required_tier", "recorded"} & set(fields) and not manager:
+                raise forbidden("changing required_tier or recorded needs MANAGE_CHANNELS")
             if row.state in (S.ENDED, S.CANCELLED):
                 raise RequestError(ErrorCode.CONFLICT, f"the session is {row.state.value}")
             if row.state is S.LIVE and set(fields) - {"title", "description"}:
