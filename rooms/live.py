@@ -299,6 +299,15 @@ class LiveService:
         if not (self.is_host(row, user_id) or _has(bits, P.MANAGE_CHANNELS)):
             raise forbidden("only the host, a co-host or a channel manager may do this")
 
+    async def _check_manager(self, user_id: int, session_id: int) -> None:
+        """Refuse a non-manager before any costly work: ``end`` and the attendance
+        report flush the attendance queue (waiting on the writer), which nobody else
+        may make the server do."""
+        async with self.db.connection() as conn:
+            row = await self._session(conn, session_id)
+            bits = await self._member_bits(row.session.community_id, user_id)
+        self._require_manager(row, user_id, bits)
+
     def _ws_stage(self, session: Session, row: LiveRow) -> Channel:
         """Gateway: the stage channel from the session's own view (no I/O)."""
         channel = session.channels.get(row.session.channel_id)
@@ -469,6 +478,7 @@ class LiveService:
     async def end(self, user_id: int, session_id: int) -> LiveSession:
         """End a live session: open attendance stretches close now, everyone leaves
         the stage's voice room, and a recording's path and length are stored."""
+        await self._check_manager(user_id, session_id)
         await self.flush()  # stretches still queued land before they are closed
         row = await self._transition(user_id, session_id, (S.LIVE,), S.ENDED)
         if self.rooms is not None:
@@ -819,11 +829,10 @@ class LiveService:
 
     async def attendance(self, user_id: int, session_id: int) -> AttendanceReport:
         """Who attended (host, co-host or ``MANAGE_CHANNELS``)."""
+        await self._check_manager(user_id, session_id)
         await self.flush()
         async with self.db.connection() as conn:
             row = await self._session(conn, session_id)
-            bits = await self._member_bits(row.session.community_id, user_id)
-            self._require_manager(row, user_id, bits)
             stretches = await live_db.attendance(conn, session_id)
             registered = await live_db.registered_ids(conn, session_id)
             now = await live_db.db_now(conn)

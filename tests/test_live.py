@@ -430,3 +430,23 @@ async def test_cohost_cannot_take_over_or_change_the_stage_gate(crew: Crew, api:
     status, reply = await api.call("PATCH", crew.admin.token, f"/{sid}",
                                    {"required_tier": 1, "recorded": True})
     assert status == 200 and reply["session"]["recorded"] is True, reply
+
+
+async def test_refused_end_and_attendance_do_not_wait_for_the_attendance_writer(
+        crew: Crew, api: Api, live_server: RunningServer) -> None:
+    """``end`` and the attendance report flush the attendance queue; a member who may do
+    neither is refused first, without making the server flush (here: without waiting
+    for a writer that is busy)."""
+    host, member = crew.mod, crew.members[0]
+    session = await api.create(crew.admin.token, host_id=host.id)
+    sid = session["id"]
+    status, body = await api.call("POST", host.token, f"/{sid}/start")
+    assert status == 200, body
+    live = service(live_server)
+    async with live._write_lock:  # the writer is busy with a batch
+        live.note_join(session["channel_id"], member.id, time.time())
+        for method, path in (("POST", f"/{sid}/end"), ("GET", f"/{sid}/attendance")):
+            status, body = await asyncio.wait_for(api.call(method, member.token, path), 3)
+            assert status == 403, body
+    status, body = await api.call("POST", host.token, f"/{sid}/end")
+    assert status == 200, body
