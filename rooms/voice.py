@@ -104,6 +104,7 @@ from rooms.hub import Hub
 from rooms.moderation import Access, has, sanction_rank, wire_entry
 from rooms.moderation import _reason as check_reason
 from rooms.permissions import Permission
+from rooms.rate_limit import RateLimiter
 from rooms.sessions import Session
 from rooms.voice_roster import VoiceRoster
 
@@ -299,7 +300,8 @@ class VoiceService:
 
     def __init__(self, db: Database, hub: Hub, limits: Limits, access: Access,
                  roster: VoiceRoster, media: MediaBackend | None, *,
-                 enabled: bool = True, mix_listeners_above: int | None = None) -> None:
+                 enabled: bool = True, mix_listeners_above: int | None = None,
+                 join_limiter: RateLimiter | None = None) -> None:
         self.db = db
         self.hub = hub
         self.limits = limits
@@ -308,6 +310,10 @@ class VoiceService:
         self.media = media
         self.enabled = enabled
         self.mix_listeners_above = mix_listeners_above
+        self.join_limiter = join_limiter
+        """Per-member ``voice_join`` rate (``limits.voice_joins_per_window``), shared by
+        every node through Redis: the connection's token bucket alone lets one member
+        with many connections make the media workers handshake without end."""
         """Default for rooms without :meth:`configure_room` options (config
         ``voice_mix_listeners_above``)."""
         self._local: dict[int, LocalParticipant] = {}
@@ -468,6 +474,13 @@ class VoiceService:
         if not bits & P.CONNECT_VOICE:
             raise forbidden("you may not connect to this voice channel")
         check_offer(req.sdp, self.limits.voice_receive_slots)
+        if self.join_limiter is not None:
+            wait = await self.join_limiter.check(f"voice_join:{session.user.id}")
+            if wait is not None:
+                raise RequestError(ErrorCode.RATE_LIMITED,
+                                   f"at most {self.limits.voice_joins_per_window} voice joins "
+                                   f"per {self.limits.voice_join_window_ms // 1000} s",
+                                   retry_after_ms=wait)
         if self.media is None:
             raise RequestError(ErrorCode.VOICE_UNAVAILABLE, "no media workers")
         user_id = session.user.id

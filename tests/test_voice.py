@@ -310,3 +310,27 @@ async def test_server_mute_needs_mute_members_community_wide(crew: Crew, voice: 
     assert await audit(owner, crew.community_id, action="voice.mute") == []
     # A moderator (MUTE_MEMBERS from their role) still mutes.
     await crew.mod.ws.ok("voice_server_mute", channel_id=voice, user_id=target.id)
+
+
+async def test_voice_joins_are_rate_limited_per_member(database_url: str,
+                                                       http: aiohttp.ClientSession) -> None:
+    """Each join costs a media worker a handshake: beyond ``voice_joins_per_window`` a
+    member's joins are refused, from any of their connections, with the time to wait;
+    another member is unaffected."""
+    async with app_server(database_url, media_workers=0,
+                          limits={"voice_joins_per_window": 2}) as srv:
+        crew = await make_crew(http, srv.url, srv.ws_url, members=2, mods=0)
+        channel = (await create_channel(http, srv, crew, "lounge", "voice"))["id"]
+        for person in crew.members:
+            await person.ws.event("channel_create")
+        member, other = crew.members
+        for _ in range(2):  # allowed; they get as far as the (absent) media workers
+            reply = await member.ws.request("voice_join", channel_id=channel, sdp=OFFER)
+            assert reply["code"] == "voice_unavailable", reply
+        second = await GatewayClient.identified(http, srv.ws_url, member.token)
+        for client in (member.ws, second):
+            reply = await client.request("voice_join", channel_id=channel, sdp=OFFER)
+            assert reply["code"] == "rate_limited", reply
+            assert 0 < reply["retry_after_ms"] <= 30_000, reply
+        reply = await other.ws.request("voice_join", channel_id=channel, sdp=OFFER)
+        assert reply["code"] == "voice_unavailable", reply
