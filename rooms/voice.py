@@ -30,10 +30,10 @@ Sanctions and permission changes, on every node
 Moderation
     ``voice_server_mute`` (``MUTE_MEMBERS`` at community level: the mute is stored per
     community and holds in every voice room, so a channel override granting the bit
-    does not suffice), ``voice_disconnect`` and ``voice_move``
-    (``MOVE_MEMBERS`` in the channel) are checked like the other sanctions (the actor must outrank the
-    target, ``rooms/moderation.py: sanction_rank``), audited in the same transaction as
-    their change, then carried to the node holding the target by a command on the
+    does not suffice), ``voice_disconnect`` and ``voice_move`` (``MOVE_MEMBERS`` in the
+    channel) are checked like the other sanctions (the actor must outrank the target,
+    ``rooms/moderation.py: sanction_rank``), audited in the same transaction as their
+    change, then carried to the node holding the target by a command on the
     process-internal bus topic ``x.voice``; that node applies it.
 
 Events
