@@ -473,6 +473,12 @@ class VoiceService:
         bits = session_channel_bits(session, channel)
         if not bits & P.CONNECT_VOICE:
             raise forbidden("you may not connect to this voice channel")
+        if len(req.sdp) > self.limits.max_sdp_chars:
+            # The wire schema caps an SDP at the protocol's default; an operator who
+            # lowers the limit (sent in hello) is held to it here.
+            raise RequestError(ErrorCode.INVALID_FRAME,
+                               f"the offer is over {self.limits.max_sdp_chars} characters "
+                               "(limits.max_sdp_chars)")
         check_offer(req.sdp, self.limits.voice_receive_slots)
         if self.join_limiter is not None:
             wait = await self.join_limiter.check(f"voice_join:{session.user.id}")

@@ -334,3 +334,21 @@ async def test_voice_joins_are_rate_limited_per_member(database_url: str,
             assert 0 < reply["retry_after_ms"] <= 30_000, reply
         reply = await other.ws.request("voice_join", channel_id=channel, sdp=OFFER)
         assert reply["code"] == "voice_unavailable", reply
+
+
+async def test_a_lowered_max_sdp_chars_is_enforced(database_url: str,
+                                                   http: aiohttp.ClientSession) -> None:
+    """``limits.max_sdp_chars`` is sent in hello; an operator lowering it holds joins to
+    the lowered value (the schema alone only knows the default)."""
+    async with app_server(database_url, media_workers=0,
+                          limits={"max_sdp_chars": len(OFFER) + 10}) as srv:
+        crew = await make_crew(http, srv.url, srv.ws_url, members=1, mods=0)
+        channel = (await create_channel(http, srv, crew, "lounge", "voice"))["id"]
+        member = crew.member.ws
+        await member.event("channel_create")
+        long_offer = OFFER + "a=x-padding:" + "p" * 20 + "\r\n"
+        reply = await member.request("voice_join", channel_id=channel, sdp=long_offer)
+        assert reply["code"] == "invalid_frame", reply
+        assert "max_sdp_chars" in reply["message"], reply
+        reply = await member.request("voice_join", channel_id=channel, sdp=OFFER)
+        assert reply["code"] == "voice_unavailable", reply  # within it: on to the media
