@@ -526,7 +526,7 @@ class VoiceService:
                                f"the room is full ({self.limits.max_voice_room_participants})")
         local = LocalParticipant(session, channel, state, token)
         try:
-            mix, record = await self._options(channel.id)
+            mix, record = await self._options(channel.id, channel.kind)
             await self.media.open_room(room_id(channel.id), mix_listeners_above=mix,
                                        record_path=record)
             answer = (await self.media.join(room_id(channel.id), user_id, req.sdp,
@@ -545,7 +545,7 @@ class VoiceService:
                                "the media worker did not accept the connection") from exc
         if session.is_superseded or channel.id not in session.channels:
             # The session went away or lost the channel while the worker answered.
-            await self._cleanup_media(channel.id, user_id, token)
+            await self._cleanup_media(channel.id, user_id, token, kind=channel.kind)
             raise not_found("unknown channel")
         self._local[user_id] = local
         self._room_community[channel.id] = channel.community_id
@@ -581,7 +581,7 @@ class VoiceService:
             log.exception("voice join/leave callback failed")
 
     async def _cleanup_media(self, channel_id: int, user_id: int, token: str, *,
-                             leave_media: bool = True) -> None:
+                             kind: ChannelKind, leave_media: bool = True) -> None:
         await self.roster.remove(channel_id, user_id, token)
         if self.media is None:
             return
@@ -592,28 +592,34 @@ class VoiceService:
                 log.warning("media leave of %d in room %d failed: %s", user_id, channel_id,
                             exc)
         if self._room_options.get(channel_id, (None, None))[1] is None:
-            self._spawn(self._close_if_idle(channel_id), "idle room close")
+            self._spawn(self._close_if_idle(channel_id, kind), "idle room close")
 
-    async def _options(self, channel_id: int) -> tuple[int | None, str | None]:
+    async def _options(self, channel_id: int, kind: ChannelKind
+                       ) -> tuple[int | None, str | None]:
         """(mix_listeners_above, record_path) of a room: as configured here, else as
         its live session says (the session may have been started on another node),
         else this service's default mix threshold (config
-        ``voice_mix_listeners_above``; None: pure forwarding)."""
+        ``voice_mix_listeners_above``; None: pure forwarding). Only a stage can have a
+        live session: plain voice rooms never cost a query here."""
         options = self._room_options.get(channel_id)
         if options is not None:
             return options
-        if self.stage_options is not None:
+        if kind is ChannelKind.STAGE and self.stage_options is not None:
             found = await self.stage_options.stage_room_options(channel_id)
             if found is not None:
                 return found
         return self.mix_listeners_above, None
 
-    async def _close_if_idle(self, channel_id: int) -> None:
+    async def _close_if_idle(self, channel_id: int, kind: ChannelKind) -> None:
         await asyncio.sleep(ROOM_IDLE_CLOSE_S)
         if self.media is None or await self.roster.entries(channel_id):
             return
-        if (await self._options(channel_id))[1] is not None:
+        if (await self._options(channel_id, kind))[1] is not None:
             return  # a recorded stage: closed by its session's end, not when empty
+        # Again after the awaits above, right before closing: a member who joined
+        # meanwhile must not lose the room they were just admitted to.
+        if await self.roster.entries(channel_id):
+            return
         self._room_community.pop(channel_id, None)
         self._speaking.pop(channel_id, None)
         try:
@@ -640,6 +646,7 @@ class VoiceService:
             self._call(callback, local.channel_id, user_id, at)
         try:
             await self._cleanup_media(local.channel_id, user_id, local.token,
+                                      kind=local.channel.kind,
                                       leave_media=leave_media)
         finally:
             await self._announce(local, joined=False)
