@@ -121,6 +121,8 @@ class StageRooms(Protocol):
     def configure_room(self, channel_id: int, *, mix_listeners_above: int | None = None,
                        record_path: str | None = None) -> None: ...
 
+    async def apply_room_options(self, channel_id: int) -> None: ...
+
     async def close_room(self, channel_id: int) -> object: ...
 
 
@@ -267,6 +269,13 @@ class LiveService:
         self.rooms.configure_room(row.session.channel_id,
                                   mix_listeners_above=self.mix_listeners_above,
                                   record_path=record_path)
+        # A room opened before the start (members already on the stage) gets its
+        # recorder and mix now, not only rooms opened from here on.
+        try:
+            await self.rooms.apply_room_options(row.session.channel_id)
+        except Exception:
+            log.exception("stage room of live session %d not configured on the media "
+                          "side", row.id)
 
     # ------------------------------------------------------------------------- checks
 

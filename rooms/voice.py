@@ -359,6 +359,20 @@ class VoiceService:
         it empties: its owner closes it with :meth:`close_room`."""
         self._room_options[channel_id] = (mix_listeners_above, record_path)
 
+    async def apply_room_options(self, channel_id: int) -> None:
+        """Send the room's options (:meth:`configure_room`) to the media side now.
+
+        Members may have joined a stage before its session started (the host testing
+        sound): the room is then already open on a worker without a recorder or mix,
+        and options set only here would never reach it. ``OpenRoom`` is idempotent,
+        and on an open room without audio the worker attaches the mix and recorder.
+        Without media nothing happens: the first join opens the room with them."""
+        if self.media is None:
+            return
+        mix, record = self._room_options.get(channel_id, (self.mix_listeners_above, None))
+        await self.media.open_room(room_id(channel_id), mix_listeners_above=mix,
+                                   record_path=record)
+
     async def close_room(self, channel_id: int) -> object:
         """Everyone out, then close the media room; returns the media's result
         (recording path and duration) or None without media."""
