@@ -97,4 +97,13 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """ICE candidates one session may trickle per ``voice_join``; beyond it
     ``rate_limited`` (a browser gathers a handful)."""
     max_sdp_chars: int = 32_768
-    """Longest SDP offer in ``voice_join`` (larger: ``invalid_frame``)."""
+    """Longest SDP offer in ``voice_join`` (larger: ``invalid_frame``). The wire schema
+    holds every offer to the default; a lower configured value is enforced by the
+    voice service (same error)."""
+    voice_joins_per_window: int = 10
+    """``voice_join`` requests one member may make per ``voice_join_window_ms`` across
+    all their connections and every node (burst, then evenly spread); beyond it
+    ``rate_limited`` with ``retry_after_ms``. Each join costs a media worker a DTLS
+    handshake and ICE sockets and every node a drop command."""
+    voice_join_window_ms: int = 60_000
+    """Window of ``voice_joins_per_window``: one minute."""

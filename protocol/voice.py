@@ -94,7 +94,10 @@ class VoiceJoin(Request, tag="voice_join"):
     Needs ``VIEW_CHANNEL`` and ``CONNECT_VOICE`` there; without ``SPEAK`` you join as a
     listener. Refused while timed out (``timed_out``) or banned (``banned``); a full
     room (``limits.max_voice_room_participants``) or media workers without room left
-    answer ``voice_capacity``; no media workers ``voice_unavailable``. Joining while in
+    answer ``voice_capacity``; no media workers ``voice_unavailable``. At most
+    ``limits.voice_joins_per_window`` joins per ``limits.voice_join_window_ms`` per member
+    (every connection and node together), beyond it ``rate_limited`` with
+    ``retry_after_ms``. Joining while in
     another room (from any of your sessions) leaves it first (``voice_disconnected``
     there). Answered with the media worker's SDP answer and who is already there."""
 

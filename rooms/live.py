@@ -121,6 +121,8 @@ class StageRooms(Protocol):
     def configure_room(self, channel_id: int, *, mix_listeners_above: int | None = None,
                        record_path: str | None = None) -> None: ...
 
+    async def apply_room_options(self, channel_id: int) -> None: ...
+
     async def close_room(self, channel_id: int) -> object: ...
 
 
@@ -267,6 +269,13 @@ class LiveService:
         self.rooms.configure_room(row.session.channel_id,
                                   mix_listeners_above=self.mix_listeners_above,
                                   record_path=record_path)
+        # A room opened before the start (members already on the stage) gets its
+        # recorder and mix now, not only rooms opened from here on.
+        try:
+            await self.rooms.apply_room_options(row.session.channel_id)
+        except Exception:
+            log.exception("stage room of live session %d not configured on the media "
+                          "side", row.id)
 
     # ------------------------------------------------------------------------- checks
 
@@ -298,6 +307,15 @@ class LiveService:
     def _require_manager(self, row: LiveRow, user_id: int, bits: Permission) -> None:
         if not (self.is_host(row, user_id) or _has(bits, P.MANAGE_CHANNELS)):
             raise forbidden("only the host, a co-host or a channel manager may do this")
+
+    async def _check_manager(self, user_id: int, session_id: int) -> None:
+        """Refuse a non-manager before any costly work: ``end`` and the attendance
+        report flush the attendance queue (waiting on the writer), which nobody else
+        may make the server do."""
+        async with self.db.connection() as conn:
+            row = await self._session(conn, session_id)
+            bits = await self._member_bits(row.session.community_id, user_id)
+        self._require_manager(row, user_id, bits)
 
     def _ws_stage(self, session: Session, row: LiveRow) -> Channel:
         """Gateway: the stage channel from the session's own view (no I/O)."""
@@ -404,6 +422,14 @@ class LiveService:
                     fields[name] = value
             if body.clear_capacity:
                 fields["capacity"] = None
+            manager = _has(bits, P.MANAGE_CHANNELS)
+            # A co-host runs the session; they must not take it over (a new host names
+            # co-hosts) nor change what the stage channel is: its tier gate and
+            # recording are channel management.
+            if "host_id" in fields and not (manager or user_id == row.session.host_id):
+                raise forbidden("only the host or a channel manager hands the session over")
+            if {"required_tier", "recorded"} & set(fields) and not manager:
+                raise forbidden("changing required_tier or recorded needs MANAGE_CHANNELS")
             if row.state in (S.ENDED, S.CANCELLED):
                 raise RequestError(ErrorCode.CONFLICT, f"the session is {row.state.value}")
             if row.state is S.LIVE and set(fields) - {"title", "description"}:
@@ -461,6 +487,7 @@ class LiveService:
     async def end(self, user_id: int, session_id: int) -> LiveSession:
         """End a live session: open attendance stretches close now, everyone leaves
         the stage's voice room, and a recording's path and length are stored."""
+        await self._check_manager(user_id, session_id)
         await self.flush()  # stretches still queued land before they are closed
         row = await self._transition(user_id, session_id, (S.LIVE,), S.ENDED)
         if self.rooms is not None:
@@ -811,11 +838,10 @@ class LiveService:
 
     async def attendance(self, user_id: int, session_id: int) -> AttendanceReport:
         """Who attended (host, co-host or ``MANAGE_CHANNELS``)."""
+        await self._check_manager(user_id, session_id)
         await self.flush()
         async with self.db.connection() as conn:
             row = await self._session(conn, session_id)
-            bits = await self._member_bits(row.session.community_id, user_id)
-            self._require_manager(row, user_id, bits)
             stretches = await live_db.attendance(conn, session_id)
             registered = await live_db.registered_ids(conn, session_id)
             now = await live_db.db_now(conn)

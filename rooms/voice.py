@@ -28,10 +28,12 @@ Sanctions and permission changes, on every node
     once (its packets are dropped there), role ``listener``.
 
 Moderation
-    ``voice_server_mute`` (``MUTE_MEMBERS``), ``voice_disconnect`` and ``voice_move``
-    (``MOVE_MEMBERS``) are checked like the other sanctions (the actor must outrank the
-    target, ``rooms/moderation.py: sanction_rank``), audited in the same transaction as
-    their change, then carried to the node holding the target by a command on the
+    ``voice_server_mute`` (``MUTE_MEMBERS`` at community level: the mute is stored per
+    community and holds in every voice room, so a channel override granting the bit
+    does not suffice), ``voice_disconnect`` and ``voice_move`` (``MOVE_MEMBERS`` in the
+    channel) are checked like the other sanctions (the actor must outrank the target,
+    ``rooms/moderation.py: sanction_rank``), audited in the same transaction as their
+    change, then carried to the node holding the target by a command on the
     process-internal bus topic ``x.voice``; that node applies it.
 
 Events
@@ -94,7 +96,7 @@ from protocol.voice import (
     VoiceStatesResult,
     VoiceStateUpdated,
 )
-from rooms.access import session_channel_bits
+from rooms.access import session_channel_bits, session_community_bits
 from rooms.bus import channel_topic, mod_topic
 from rooms.enforcement import timeout_remaining_ms
 from rooms.errors import RequestError, forbidden, not_found
@@ -102,6 +104,7 @@ from rooms.hub import Hub
 from rooms.moderation import Access, has, sanction_rank, wire_entry
 from rooms.moderation import _reason as check_reason
 from rooms.permissions import Permission
+from rooms.rate_limit import RateLimiter
 from rooms.sessions import Session
 from rooms.voice_roster import VoiceRoster
 
@@ -297,7 +300,8 @@ class VoiceService:
 
     def __init__(self, db: Database, hub: Hub, limits: Limits, access: Access,
                  roster: VoiceRoster, media: MediaBackend | None, *,
-                 enabled: bool = True, mix_listeners_above: int | None = None) -> None:
+                 enabled: bool = True, mix_listeners_above: int | None = None,
+                 join_limiter: RateLimiter | None = None) -> None:
         self.db = db
         self.hub = hub
         self.limits = limits
@@ -306,6 +310,10 @@ class VoiceService:
         self.media = media
         self.enabled = enabled
         self.mix_listeners_above = mix_listeners_above
+        self.join_limiter = join_limiter
+        """Per-member ``voice_join`` rate (``limits.voice_joins_per_window``), shared by
+        every node through Redis: the connection's token bucket alone lets one member
+        with many connections make the media workers handshake without end."""
         """Default for rooms without :meth:`configure_room` options (config
         ``voice_mix_listeners_above``)."""
         self._local: dict[int, LocalParticipant] = {}
@@ -350,6 +358,20 @@ class VoiceService:
         stage's mixing and recording). A room with a ``record_path`` is not closed when
         it empties: its owner closes it with :meth:`close_room`."""
         self._room_options[channel_id] = (mix_listeners_above, record_path)
+
+    async def apply_room_options(self, channel_id: int) -> None:
+        """Send the room's options (:meth:`configure_room`) to the media side now.
+
+        Members may have joined a stage before its session started (the host testing
+        sound): the room is then already open on a worker without a recorder or mix,
+        and options set only here would never reach it. ``OpenRoom`` is idempotent,
+        and on an open room without audio the worker attaches the mix and recorder.
+        Without media nothing happens: the first join opens the room with them."""
+        if self.media is None:
+            return
+        mix, record = self._room_options.get(channel_id, (self.mix_listeners_above, None))
+        await self.media.open_room(room_id(channel_id), mix_listeners_above=mix,
+                                   record_path=record)
 
     async def close_room(self, channel_id: int) -> object:
         """Everyone out, then close the media room; returns the media's result
@@ -465,15 +487,30 @@ class VoiceService:
         bits = session_channel_bits(session, channel)
         if not bits & P.CONNECT_VOICE:
             raise forbidden("you may not connect to this voice channel")
+        if len(req.sdp) > self.limits.max_sdp_chars:
+            # The wire schema caps an SDP at the protocol's default; an operator who
+            # lowers the limit (sent in hello) is held to it here.
+            raise RequestError(ErrorCode.INVALID_FRAME,
+                               f"the offer is over {self.limits.max_sdp_chars} characters "
+                               "(limits.max_sdp_chars)")
         check_offer(req.sdp, self.limits.voice_receive_slots)
+        if self.join_limiter is not None:
+            wait = await self.join_limiter.check(f"voice_join:{session.user.id}")
+            if wait is not None:
+                raise RequestError(ErrorCode.RATE_LIMITED,
+                                   f"at most {self.limits.voice_joins_per_window} voice joins "
+                                   f"per {self.limits.voice_join_window_ms // 1000} s",
+                                   retry_after_ms=wait)
         if self.media is None:
             raise RequestError(ErrorCode.VOICE_UNAVAILABLE, "no media workers")
         user_id = session.user.id
-        async with self._lock(user_id):
-            try:
+        try:
+            async with self._lock(user_id):
                 return await self._join_locked(session, channel, bits, req)
-            finally:
-                self._release_lock(user_id)
+        finally:
+            # After the block: inside it the lock is still held, so it could never be
+            # forgotten and every failed join would leave one behind.
+            self._release_lock(user_id)
 
     async def _join_locked(self, session: Session, channel: Channel, bits: Permission,
                            req: VoiceJoin) -> VoiceJoined:
@@ -503,7 +540,7 @@ class VoiceService:
                                f"the room is full ({self.limits.max_voice_room_participants})")
         local = LocalParticipant(session, channel, state, token)
         try:
-            mix, record = await self._options(channel.id)
+            mix, record = await self._options(channel.id, channel.kind)
             await self.media.open_room(room_id(channel.id), mix_listeners_above=mix,
                                        record_path=record)
             answer = (await self.media.join(room_id(channel.id), user_id, req.sdp,
@@ -522,7 +559,7 @@ class VoiceService:
                                "the media worker did not accept the connection") from exc
         if session.is_superseded or channel.id not in session.channels:
             # The session went away or lost the channel while the worker answered.
-            await self._cleanup_media(channel.id, user_id, token)
+            await self._cleanup_media(channel.id, user_id, token, kind=channel.kind)
             raise not_found("unknown channel")
         self._local[user_id] = local
         self._room_community[channel.id] = channel.community_id
@@ -558,7 +595,7 @@ class VoiceService:
             log.exception("voice join/leave callback failed")
 
     async def _cleanup_media(self, channel_id: int, user_id: int, token: str, *,
-                             leave_media: bool = True) -> None:
+                             kind: ChannelKind, leave_media: bool = True) -> None:
         await self.roster.remove(channel_id, user_id, token)
         if self.media is None:
             return
@@ -569,28 +606,34 @@ class VoiceService:
                 log.warning("media leave of %d in room %d failed: %s", user_id, channel_id,
                             exc)
         if self._room_options.get(channel_id, (None, None))[1] is None:
-            self._spawn(self._close_if_idle(channel_id), "idle room close")
+            self._spawn(self._close_if_idle(channel_id, kind), "idle room close")
 
-    async def _options(self, channel_id: int) -> tuple[int | None, str | None]:
+    async def _options(self, channel_id: int, kind: ChannelKind
+                       ) -> tuple[int | None, str | None]:
         """(mix_listeners_above, record_path) of a room: as configured here, else as
         its live session says (the session may have been started on another node),
         else this service's default mix threshold (config
-        ``voice_mix_listeners_above``; None: pure forwarding)."""
+        ``voice_mix_listeners_above``; None: pure forwarding). Only a stage can have a
+        live session: plain voice rooms never cost a query here."""
         options = self._room_options.get(channel_id)
         if options is not None:
             return options
-        if self.stage_options is not None:
+        if kind is ChannelKind.STAGE and self.stage_options is not None:
             found = await self.stage_options.stage_room_options(channel_id)
             if found is not None:
                 return found
         return self.mix_listeners_above, None
 
-    async def _close_if_idle(self, channel_id: int) -> None:
+    async def _close_if_idle(self, channel_id: int, kind: ChannelKind) -> None:
         await asyncio.sleep(ROOM_IDLE_CLOSE_S)
         if self.media is None or await self.roster.entries(channel_id):
             return
-        if (await self._options(channel_id))[1] is not None:
+        if (await self._options(channel_id, kind))[1] is not None:
             return  # a recorded stage: closed by its session's end, not when empty
+        # Again after the awaits above, right before closing: a member who joined
+        # meanwhile must not lose the room they were just admitted to.
+        if await self.roster.entries(channel_id):
+            return
         self._room_community.pop(channel_id, None)
         self._speaking.pop(channel_id, None)
         try:
@@ -617,6 +660,7 @@ class VoiceService:
             self._call(callback, local.channel_id, user_id, at)
         try:
             await self._cleanup_media(local.channel_id, user_id, local.token,
+                                      kind=local.channel.kind,
                                       leave_media=leave_media)
         finally:
             await self._announce(local, joined=False)
@@ -693,13 +737,20 @@ class VoiceService:
     # ------------------------------------------------------------------ moderation
 
     async def _moderate(self, session: Session, channel_id: int, perm: Permission,
-                        user_id: int) -> Channel:
+                        user_id: int, *, community_wide: bool = False) -> Channel:
         """The actor's right (``perm`` in the channel, from their view) and rank over
-        the target (from PostgreSQL, like every sanction)."""
+        the target (from PostgreSQL, like every sanction). ``community_wide``: the
+        action's effect reaches every voice room of the community (a server mute), so
+        ``perm`` must also come from the actor's community-level roles; a channel
+        override granting it only makes them a moderator of that one channel."""
         channel = self._voice_channel(session, channel_id)
         assert channel.community_id is not None
         if not has(session_channel_bits(session, channel), perm):
             raise forbidden("you lack the permission for this")
+        if community_wide and not has(
+                session_community_bits(session, channel.community_id), perm):
+            raise forbidden("a server mute holds in every voice room of the community: "
+                            "it needs the permission community-wide, not in one channel")
         if user_id == session.user.id:
             raise RequestError(ErrorCode.INVALID_ARGUMENT, "not on yourself")
         async with self.db.connection() as conn:
@@ -741,7 +792,8 @@ class VoiceService:
 
     async def server_mute(self, session: Session, req: VoiceServerMute) -> ModActionResult:
         reason = check_reason(req.reason, self.limits)
-        channel = await self._moderate(session, req.channel_id, P.MUTE_MEMBERS, req.user_id)
+        channel = await self._moderate(session, req.channel_id, P.MUTE_MEMBERS, req.user_id,
+                                       community_wide=True)
         assert channel.community_id is not None
         cid = channel.community_id
 

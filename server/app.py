@@ -172,10 +172,16 @@ class Services:
         # are started with the other I/O (_realtime), so media stays None until then.
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.media: MediaBackend | None = None
+        per_join_ms = limits.voice_join_window_ms / max(limits.voice_joins_per_window, 1)
+        self.voice_join_limiter: RateLimiter = RedisRateLimiter(
+            config.redis_url.split(",")[0].strip(), limits.voice_joins_per_window,
+            per_join_ms) if config.redis_url else LocalRateLimiter(
+            limits.voice_joins_per_window, per_join_ms)
         self.voice = VoiceService(self.db, self.hub, config.limits, self.access,
                                   make_roster(config.redis_url, self.node_id), None,
                                   enabled=config.voice_enabled,
-                                  mix_listeners_above=config.voice_mix_listeners_above)
+                                  mix_listeners_above=config.voice_mix_listeners_above,
+                                  join_limiter=self.voice_join_limiter)
         # live sessions take attendance and drive speakers through the voice rooms
         self.live.attach_voice(self.voice)
         self.live.rooms = self.voice
@@ -335,6 +341,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         await services.user_limiter.close()
         await services.report_limiter.close()
         await services.question_limiter.close()
+        await services.voice_join_limiter.close()
         await services.slowmode.close()
         await services.raid.close()
 

@@ -101,8 +101,9 @@ class Config(msgspec.Struct, kw_only=True):
     ``voice_unavailable``)."""
     media_capacity_tracks: int | None = None
     """Admission control of each media worker, in outbound tracks (one per receive
-    slot of every participant). Unset: the worker's default (100, see
-    docs/BENCHMARKS.md) until measured on the target hardware."""
+    slot of every participant). Unset: the worker's default
+    (``rooms/media/worker.py: DEFAULT_CAPACITY_TRACKS``, 175, from the measured cost
+    per track in docs/BENCHMARKS.md) until measured on the target hardware."""
     media_listen: str | None = None
     """``host:port``: media workers also listen on TCP there (worker i on port+i; port
     0: any free port each) so that other nodes reach the rooms placed on them. Every

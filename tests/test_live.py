@@ -408,3 +408,45 @@ async def test_a_session_not_recorded_stores_no_recording(crew: Crew, api: Api) 
     assert status == 200, body
     assert body["session"]["recording_path"] is None
     assert body["session"]["recording_s"] in (None, 0, 0.0)
+
+
+async def test_cohost_cannot_take_over_or_change_the_stage_gate(crew: Crew, api: Api) -> None:
+    """A co-host edits the session but cannot make themselves host (a host names
+    co-hosts), nor change the stage channel's tier gate or the recording: those need
+    the host (host_id) or MANAGE_CHANNELS."""
+    host, cohost = crew.members[0], crew.members[1]
+    sid = (await api.create(crew.admin.token, host_id=host.id))["id"]
+    await host.ws.ok("stage_set_cohost", session_id=sid, user_id=cohost.id, cohost=True)
+    for body in ({"host_id": cohost.id}, {"required_tier": 0}, {"recorded": True}):
+        status, reply = await api.call("PATCH", cohost.token, f"/{sid}", body)
+        assert status == 403, (body, reply)
+    status, reply = await api.call("PATCH", cohost.token, f"/{sid}", {"title": "Renamed"})
+    assert status == 200 and reply["session"]["title"] == "Renamed", reply
+    # The host may not change the gate either, but may hand the session over.
+    status, reply = await api.call("PATCH", host.token, f"/{sid}", {"recorded": True})
+    assert status == 403, reply
+    status, reply = await api.call("PATCH", host.token, f"/{sid}", {"host_id": cohost.id})
+    assert status == 200 and reply["session"]["host_id"] == cohost.id, reply
+    status, reply = await api.call("PATCH", crew.admin.token, f"/{sid}",
+                                   {"required_tier": 1, "recorded": True})
+    assert status == 200 and reply["session"]["recorded"] is True, reply
+
+
+async def test_refused_end_and_attendance_do_not_wait_for_the_attendance_writer(
+        crew: Crew, api: Api, live_server: RunningServer) -> None:
+    """``end`` and the attendance report flush the attendance queue; a member who may do
+    neither is refused first, without making the server flush (here: without waiting
+    for a writer that is busy)."""
+    host, member = crew.mod, crew.members[0]
+    session = await api.create(crew.admin.token, host_id=host.id)
+    sid = session["id"]
+    status, body = await api.call("POST", host.token, f"/{sid}/start")
+    assert status == 200, body
+    live = service(live_server)
+    async with live._write_lock:  # the writer is busy with a batch
+        live.note_join(session["channel_id"], member.id, time.time())
+        for method, path in (("POST", f"/{sid}/end"), ("GET", f"/{sid}/attendance")):
+            status, body = await asyncio.wait_for(api.call(method, member.token, path), 3)
+            assert status == 403, body
+    status, body = await api.call("POST", host.token, f"/{sid}/end")
+    assert status == 200, body

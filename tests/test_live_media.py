@@ -198,3 +198,25 @@ async def test_a_stage_started_on_one_node_records_what_members_of_another_say(
             assert {HOST_HZ, GUEST_HZ} <= heard and LISTENER_HZ not in heard, heard
     finally:
         passthrough.set_host_address_mode("default")
+
+
+async def test_start_opens_the_stage_room_on_the_media_side(
+        database_url: str, http: aiohttp.ClientSession) -> None:
+    """start() sends the stage's options to a media worker at once (OpenRoom), so a
+    room already open before the start gets its recorder and mix; here: the room is on
+    a worker right after the start, before anyone joins. (That the worker attaches the
+    recorder to an already-open room is the worker's side, branch g-media.)"""
+    from server.app import SERVICES
+
+    async with app_server(database_url, media_workers=1) as srv:
+        crew = await make_crew(http, srv.url, srv.ws_url, members=1, mods=1)
+        api = Sessions(http, srv, crew)
+        sid = (await api.call("POST", crew.admin.token, "", {
+            "title": "Early", "host_id": crew.mod.id, "recorded": True,
+            "starts_at": int(time.time() * 1000) + 60_000}))["session"]["id"]
+        media = srv.app[SERVICES].voice.media  # type: ignore[index]
+        before = sum(s.rooms for s in (await media.stats()).values())
+        await api.call("POST", crew.mod.token, f"/{sid}/start")
+        after = sum(s.rooms for s in (await media.stats()).values())
+        assert after == before + 1, (before, after)
+        await api.call("POST", crew.mod.token, f"/{sid}/end")

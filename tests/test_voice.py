@@ -282,3 +282,73 @@ async def test_custom_role_grants_mute_members(crew: Crew, voice: int) -> None:
     assert reply["code"] == "forbidden", reply
     reply = await helper.ws.request("voice_server_mute", channel_id=voice, user_id=crew.mod.id)
     assert reply["code"] == "forbidden", reply
+
+
+async def test_server_mute_needs_mute_members_community_wide(crew: Crew, voice: int) -> None:
+    """A channel override granting MUTE_MEMBERS makes a moderator of that one channel;
+    the server mute is stored per community and silences the member in every voice
+    room, so it is refused to them (their disconnect rights there are untouched)."""
+    owner, helper, target = crew.owner.ws, crew.members[0], crew.members[1]
+    # A role without voice bits ranks the helper above plain members ...
+    role = (await owner.ok("create_role", community_id=crew.community_id, name="helper",
+                           position=10, permissions=0))["role"]
+    await owner.ok("set_member_roles", community_id=crew.community_id, user_id=helper.id,
+                   role_ids=[role["id"]])
+    await helper.ws.event("permissions_update")
+    # ... and one channel's override gives them the voice bits there.
+    await owner.ok("set_channel_override", channel_id=voice, kind="member",
+                   target_id=helper.id, allow=int(P.MUTE_MEMBERS | P.MOVE_MEMBERS))
+    await helper.ws.event("permissions_update")
+    # The override is seen (disconnect, a channel-scoped action, gets past the
+    # permission check to "not in the room") ...
+    reply = await eventually(helper.ws, "voice_disconnect", "not_found", channel_id=voice,
+                             user_id=target.id)
+    assert reply["code"] == "not_found", reply
+    # ... but a community-wide mute is not granted by it.
+    reply = await helper.ws.request("voice_server_mute", channel_id=voice, user_id=target.id)
+    assert reply.get("code") == "forbidden", reply
+    assert await audit(owner, crew.community_id, action="voice.mute") == []
+    # A moderator (MUTE_MEMBERS from their role) still mutes.
+    await crew.mod.ws.ok("voice_server_mute", channel_id=voice, user_id=target.id)
+
+
+async def test_voice_joins_are_rate_limited_per_member(database_url: str,
+                                                       http: aiohttp.ClientSession) -> None:
+    """Each join costs a media worker a handshake: beyond ``voice_joins_per_window`` a
+    member's joins are refused, from any of their connections, with the time to wait;
+    another member is unaffected."""
+    async with app_server(database_url, media_workers=0,
+                          limits={"voice_joins_per_window": 2}) as srv:
+        crew = await make_crew(http, srv.url, srv.ws_url, members=2, mods=0)
+        channel = (await create_channel(http, srv, crew, "lounge", "voice"))["id"]
+        for person in crew.members:
+            await person.ws.event("channel_create")
+        member, other = crew.members
+        for _ in range(2):  # allowed; they get as far as the (absent) media workers
+            reply = await member.ws.request("voice_join", channel_id=channel, sdp=OFFER)
+            assert reply["code"] == "voice_unavailable", reply
+        second = await GatewayClient.identified(http, srv.ws_url, member.token)
+        for client in (member.ws, second):
+            reply = await client.request("voice_join", channel_id=channel, sdp=OFFER)
+            assert reply["code"] == "rate_limited", reply
+            assert 0 < reply["retry_after_ms"] <= 30_000, reply
+        reply = await other.ws.request("voice_join", channel_id=channel, sdp=OFFER)
+        assert reply["code"] == "voice_unavailable", reply
+
+
+async def test_a_lowered_max_sdp_chars_is_enforced(database_url: str,
+                                                   http: aiohttp.ClientSession) -> None:
+    """``limits.max_sdp_chars`` is sent in hello; an operator lowering it holds joins to
+    the lowered value (the schema alone only knows the default)."""
+    async with app_server(database_url, media_workers=0,
+                          limits={"max_sdp_chars": len(OFFER) + 10}) as srv:
+        crew = await make_crew(http, srv.url, srv.ws_url, members=1, mods=0)
+        channel = (await create_channel(http, srv, crew, "lounge", "voice"))["id"]
+        member = crew.member.ws
+        await member.event("channel_create")
+        long_offer = OFFER + "a=x-padding:" + "p" * 20 + "\r\n"
+        reply = await member.request("voice_join", channel_id=channel, sdp=long_offer)
+        assert reply["code"] == "invalid_frame", reply
+        assert "max_sdp_chars" in reply["message"], reply
+        reply = await member.request("voice_join", channel_id=channel, sdp=OFFER)
+        assert reply["code"] == "voice_unavailable", reply  # within it: on to the media

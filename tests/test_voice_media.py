@@ -19,6 +19,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
 from rooms.permissions import Permission as P
+from server.app import SERVICES
 from tests.conftest import RunningServer, app_server, server_nodes
 from tests.helpers import GatewayClient, bearer
 from tests.mod_helpers import Crew, make_crew
@@ -219,6 +220,16 @@ async def test_room_capacity(database_url: str, http: aiohttp.ClientSession,
         reply = await crew.members[1].ws.request("voice_join", channel_id=channel["id"],
                                                  sdp=await fresh(peers))
         assert reply["code"] == "voice_capacity", reply
+        # The refused join left no per-member lock behind (nor did the joined member's
+        # leave): failed joins must not grow the lock table.
+        voice = srv.app[SERVICES].voice  # type: ignore[index]
+        for _ in range(3):
+            reply = await crew.members[1].ws.request("voice_join", channel_id=channel["id"],
+                                                     sdp=await fresh(peers))
+            assert reply["code"] == "voice_capacity", reply
+        assert crew.members[1].id not in voice._locks
+        await crew.members[0].ws.ok("voice_leave", channel_id=channel["id"])
+        assert voice._locks == {}
 
 
 @pytest.fixture
@@ -250,3 +261,34 @@ async def test_two_nodes_share_rooms_and_sanctions(two_nodes: list[RunningServer
                                user_id=crew.member.id, duration_s=60)
     assert (await crew.member.ws.event("voice_disconnected"))["reason"] == "sanctioned"
     await viewer.event("voice_state_update", user_id=crew.member.id, joined=False)
+
+
+class CountingStageOptions:
+    """The server's own live service, counting how often the voice rooms ask it."""
+
+    def __init__(self, live: Any) -> None:
+        self.live = live
+        self.asked: list[int] = []
+
+    async def stage_room_options(self, channel_id: int
+                                 ) -> tuple[int | None, str | None] | None:
+        self.asked.append(channel_id)
+        result: tuple[int | None, str | None] | None = \
+            await self.live.stage_room_options(channel_id)
+        return result
+
+
+async def test_plain_voice_rooms_do_not_ask_live_sessions(
+        server: RunningServer, http: aiohttp.ClientSession, crew: Crew, voice: int,
+        peers: list[Peer]) -> None:
+    """Only a stage can carry a live session: joining a plain voice room costs no
+    live-session query; joining a stage does ask."""
+    services = server.app[SERVICES]  # type: ignore[index]
+    counting = CountingStageOptions(services.live)
+    services.voice.stage_options = counting
+    await join(crew.member.ws, voice, peers)
+    assert counting.asked == []
+    stage = await create_channel(http, server, crew, "hall", "stage")
+    await crew.members[1].ws.event("channel_create", channel=stage)
+    await join(crew.members[1].ws, stage["id"], peers)
+    assert counting.asked == [stage["id"]]
