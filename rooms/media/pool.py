@@ -106,11 +106,30 @@ def worker_command(
     return args
 
 
+WORKER_ENV_NAMES = frozenset({
+    "PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",
+    "PYTHONHASHSEED", "PYTHONFAULTHANDLER", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "HOME",
+    "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+})
+"""Variables a worker inherits from its parent: what the interpreter, its libraries
+(PyAV's shared libraries, temp files, locale) need to run. Everything else is dropped."""
+WORKER_ENV_PREFIXES = ("LC_",)
+"""Locale categories (``LC_ALL``, ``LC_CTYPE``, ...) are inherited too."""
+
+
 def worker_env(key: bytes | None) -> dict[str, str]:
-    """The environment of a spawned worker: ours plus the key (not on the command
-    line, which every local user can read)."""
-    env = dict(os.environ)
-    env.pop(KEY_ENV, None)
+    """The environment of a spawned worker: an allow-list of ours plus the key.
+
+    Why an allow-list: a worker terminates WebRTC from the internet and parses its
+    SDP, RTP and DTLS; it reads nothing from the environment but :data:`KEY_ENV`
+    (everything else comes on its command line). The gateway's environment holds
+    ``HEARTH_SECRET`` (session signing) and ``HEARTH_DATABASE_URL`` (with its
+    password), which a compromised worker must not be able to read from
+    ``/proc/self/environ``. The key travels here, not on the command line, which
+    every local user can read.
+    """
+    env = {name: value for name, value in os.environ.items()
+           if name in WORKER_ENV_NAMES or name.startswith(WORKER_ENV_PREFIXES)}
     if key is not None:
         env[KEY_ENV] = key.hex()
     return env
