@@ -88,6 +88,7 @@ def worker_command(
     socket_path: str | None, *, parent_pid: int | None = None,
     capacity_tracks: int | None = None, max_slots: int | None = None,
     ice: str = "default", listen: str | None = None, advertise: str | None = None,
+    private_candidates: bool = True,
 ) -> list[str]:
     """The command line of one media worker process (pool and supervisor)."""
     args = [sys.executable, "-m", "rooms.media.worker", "--ice", ice]
@@ -103,6 +104,8 @@ def worker_command(
         args += ["--listen", listen]
     if advertise is not None:
         args += ["--advertise", advertise]
+    if not private_candidates:
+        args.append("--no-private-candidates")
     return args
 
 
@@ -452,6 +455,7 @@ class MediaPool:
         key: bytes | None = None,
         listen: str | None = None,
         advertise: str | None = None,
+        private_candidates: bool = True,
     ) -> MediaPool:
         """Spawn ``n_workers`` worker processes (sockets in ``socket_dir``) and connect.
 
@@ -473,7 +477,8 @@ class MediaPool:
                 args = worker_command(path, parent_pid=os.getpid(),
                                       capacity_tracks=capacity_tracks, max_slots=max_slots,
                                       ice=ice, listen=listen_for(listen, i),
-                                      advertise=advertise)
+                                      advertise=advertise,
+                                      private_candidates=private_candidates)
                 processes.append(await asyncio.create_subprocess_exec(
                     *args, env=worker_env(key)))
                 paths.append(path)
@@ -493,7 +498,7 @@ class MediaPool:
             pool._spawn_args[path] = (
                 worker_command(path, parent_pid=os.getpid(), capacity_tracks=capacity_tracks,
                                max_slots=max_slots, ice=ice, listen=listen_for(listen, i),
-                               advertise=advertise),
+                               advertise=advertise, private_candidates=private_candidates),
                 worker_env(key))
         return pool
 
