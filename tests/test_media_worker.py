@@ -228,3 +228,42 @@ async def test_large_audience_gets_the_mix_and_the_recording_holds_every_speaker
         for p in [*speakers, *listeners]:
             await p.close()
         await pool.close()
+
+
+@pytest.mark.slow
+async def test_admission_counts_sendable_streams_not_offered_slots(sock_dir: str) -> None:
+    # Browsers offer 9 slots each. Capacity 10: one speaker and four listeners send
+    # 4 streams (the slot count would be 45 and refuse the second joiner); a second
+    # speaker makes it 10; a third would need 18 and is refused with `capacity`.
+    pool = await MediaPool.start(1, sock_dir, capacity_tracks=10, max_slots=9,
+                                 ice="loopback")
+    peers: list[ClientPeer] = []
+    try:
+        async def join(pid: int, can_speak: bool) -> None:
+            peer = ClientPeer(440.0 if can_speak else None, slots=9)
+            peers.append(peer)
+            answer = await pool.join("stage", pid, await peer.offer(), can_speak=can_speak)
+            assert answer.slots == 9
+
+        async def stats() -> ipc.WorkerStats:
+            return next(iter((await pool.stats()).values()))
+
+        await join(1, True)
+        for pid in range(2, 6):
+            await join(pid, False)
+        s = await stats()
+        assert (s.outbound_tracks, s.offered_slots) == (4, 45)
+        await join(6, True)
+        assert (await stats()).outbound_tracks == 4 * 2 + 1 + 1
+        with pytest.raises(MediaRequestError) as refused:
+            await join(7, True)
+        assert refused.value.code == "capacity"
+        # A listener muting a speaker frees streams: the figure follows at once.
+        await pool.set_participant("stage", 6, can_speak=False, deafened=False)
+        assert (await stats()).outbound_tracks == 5
+        await pool.leave("stage", 2)
+        assert (await stats()).outbound_tracks == 4
+    finally:
+        for p in peers:
+            await p.close()
+        await pool.close()

@@ -34,9 +34,12 @@ trickled (``AddCandidate``) or inside the offer - passes :func:`candidate_allowe
 first; refused ones are dropped silently (counted), as a browser's mDNS ``.local``
 candidates routinely are.
 
-Admission control: ``--capacity-tracks`` bounds the pass-through outbound tracks (one
-per receive slot of every participant) the worker holds; a Join that would exceed it is
-refused with ``capacity``. See docs/BENCHMARKS.md for the measured per-core figure.
+Admission control: ``--capacity-tracks`` bounds the outbound streams the worker can
+be made to send at once: per listener, its receive slots but at most the number of
+others who may be heard (1 on the server mix, 0 when deafened), see
+:attr:`ForwardingRoom.outbound_tracks`. A Join whose projected total (its own streams
+plus the one a speaker adds at every other listener) would exceed it is refused with
+``capacity``. See docs/BENCHMARKS.md for the measured per-core figure.
 """
 
 from __future__ import annotations
@@ -304,12 +307,14 @@ class Worker:
 
     async def _join(self, room: _Room, req: ipc.Join, conn: _Conn | None) -> ipc.Answer:
         slots = check_offer(req.offer_sdp, self.max_slots)
-        held = room.fwd.slot_count(req.participant_id)
-        if self.outbound_tracks - held + slots > self.capacity_tracks:
+        now = self.outbound_tracks
+        after = now - room.fwd.outbound_tracks + room.fwd.projected_tracks(
+            req.participant_id, slots, req.can_speak, req.deafened)
+        if after > self.capacity_tracks:
             raise MediaFailure(
                 "capacity",
-                f"worker holds {self.outbound_tracks} of {self.capacity_tracks} outbound "
-                f"tracks; this join needs {slots}",
+                f"worker sends up to {now} of {self.capacity_tracks} outbound "
+                f"tracks; with this join it would be {after}",
             )
         if req.participant_id in room.peers:
             await self._leave(room, req.participant_id)
@@ -474,6 +479,7 @@ class Worker:
             rooms=len(self.rooms),
             participants=participants,
             outbound_tracks=self.outbound_tracks,
+            offered_slots=sum(r.fwd.offered_slots for r in self.rooms.values()),
             capacity_tracks=self.capacity_tracks,
             cpu_percent=self._process.cpu_percent(None),
             packets_forwarded=forwarded,
