@@ -267,3 +267,53 @@ async def test_admission_counts_sendable_streams_not_offered_slots(sock_dir: str
         for p in peers:
             await p.close()
         await pool.close()
+
+
+@pytest.mark.slow
+async def test_reopening_an_open_room_attaches_the_mix_and_the_recording(
+        sock_dir: str) -> None:
+    """People join a stage's room before its live session starts; the session's
+    OpenRoom (mix threshold, recording) then arrives for an open room and must take
+    effect; a further OpenRoom changes nothing."""
+    import wave
+
+    from tests.media_peers import tones_in
+
+    record = os.path.join(sock_dir, "late.wav")
+    other = os.path.join(sock_dir, "other.wav")
+    pool = await MediaPool.start(1, sock_dir, ice="loopback")
+    speakers = [ClientPeer(freq, slots=2) for freq in TONES[:2]]
+    listeners = [ClientPeer(None, slots=2) for _ in range(2)]
+    try:
+        await pool.open_room("early")
+        for pid, peer in enumerate([*speakers, *listeners], start=1):
+            answer = await pool.join("early", pid, await peer.offer(), can_speak=pid <= 2)
+            await peer.accept(answer.sdp)
+
+        def forwarded() -> bool:  # one speaker per slot
+            return all(tones_in(p.listeners[0].recent(0.6), TONES) | tones_in(
+                p.listeners[1].recent(0.6), TONES) == set(TONES[:2]) for p in listeners)
+
+        assert await wait_for(forwarded, 20)
+        opened = await pool.open_room("early", mix_listeners_above=1, record_path=record)
+        assert not opened.created
+        assert not (await pool.open_room("early", mix_listeners_above=5,
+                                         record_path=other)).created
+
+        def on_the_mix() -> bool:  # both tones on slot 0 only: the mix took over
+            return all(tones_in(p.listeners[0].recent(0.6), TONES) == set(TONES[:2])
+                       and len(p.listeners[1].recent(0.6)) == 0 for p in listeners)
+
+        await asyncio.sleep(1.5)
+        assert await wait_for(on_the_mix, 10)
+        await asyncio.sleep(1.0)
+        closed = await pool.close_room("early")
+        assert closed.recording_path == record and closed.recording_s > 1.5
+        assert "other.wav" not in os.listdir(sock_dir)
+        with wave.open(record, "rb") as w:
+            assert w.getnframes() / w.getframerate() == pytest.approx(
+                closed.recording_s, abs=0.05)
+    finally:
+        for p in [*speakers, *listeners]:
+            await p.close()
+        await pool.close()

@@ -166,6 +166,9 @@ class ForwardingRoom:
         self.sink = factory(
             RoomSinkConfig(self.room_id, self.mix_listeners_above, record_path, MixOutput(self))
         )
+        # Attached to a room people are already in: its listeners may now be enough
+        # for the mix.
+        self._update_mixed_mode()
 
     @property
     def participant_ids(self) -> list[int]:

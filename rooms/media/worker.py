@@ -285,12 +285,23 @@ class Worker:
             return await self._close_room(req.room_id, room)
 
     def _open_room(self, req: ipc.OpenRoom, conn: _Conn | None) -> ipc.RoomOpened:
+        """Open a room, or join the openers of an open one.
+
+        An open room without room audio gets it from a later OpenRoom asking for a
+        mix or a recording: people join a stage's voice room before its live session
+        starts, and the session's OpenRoom (mix threshold, recording path) must not
+        be ignored because the room already exists. A room that has room audio keeps
+        it (repeated opens from every gateway process are idempotent)."""
+        wants_sink = req.mix_listeners_above is not None or req.record_path is not None
         existing = self.rooms.get(req.room_id)
         if existing is not None:
             if conn is not None and conn not in existing.openers:
                 existing.openers.append(conn)
+            fwd = existing.fwd
+            if wants_sink and fwd.sink is None and self.sink_factory is not None:
+                fwd.mix_listeners_above = req.mix_listeners_above
+                fwd.attach_sink(self.sink_factory, req.record_path)
             return ipc.RoomOpened(room_id=req.room_id, created=False)
-        wants_sink = req.mix_listeners_above is not None or req.record_path is not None
         fwd = ForwardingRoom(req.room_id, mix_listeners_above=req.mix_listeners_above)
         if wants_sink and self.sink_factory is not None:
             fwd.attach_sink(self.sink_factory, req.record_path)
