@@ -200,7 +200,10 @@ class RoomClosed(MediaResultBase, tag="room_closed"):
 
 
 class WorkerStats(MediaResultBase, tag="worker_stats"):
-    """Reply to GetStats; ``outbound_tracks`` is what admission control counts."""
+    """Reply to GetStats; ``outbound_tracks`` is what admission control counts: the
+    streams the worker can be made to send at once (per listener min(slots, others who
+    may be heard), 1 on the mix, 0 deafened). ``offered_slots`` is the receive slots
+    the clients offered (attached tracks, mostly idle in a stage)."""
 
     rooms: int
     participants: int
@@ -209,6 +212,7 @@ class WorkerStats(MediaResultBase, tag="worker_stats"):
     cpu_percent: float
     packets_forwarded: int
     packets_dropped: int
+    offered_slots: int = 0
 
 
 class Authenticated(MediaResultBase, tag="authenticated"):

@@ -405,7 +405,8 @@ async def _start_media(services: Services) -> Callable[[], Awaitable[None]] | No
                                          max_slots=config.limits.voice_receive_slots,
                                          ice=config.media_ice, placement_store=store,
                                          key=key, listen=config.media_listen,
-                                         advertise=config.media_advertise)
+                                         advertise=config.media_advertise,
+                                         private_candidates=config.media_private_candidates)
     except BaseException:
         if redis_client is not None:
             await redis_client.aclose()

@@ -117,6 +117,11 @@ class Config(msgspec.Struct, kw_only=True):
     """Which local addresses the media workers gather ICE host candidates on:
     ``default`` (every interface but loopback, aioice's rule), ``loopback`` (127.0.0.1
     only: tests and single-host setups), ``with_loopback`` (both)."""
+    media_private_candidates: bool = True
+    """Accept clients' ICE candidates in private ranges (RFC 1918, 100.64/10,
+    fc00::/7): needed when clients share a LAN/VPN with the media workers. A public
+    deployment should set it false so a client cannot make a worker probe the
+    worker's own network (loopback, link-local and the like are always refused)."""
     voice_mix_listeners_above: int | None = None
     """Voice rooms opened without options of their own (a live session's stage has
     ``stage_mix_listeners_above``) serve their listeners the server mix once more than

@@ -119,7 +119,8 @@ class MediaWorkers:
                               max_slots=config.limits.voice_receive_slots,
                               ice=config.media_ice,
                               listen=listen_for(config.media_listen, index),
-                              advertise=config.media_advertise)
+                              advertise=config.media_advertise,
+                              private_candidates=config.media_private_candidates)
         return subprocess.Popen(args, env=worker_env(self.key),
                                 preexec_fn=_die_with_parent if sys.platform == "linux"
                                 else None)

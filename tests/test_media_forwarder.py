@@ -167,3 +167,42 @@ async def test_sink_fed_and_mix_mode_for_many_listeners() -> None:
     room.remove(3)
     assert not room.mixed_mode and room.assignments(2) == [None, None]
     assert await sinks[0].close() == ("/tmp/x.wav", 0.02)
+
+
+def _nine() -> list[EncodedAudioTrack]:
+    return [EncodedAudioTrack(max_queue=10) for _ in range(9)]
+
+
+async def test_outbound_tracks_count_what_can_be_sent_not_offered_slots() -> None:
+    # A browser offers 9 slots; a 3-speaker + 40-listener stage can send each listener
+    # 3 streams and each speaker 2: 126, well inside 175 (the slots would be 387).
+    room = ForwardingRoom("stage")
+    for pid in range(1, 4):
+        room.add(pid, _nine(), can_speak=True, deafened=False)
+    for pid in range(4, 44):
+        assert room.projected_tracks(pid, 9, False, False) == room.outbound_tracks + 3
+        room.add(pid, _nine(), can_speak=False, deafened=False)
+    assert room.outbound_tracks == 3 * 2 + 40 * 3 <= 175
+    assert room.offered_slots == 43 * 9
+    # One more speaker: one more stream at each of the 43 others, 3 for itself.
+    assert room.projected_tracks(44, 9, True, False) == 126 + 43 + 3
+    room.set_participant(43, can_speak=False, deafened=True)  # deafened: nothing
+    assert room.outbound_tracks == 126 - 3
+    room.set_participant(1, can_speak=False, deafened=False)  # one speaker fewer
+    assert room.outbound_tracks == 2 * 1 + 39 * 2 + 1 * 2
+    room.remove(2)
+    assert room.outbound_tracks == 1 * 0 + 40 * 1
+
+
+async def test_outbound_tracks_in_mixed_mode_is_one_per_listener() -> None:
+    room = ForwardingRoom("stage", mix_listeners_above=5)
+    room.attach_sink(ListSink, record_path=None)
+    for pid in range(1, 4):
+        room.add(pid, _nine(), can_speak=True, deafened=False)
+    for pid in range(4, 9):
+        room.add(pid, _nine(), can_speak=False, deafened=False)
+    assert not room.mixed_mode and room.outbound_tracks == 6 + 5 * 3
+    # The sixth listener switches the room to the mix: every listener costs 1.
+    assert room.projected_tracks(9, 9, False, False) == 6 + 6
+    room.add(9, _nine(), can_speak=False, deafened=False)
+    assert room.mixed_mode and room.outbound_tracks == 6 + 6

@@ -130,3 +130,59 @@ async def test_realtime_recording_length_matches_wall_time(tmp_path: Path) -> No
     result = await rec.close()
     assert abs(result.duration_s - elapsed) <= 3 * 0.02, (result.duration_s, elapsed)
     assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+
+async def _record(path: Path, pcm: bytes) -> float:
+    rec = WavRecorder(path, flush_s=0.5)
+    for i in range(0, len(pcm), 2 * FRAME_SAMPLES):
+        rec.write(pcm[i:i + 2 * FRAME_SAMPLES])
+        await asyncio.sleep(0)
+    result = await rec.close()
+    assert result.error is None
+    return result.duration_s
+
+
+async def test_reopening_continues_the_recording(tmp_path: Path) -> None:
+    """A room reopened in the same session (worker restart, close and reopen) records
+    to the same path: the second recorder appends, so one session keeps one file."""
+    path = tmp_path / "session.wav"
+    first = (np.arange(RATE) % 300).astype("<i2").tobytes()  # 1 s
+    second = (-(np.arange(RATE // 2) % 200)).astype("<i2").tobytes()  # 0.5 s
+    assert await _record(path, first) == pytest.approx(1.0)
+    assert await _record(path, second) == pytest.approx(1.5)  # the total
+    params, pcm = read_wav(str(path))
+    assert (params.nchannels, params.sampwidth, params.framerate) == (1, 2, RATE)
+    assert pcm.tobytes() == first + second
+
+
+async def test_a_file_cut_short_by_a_crash_is_continued(tmp_path: Path) -> None:
+    # The last flush wrote audio but the process died before the header was patched.
+    path = tmp_path / "crashed.wav"
+    first = (np.arange(RATE // 2) % 50).astype("<i2").tobytes()
+    await _record(path, first)
+    path.write_bytes(path.read_bytes() + b"\x01\x00\x02\x00\x03")  # 2.5 samples
+    second = bytes(2 * FRAME_SAMPLES)
+    assert await _record(path, second) == pytest.approx((len(first) + 4 + len(second))
+                                                        / (2 * RATE))
+    _, pcm = read_wav(str(path))
+    assert pcm.tobytes() == first + b"\x01\x00\x02\x00" + second
+
+
+@pytest.mark.parametrize("existing", [b"not a wav at all", "8khz"])
+async def test_a_file_of_another_kind_is_moved_aside_not_overwritten(
+    tmp_path: Path, existing: bytes | str
+) -> None:
+    path = tmp_path / "session.wav"
+    if existing == "8khz":
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(bytes(1600))
+    else:
+        assert isinstance(existing, bytes)
+        path.write_bytes(existing)
+    before = path.read_bytes()
+    assert await _record(path, bytes(2 * RATE)) == pytest.approx(1.0)
+    assert (tmp_path / "session.wav.1.bak").read_bytes() == before
+    assert read_wav(str(path))[0].nframes == RATE

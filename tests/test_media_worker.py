@@ -228,3 +228,92 @@ async def test_large_audience_gets_the_mix_and_the_recording_holds_every_speaker
         for p in [*speakers, *listeners]:
             await p.close()
         await pool.close()
+
+
+@pytest.mark.slow
+async def test_admission_counts_sendable_streams_not_offered_slots(sock_dir: str) -> None:
+    # Browsers offer 9 slots each. Capacity 10: one speaker and four listeners send
+    # 4 streams (the slot count would be 45 and refuse the second joiner); a second
+    # speaker makes it 10; a third would need 18 and is refused with `capacity`.
+    pool = await MediaPool.start(1, sock_dir, capacity_tracks=10, max_slots=9,
+                                 ice="loopback")
+    peers: list[ClientPeer] = []
+    try:
+        async def join(pid: int, can_speak: bool) -> None:
+            peer = ClientPeer(440.0 if can_speak else None, slots=9)
+            peers.append(peer)
+            answer = await pool.join("stage", pid, await peer.offer(), can_speak=can_speak)
+            assert answer.slots == 9
+
+        async def stats() -> ipc.WorkerStats:
+            return next(iter((await pool.stats()).values()))
+
+        await join(1, True)
+        for pid in range(2, 6):
+            await join(pid, False)
+        s = await stats()
+        assert (s.outbound_tracks, s.offered_slots) == (4, 45)
+        await join(6, True)
+        assert (await stats()).outbound_tracks == 4 * 2 + 1 + 1
+        with pytest.raises(MediaRequestError) as refused:
+            await join(7, True)
+        assert refused.value.code == "capacity"
+        # A listener muting a speaker frees streams: the figure follows at once.
+        await pool.set_participant("stage", 6, can_speak=False, deafened=False)
+        assert (await stats()).outbound_tracks == 5
+        await pool.leave("stage", 2)
+        assert (await stats()).outbound_tracks == 4
+    finally:
+        for p in peers:
+            await p.close()
+        await pool.close()
+
+
+@pytest.mark.slow
+async def test_reopening_an_open_room_attaches_the_mix_and_the_recording(
+        sock_dir: str) -> None:
+    """People join a stage's room before its live session starts; the session's
+    OpenRoom (mix threshold, recording) then arrives for an open room and must take
+    effect; a further OpenRoom changes nothing."""
+    import wave
+
+    from tests.media_peers import tones_in
+
+    record = os.path.join(sock_dir, "late.wav")
+    other = os.path.join(sock_dir, "other.wav")
+    pool = await MediaPool.start(1, sock_dir, ice="loopback")
+    speakers = [ClientPeer(freq, slots=2) for freq in TONES[:2]]
+    listeners = [ClientPeer(None, slots=2) for _ in range(2)]
+    try:
+        await pool.open_room("early")
+        for pid, peer in enumerate([*speakers, *listeners], start=1):
+            answer = await pool.join("early", pid, await peer.offer(), can_speak=pid <= 2)
+            await peer.accept(answer.sdp)
+
+        def forwarded() -> bool:  # one speaker per slot
+            return all(tones_in(p.listeners[0].recent(0.6), TONES) | tones_in(
+                p.listeners[1].recent(0.6), TONES) == set(TONES[:2]) for p in listeners)
+
+        assert await wait_for(forwarded, 20)
+        opened = await pool.open_room("early", mix_listeners_above=1, record_path=record)
+        assert not opened.created
+        assert not (await pool.open_room("early", mix_listeners_above=5,
+                                         record_path=other)).created
+
+        def on_the_mix() -> bool:  # both tones on slot 0 only: the mix took over
+            return all(tones_in(p.listeners[0].recent(0.6), TONES) == set(TONES[:2])
+                       and len(p.listeners[1].recent(0.6)) == 0 for p in listeners)
+
+        await asyncio.sleep(1.5)
+        assert await wait_for(on_the_mix, 10)
+        await asyncio.sleep(1.0)
+        closed = await pool.close_room("early")
+        assert closed.recording_path == record and closed.recording_s > 1.5
+        assert "other.wav" not in os.listdir(sock_dir)
+        with wave.open(record, "rb") as w:
+            assert w.getnframes() / w.getframerate() == pytest.approx(
+                closed.recording_s, abs=0.05)
+    finally:
+        for p in [*speakers, *listeners]:
+            await p.close()
+        await pool.close()

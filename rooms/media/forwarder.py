@@ -99,6 +99,22 @@ class RoomSinkConfig:
 RoomAudioSinkFactory = Callable[[RoomSinkConfig], RoomAudioSink]
 
 
+def _sendable(entries: list[tuple[int, bool, bool]], mixed: bool) -> int:
+    """Streams sent at most to participants given as (slots, can_speak, deafened):
+    nothing to a deafened one, the mix alone to a listener in mixed mode, else one per
+    other participant who may be heard, bounded by its slots."""
+    audible = sum(1 for _, can_speak, _ in entries if can_speak)
+    total = 0
+    for slots, can_speak, deafened in entries:
+        if deafened or not slots:
+            continue
+        if mixed and not can_speak:
+            total += 1
+        else:
+            total += min(slots, audible - (1 if can_speak else 0))
+    return total
+
+
 @dataclass(slots=True)
 class _Participant:
     pid: int
@@ -150,6 +166,9 @@ class ForwardingRoom:
         self.sink = factory(
             RoomSinkConfig(self.room_id, self.mix_listeners_above, record_path, MixOutput(self))
         )
+        # Attached to a room people are already in: its listeners may now be enough
+        # for the mix.
+        self._update_mixed_mode()
 
     @property
     def participant_ids(self) -> list[int]:
@@ -160,9 +179,39 @@ class ForwardingRoom:
         return 0 if p is None else len(p.slots)
 
     @property
-    def outbound_tracks(self) -> int:
-        """Pass-through tracks attached in this room (what admission control counts)."""
+    def offered_slots(self) -> int:
+        """Receive slots the room's participants offered (attached tracks, most of
+        them idle when few can speak)."""
         return sum(len(p.slots) for p in self._participants.values())
+
+    @property
+    def outbound_tracks(self) -> int:
+        """Streams this room can actually send at once (what admission control counts).
+
+        Why not the offered slots: a browser always offers 9, but a listener can only
+        be sent as many streams as there are others who may be heard, and one (the
+        mix) once the room serves listeners the server mix. Counting slots refused a
+        3-speaker, 40-listener stage on a 175-track worker that sends it 129 streams.
+        """
+        entries = [(len(p.slots), p.can_speak, p.deafened)
+                   for p in self._participants.values()]
+        return _sendable(entries, self._mixes(entries))
+
+    def projected_tracks(self, pid: int, slots: int, can_speak: bool,
+                         deafened: bool) -> int:
+        """:attr:`outbound_tracks` if ``pid`` joined (or re-joined) with these
+        settings: its own streams, plus the one it adds at every other listener when it
+        can speak, plus any switch into or out of the mix its arrival causes."""
+        entries = [(len(p.slots), p.can_speak, p.deafened)
+                   for q, p in self._participants.items() if q != pid]
+        entries.append((slots, can_speak, deafened))
+        return _sendable(entries, self._mixes(entries))
+
+    def _mixes(self, entries: list[tuple[int, bool, bool]]) -> bool:
+        """Would a room with these (slots, can_speak, deafened) be in mixed mode?"""
+        listeners = sum(1 for _, can_speak, _ in entries if not can_speak)
+        return (self.sink is not None and self.mix_listeners_above is not None
+                and listeners > self.mix_listeners_above)
 
     def add(
         self, pid: int, slots: Sequence[SlotSink], can_speak: bool, deafened: bool

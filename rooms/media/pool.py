@@ -88,6 +88,7 @@ def worker_command(
     socket_path: str | None, *, parent_pid: int | None = None,
     capacity_tracks: int | None = None, max_slots: int | None = None,
     ice: str = "default", listen: str | None = None, advertise: str | None = None,
+    private_candidates: bool = True,
 ) -> list[str]:
     """The command line of one media worker process (pool and supervisor)."""
     args = [sys.executable, "-m", "rooms.media.worker", "--ice", ice]
@@ -103,14 +104,35 @@ def worker_command(
         args += ["--listen", listen]
     if advertise is not None:
         args += ["--advertise", advertise]
+    if not private_candidates:
+        args.append("--no-private-candidates")
     return args
 
 
+WORKER_ENV_NAMES = frozenset({
+    "PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",
+    "PYTHONHASHSEED", "PYTHONFAULTHANDLER", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "HOME",
+    "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+})
+"""Variables a worker inherits from its parent: what the interpreter, its libraries
+(PyAV's shared libraries, temp files, locale) need to run. Everything else is dropped."""
+WORKER_ENV_PREFIXES = ("LC_",)
+"""Locale categories (``LC_ALL``, ``LC_CTYPE``, ...) are inherited too."""
+
+
 def worker_env(key: bytes | None) -> dict[str, str]:
-    """The environment of a spawned worker: ours plus the key (not on the command
-    line, which every local user can read)."""
-    env = dict(os.environ)
-    env.pop(KEY_ENV, None)
+    """The environment of a spawned worker: an allow-list of ours plus the key.
+
+    Why an allow-list: a worker terminates WebRTC from the internet and parses its
+    SDP, RTP and DTLS; it reads nothing from the environment but :data:`KEY_ENV`
+    (everything else comes on its command line). The gateway's environment holds
+    ``HEARTH_SECRET`` (session signing) and ``HEARTH_DATABASE_URL`` (with its
+    password), which a compromised worker must not be able to read from
+    ``/proc/self/environ``. The key travels here, not on the command line, which
+    every local user can read.
+    """
+    env = {name: value for name, value in os.environ.items()
+           if name in WORKER_ENV_NAMES or name.startswith(WORKER_ENV_PREFIXES)}
     if key is not None:
         env[KEY_ENV] = key.hex()
     return env
@@ -433,6 +455,7 @@ class MediaPool:
         key: bytes | None = None,
         listen: str | None = None,
         advertise: str | None = None,
+        private_candidates: bool = True,
     ) -> MediaPool:
         """Spawn ``n_workers`` worker processes (sockets in ``socket_dir``) and connect.
 
@@ -454,7 +477,8 @@ class MediaPool:
                 args = worker_command(path, parent_pid=os.getpid(),
                                       capacity_tracks=capacity_tracks, max_slots=max_slots,
                                       ice=ice, listen=listen_for(listen, i),
-                                      advertise=advertise)
+                                      advertise=advertise,
+                                      private_candidates=private_candidates)
                 processes.append(await asyncio.create_subprocess_exec(
                     *args, env=worker_env(key)))
                 paths.append(path)
@@ -474,7 +498,7 @@ class MediaPool:
             pool._spawn_args[path] = (
                 worker_command(path, parent_pid=os.getpid(), capacity_tracks=capacity_tracks,
                                max_slots=max_slots, ice=ice, listen=listen_for(listen, i),
-                               advertise=advertise),
+                               advertise=advertise, private_candidates=private_candidates),
                 worker_env(key))
         return pool
 

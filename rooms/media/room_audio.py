@@ -7,12 +7,19 @@ which decodes, sums and encodes once per 20 ms: the encoded mix goes to the list
 the forwarder has switched to the mix (while it has any), the PCM to a
 :class:`WavRecorder` when the session is recorded. Both come from one mix so the
 recording is what the audience heard.
+
+Why the mixer is not always fed: every live stage has a RoomAudio, but until enough
+listeners join the room forwards and nobody takes the mix. Decoding every speaker and
+encoding every 20 ms then only burns the worker's core, so packets are fed only while
+the mix output is active or the room is recorded. When feeding stops, the mixer's
+speakers are dropped, so a later mix starts from fresh decoder and jitter state rather
+than from audio seconds old.
 """
 
 from __future__ import annotations
 
 from rooms.media.forwarder import MixOutput, RoomSinkConfig
-from rooms.media.mixer import AudioMixer
+from rooms.media.mixer import AudioMixer, MixerStats
 from rooms.media.recorder import WavRecorder
 
 
@@ -33,7 +40,17 @@ class RoomAudio:
         if self._output.active:  # nobody takes the mix while the room forwards
             self._output.emit(payload, pts)
 
+    @property
+    def mixer_stats(self) -> MixerStats:
+        """The mixer's counters (packets fed and decoded, ticks encoded)."""
+        return self._mixer.stats
+
     def feed(self, participant_id: int, payload: bytes, rtp_timestamp: int) -> None:
+        """Feed the mixer only when its output is used (module docstring)."""
+        if self._recorder is None and not self._output.active:
+            for pid in self._mixer.speakers:  # nothing fed now: start afresh later
+                self._mixer.remove_speaker(pid)
+            return
         self._mixer.feed(participant_id, payload, rtp_timestamp)
 
     def remove_participant(self, participant_id: int) -> None:

@@ -27,9 +27,19 @@ connection closes (its gateway process died or shut down), the participants it j
 are taken out and a room nobody holds any more is closed: the same outcome as when
 workers died with their gateway process.
 
-Admission control: ``--capacity-tracks`` bounds the pass-through outbound tracks (one
-per receive slot of every participant) the worker holds; a Join that would exceed it is
-refused with ``capacity``. See docs/BENCHMARKS.md for the measured per-core figure.
+Remote ICE candidates: a client chooses the addresses the worker sends STUN
+connectivity checks to, so without a check a client could make it probe
+127.0.0.1, 169.254.169.254 (cloud metadata) or multicast groups. Every candidate -
+trickled (``AddCandidate``) or inside the offer - passes :func:`candidate_allowed`
+first; refused ones are dropped silently (counted), as a browser's mDNS ``.local``
+candidates routinely are.
+
+Admission control: ``--capacity-tracks`` bounds the outbound streams the worker can
+be made to send at once: per listener, its receive slots but at most the number of
+others who may be heard (1 on the server mix, 0 when deafened), see
+:attr:`ForwardingRoom.outbound_tracks`. A Join whose projected total (its own streams
+plus the one a speaker adds at every other listener) would exceed it is refused with
+``capacity``. See docs/BENCHMARKS.md for the measured per-core figure.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ import argparse
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import itertools
 import logging
 import os
@@ -56,7 +67,7 @@ from aiortc.sdp import candidate_from_sdp
 from protocol import media_ipc as ipc
 from rooms.media import passthrough
 from rooms.media.forwarder import ForwardingRoom, RoomAudioSinkFactory
-from rooms.media.passthrough import EncodedAudioTrack
+from rooms.media.passthrough import EncodedAudioTrack, HostAddressMode
 from rooms.media.room_audio import create_room_sink
 
 log = logging.getLogger("hearth.media.worker")
@@ -128,6 +139,56 @@ _REPORTED_STATES: dict[str, Literal["connected", "failed", "closed"]] = {
     "connected": "connected", "failed": "failed", "closed": "closed"}
 """aiortc connection states forwarded to the gateway as ParticipantState."""
 
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
+"""RFC 6598 carrier-grade NAT space: hosts behind a CGNAT have these as host
+candidates, so it is treated like the RFC 1918 ranges."""
+_PRIVATE_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+    ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("172.16.0.0/12"),
+    ipaddress.ip_network("192.168.0.0/16"), _SHARED_ADDRESS_SPACE,
+    ipaddress.ip_network("fc00::/7"),
+)
+
+
+def candidate_allowed(host: str, *, allow_loopback: bool, allow_private: bool) -> bool:
+    """May the worker send connectivity checks to a remote candidate at ``host``?
+
+    Why: the client picks these addresses, so they must not turn the worker into a
+    probe of its own host or network. Allowed: globally routable addresses; the
+    private ranges (RFC 1918, RFC 6598, fc00::/7) when ``allow_private`` (clients on
+    the same LAN or VPN as the worker; a public deployment can refuse them);
+    loopback only when the worker itself gathers on loopback (``--ice loopback`` /
+    ``with_loopback``: tests, one-machine setups). Refused: link-local (169.254/16 -
+    cloud metadata - and fe80::/10), multicast, unspecified, reserved and every other
+    special-purpose range, and hostnames: mDNS ``.local`` names would be resolved by
+    aioice to an address this check never sees (and a plain hostname is not a valid
+    candidate address).
+    """
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr.is_loopback:
+        return allow_loopback
+    if (addr.is_link_local or addr.is_multicast or addr.is_unspecified
+            or addr.is_reserved):
+        return False
+    if any(addr in net for net in _PRIVATE_NETWORKS if net.version == addr.version):
+        return allow_private
+    return addr.is_global
+
+
+_CANDIDATE_LINE = re.compile(r"^a=candidate:(.*?)\r?$", re.M)
+
+
+def candidate_host(text: str) -> str | None:
+    """The address field of an SDP candidate (``foundation component transport
+    priority address port typ ...``), or None when the line is malformed."""
+    bits = text.split()
+    return bits[4] if len(bits) >= 8 else None
+
+
 _MLINE = re.compile(r"^m=(\w+) ", re.M)
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
@@ -164,12 +225,19 @@ class Worker:
         sink_factory: RoomAudioSinkFactory | None = None,
         key: bytes | None = None,
         advertise: str | None = None,
+        ice: HostAddressMode = "default",
+        private_candidates: bool = True,
     ) -> None:
         self.capacity_tracks = capacity_tracks
         self.max_slots = max_slots
         self.sink_factory = sink_factory
         self.key = key
         self.advertise = advertise
+        self.allow_loopback_candidates = ice != "default"
+        """Loopback remote candidates only when this worker gathers on loopback."""
+        self.private_candidates = private_candidates
+        self.candidates_dropped = 0
+        """Remote candidates refused by :func:`candidate_allowed` (offers + trickle)."""
         self.instance = secrets.token_hex(8)
         """Random per process start: a placement naming another instance is stale."""
         self.rooms: dict[str, _Room] = {}
@@ -217,12 +285,23 @@ class Worker:
             return await self._close_room(req.room_id, room)
 
     def _open_room(self, req: ipc.OpenRoom, conn: _Conn | None) -> ipc.RoomOpened:
+        """Open a room, or join the openers of an open one.
+
+        An open room without room audio gets it from a later OpenRoom asking for a
+        mix or a recording: people join a stage's voice room before its live session
+        starts, and the session's OpenRoom (mix threshold, recording path) must not
+        be ignored because the room already exists. A room that has room audio keeps
+        it (repeated opens from every gateway process are idempotent)."""
+        wants_sink = req.mix_listeners_above is not None or req.record_path is not None
         existing = self.rooms.get(req.room_id)
         if existing is not None:
             if conn is not None and conn not in existing.openers:
                 existing.openers.append(conn)
+            fwd = existing.fwd
+            if wants_sink and fwd.sink is None and self.sink_factory is not None:
+                fwd.mix_listeners_above = req.mix_listeners_above
+                fwd.attach_sink(self.sink_factory, req.record_path)
             return ipc.RoomOpened(room_id=req.room_id, created=False)
-        wants_sink = req.mix_listeners_above is not None or req.record_path is not None
         fwd = ForwardingRoom(req.room_id, mix_listeners_above=req.mix_listeners_above)
         if wants_sink and self.sink_factory is not None:
             fwd.attach_sink(self.sink_factory, req.record_path)
@@ -239,12 +318,14 @@ class Worker:
 
     async def _join(self, room: _Room, req: ipc.Join, conn: _Conn | None) -> ipc.Answer:
         slots = check_offer(req.offer_sdp, self.max_slots)
-        held = room.fwd.slot_count(req.participant_id)
-        if self.outbound_tracks - held + slots > self.capacity_tracks:
+        now = self.outbound_tracks
+        after = now - room.fwd.outbound_tracks + room.fwd.projected_tracks(
+            req.participant_id, slots, req.can_speak, req.deafened)
+        if after > self.capacity_tracks:
             raise MediaFailure(
                 "capacity",
-                f"worker holds {self.outbound_tracks} of {self.capacity_tracks} outbound "
-                f"tracks; this join needs {slots}",
+                f"worker sends up to {now} of {self.capacity_tracks} outbound "
+                f"tracks; with this join it would be {after}",
             )
         if req.participant_id in room.peers:
             await self._leave(room, req.participant_id)
@@ -252,8 +333,9 @@ class Worker:
         tracks: list[EncodedAudioTrack] = []
         try:
             async with asyncio.timeout(JOIN_TIMEOUT_S):
+                offer = self._filter_offer_candidates(req.offer_sdp)
                 try:
-                    await pc.setRemoteDescription(RTCSessionDescription(req.offer_sdp, "offer"))
+                    await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
                     transceivers = pc.getTransceivers()
                     for t in transceivers:
                         passthrough.restrict_to_opus(t)
@@ -304,6 +386,26 @@ class Worker:
                     if room.peers.get(peer.pid) is peer:
                         await self._leave(room, peer.pid)
 
+    def _candidate_allowed(self, host: str) -> bool:
+        allowed = candidate_allowed(host, allow_loopback=self.allow_loopback_candidates,
+                                    allow_private=self.private_candidates)
+        if not allowed:
+            self.candidates_dropped += 1
+            log.debug("remote ICE candidate %s refused", host)
+        return allowed
+
+    def _filter_offer_candidates(self, sdp: str) -> str:
+        """The offer without ``a=candidate`` lines :func:`candidate_allowed` refuses
+        (a malformed one is left to aiortc, which rejects the offer)."""
+
+        def keep(match: re.Match[str]) -> bool:
+            host = candidate_host(match.group(1))
+            return host is None or self._candidate_allowed(host)
+
+        lines = sdp.splitlines(keepends=True)
+        return "".join(line for line in lines
+                       if not (m := _CANDIDATE_LINE.match(line)) or keep(m))
+
     async def _add_candidate(self, room: _Room, req: ipc.AddCandidate) -> None:
         peer = room.peers.get(req.participant_id)
         if peer is None:
@@ -315,6 +417,8 @@ class Worker:
             cand = candidate_from_sdp(text)
         except (ValueError, IndexError, AssertionError) as exc:
             raise MediaFailure("invalid_offer", f"bad candidate: {exc!r}") from exc
+        if not self._candidate_allowed(cand.ip):
+            return
         cand.sdpMid = req.sdp_mid
         cand.sdpMLineIndex = req.sdp_mline_index
         if cand.sdpMid is None and cand.sdpMLineIndex is None:
@@ -386,6 +490,7 @@ class Worker:
             rooms=len(self.rooms),
             participants=participants,
             outbound_tracks=self.outbound_tracks,
+            offered_slots=sum(r.fwd.offered_slots for r in self.rooms.values()),
             capacity_tracks=self.capacity_tracks,
             cpu_percent=self._process.cpu_percent(None),
             packets_forwarded=forwarded,
@@ -596,7 +701,8 @@ async def run(args: argparse.Namespace) -> None:
     if args.listen and key is None:
         raise SystemExit(f"--listen needs the IPC key in {KEY_ENV}: a TCP port must "
                          "never serve an unauthenticated peer")
-    worker = Worker(args.capacity_tracks, args.max_slots, create_room_sink, key=key)
+    worker = Worker(args.capacity_tracks, args.max_slots, create_room_sink, key=key,
+                    ice=args.ice, private_candidates=args.private_candidates)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -672,6 +778,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="exit when this process is no longer our parent")
     p.add_argument("--ice", choices=["default", "loopback", "with_loopback"],
                    default="default", help="host candidate addresses (see passthrough)")
+    p.add_argument("--no-private-candidates", dest="private_candidates",
+                   action="store_false", help="refuse remote ICE candidates in private "
+                   "ranges (RFC 1918, 100.64/10, fc00::/7): public deployments whose "
+                   "clients never share a network with the worker")
     args = p.parse_args(argv)
     if not args.socket and not args.listen:
         p.error("give --socket, --listen or both")
