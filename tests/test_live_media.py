@@ -200,23 +200,30 @@ async def test_a_stage_started_on_one_node_records_what_members_of_another_say(
         passthrough.set_host_address_mode("default")
 
 
-async def test_start_opens_the_stage_room_on_the_media_side(
+async def test_members_who_joined_before_the_start_are_in_the_recording(
         database_url: str, http: aiohttp.ClientSession) -> None:
-    """start() sends the stage's options to a media worker at once (OpenRoom), so a
-    room already open before the start gets its recorder and mix; here: the room is on
-    a worker right after the start, before anyone joins. (That the worker attaches the
-    recorder to an already-open room is the worker's side, branch g-media.)"""
-    from server.app import SERVICES
-
+    """The host joins the stage to check their sound before the start: the room opens
+    without a recorder (the session is not live yet). At the start the live session
+    sends the stage's options to the worker, which attaches the recorder to the open
+    room: what the host says after the start is in the recording."""
     async with app_server(database_url, media_workers=1) as srv:
         crew = await make_crew(http, srv.url, srv.ws_url, members=1, mods=1)
         api = Sessions(http, srv, crew)
-        sid = (await api.call("POST", crew.admin.token, "", {
+        session = (await api.call("POST", crew.admin.token, "", {
             "title": "Early", "host_id": crew.mod.id, "recorded": True,
-            "starts_at": int(time.time() * 1000) + 60_000}))["session"]["id"]
-        media = srv.app[SERVICES].voice.media  # type: ignore[index]
-        before = sum(s.rooms for s in (await media.stats()).values())
-        await api.call("POST", crew.mod.token, f"/{sid}/start")
-        after = sum(s.rooms for s in (await media.stats()).values())
-        assert after == before + 1, (before, after)
-        await api.call("POST", crew.mod.token, f"/{sid}/end")
+            "starts_at": int(time.time() * 1000) + 60_000}))["session"]
+        sid, stage = session["id"], session["channel_id"]
+        async with on_stage(srv, crew.mod.token, stage, HOST_HZ), \
+                on_stage(srv, crew.member.token, stage, LISTENER_HZ) as (listener_bot, _):
+            await api.call("POST", crew.mod.token, f"/{sid}/start")
+            assert await first_heard(listener_bot, HOST_HZ, MEDIA_S) is not None, \
+                listener_bot.report()
+            await asyncio.sleep(2.0)
+            ended = (await api.call("POST", crew.mod.token, f"/{sid}/end"))["session"]
+    assert ended["recording_path"] and ended["recording_s"] > 1.0, ended
+    with wave.open(ended["recording_path"], "rb") as wav:
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    audio = pcm.astype(np.float64)
+    heard = set().union(*(tones_in(audio[i:i + 12_000], TONES)
+                          for i in range(0, len(audio), 12_000)))
+    assert HOST_HZ in heard and LISTENER_HZ not in heard, heard
