@@ -6,7 +6,7 @@ to viewers, self mute, server mute (live and across re-joins), moderator disconn
 move, sanctions taking a member out at once, SPEAK revoked, one participation per
 member, room capacity, and the same across two nodes sharing Redis.
 
-The media pool is helper A1's ``rooms/media/pool.py`` (real worker processes)."""
+The media pool is ``rooms/media/pool.py`` with real worker processes."""
 
 from __future__ import annotations
 

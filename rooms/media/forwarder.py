@@ -16,16 +16,15 @@ Rules (issue #6 design):
   for at least ``hold_s`` (1 s) of silence. When more speakers talk than a listener has
   slots, the waiting ones get slots only from holders silent >= 1 s, loudest first
   (checked every :meth:`ForwardingRoom.tick`, 100 ms in the worker).
-* Mixed mode (optional, helper A2's mixer): when the room was opened with
+* Mixed mode (``rooms/media/room_audio.py``): when the room was opened with
   ``mix_listeners_above=M``, a :class:`RoomAudioSink` exists, and more than M
   participants cannot speak, those listeners get the server mix on slot 0 (through
   :class:`MixOutput`) and no per-speaker forwards; speakers keep per-speaker forwards.
 * Every permitted speaker packet is also fed to the room's :class:`RoomAudioSink` (if
   any) so it can mix and/or record.
 
-Interface for the mixer/recorder (helper A2): implement :class:`RoomAudioSink` and a
-``create_room_sink(config: RoomSinkConfig) -> RoomAudioSink`` function in
-``rooms/media/mixer.py``; the worker imports it when present.
+The mixer/recorder side implements :class:`RoomAudioSink`; the worker creates it with
+``rooms.media.room_audio.create_room_sink``.
 """
 
 from __future__ import annotations
@@ -162,7 +161,7 @@ class ForwardingRoom:
     # -- membership ---------------------------------------------------------------
 
     def attach_sink(self, factory: RoomAudioSinkFactory, record_path: str | None) -> None:
-        """Create the room's mixer/recorder through ``factory`` (helper A2's module)."""
+        """Create the room's mixer/recorder through ``factory`` (``rooms/media/room_audio.py``)."""
         self.sink = factory(
             RoomSinkConfig(self.room_id, self.mix_listeners_above, record_path, MixOutput(self))
         )
