@@ -87,6 +87,10 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_stage_speakers: int = 8
     """Most people on a live session's stage at once: the host, co-hosts and promoted
     speakers together (``stage_set_speaker`` beyond it: ``limit_exceeded``)."""
+    max_stage_hands: int = 100
+    """Most raised hands on a stage at once (``stage_raise_hand`` beyond it:
+    ``limit_exceeded``); every change sends the whole list to every viewer, so the list
+    is bounded."""
     voice_receive_slots: int = 9
     """Most ``recvonly`` audio m-lines a ``voice_join`` offer may carry: the speakers one
     participant hears at once (9: a 10-person room where everyone talks)."""

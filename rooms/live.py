@@ -583,6 +583,9 @@ class LiveService:
                 check_not_timed_out(session, channel)
                 if uid in speakers_of(row) or uid in row.hand_ids:
                     return None
+                if len(row.hand_ids) >= self.limits.max_stage_hands:
+                    raise RequestError(ErrorCode.LIMIT_EXCEEDED,
+                                       f"at most {self.limits.max_stage_hands} hands up")
                 return self._replace(row, hands=[*row.hand_ids, uid])
             if uid not in row.hand_ids:
                 return None

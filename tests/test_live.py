@@ -450,3 +450,20 @@ async def test_refused_end_and_attendance_do_not_wait_for_the_attendance_writer(
             assert status == 403, body
     status, body = await api.call("POST", host.token, f"/{sid}/end")
     assert status == 200, body
+
+
+async def test_raised_hands_are_bounded(database_url: str,
+                                        http: aiohttp.ClientSession) -> None:
+    async with app_server(database_url, limits={"max_stage_hands": 1}) as srv:
+        crew = await make_crew(http, srv.url, srv.ws_url, members=2)
+        api = Api(http, srv, crew)
+        session = await api.create(crew.admin.token, host_id=crew.mod.id)
+        status, _ = await api.call("POST", crew.mod.token, f"/{session['id']}/start")
+        assert status == 200
+        first, second = crew.members
+        await first.ws.ok("stage_raise_hand", session_id=session["id"])
+        reply = await second.ws.request("stage_raise_hand", session_id=session["id"])
+        assert reply["code"] == "limit_exceeded", reply
+        await first.ws.ok("stage_raise_hand", session_id=session["id"], raised=False)
+        data = await second.ws.ok("stage_raise_hand", session_id=session["id"])
+        assert data["stage"]["hands"] == [second.id]
