@@ -356,7 +356,8 @@ class StageUpdated(EventBase, tag="stage_update"):
 
 class QaUpdated(EventBase, tag="qa_update"):
     """A question was asked, voted on, answered or dismissed. Dismissed questions go
-    to everyone who sees the stage too (so clients drop them)."""
+    to everyone who sees the stage too, without their text, so clients drop them (hosts
+    and moderators read the text with ``qa_fetch``)."""
 
     question: Question
     """The question in its new state."""

@@ -741,7 +741,11 @@ class LiveService:
             voted = await live_db.has_voted(conn, question.id, session.user.id)
         if updated is None:
             raise not_found("unknown question")
-        await self.hub.publish(channel_topic(channel.id), QaUpdated(question=updated))
+        # A dismissed question leaves every member's list: its text is not sent again
+        # (hosts and moderators still read it with qa_fetch).
+        shown = msgspec.structs.replace(updated, text="") \
+            if updated.state is QuestionState.DISMISSED else updated
+        await self.hub.publish(channel_topic(channel.id), QaUpdated(question=shown))
         return QuestionResult(question=updated, voted=voted)
 
     async def fetch_questions(self, session: Session, req: QaFetch) -> Result:
