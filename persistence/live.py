@@ -187,6 +187,12 @@ async def claim_due_reminders(conn: Connection, lead_s: float, limit: int = 100)
     return [_row(r) for r in rows]
 
 
+async def was_reminded(conn: Connection, session_id: int) -> bool:
+    """Whether the session's reminders already went out (``claim_due_reminders``)."""
+    return bool(await conn.fetchval(
+        "SELECT reminded_at IS NOT NULL FROM live_sessions WHERE id = $1", session_id))
+
+
 async def db_now(conn: Connection) -> dt.datetime:
     value = await conn.fetchval("SELECT now()")
     assert isinstance(value, dt.datetime)

@@ -537,6 +537,16 @@ class LiveService:
                     raise RequestError(ErrorCode.LIMIT_EXCEEDED,
                                        f"the session is full ({row.session.capacity})")
             row = await self._session(conn, session_id)
+            # The reminders went out before this member registered (a late registration,
+            # or a session scheduled inside the lead time): remind them now. The row lock
+            # held here orders this against the reminder claim, so nobody gets none.
+            late = registered and row.state is S.SCHEDULED \
+                and await live_db.was_reminded(conn, session_id)
+            now_ms = int((await live_db.db_now(conn)).timestamp() * 1000) if late else 0
+        if late:
+            await self.hub.publish(user_topic(user_id), LiveSessionReminder(
+                session=row.session, starts_in_s=max(0, (row.session.starts_at - now_ms) // 1000)))
+            self.reminders_sent += 1
         return row.session
 
     # -------------------------------------------------------------------------- stage

@@ -468,3 +468,19 @@ async def test_raised_hands_are_bounded(database_url: str,
         await first.ws.ok("stage_raise_hand", session_id=session["id"], raised=False)
         data = await second.ws.ok("stage_raise_hand", session_id=session["id"])
         assert data["stage"]["hands"] == [second.id]
+
+
+async def test_a_member_registering_after_the_reminders_is_reminded_at_once(
+        crew: Crew, api: Api, live_server: RunningServer) -> None:
+    a, b = crew.members[0], crew.members[1]
+    soon = await api.create(crew.admin.token, title="Soon",
+                            starts_at=int(time.time() * 1000) + 120_000)
+    status, _ = await api.call("POST", a.token, f"/{soon['id']}/register")
+    assert status == 200
+    reminder = await a.ws.event("live_session_reminder", timeout=5)  # the regular round
+    assert reminder["session"]["id"] == soon["id"]
+    status, _ = await api.call("POST", b.token, f"/{soon['id']}/register")  # too late for it
+    assert status == 200
+    late = await b.ws.event("live_session_reminder", timeout=2)
+    assert late["session"]["id"] == soon["id"] and 60 <= late["starts_in_s"] <= 120
+    await a.ws.no_event("live_session_reminder", wait=0.6)  # the others are not reminded again
