@@ -35,7 +35,9 @@ def _environ_of(pid: int) -> dict[str, str]:
     return {name: value for name, _, value in pairs}
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="reads the worker's environment from /proc, which only Linux "
+                           "has (Linux is the platform Hearth supports)")
 async def test_spawned_worker_does_not_inherit_the_gateway_secrets(
     sock_dir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
