@@ -28,66 +28,78 @@ from typing import Any, Final
 import msgspec
 import msgspec.inspect as mi
 
-from protocol import base, codes, frames, limits, live, models, moderation, voice
-from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
-from protocol.frames import (
-    PROTOCOL_VERSION,
+from protocol import (
+    base,
+    chat,
+    codes,
+    communities,
+    frames,
+    limits,
+    live,
+    models,
+    moderation,
+    presence,
+    roles,
+    voice,
+)
+from protocol.base import Request
+from protocol.chat import (
     AddReaction,
     ChannelCreated,
     ChannelDeleted,
     ChannelResult,
     ChannelUpdated,
-    ClientFrame,
-    CommunityAvailable,
-    CommunityUnavailable,
     CreateThread,
     DeleteMessage,
-    Dispatch,
     EditMessage,
-    Empty,
-    Error,
-    Event,
     FetchHistory,
-    FetchMembers,
     FetchReactions,
-    Heartbeat,
-    HeartbeatAck,
-    Hello,
     HistoryResult,
-    Identify,
-    InvalidSession,
     JoinThread,
     LeaveThread,
     MarkRead,
-    MemberJoined,
-    MemberLeft,
-    MembersResult,
-    MemberUpdated,
     MessageCreated,
     MessageDeleted,
     MessageResult,
     MessageUpdated,
-    Ok,
-    PresenceUpdated,
     ReactionAdded,
     ReactionRemoved,
     ReadStateResult,
     ReadStateUpdated,
+    RemoveReaction,
+    SendMessage,
+    SetThreadArchived,
+    StartTyping,
+    TypingStarted,
+    UsersResult,
+)
+from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
+from protocol.communities import (
+    CommunityAvailable,
+    CommunityUnavailable,
+    MemberJoined,
+    MemberLeft,
+    MemberUpdated,
+)
+from protocol.frames import (
+    PROTOCOL_VERSION,
+    ClientFrame,
+    Dispatch,
+    Empty,
+    Error,
+    Event,
+    Heartbeat,
+    HeartbeatAck,
+    Hello,
+    Identify,
+    InvalidSession,
+    Ok,
     Ready,
     Reconnect,
-    RemoveReaction,
-    Request,
     Result,
     Resume,
     Resumed,
-    SendMessage,
     ServerFrame,
-    SetPresence,
-    SetThreadArchived,
-    StartTyping,
-    SubscribePresence,
-    TypingStarted,
-    UsersResult,
 )
 from protocol.limits import Limits
 from protocol.models import (
@@ -104,6 +116,13 @@ from protocol.models import (
     ReadState,
     Role,
     User,
+)
+from protocol.presence import (
+    FetchMembers,
+    MembersResult,
+    PresenceUpdated,
+    SetPresence,
+    SubscribePresence,
 )
 from protocol.voice import (
     VoiceIceCandidate,
@@ -628,7 +647,7 @@ def _num(n: int | float) -> str:
 def _scalar_aliases() -> list[tuple[str, mi.Type, str]]:
     """``(name, type info, description)`` of every described ``Annotated`` alias."""
     aliases: list[tuple[str, mi.Type, str]] = []
-    for module in (models, frames):
+    for module in (models, base, frames, moderation, roles):
         for name, value in vars(module).items():
             if typing.get_origin(value) is not typing.Annotated:
                 continue
@@ -759,7 +778,8 @@ class _Doc:
 class _Renderer:
     def __init__(self) -> None:
         self.docs: dict[str, dict[str, str]] = {}
-        for module in (base, frames, models, moderation, live, voice, limits, codes):
+        for module in (base, frames, models, chat, communities, presence, moderation, roles,
+                       live, voice, limits, codes):
             self.docs.update(_attribute_docs(module))
         self.anchors: dict[type, str] = {}
         for cls in (*client_frame_types(), *server_frame_types()):
@@ -1322,38 +1342,38 @@ _RESULT_OF: Final[dict[StructT, StructT]] = {
     SetPresence: Empty,
     FetchMembers: MembersResult,
     # moderation (rooms/moderation.py)
-    frames.PurgeMessages: frames.ModActionResult,
-    frames.WarnMember: frames.ModActionResult,
-    frames.TimeoutMember: frames.ModActionResult,
-    frames.RemoveTimeout: frames.ModActionResult,
-    frames.KickMember: frames.ModActionResult,
-    frames.BanMember: frames.ModActionResult,
-    frames.UnbanMember: frames.ModActionResult,
-    frames.SetSlowmode: ChannelResult,
-    frames.SetChannelLocked: ChannelResult,
-    frames.SetLockdown: frames.ModActionResult,
-    frames.FetchAuditLog: frames.AuditLogResult,
-    frames.ReportMessage: frames.ReviewItemResult,
-    frames.ReportUser: frames.ReviewItemResult,
-    frames.FetchReviewQueue: frames.ReviewQueueResult,
-    frames.ClaimReviewItem: frames.ReviewItemResult,
-    frames.ResolveReviewItem: frames.ReviewItemResult,
-    frames.SubmitAppeal: frames.AppealResult,
-    frames.FetchAppeals: frames.AppealsResult,
-    frames.ResolveAppeal: frames.AppealResult,
-    frames.SubscribeModFeed: Empty,
-    frames.UnsubscribeModFeed: Empty,
+    moderation.PurgeMessages: moderation.ModActionResult,
+    moderation.WarnMember: moderation.ModActionResult,
+    moderation.TimeoutMember: moderation.ModActionResult,
+    moderation.RemoveTimeout: moderation.ModActionResult,
+    moderation.KickMember: moderation.ModActionResult,
+    moderation.BanMember: moderation.ModActionResult,
+    moderation.UnbanMember: moderation.ModActionResult,
+    moderation.SetSlowmode: ChannelResult,
+    moderation.SetChannelLocked: ChannelResult,
+    moderation.SetLockdown: moderation.ModActionResult,
+    moderation.FetchAuditLog: moderation.AuditLogResult,
+    moderation.ReportMessage: moderation.ReviewItemResult,
+    moderation.ReportUser: moderation.ReviewItemResult,
+    moderation.FetchReviewQueue: moderation.ReviewQueueResult,
+    moderation.ClaimReviewItem: moderation.ReviewItemResult,
+    moderation.ResolveReviewItem: moderation.ReviewItemResult,
+    moderation.SubmitAppeal: moderation.AppealResult,
+    moderation.FetchAppeals: moderation.AppealsResult,
+    moderation.ResolveAppeal: moderation.AppealResult,
+    moderation.SubscribeModFeed: Empty,
+    moderation.UnsubscribeModFeed: Empty,
     # permissions (rooms/roles.py)
-    frames.FetchRoles: frames.RolesResult,
-    frames.CreateRole: frames.RoleResult,
-    frames.UpdateRole: frames.RoleResult,
-    frames.DeleteRole: Empty,
-    frames.SetMemberRoles: frames.MemberResult,
-    frames.FetchChannelOverrides: frames.OverridesResult,
-    frames.SetChannelOverride: frames.OverrideResult,
-    frames.ClearChannelOverride: Empty,
-    frames.SetMemberTier: frames.MemberResult,
-    frames.SetChannelTier: ChannelResult,
+    roles.FetchRoles: roles.RolesResult,
+    roles.CreateRole: roles.RoleResult,
+    roles.UpdateRole: roles.RoleResult,
+    roles.DeleteRole: Empty,
+    roles.SetMemberRoles: roles.MemberResult,
+    roles.FetchChannelOverrides: roles.OverridesResult,
+    roles.SetChannelOverride: roles.OverrideResult,
+    roles.ClearChannelOverride: Empty,
+    roles.SetMemberTier: roles.MemberResult,
+    roles.SetChannelTier: ChannelResult,
     SubscribePresence: Empty,
     # live sessions (rooms/live.py)
     live.StageRaiseHand: live.StageResult,
@@ -1369,9 +1389,9 @@ _RESULT_OF: Final[dict[StructT, StructT]] = {
     voice.VoiceLeave: Empty,
     VoiceIceCandidate: Empty,
     voice.VoiceSetState: Empty,
-    voice.VoiceServerMute: frames.ModActionResult,
-    voice.VoiceDisconnect: frames.ModActionResult,
-    voice.VoiceMove: frames.ModActionResult,
+    voice.VoiceServerMute: moderation.ModActionResult,
+    voice.VoiceDisconnect: moderation.ModActionResult,
+    voice.VoiceMove: moderation.ModActionResult,
     voice.VoiceFetchStates: voice.VoiceStatesResult,
 }
 
