@@ -28,7 +28,7 @@ from loadtest.target import (
 )
 
 if TYPE_CHECKING:  # aiortc and numpy load only for the voice scenario
-    from loadtest.voice import VoiceOptions
+    from loadtest.voice_plan import VoiceOptions
 
 MAX_CONNECTIONS = 200_000
 MAX_DURATION_S = 3_600.0
@@ -151,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def voice_options_from(args: argparse.Namespace) -> VoiceOptions:
     """The voice scenario's options (bounds checked by :meth:`VoiceOptions.validate`)."""
-    from loadtest.voice import VoiceOptions
+    from loadtest.voice_plan import VoiceOptions
 
     speakers = args.speakers if args.speakers is not None else \
         (min(3, args.participants) if args.stage else args.participants)
@@ -232,7 +232,8 @@ async def _run_against(opts: RunOptions | VoiceOptions, target: Target) -> dict[
     from loadtest.report import build_report
 
     if opts.scenario == "voice":
-        from loadtest.voice import VoiceOptions, run_voice
+        from loadtest.voice import run_voice
+        from loadtest.voice_plan import VoiceOptions
 
         assert isinstance(opts, VoiceOptions)
         return await run_voice(opts, target)
@@ -266,7 +267,8 @@ async def _run(args: argparse.Namespace, opts: RunOptions | VoiceOptions) -> dic
         return report  # no peers after an interrupted run
     for name in args.peer:
         if name == "direct":
-            from loadtest.voice import VoiceOptions, direct_target, run_voice
+            from loadtest.voice import run_voice
+            from loadtest.voice_plan import VoiceOptions, direct_target
 
             assert isinstance(opts, VoiceOptions)
             limit = int((report.get("voice") or {}).get("server_voice_receive_slots") or 9)
@@ -283,7 +285,7 @@ async def _run(args: argparse.Namespace, opts: RunOptions | VoiceOptions) -> dic
 
 def _summary(report: dict[str, Any]) -> str:
     if report["scenario"] == "voice":
-        from loadtest.voice import summary
+        from loadtest.voice_report import summary
 
         return summary(report)
     lat = report["latency_ms"]

@@ -12,9 +12,10 @@ from typing import Annotated
 
 import msgspec
 
-RequestId = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1, description="Client-chosen id.")]
 Reason = Annotated[str, msgspec.Meta(max_length=512,
                                      description="Why (audit log); limits.max_reason_chars.")]
+RequestId = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1, description="Client-chosen id.")]
+ShortText = Annotated[str, msgspec.Meta(max_length=200)]
 
 
 class ClientFrameBase(msgspec.Struct, tag_field="op", kw_only=True):
@@ -35,4 +36,12 @@ class EventBase(msgspec.Struct, tag_field="t", kw_only=True):
     """Base of every ``dispatch.d``."""
 
 
-__all__ = ["ClientFrameBase", "EventBase", "Reason", "Request", "RequestId", "ResultBase"]
+__all__ = [
+    "ClientFrameBase",
+    "EventBase",
+    "Reason",
+    "Request",
+    "RequestId",
+    "ResultBase",
+    "ShortText",
+]

@@ -16,706 +16,104 @@ fill in fields that carry no docstring of their own.
 
 from __future__ import annotations
 
-import ast
 import enum
-import inspect
-import re
 import typing
 from collections.abc import Iterable, Sequence
-from types import ModuleType
 from typing import Any, Final
 
 import msgspec
 import msgspec.inspect as mi
 
-from protocol import base, codes, frames, limits, live, models, moderation, voice
-from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
-from protocol.frames import (
-    PROTOCOL_VERSION,
+from protocol import (
+    base,
+    chat,
+    codes,
+    communities,
+    frames,
+    limits,
+    live,
+    models,
+    moderation,
+    presence,
+    roles,
+    voice,
+)
+from protocol.base import Request
+from protocol.chat import (
     AddReaction,
-    ChannelCreated,
-    ChannelDeleted,
     ChannelResult,
-    ChannelUpdated,
-    ClientFrame,
-    CommunityAvailable,
-    CommunityUnavailable,
     CreateThread,
     DeleteMessage,
-    Dispatch,
     EditMessage,
-    Empty,
-    Error,
-    Event,
     FetchHistory,
-    FetchMembers,
     FetchReactions,
-    Heartbeat,
-    HeartbeatAck,
-    Hello,
     HistoryResult,
-    Identify,
-    InvalidSession,
     JoinThread,
     LeaveThread,
     MarkRead,
-    MemberJoined,
-    MemberLeft,
-    MembersResult,
-    MemberUpdated,
-    MessageCreated,
-    MessageDeleted,
     MessageResult,
-    MessageUpdated,
-    Ok,
-    PresenceUpdated,
-    ReactionAdded,
-    ReactionRemoved,
     ReadStateResult,
-    ReadStateUpdated,
-    Ready,
-    Reconnect,
     RemoveReaction,
-    Request,
-    Result,
-    Resume,
-    Resumed,
     SendMessage,
-    ServerFrame,
-    SetPresence,
     SetThreadArchived,
     StartTyping,
-    SubscribePresence,
-    TypingStarted,
     UsersResult,
+)
+from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
+from protocol.docgen_examples import _json, example_of
+from protocol.docgen_introspect import (
+    StructT,
+    _attribute_docs,
+    _cell,
+    _first_sentence,
+    _num,
+    _own_doc,
+    _own_doc_module,
+    _prose,
+    _slug,
+    _tag,
+    _Types,
+    _walk,
+    client_frame_types,
+    event_types,
+    result_types,
+    server_frame_types,
+)
+from protocol.docgen_notes import FIELD_NOTES
+from protocol.frames import (
+    PROTOCOL_VERSION,
+    ClientFrame,
+    Dispatch,
+    Empty,
+    Event,
+    Ok,
+    Result,
+    ServerFrame,
 )
 from protocol.limits import Limits
 from protocol.models import (
     Attachment,
     Channel,
-    ChannelKind,
     Community,
     CommunitySnapshot,
     Member,
     Message,
     Presence,
-    PresenceStatus,
     ReactionCount,
     ReadState,
-    Role,
     User,
+)
+from protocol.presence import (
+    FetchMembers,
+    MembersResult,
+    SetPresence,
+    SubscribePresence,
 )
 from protocol.voice import (
     VoiceIceCandidate,
     VoiceJoin,
     VoiceJoined,
-    VoiceParticipant,
-    VoiceSpeaking,
-    VoiceStateUpdated,
 )
-
-__all__ = [
-    "FIELD_NOTES",
-    "client_frame_types",
-    "event_types",
-    "example_of",
-    "render_protocol_markdown",
-    "result_types",
-    "server_frame_types",
-    "undocumented_fields",
-]
-
-StructT = type[msgspec.Struct]
-
-# ----------------------------------------------------------------------------- the types
-
-
-def _members(union: Any) -> tuple[StructT, ...]:
-    return tuple(typing.get_args(union))
-
-
-def client_frame_types() -> tuple[StructT, ...]:
-    """Every client frame type, in union order."""
-    return _members(ClientFrame)
-
-
-def server_frame_types() -> tuple[StructT, ...]:
-    """Every server frame type, in union order."""
-    return _members(ServerFrame)
-
-
-def event_types() -> tuple[StructT, ...]:
-    """Every event type (``dispatch.d``), in union order."""
-    return _members(Event)
-
-
-def result_types() -> tuple[StructT, ...]:
-    """Every result type (``ok.data``), in union order."""
-    return _members(Result)
-
-
-def _tag(cls: StructT) -> str:
-    tag = cls.__struct_config__.tag
-    assert isinstance(tag, str), cls
-    return tag
-
-
-def _tag_field(cls: StructT) -> str:
-    field = cls.__struct_config__.tag_field
-    assert isinstance(field, str), cls
-    return field
-
-
-# ------------------------------------------------------------------------- docstrings
-
-
-def _attribute_docs(module: ModuleType) -> dict[str, dict[str, str]]:
-    """``{class name: {attribute: docstring}}`` from the module's own source.
-
-    An attribute docstring is a string literal statement right after an assignment in a
-    class body (the convention Sphinx reads); Python discards them at runtime.
-    """
-    tree = ast.parse(inspect.getsource(module))
-    found: dict[str, dict[str, str]] = {}
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.ClassDef):
-            continue
-        docs: dict[str, str] = {}
-        for stmt, following in zip(node.body, node.body[1:], strict=False):
-            target: ast.expr | None = None
-            if isinstance(stmt, ast.AnnAssign):
-                target = stmt.target
-            elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
-                target = stmt.targets[0]
-            if (isinstance(target, ast.Name) and isinstance(following, ast.Expr)
-                    and isinstance(following.value, ast.Constant)
-                    and isinstance(following.value.value, str)):
-                docs[target.id] = inspect.cleandoc(following.value.value)
-        found[node.name] = docs
-    return found
-
-
-def _own_doc(obj: type) -> str:
-    """The docstring written on ``obj`` itself (not inherited)."""
-    doc = obj.__dict__.get("__doc__")
-    return inspect.cleandoc(doc) if isinstance(doc, str) else ""
-
-
-_ROLE = re.compile(r":(?:class|meth|func|data|attr|mod):`~?([^`]+)`")
-_LITERAL = re.compile(r"``([^`]+)``")
-
-
-def _inline(text: str) -> str:
-    """reStructuredText inline markup to Markdown."""
-    text = _ROLE.sub(lambda m: f"`{m.group(1).rsplit('.', 1)[-1]}`", text)
-    return _LITERAL.sub(r"`\1`", text)
-
-
-def _prose(doc: str) -> str:
-    """A docstring as Markdown paragraphs (``::`` literal blocks become fenced code)."""
-    blocks: list[str] = []
-    para: list[str] = []
-
-    def flush() -> None:
-        if para:
-            blocks.append(" ".join(para))
-            para.clear()
-
-    lines = doc.splitlines()
-    i = 0
-    while i < len(lines):
-        stripped = lines[i].strip()
-        i += 1
-        if not stripped:
-            flush()
-        elif stripped.endswith("::"):
-            head = stripped[:-2].rstrip()
-            if head:
-                para.append(_inline(head) + ":")
-            flush()
-            block: list[str] = []
-            while i < len(lines) and (not lines[i].strip() or lines[i].startswith((" ", "\t"))):
-                block.append(lines[i])
-                i += 1
-            while block and not block[-1].strip():
-                block.pop()
-            while block and not block[0].strip():
-                block.pop(0)
-            blocks.append("```text\n" + "\n".join(_dedent(block)) + "\n```")
-        else:
-            para.append(_inline(stripped))
-    flush()
-    return "\n\n".join(blocks)
-
-
-def _dedent(block: list[str]) -> list[str]:
-    indents = [len(x) - len(x.lstrip()) for x in block if x.strip()]
-    cut = min(indents, default=0)
-    return [x[cut:] for x in block]
-
-
-def _cell(text: str) -> str:
-    """One table cell: a single line, pipes escaped."""
-    return " ".join(_inline(text).split()).replace("|", "\\|")
-
-
-# -------------------------------------------------------------------- field notes
-
-FIELD_NOTES: Final[dict[tuple[str, str], str]] = {
-    # client frames
-    ("Identify", "token"): "An access token (`access_token` from `POST /api/v1/auth/login` or "
-    "`/auth/register`) or a bot token (`hb.…` from `POST /api/v1/bots`).",
-    ("Resume", "token"): "A valid token of the session's user (refresh an expired access "
-    "token first).",
-    ("Resume", "session_id"): "`session_id` from the `ready` that opened the session.",
-    ("Resume", "seq"): "The `s` of the last dispatch you processed (0 if none): every "
-    "dispatch after it is replayed.",
-    ("Heartbeat", "seq"): "The `s` of the last dispatch received, or null before the first.",
-    ("Request", "id"): "Client-chosen request id (0 ≤ id < 2^53), echoed by the reply. Use a "
-    "fresh id per request (a counter will do).",
-    ("SendMessage", "channel_id"): "Where to post: a text, announcement, thread, DM or group "
-    "DM channel.",
-    ("SendMessage", "content"): "The text, at most `limits.max_message_chars` code points; may "
-    "be empty when there are attachments.",
-    ("SendMessage", "nonce"): "Idempotency key, at most `limits.max_nonce_chars`: a retry with "
-    "the same nonce returns the first message instead of posting another.",
-    ("SendMessage", "reply_to_id"): "The message (in the same channel) this one answers.",
-    ("SendMessage", "attachments"): "Metadata of files stored elsewhere, at most "
-    "`limits.max_attachments`.",
-    ("EditMessage", "content"): "The new content (same rules as `send_message`).",
-    ("FetchReactions", "limit"): "Most users to return (1 to 100).",
-    ("MarkRead", "seq"): "Channel `seq` of the newest message read.",
-    ("FetchHistory", "before"): "Page of messages with a seq below this one.",
-    ("FetchHistory", "after"): "Page of messages with a seq above this one.",
-    ("FetchHistory", "around"): "Page of messages surrounding this seq.",
-    ("FetchHistory", "limit"): "Messages per page, at most `limits.history_page_size` "
-    "(more is `invalid_argument`).",
-    ("CreateThread", "channel_id"): "The text or announcement channel the thread belongs to.",
-    ("CreateThread", "name"): "The thread's name (1 to 100 characters).",
-    ("CreateThread", "message_id"): "Start the thread off this message of the channel.",
-    ("SetThreadArchived", "archived"): "True archives (read-only), false unarchives.",
-    ("SetPresence", "status"): "`online`, `idle`, `dnd`, or `invisible` (`offline` means "
-    "`invisible`).",
-    ("FetchMembers", "community_id"): "The community (you must be a member).",
-    ("SubscribePresence", "community_id"): "The community (you must be a member).",
-    ("*", "channel_id"): "The channel (threads, DMs and group DMs are channels too).",
-    ("*", "message_id"): "The message.",
-    ("*", "thread_id"): "The thread (a channel of kind `thread`).",
-    ("*", "emoji"): "A Unicode emoji sequence or a `:custom_name:`, at most "
-    "`limits.max_emoji_chars`.",
-    # results
-    ("MessageResult", "message"): "The stored message.",
-    ("HistoryResult", "channel_id"): "The channel paged.",
-    ("HistoryResult", "messages"): "The page, oldest first; deleted messages are left out.",
-    ("HistoryResult", "has_more"): "More messages exist beyond this page in the direction "
-    "paged.",
-    ("ChannelResult", "channel"): "The channel or thread as it now is.",
-    ("UsersResult", "users"): "The users, in no particular order.",
-    ("ReadStateResult", "read_state"): "Your read state in the channel.",
-    ("MembersResult", "community_id"): "The community paged.",
-    ("MembersResult", "members"): "The page, by ascending user id (at most `limit`).",
-    # events
-    ("MessageCreated", "message"): "The new message (yours too: match it by `nonce`).",
-    ("MessageUpdated", "message"): "The message after the edit.",
-    ("MessageDeleted", "seq"): "The deleted message's seq in its channel.",
-    ("ReactionAdded", "user_id"): "Who reacted.",
-    ("ReactionAdded", "count"): "How many members now use this emoji on the message.",
-    ("ReactionRemoved", "user_id"): "Whose reaction went.",
-    ("ReactionRemoved", "count"): "How many members still use this emoji on the message.",
-    ("TypingStarted", "user"): "Who is typing.",
-    ("TypingStarted", "expires_at"): "When the indicator lapses unless renewed (milliseconds "
-    "since the Unix epoch).",
-    ("ReadStateUpdated", "read_state"): "Your new read state in the channel.",
-    ("ChannelCreated", "channel"): "The channel.",
-    ("ChannelUpdated", "channel"): "The channel as it now is.",
-    ("ChannelDeleted", "channel_id"): "The channel gone (or no longer visible).",
-    ("ChannelDeleted", "community_id"): "Its community; null for DMs and group DMs.",
-    ("CommunityAvailable", "snapshot"): "The community, your role and the channels you see.",
-    ("CommunityUnavailable", "community_id"): "The community you no longer belong to.",
-    ("MemberJoined", "member"): "The new member.",
-    ("MemberUpdated", "member"): "The member with their new role.",
-    ("MemberLeft", "community_id"): "The community.",
-    ("MemberLeft", "user_id"): "Who left or was removed.",
-    ("PresenceUpdated", "community_id"): "The community whose members changed presence.",
-    ("PresenceUpdated", "presences"): "The latest presence of each member who changed, "
-    "once each.",
-    # server frames
-    ("Hello", "heartbeat_interval_ms"): "Send a `heartbeat` this often (milliseconds).",
-    ("Hello", "limits"): "The limits this server enforces.",
-    ("Hello", "protocol_version"): f"The protocol version; {PROTOCOL_VERSION} for this "
-    "document.",
-    ("Ready", "session_id"): "Keep it: `resume` needs it after a dropped connection.",
-    ("Ready", "user"): "Who you are.",
-    ("Ready", "communities"): "Every community you belong to, with the channels you can see.",
-    ("Ready", "private_channels"): "Your DMs and group DMs.",
-    ("Ready", "read_states"): "Your read state in channels where you have one.",
-    ("Resumed", "session_id"): "The session resumed.",
-    ("Resumed", "replayed"): "How many replayed dispatches follow this frame.",
-    ("InvalidSession", "reason"): "Why the session cannot be resumed (for logs).",
-    ("Ok", "id"): "The `id` of the request answered.",
-    ("Ok", "data"): "The result; its `type` says which.",
-    ("Error", "id"): "The `id` of the request answered, or null when it could not be read.",
-    ("Error", "code"): "What went wrong (see [Error codes](#error-codes)).",
-    ("Error", "message"): "Human-readable detail, for logs; do not parse it.",
-    ("Error", "retry_after_ms"): "With `rate_limited`: wait this long before retrying.",
-    ("Dispatch", "s"): "The session sequence number: 1, 2, 3, ... without gaps, per session.",
-    ("Dispatch", "d"): "The event; its `t` says which.",
-    ("Reconnect", "retry_after_ms"): "Wait this long (milliseconds) before reconnecting.",
-    # records
-    ("User", "username"): "Unique account name.",
-    ("User", "display_name"): "The name to show.",
-    ("User", "bot"): "True for bot accounts.",
-    ("Attachment", "url"): "Where the file can be fetched.",
-    ("Attachment", "filename"): "The file's name.",
-    ("Attachment", "content_type"): "Its MIME type.",
-    ("Attachment", "size"): "Its size in bytes.",
-    ("Attachment", "width"): "Pixels, for images and video.",
-    ("Attachment", "height"): "Pixels, for images and video.",
-    ("ReactionCount", "emoji"): "The emoji.",
-    ("ReactionCount", "count"): "How many members used it.",
-    ("Message", "channel_id"): "The channel it was posted in.",
-    ("Message", "seq"): "Its position in the channel: 1, 2, 3, ... without gaps.",
-    ("Message", "author"): "Who posted it.",
-    ("Message", "content"): "Its text (empty once deleted).",
-    ("Message", "created_at"): "When it was posted.",
-    ("Message", "nonce"): "The nonce it was sent with.",
-    ("Message", "reply_to_id"): "The message it answers.",
-    ("Message", "mention_user_ids"): "Users mentioned with `<@USER_ID>`.",
-    ("Message", "mention_roles"): "Roles mentioned with `<@&ROLE>`.",
-    ("Message", "mention_everyone"): "Whether `@everyone` was used by someone allowed to.",
-    ("Message", "attachments"): "Attachment metadata.",
-    ("Message", "reactions"): "Each emoji on it and how many members used it.",
-    ("Message", "thread_id"): "The thread started off this message, if any.",
-    ("Message", "edited_at"): "When it was last edited.",
-    ("Message", "deleted"): "True once deleted.",
-    ("Channel", "kind"): "What the channel is.",
-    ("Channel", "name"): "Its name (for DMs, may be empty).",
-    ("Channel", "community_id"): "Its community; null for DMs and group DMs.",
-    ("Channel", "parent_id"): "The category of a channel, or the channel of a thread.",
-    ("Channel", "topic"): "Its topic.",
-    ("Channel", "private"): "Visible only to the members added to it.",
-    ("Channel", "archived"): "Threads: archived threads are read-only.",
-    ("Channel", "position"): "Sort order among its siblings.",
-    ("Channel", "last_seq"): "The `seq` of its newest message (0 when empty).",
-    ("Channel", "thread_root_message_id"): "Threads: the message it was started off.",
-    ("Community", "name"): "Its name.",
-    ("Community", "owner_id"): "The owner's user id.",
-    ("Community", "created_at"): "When it was created.",
-    ("Member", "community_id"): "The community.",
-    ("Member", "user"): "The member.",
-    ("Member", "role"): "Their role.",
-    ("Member", "joined_at"): "When they joined.",
-    ("CommunitySnapshot", "community"): "The community.",
-    ("CommunitySnapshot", "role"): "Your role in it.",
-    ("CommunitySnapshot", "channels"): "The channels you can see.",
-    ("CommunitySnapshot", "member_count"): "How many members it has.",
-    ("Presence", "user_id"): "The user.",
-    ("Presence", "status"): "`online`, `idle`, `dnd` or `offline` (invisible users are "
-    "`offline`).",
-    ("ReadState", "channel_id"): "The channel.",
-    ("ReadState", "last_read_seq"): "The newest `seq` you have read.",
-    ("ReadState", "unread_count"): "Messages after it.",
-    ("ReadState", "mention_count"): "Messages after it that mention you.",
-}
-"""Descriptions of fields that carry no docstring: ``(class name or "*", field)``."""
-
-
-# ----------------------------------------------------------------------------- examples
-
-_T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
-
-
-def _example_records() -> dict[str, Any]:
-    ada = User(id=101, username="ada", display_name="Ada Lovelace")
-    echo = User(id=205, username="echo", display_name="Echo", bot=True)
-    general = Channel(id=42, kind=ChannelKind.TEXT, name="general", community_id=7,
-                      topic="Say hi", last_seq=118)
-    thread = Channel(id=57, kind=ChannelKind.THREAD, name="Release plan", community_id=7,
-                     parent_id=42, thread_root_message_id=9001, member_ids=[101])
-    message = Message(id=9001, channel_id=42, seq=118, author=ada,
-                      content="Hello <@205>!", created_at=_T0, nonce="c0ffee-1",
-                      mention_user_ids=[205], reactions=[ReactionCount(emoji="👍", count=2)])
-    community = Community(id=7, name="Hearth", owner_id=1, created_at=_T0 - 86_400_000)
-    snapshot = CommunitySnapshot(community=community, role=Role.MEMBER, channels=[general],
-                                 member_count=2, online_count=1)
-    return {
-        "ada": ada, "echo": echo, "general": general, "thread": thread, "message": message,
-        "snapshot": snapshot,
-        "read_state": ReadState(channel_id=42, last_read_seq=118),
-        "member": Member(community_id=7, user=echo, role=Role.MEMBER, joined_at=_T0),
-        "dm": Channel(id=64, kind=ChannelKind.DM, name="", member_ids=[101, 205]),
-        "online": Presence(user_id=101, status=PresenceStatus.ONLINE),
-        "away": Presence(user_id=205, status=PresenceStatus.OFFLINE,
-                         last_seen=_T0 - 3_600_000),
-    }
-
-
-_EXAMPLE_OFFER = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
-                  "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\n...\r\n"
-                  "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=recvonly\r\n...\r\n")
-_EXAMPLE_ANSWER = ("v=0\r\no=- 2 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
-                   "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\n...\r\n"
-                   "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=sendonly\r\n...\r\n")
-
-
-def _curated_examples() -> dict[StructT, msgspec.Struct]:
-    r = _example_records()
-    message: Message = r["message"]
-    return {
-        # client frames
-        Identify: Identify(token="eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMDEifQ.c2lnbmF0dXJl",
-                           client="my-client/1.0"),
-        Resume: Resume(token="eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMDEifQ.c2lnbmF0dXJl",
-                       session_id="6f1c2d8e9a7b4c3d", seq=17),
-        Heartbeat: Heartbeat(seq=17),
-        SendMessage: SendMessage(id=1, channel_id=42, content="Hello <@205>!",
-                                 nonce="c0ffee-1"),
-        EditMessage: EditMessage(id=2, channel_id=42, message_id=9001,
-                                 content="Hello again <@205>!"),
-        DeleteMessage: DeleteMessage(id=3, channel_id=42, message_id=9001),
-        AddReaction: AddReaction(id=4, channel_id=42, message_id=9001, emoji="👍"),
-        RemoveReaction: RemoveReaction(id=5, channel_id=42, message_id=9001, emoji="👍"),
-        FetchReactions: FetchReactions(id=6, channel_id=42, message_id=9001, emoji="👍",
-                                       limit=25),
-        StartTyping: StartTyping(id=7, channel_id=42),
-        MarkRead: MarkRead(id=8, channel_id=42, seq=118),
-        FetchHistory: FetchHistory(id=9, channel_id=42, before=118, limit=50),
-        CreateThread: CreateThread(id=10, channel_id=42, name="Release plan",
-                                   message_id=9001),
-        SetThreadArchived: SetThreadArchived(id=11, thread_id=57, archived=True),
-        JoinThread: JoinThread(id=12, thread_id=57),
-        LeaveThread: LeaveThread(id=13, thread_id=57),
-        SetPresence: SetPresence(id=14, status=PresenceStatus.DND),
-        FetchMembers: FetchMembers(id=15, community_id=7, after=0, limit=100),
-        SubscribePresence: SubscribePresence(id=16, community_id=7, subscribed=True),
-        VoiceJoin: VoiceJoin(id=17, channel_id=44, sdp=_EXAMPLE_OFFER),
-        VoiceIceCandidate: VoiceIceCandidate(
-            id=18, channel_id=44, sdp_mid="0", sdp_mline_index=0,
-            candidate="candidate:1 1 UDP 2122252543 192.0.2.10 50000 typ host"),
-        VoiceJoined: VoiceJoined(channel_id=44, sdp=_EXAMPLE_ANSWER, participants=[
-            VoiceParticipant(user_id=101), VoiceParticipant(user_id=205, self_mute=True)]),
-        VoiceStateUpdated: VoiceStateUpdated(community_id=7, channel_id=44, user_id=205,
-                                             joined=True, self_mute=True),
-        VoiceSpeaking: VoiceSpeaking(community_id=7, channel_id=44, user_ids=[101]),
-        # server frames
-        Hello: Hello(heartbeat_interval_ms=Limits().heartbeat_interval_ms, limits=Limits()),
-        Ready: Ready(session_id="6f1c2d8e9a7b4c3d", user=r["ada"],
-                     communities=[r["snapshot"]], private_channels=[r["dm"]],
-                     read_states=[r["read_state"]]),
-        Resumed: Resumed(session_id="6f1c2d8e9a7b4c3d", replayed=2),
-        InvalidSession: InvalidSession(reason="session expired"),
-        HeartbeatAck: HeartbeatAck(),
-        Ok: Ok(id=1, data=MessageResult(message=message)),
-        Error: Error(id=1, code=ErrorCode.RATE_LIMITED, message="too many requests",
-                     retry_after_ms=84),
-        Dispatch: Dispatch(s=18, d=MessageCreated(message=message)),
-        Reconnect: Reconnect(retry_after_ms=2500),
-        # results
-        Empty: Empty(),
-        MessageResult: MessageResult(message=message),
-        HistoryResult: HistoryResult(channel_id=42, messages=[message], has_more=True),
-        ChannelResult: ChannelResult(channel=r["thread"]),
-        UsersResult: UsersResult(users=[r["ada"], r["echo"]]),
-        ReadStateResult: ReadStateResult(read_state=r["read_state"]),
-        MembersResult: MembersResult(
-            community_id=7, members=[Member(community_id=7, user=r["ada"], role=Role.MEMBER,
-                                            joined_at=_T0), r["member"]],
-            presences=[r["online"], r["away"]], online_count=1, has_more=False),
-        # events
-        MessageCreated: MessageCreated(message=message),
-        MessageUpdated: MessageUpdated(message=msgspec.structs.replace(
-            message, content="Hello again <@205>!", edited_at=_T0 + 60_000)),
-        MessageDeleted: MessageDeleted(channel_id=42, message_id=9001, seq=118),
-        ReactionAdded: ReactionAdded(channel_id=42, message_id=9001, user_id=205, emoji="👍",
-                                     count=3),
-        ReactionRemoved: ReactionRemoved(channel_id=42, message_id=9001, user_id=205,
-                                         emoji="👍", count=2),
-        TypingStarted: TypingStarted(channel_id=42, user=r["ada"], expires_at=_T0 + 10_000),
-        ReadStateUpdated: ReadStateUpdated(read_state=r["read_state"]),
-        ChannelCreated: ChannelCreated(channel=r["thread"]),
-        ChannelUpdated: ChannelUpdated(channel=msgspec.structs.replace(r["thread"],
-                                                                       archived=True)),
-        ChannelDeleted: ChannelDeleted(channel_id=57, community_id=7),
-        CommunityAvailable: CommunityAvailable(snapshot=r["snapshot"]),
-        CommunityUnavailable: CommunityUnavailable(community_id=7),
-        MemberJoined: MemberJoined(member=r["member"]),
-        MemberUpdated: MemberUpdated(member=msgspec.structs.replace(r["member"],
-                                                                    role=Role.MODERATOR)),
-        MemberLeft: MemberLeft(community_id=7, user_id=205),
-        PresenceUpdated: PresenceUpdated(
-            community_id=7, presences=[msgspec.structs.replace(r["online"],
-                                                               status=PresenceStatus.DND),
-                                       r["away"]], online_count=1),
-        # records
-        User: r["ada"], Channel: r["general"], Message: message, Member: r["member"],
-        CommunitySnapshot: r["snapshot"], ReadState: r["read_state"],
-        Community: r["snapshot"].community,
-        Attachment: Attachment(url="https://cdn.example.com/a/plan.png", filename="plan.png",
-                               content_type="image/png", size=48_213, width=800, height=600),
-        ReactionCount: ReactionCount(emoji="👍", count=2),
-        Presence: r["away"],
-    }
-
-
-def _sample(t: mi.Type) -> Any:
-    """A plain value of type ``t``, for types without a curated example."""
-    if isinstance(t, mi.Metadata):
-        return _sample(t.type)
-    if isinstance(t, mi.IntType):
-        for bound in (t.ge, t.gt):
-            if bound is not None:
-                return bound + (1 if bound is t.gt else 0) or 1
-        return 1
-    if isinstance(t, mi.StrType):
-        return "x" * max(t.min_length or 1, 1) if t.max_length != 0 else ""
-    if isinstance(t, mi.BoolType):
-        return False
-    if isinstance(t, mi.FloatType):
-        return 1.0
-    if isinstance(t, mi.NoneType):
-        return None
-    if isinstance(t, mi.EnumType):
-        return next(iter(t.cls)).value
-    if isinstance(t, mi.LiteralType):
-        return t.values[0]
-    if isinstance(t, (mi.ListType, mi.SetType, mi.FrozenSetType, mi.VarTupleType)):
-        return []
-    if isinstance(t, mi.DictType):
-        return {}
-    if isinstance(t, mi.UnionType):
-        not_none = [x for x in t.types if not isinstance(x, mi.NoneType)]
-        return _sample(not_none[0]) if not_none else None
-    if isinstance(t, mi.StructType):
-        return _sample_struct(t)
-    return None
-
-
-def _sample_struct(t: mi.StructType) -> dict[str, Any]:
-    value: dict[str, Any] = {}
-    if t.tag_field is not None:
-        value[t.tag_field] = t.tag
-    for f in t.fields:
-        if f.required:
-            value[f.encode_name] = _sample(f.type)
-    return value
-
-
-def example_of(cls: StructT) -> msgspec.Struct:
-    """An example value of ``cls``: curated when one exists, else built from its schema."""
-    curated = _curated_examples()
-    if cls in curated:
-        return curated[cls]
-    info = mi.type_info(cls)
-    assert isinstance(info, mi.StructType)
-    return msgspec.convert(_sample_struct(info), cls)
-
-
-def _json(obj: Any) -> str:
-    return msgspec.json.format(msgspec.json.encode(obj), indent=2).decode()
-
-
-# ------------------------------------------------------------------------- type names
-
-_INT53 = 2**53 - 1
-
-
-def _num(n: int | float) -> str:
-    if n == _INT53:
-        return "2^53−1"
-    return f"{n:,}" if isinstance(n, int) and abs(n) >= 10_000 else str(n)
-
-
-def _scalar_aliases() -> list[tuple[str, mi.Type, str]]:
-    """``(name, type info, description)`` of every described ``Annotated`` alias."""
-    aliases: list[tuple[str, mi.Type, str]] = []
-    for module in (models, frames):
-        for name, value in vars(module).items():
-            if typing.get_origin(value) is not typing.Annotated:
-                continue
-            info = mi.type_info(value)
-            if isinstance(info, mi.Metadata) and info.extra_json_schema:
-                description = info.extra_json_schema.get("description")
-                if isinstance(description, str) and all(a[0] != name for a in aliases):
-                    aliases.append((name, info, description))
-    return aliases
-
-
-class _Types:
-    """Renders msgspec type info as short Markdown, linking named types to their section."""
-
-    def __init__(self, anchors: dict[type, str]) -> None:
-        self.anchors = anchors
-        self.aliases = _scalar_aliases()
-
-    def link(self, cls: type, text: str | None = None) -> str:
-        label = text or cls.__name__
-        anchor = self.anchors.get(cls)
-        return f"[{label}](#{anchor})" if anchor else label
-
-    def name(self, t: mi.Type) -> str:
-        if isinstance(t, mi.Metadata):
-            for alias, info, _ in self.aliases:
-                if info == t:
-                    return f"[{alias}](#scalar-types)"
-            return self.name(t.type)
-        if isinstance(t, mi.IntType):
-            return "integer" + self._bounds(t.ge, t.gt, t.le, t.lt)
-        if isinstance(t, mi.StrType):
-            if t.min_length and t.max_length is not None:
-                return f"string ({t.min_length}–{_num(t.max_length)} chars)"
-            if t.max_length is not None:
-                return f"string (≤ {_num(t.max_length)} chars)"
-            if t.min_length:
-                return f"string (≥ {t.min_length} chars)"
-            return "string"
-        if isinstance(t, mi.BoolType):
-            return "boolean"
-        if isinstance(t, mi.FloatType):
-            return "number"
-        if isinstance(t, mi.NoneType):
-            return "null"
-        if isinstance(t, mi.EnumType):
-            return self.link(t.cls)
-        if isinstance(t, mi.ListType):
-            return f"array of {self.name(t.item_type)}"
-        if isinstance(t, mi.DictType):
-            return f"object of {self.name(t.key_type)} to {self.name(t.value_type)}"
-        if isinstance(t, mi.StructType):
-            return self.link(t.cls)
-        if isinstance(t, mi.UnionType):
-            members = {x.cls for x in t.types if isinstance(x, mi.StructType)}
-            if members and members == set(result_types()):
-                return "[Result](#results)"
-            if members and members == set(event_types()):
-                return "[Event](#events)"
-            return " or ".join(self.name(x) for x in t.types)
-        if isinstance(t, mi.LiteralType):
-            return " or ".join(f"`{msgspec.json.encode(v).decode()}`" for v in t.values)
-        if isinstance(t, mi.AnyType):
-            return "any"
-        return type(t).__name__
-
-    @staticmethod
-    def _bounds(ge: int | None, gt: int | None, le: int | None, lt: int | None) -> str:
-        low = f"{_num(ge)}" if ge is not None else f"{_num(gt + 1)}" if gt is not None else ""
-        high = f"{_num(le)}" if le is not None else f"{_num(lt - 1)}" if lt is not None else ""
-        if low and high:
-            return f" ({low} to {high})"
-        if low:
-            return f" (≥ {low})"
-        if high:
-            return f" (≤ {high})"
-        return ""
-
-
-# ------------------------------------------------------------------------- the document
-
-
-def _slug(heading: str) -> str:
-    """GitHub's anchor for a heading."""
-    text = heading.strip().lower().replace("`", "")
-    text = re.sub(r"[^\w\- ]", "", text)
-    return text.replace(" ", "-")
 
 
 class _Doc:
@@ -759,7 +157,8 @@ class _Doc:
 class _Renderer:
     def __init__(self) -> None:
         self.docs: dict[str, dict[str, str]] = {}
-        for module in (base, frames, models, moderation, live, voice, limits, codes):
+        for module in (base, frames, models, chat, communities, presence, moderation, roles,
+                       live, voice, limits, codes):
             self.docs.update(_attribute_docs(module))
         self.anchors: dict[type, str] = {}
         for cls in (*client_frame_types(), *server_frame_types()):
@@ -1284,27 +683,6 @@ asyncio.run(main("YOUR_TOKEN"))
 '''
 
 
-def _walk(t: mi.Type) -> Iterable[mi.Type]:
-    yield t
-    if isinstance(t, mi.Metadata):
-        yield from _walk(t.type)
-    elif isinstance(t, mi.UnionType):
-        for x in t.types:
-            yield from _walk(x)
-    elif isinstance(t, (mi.ListType, mi.SetType, mi.FrozenSetType, mi.VarTupleType)):
-        yield from _walk(t.item_type)
-
-
-def _own_doc_module(module: ModuleType) -> str:
-    return inspect.cleandoc(module.__doc__ or "")
-
-
-def _first_sentence(text: str) -> str:
-    text = " ".join(text.split())
-    match = re.match(r"(.+?\.)(\s|$)", text)
-    return match.group(1) if match else text
-
-
 _RESULT_OF: Final[dict[StructT, StructT]] = {
     SendMessage: MessageResult,
     EditMessage: MessageResult,
@@ -1322,38 +700,38 @@ _RESULT_OF: Final[dict[StructT, StructT]] = {
     SetPresence: Empty,
     FetchMembers: MembersResult,
     # moderation (rooms/moderation.py)
-    frames.PurgeMessages: frames.ModActionResult,
-    frames.WarnMember: frames.ModActionResult,
-    frames.TimeoutMember: frames.ModActionResult,
-    frames.RemoveTimeout: frames.ModActionResult,
-    frames.KickMember: frames.ModActionResult,
-    frames.BanMember: frames.ModActionResult,
-    frames.UnbanMember: frames.ModActionResult,
-    frames.SetSlowmode: ChannelResult,
-    frames.SetChannelLocked: ChannelResult,
-    frames.SetLockdown: frames.ModActionResult,
-    frames.FetchAuditLog: frames.AuditLogResult,
-    frames.ReportMessage: frames.ReviewItemResult,
-    frames.ReportUser: frames.ReviewItemResult,
-    frames.FetchReviewQueue: frames.ReviewQueueResult,
-    frames.ClaimReviewItem: frames.ReviewItemResult,
-    frames.ResolveReviewItem: frames.ReviewItemResult,
-    frames.SubmitAppeal: frames.AppealResult,
-    frames.FetchAppeals: frames.AppealsResult,
-    frames.ResolveAppeal: frames.AppealResult,
-    frames.SubscribeModFeed: Empty,
-    frames.UnsubscribeModFeed: Empty,
+    moderation.PurgeMessages: moderation.ModActionResult,
+    moderation.WarnMember: moderation.ModActionResult,
+    moderation.TimeoutMember: moderation.ModActionResult,
+    moderation.RemoveTimeout: moderation.ModActionResult,
+    moderation.KickMember: moderation.ModActionResult,
+    moderation.BanMember: moderation.ModActionResult,
+    moderation.UnbanMember: moderation.ModActionResult,
+    moderation.SetSlowmode: ChannelResult,
+    moderation.SetChannelLocked: ChannelResult,
+    moderation.SetLockdown: moderation.ModActionResult,
+    moderation.FetchAuditLog: moderation.AuditLogResult,
+    moderation.ReportMessage: moderation.ReviewItemResult,
+    moderation.ReportUser: moderation.ReviewItemResult,
+    moderation.FetchReviewQueue: moderation.ReviewQueueResult,
+    moderation.ClaimReviewItem: moderation.ReviewItemResult,
+    moderation.ResolveReviewItem: moderation.ReviewItemResult,
+    moderation.SubmitAppeal: moderation.AppealResult,
+    moderation.FetchAppeals: moderation.AppealsResult,
+    moderation.ResolveAppeal: moderation.AppealResult,
+    moderation.SubscribeModFeed: Empty,
+    moderation.UnsubscribeModFeed: Empty,
     # permissions (rooms/roles.py)
-    frames.FetchRoles: frames.RolesResult,
-    frames.CreateRole: frames.RoleResult,
-    frames.UpdateRole: frames.RoleResult,
-    frames.DeleteRole: Empty,
-    frames.SetMemberRoles: frames.MemberResult,
-    frames.FetchChannelOverrides: frames.OverridesResult,
-    frames.SetChannelOverride: frames.OverrideResult,
-    frames.ClearChannelOverride: Empty,
-    frames.SetMemberTier: frames.MemberResult,
-    frames.SetChannelTier: ChannelResult,
+    roles.FetchRoles: roles.RolesResult,
+    roles.CreateRole: roles.RoleResult,
+    roles.UpdateRole: roles.RoleResult,
+    roles.DeleteRole: Empty,
+    roles.SetMemberRoles: roles.MemberResult,
+    roles.FetchChannelOverrides: roles.OverridesResult,
+    roles.SetChannelOverride: roles.OverrideResult,
+    roles.ClearChannelOverride: Empty,
+    roles.SetMemberTier: roles.MemberResult,
+    roles.SetChannelTier: ChannelResult,
     SubscribePresence: Empty,
     # live sessions (rooms/live.py)
     live.StageRaiseHand: live.StageResult,
@@ -1369,9 +747,9 @@ _RESULT_OF: Final[dict[StructT, StructT]] = {
     voice.VoiceLeave: Empty,
     VoiceIceCandidate: Empty,
     voice.VoiceSetState: Empty,
-    voice.VoiceServerMute: frames.ModActionResult,
-    voice.VoiceDisconnect: frames.ModActionResult,
-    voice.VoiceMove: frames.ModActionResult,
+    voice.VoiceServerMute: moderation.ModActionResult,
+    voice.VoiceDisconnect: moderation.ModActionResult,
+    voice.VoiceMove: moderation.ModActionResult,
     voice.VoiceFetchStates: voice.VoiceStatesResult,
 }
 
@@ -1417,3 +795,15 @@ def undocumented_fields() -> list[str]:
 def render_protocol_markdown() -> str:
     """The whole of ``docs/protocol.md``. Pure: reads only the protocol package."""
     return _Renderer().render()
+
+
+__all__ = [
+    "FIELD_NOTES",
+    "client_frame_types",
+    "event_types",
+    "example_of",
+    "render_protocol_markdown",
+    "result_types",
+    "server_frame_types",
+    "undocumented_fields",
+]

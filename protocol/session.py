@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from protocol.base import Request
 from protocol.codec import Codec
 from protocol.codes import CloseCode, ErrorCode
 from protocol.frames import (
@@ -41,7 +42,6 @@ from protocol.frames import (
     Ok,
     Ready,
     Reconnect,
-    Request,
     Result,
     Resume,
     Resumed,

@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from protocol import docgen
+from protocol import docgen, docgen_introspect
 from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
 from protocol.frames import ClientFrame, Dispatch, Event, Ok, Result, ServerFrame
 from protocol.limits import Limits
@@ -93,7 +93,7 @@ def test_every_field_has_a_description() -> None:
 def test_every_internal_link_has_a_target(rendered: str) -> None:
     anchors = set()
     for heading in re.findall(r"^#{1,6} (.+)$", rendered, re.M):
-        anchors.add(docgen._slug(heading))
+        anchors.add(docgen_introspect._slug(heading))
     links = set(re.findall(r"\]\(#([^)]+)\)", rendered))
     assert links - anchors == set()
 

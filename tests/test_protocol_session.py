@@ -13,17 +13,33 @@ from typing import Any
 import msgspec
 import pytest
 
-from protocol import frames
+from protocol import chat, moderation, roles
 from protocol import moderation as mod
-from protocol.codec import JSON, MSGPACK, Codec
-from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
-from protocol.frames import (
-    PROTOCOL_VERSION,
+from protocol.chat import (
     ChannelCreated,
     ChannelDeleted,
     ChannelUpdated,
+    MessageCreated,
+    MessageDeleted,
+    MessageResult,
+    MessageUpdated,
+    ReactionAdded,
+    ReactionRemoved,
+    ReadStateUpdated,
+    SendMessage,
+    TypingStarted,
+)
+from protocol.codec import JSON, MSGPACK, Codec
+from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
+from protocol.communities import (
     CommunityAvailable,
     CommunityUnavailable,
+    MemberJoined,
+    MemberLeft,
+    MemberUpdated,
+)
+from protocol.frames import (
+    PROTOCOL_VERSION,
     Dispatch,
     Empty,
     Error,
@@ -31,24 +47,11 @@ from protocol.frames import (
     HeartbeatAck,
     Hello,
     InvalidSession,
-    MemberJoined,
-    MemberLeft,
-    MemberUpdated,
-    MessageCreated,
-    MessageDeleted,
-    MessageResult,
-    MessageUpdated,
     Ok,
-    PresenceUpdated,
-    ReactionAdded,
-    ReactionRemoved,
-    ReadStateUpdated,
     Ready,
     Reconnect,
     Resumed,
-    SendMessage,
     ServerFrame,
-    TypingStarted,
 )
 from protocol.limits import Limits
 from protocol.models import (
@@ -66,6 +69,7 @@ from protocol.models import (
     Role,
     User,
 )
+from protocol.presence import PresenceUpdated
 from protocol.session import (
     GatewayProtocol,
     IdentifyRequested,
@@ -642,22 +646,22 @@ def moderation_sample_events() -> list[Event]:
     appeal = mod.Appeal(id=2, community_id=3, user_id=7, audit_id=11, action="member.ban",
                         text="sorry", status=mod.AppealStatus.OPEN)
     return [
-        frames.MessagesDeleted(channel_id=42, message_ids=[900, 901]),
-        frames.MemberSanctioned(sanction=mod.Sanction(
+        chat.MessagesDeleted(channel_id=42, message_ids=[900, 901]),
+        moderation.MemberSanctioned(sanction=mod.Sanction(
             community_id=3, kind=mod.SanctionKind.TIMEOUT, reason="calm down",
             expires_at=1_700_000_600_000, audit_id=11)),
-        frames.CommunityModerationUpdated(community_id=3, lockdown=True, member_age_s=600),
-        frames.ReviewItemUpdated(item=item),
-        frames.ModActionTaken(entry=mod.AuditEntry(
+        moderation.CommunityModerationUpdated(community_id=3, lockdown=True, member_age_s=600),
+        moderation.ReviewItemUpdated(item=item),
+        moderation.ModActionTaken(entry=mod.AuditEntry(
             id=11, community_id=3, actor_id=8, action="member.ban", target_type="user",
             target_id=7, reason="spam", before=None, after={"expires_at": None})),
-        frames.AutomodAlert(community_id=3, rule="links", summary="link spam", user_id=7,
+        moderation.AutomodAlert(community_id=3, rule="links", summary="link spam", user_id=7,
                             actions=["block", "alert"]),
-        frames.RaidSignal(community_id=3, kind=mod.RaidSignalKind.JOINS, count=40,
+        moderation.RaidSignal(community_id=3, kind=mod.RaidSignalKind.JOINS, count=40,
                           window_s=60, threshold=30),
-        frames.AppealUpdated(appeal=appeal),
-        frames.PermissionsUpdated(community_id=3),
-        frames.PermissionsUpdated(community_id=3, user_id=7),
+        moderation.AppealUpdated(appeal=appeal),
+        roles.PermissionsUpdated(community_id=3),
+        roles.PermissionsUpdated(community_id=3, user_id=7),
     ]
 
 

@@ -1,6 +1,6 @@
 """Automod budget check: time to evaluate one message against a community's full rule set.
 
-    .venv/bin/python -m rooms.automod_bench [--messages 20000] [--seed 1] [--engine re]
+    .venv/bin/python -m tests.benchmarks.automod [--messages 20000] [--seed 1] [--engine re]
 
 Builds 50 rules of every type (keyword lists of 70 entries with wildcards and allow
 lists, regular expressions, link and invite filters, mention, rate, duplicate and caps

@@ -1,6 +1,6 @@
 """Mixer budget check: wall time of one 20 ms mix tick by number of speakers.
 
-    .venv/bin/python -m rooms.media.mixer_bench [--ticks 1000] [--listeners 100]
+    .venv/bin/python -m tests.benchmarks.mixer [--ticks 1000] [--listeners 100]
 
 Each speaker sends real Opus (libopus, 48 kbit/s, 20 ms) of a distinct tone plus noise,
 so decoder and encoder do speech-like work rather than coding silence. Every tick is
