@@ -66,6 +66,20 @@ def setup_logging(level: str, fmt: str, worker: str | None = None) -> None:
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # logs every pg_ctl call
+    logging.getLogger("asyncpg.pool").addFilter(_no_traceback_for_outages)
+
+
+def _no_traceback_for_outages(record: logging.LogRecord) -> bool:
+    """asyncpg's pool logs each failed attempt to reconnect its minimum connections with
+    a traceback (back-off 1, 2, 4 ... 60 s) while PostgreSQL is down: keep the line,
+    name the error, drop the traceback, which only shows asyncpg's connect path."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is not None and (isinstance(exc, OSError) or outage_of(exc) is not None):
+        record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+    return True
 
 
 class _WorkerFilter(logging.Filter):
