@@ -34,7 +34,7 @@ from rooms.permissions import (
     MODERATOR_BITS,
     Permission,
 )
-from rooms.redis_client import blocking_client
+from rooms.redis_client import FAIL_OPEN_TIMEOUT_S, blocking_client
 from rooms.sessions import Session
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,8 @@ class RedisSlowMode(SlowMode):
     """Shared by every process and node: one Lua call (SET NX PX, else PTTL)."""
 
     def __init__(self, url: str) -> None:
-        self._redis: aioredis.Redis = blocking_client(url)
+        self._redis: aioredis.Redis = blocking_client(
+            url, socket_timeout=FAIL_OPEN_TIMEOUT_S, socket_connect_timeout=FAIL_OPEN_TIMEOUT_S)
         self._script = self._redis.register_script(_TAKE)
         self.failures = 0
 

@@ -17,7 +17,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from rooms.redis_client import blocking_client
+from rooms.redis_client import FAIL_OPEN_TIMEOUT_S, blocking_client
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ class LocalRateLimiter(RateLimiter):
 class RedisRateLimiter(RateLimiter):
     def __init__(self, url: str, burst: int, interval_ms: float) -> None:
         super().__init__(burst, interval_ms)
-        self._redis: aioredis.Redis = blocking_client(url)
+        self._redis: aioredis.Redis = blocking_client(
+            url, socket_timeout=FAIL_OPEN_TIMEOUT_S, socket_connect_timeout=FAIL_OPEN_TIMEOUT_S)
         self._script = self._redis.register_script(_GCRA)
         self.failures = 0
 
