@@ -178,3 +178,39 @@ class ThrottledLog:
             self.error(f"{doing}:{type(exc).__name__}", "%s failed", doing, exc_info=exc,
                        extra=extra)
         return store
+
+
+class CircuitBreaker:
+    """After a failure, skip the store for a pause: callers that may go on without it
+    (rate limits and slow mode fail open) do so at once instead of each waiting out its
+    own timeout against a Redis that hangs. The first call after the pause tries again;
+    the pause doubles (from ``pause_s`` up to ``max_pause_s``) while tries keep failing,
+    and :meth:`reset` on a success ends it."""
+
+    def __init__(self, pause_s: float = 1.0, max_pause_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.pause_s = pause_s
+        self.max_pause_s = max_pause_s
+        self._clock = clock
+        self._until = 0.0
+        self._failures = 0
+        self.skipped = 0
+
+    def is_open(self) -> bool:
+        """True while calls should skip the store."""
+        if self._until and self._clock() < self._until:
+            self.skipped += 1
+            return True
+        return False
+
+    def trip(self) -> None:
+        """A call failed: skip the store for the next pause."""
+        self._failures += 1
+        pause = min(self.max_pause_s, self.pause_s * 2 ** min(self._failures - 1, 16))
+        self._until = self._clock() + pause
+
+    def reset(self) -> None:
+        """A call succeeded."""
+        if self._failures:
+            self._failures = 0
+            self._until = 0.0

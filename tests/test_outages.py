@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from persistence.database import DatabaseUnavailable
 from persistence.embedded import EmbeddedPostgres
-from rooms.outages import ThrottledLog, outage_of, unavailable
+from rooms.outages import CircuitBreaker, ThrottledLog, outage_of, unavailable
 from tests.conftest import RunningServer, start_server_process, stop_server_process
 from tests.helpers import GatewayClient, bearer, register
 from tests.redis_fixture import RedisServer
@@ -105,6 +105,30 @@ def test_outage_of_tells_store_outages_from_bugs() -> None:
     error = unavailable("database", "could not store the message")
     assert error.code.value == "unavailable" and error.retry_after_ms is not None
     assert 500 <= error.retry_after_ms <= 1500
+
+
+def test_circuit_breaker_skips_the_store_for_a_growing_pause_after_failures() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(pause_s=1.0, max_pause_s=3.0, clock=clock)
+    assert not breaker.is_open()
+    breaker.trip()
+    assert breaker.is_open()
+    clock.now += 1.01
+    assert not breaker.is_open()  # try the store again...
+    breaker.trip()  # ...it fails again: twice the pause
+    clock.now += 1.5
+    assert breaker.is_open()
+    clock.now += 0.51
+    assert not breaker.is_open()
+    breaker.trip()
+    breaker.trip()  # at most max_pause_s
+    clock.now += 3.01
+    assert not breaker.is_open()
+    breaker.reset()  # a success: the next failure pauses briefly again
+    breaker.trip()
+    clock.now += 1.01
+    assert not breaker.is_open()
+    assert breaker.skipped == 2
 
 
 # --------------------------------------------------------------- a PostgreSQL to stop
@@ -320,6 +344,41 @@ async def test_readyz_and_sends_stay_fast_while_redis_is_down(
     for what in ("presence", "raid counters"):
         lines = [line for line in log_text.splitlines() if what in line]
         assert len(lines) <= 3, "\n".join(lines)
+
+
+async def test_sends_and_readyz_stay_fast_while_redis_hangs(
+        database_url: str, redis_server: RedisServer, http: aiohttp.ClientSession) -> None:
+    """A Redis that hangs (SIGSTOP: connections open, no replies) holds a send at most
+    about a second (the rate limit fails open after its 1 s timeout, then skips Redis
+    for a second; the ack waits at most 0.5 s for the bus), and /readyz still answers
+    at once."""
+    node, _ = _node(database_url, HEARTH_REDIS_URL=redis_server.url)
+    try:
+        account = await register(http, node.url)
+        client = await GatewayClient.identified(http, node.ws_url, account["access_token"])
+        general = client.channel_named("general")["id"]
+        await client.ok("send_message", channel_id=general, content="before")
+        redis_server.pause()
+        try:
+            ack_times: list[float] = []
+            for n in range(6):
+                started = time.monotonic()
+                reply = await client.request("send_message", channel_id=general,
+                                             content=f"hung {n}", nonce=f"hung-{n}",
+                                             timeout=15)
+                assert reply["op"] == "ok", reply
+                ack_times.append(time.monotonic() - started)
+            started = time.monotonic()
+            async with http.get(f"{node.url}/readyz",
+                                timeout=aiohttp.ClientTimeout(total=2)) as ready:
+                assert time.monotonic() - started < 0.1
+                assert ready.status == 503  # the checks timed out meanwhile
+        finally:
+            redis_server.resume()
+        assert max(ack_times) < 2.0, ack_times
+        assert statistics.median(ack_times) < 1.0, ack_times
+    finally:
+        stop_server_process(node)
 
 
 # ------------------------------------------------------------------------------ drain
