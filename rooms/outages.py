@@ -45,6 +45,13 @@ _DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 _REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError)
 
 
+def _closed_connection(exc: BaseException) -> bool:
+    """asyncpg's "connection is closed" (a query on a connection found dead, or leaving
+    a transaction whose connection died meanwhile): an ``InterfaceError``, the same
+    class as its misuse errors, so told apart by its message."""
+    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+
+
 def _bus_errors() -> tuple[type[BaseException], ...]:
     """The Redis bus's "Redis is not taking publishes" errors (imported late: a process
     without Redis never loads the bus module)."""
@@ -62,7 +69,7 @@ def outage_of(exc: BaseException) -> Store | None:
     for _ in range(8):
         if seen is None:
             break
-        if isinstance(seen, _DATABASE_ERRORS):
+        if isinstance(seen, _DATABASE_ERRORS) or _closed_connection(seen):
             return "database"
         if isinstance(seen, _REDIS_ERRORS) or isinstance(seen, _bus_errors()):
             return "redis"

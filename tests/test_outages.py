@@ -96,6 +96,11 @@ def test_outage_of_tells_store_outages_from_bugs() -> None:
     wrapped = RuntimeError("could not store")
     wrapped.__cause__ = asyncpg.exceptions.ConnectionDoesNotExistError("closed")
     assert outage_of(wrapped) == "database"
+    # leaving a transaction whose connection died: raised while handling the real error
+    assert outage_of(asyncpg.InterfaceError("cannot call Transaction.__aexit__(): the "
+                                            "underlying connection is closed")) == "database"
+    assert outage_of(asyncpg.InterfaceError("cannot perform operation: another operation "
+                                            "is in progress")) is None  # a bug
     assert outage_of(asyncpg.exceptions.UniqueViolationError("dup")) is None
     assert outage_of(KeyError("bug")) is None
     assert outage_of(OSError("a socket somewhere")) is None  # not said to be a store
@@ -249,6 +254,10 @@ async def test_postgres_stopped_and_restarted_under_traffic(
                 assert reply.status == 503, body
                 assert body["error"]["code"] == "unavailable"
                 assert 1 <= int(reply.headers["Retry-After"]) <= 2
+            # identify needs the database: a resumable close that says "try again later"
+            newcomer = await GatewayClient.connect(http, node.ws_url)
+            await newcomer.send({"op": "identify", "token": people[0]["access_token"]})
+            assert await newcomer.closed(timeout=10) == 1013
             await asyncio.sleep(2.0)  # an outage of a few seconds under traffic
             await asyncio.to_thread(own_postgres.start_again)
             recovered_at = len(acked)
@@ -268,6 +277,9 @@ async def test_postgres_stopped_and_restarted_under_traffic(
                             headers=bearer(people[0]["access_token"])) as reply:
             stored = [m["seq"] for m in (await reply.json())["messages"]]
         assert set(acked) <= set(stored)
+    except BaseException:
+        print(log_path.read_text(errors="replace")[-8000:])  # shown with the failure
+        raise
     finally:
         stop_server_process(node)
     log_text = log_path.read_text(errors="replace")
