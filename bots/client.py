@@ -157,6 +157,10 @@ def gateway_url(url: str, encoding: str) -> str:
                        parts.fragment))
 
 
+_RETRIED = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.UNAVAILABLE})
+"""Error codes after which the same request succeeds if sent again after a while."""
+
+
 class HearthClient:
     """A session on a Hearth gateway. See the module docstring.
 
@@ -168,8 +172,9 @@ class HearthClient:
         :attr:`dropped_events`) rather than blocking the connection, which would delay
         replies and eventually get the connection closed as a slow consumer.
     :param request_timeout: seconds to wait for a reply.
-    :param retry_rate_limited: retry a request answered ``rate_limited`` after
-        ``retry_after_ms``, up to this many times (0 disables).
+    :param retry_rate_limited: retry a request answered ``rate_limited`` or
+        ``unavailable`` (a store briefly down) after ``retry_after_ms``, up to this many
+        times (0 disables).
     :param max_backoff: longest wait between reconnection attempts, in seconds.
     """
 
@@ -327,7 +332,7 @@ class HearthClient:
             try:
                 return await self._request_once(frame, timeout)
             except HearthError as exc:
-                if (exc.code != ErrorCode.RATE_LIMITED or attempts >= self.retry_rate_limited
+                if (exc.code not in _RETRIED or attempts >= self.retry_rate_limited
                         or exc.retry_after_ms is None):
                     raise
                 attempts += 1

@@ -19,6 +19,14 @@ log = logging.getLogger(__name__)
 
 Connection = asyncpg.Connection  # re-exported so callers need not import asyncpg
 
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError)
+
+
+class DatabaseUnavailable(ConnectionError):
+    """No connection to PostgreSQL could be had (refused, no socket, timed out): the
+    server is down or restarting. Raised instead of the bare ``OSError`` that asyncpg
+    lets through from connecting, so callers can tell it from other OS errors."""
+
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:
     """Returned to the pool: roll back a transaction left open, nothing else.
@@ -68,9 +76,23 @@ class Database:
             self._pool = None
 
     @contextlib.asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; a failure to connect is :class:`DatabaseUnavailable`."""
+        pool = self.pool
+        try:
+            conn: asyncpg.Connection = await pool.acquire()
+        except _CONNECT_ERRORS as exc:
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: "
+                                      f"{type(exc).__name__}: {exc}") from exc
+        try:
+            yield conn
+        finally:
+            await pool.release(conn)
+
+    @contextlib.asynccontextmanager
     async def transaction(self, name: str) -> AsyncIterator[asyncpg.Connection]:
         """A connection inside a transaction; commits on exit, rolls back on error."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._acquire() as conn, conn.transaction():
             try:
                 yield conn
             except Exception:
@@ -80,7 +102,7 @@ class Database:
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection for reads that need no transaction."""
-        async with self.pool.acquire() as conn:
+        async with self._acquire() as conn:
             yield conn
 
     async def ping(self) -> bool:

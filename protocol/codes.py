@@ -12,12 +12,14 @@ Error tree (what a client sees, by where it went wrong)::
         well-formed but not allowed ............ forbidden, not_found
         limits ................................. rate_limited, content_too_long, ...
         state .................................. thread_archived, not_ready
+        a store is down (retry) ................ unavailable
         server side ............................ internal (logged, nothing lost)
     connection cannot go on                 -> close frame (CloseCode.*)
         protocol violations .................... 4001..4004
         authentication ......................... 4004
         liveness ............................... 4009 (zombie), 4003 (identify timeout)
-        server ................................. 4008 (slow consumer), 4010 (restart)
+        server ................................. 4008 (slow consumer), 4010 (restart),
+                                                 1013 (a store is down: try again later)
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ class ErrorCode(enum.StrEnum):
     workers have no room for another participant; try later or another room."""
     VOICE_UNAVAILABLE = "voice_unavailable"
     """Voice is disabled on this server, or no media worker answers; nothing changed."""
+    UNAVAILABLE = "unavailable"
+    """PostgreSQL or Redis cannot be reached for the moment (a restart, a failover);
+    nothing was applied. Retry after ``retry_after_ms`` (0.5 to 1.5 s, jittered), with
+    the same nonce for a message; it succeeds once the store is back."""
     INTERNAL = "internal"
     """The server failed; nothing was applied. Safe to retry with the same nonce."""
 
@@ -105,6 +111,9 @@ class CloseCode(enum.IntEnum):
     """A frame exceeded ``limits.max_frame_bytes``. Resumable."""
     INTERNAL_ERROR = 1011
     """The server hit an unexpected error on this connection. Resumable."""
+    TRY_AGAIN_LATER = 1013
+    """``identify`` or ``resume`` needed PostgreSQL or Redis and it cannot be reached
+    for the moment. Resumable: reconnect after a jittered back-off (about 1 s)."""
     UNKNOWN_ERROR = 4000
     """Unspecified; reconnect and resume."""
     DECODE_ERROR = 4001
@@ -137,6 +146,7 @@ RESUMABLE_CLOSE_CODES: frozenset[int] = frozenset(
         CloseCode.GOING_AWAY,
         CloseCode.MESSAGE_TOO_BIG,
         CloseCode.INTERNAL_ERROR,
+        CloseCode.TRY_AGAIN_LATER,
         CloseCode.UNKNOWN_ERROR,
         CloseCode.DECODE_ERROR,
         CloseCode.RATE_LIMITED,

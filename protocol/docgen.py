@@ -423,7 +423,9 @@ class _Renderer:
             "`send_message` is idempotent when you give it a `nonce`: if the connection "
             "drops before the reply, send the same request again (same `nonce`) after "
             "reconnecting and you get the original message back instead of a duplicate. "
-            "After `error` `internal` nothing was applied and the same retry is safe.",
+            "After `error` `internal` nothing was applied and the same retry is safe. "
+            "`error` `unavailable` means PostgreSQL or Redis is briefly out of reach "
+            "(a restart): nothing was applied; retry after `retry_after_ms`.",
         )
         d.heading(3, "Dispatches and sequence numbers")
         d.para(

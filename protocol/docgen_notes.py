@@ -108,10 +108,13 @@ FIELD_NOTES: Final[dict[tuple[str, str], str]] = {
     ("Error", "id"): "The `id` of the request answered, or null when it could not be read.",
     ("Error", "code"): "What went wrong (see [Error codes](#error-codes)).",
     ("Error", "message"): "Human-readable detail, for logs; do not parse it.",
-    ("Error", "retry_after_ms"): "With `rate_limited`: wait this long before retrying.",
+    ("Error", "retry_after_ms"): "With `rate_limited`, `unavailable`, `slowmode`, "
+    "`timed_out` and `banned`: wait this long (milliseconds) before retrying.",
     ("Dispatch", "s"): "The session sequence number: 1, 2, 3, ... without gaps, per session.",
     ("Dispatch", "d"): "The event; its `t` says which.",
-    ("Reconnect", "retry_after_ms"): "Wait this long (milliseconds) before reconnecting.",
+    ("Reconnect", "retry_after_ms"): "Wait this long (milliseconds) before reconnecting. "
+    "A draining node spreads its clients uniformly over 0 to 1,000 ms (over more only when "
+    "it holds more connections than the others admit in a second, 2,000 per process).",
     # records
     ("User", "username"): "Unique account name.",
     ("User", "display_name"): "The name to show.",

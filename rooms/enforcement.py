@@ -26,6 +26,7 @@ from protocol.codes import ErrorCode
 from protocol.models import Channel, ChannelKind
 from rooms.access import session_community_bits
 from rooms.errors import RequestError
+from rooms.outages import CircuitBreaker
 from rooms.permissions import (
     ADMIN_BITS,
     ALL_BITS,
@@ -34,7 +35,7 @@ from rooms.permissions import (
     MODERATOR_BITS,
     Permission,
 )
-from rooms.redis_client import blocking_client
+from rooms.redis_client import FAIL_OPEN_TIMEOUT_S, blocking_client
 from rooms.sessions import Session
 
 log = logging.getLogger(__name__)
@@ -163,19 +164,25 @@ class RedisSlowMode(SlowMode):
     """Shared by every process and node: one Lua call (SET NX PX, else PTTL)."""
 
     def __init__(self, url: str) -> None:
-        self._redis: aioredis.Redis = blocking_client(url)
+        self._redis: aioredis.Redis = blocking_client(
+            url, socket_timeout=FAIL_OPEN_TIMEOUT_S, socket_connect_timeout=FAIL_OPEN_TIMEOUT_S)
         self._script = self._redis.register_script(_TAKE)
+        self._breaker = CircuitBreaker()
         self.failures = 0
 
     async def take(self, channel_id: int, user_id: int, seconds: int) -> int | None:
+        if self._breaker.is_open():  # Redis failed a moment ago: fail open at once
+            return None
         try:
             left = await self._script(keys=[f"hearth:slow:{channel_id}:{user_id}"],
                                       args=[seconds * 1000])
         except Exception as exc:
+            self._breaker.trip()
             self.failures += 1
             if self.failures % 100 == 1:
                 log.warning("slow mode store unavailable, allowing: %s", exc)
             return None
+        self._breaker.reset()
         return int(left) or None
 
     async def close(self) -> None:

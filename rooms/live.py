@@ -79,6 +79,7 @@ from rooms.chat import check_text
 from rooms.enforcement import PostGate, check_can_post, check_not_timed_out
 from rooms.errors import RequestError, forbidden, not_found
 from rooms.hub import Hub
+from rooms.outages import ThrottledLog
 from rooms.permissions import STAFF_SEES_TIERS, Permission
 from rooms.rate_limit import RateLimiter
 from rooms.sessions import Session
@@ -901,11 +902,14 @@ class LiveService:
         return sent
 
     async def _reminder_loop(self) -> None:
+        failures = ThrottledLog(log, interval_s=60.0)  # a database outage: no traceback
         while True:
             try:
                 await self.send_due_reminders()
-            except Exception:
-                log.exception("live session reminders failed; retrying")
+            except Exception as exc:
+                failures.failure(exc, "live session reminders (retrying)")
+            else:
+                failures.resolved("database")
             await asyncio.sleep(self.reminder_every_s)
 
     async def run(self) -> None:

@@ -89,6 +89,7 @@ from protocol.models import Presence, PresenceStatus
 from rooms.bus import presence_topic
 from rooms.errors import RequestError, not_found
 from rooms.hub import Hub
+from rooms.outages import ThrottledLog
 from rooms.sessions import Session
 
 log = logging.getLogger(__name__)
@@ -375,6 +376,9 @@ class PresenceService:
         self.changes_published = 0
         self.sync_failures = 0
         self.leases_lost = 0
+        self._failures = ThrottledLog(log)
+        """Failed background steps: a Redis outage is one line per interval, not a
+        traceback per tick (four a second)."""
 
     @property
     def bound_s(self) -> float:
@@ -532,11 +536,10 @@ class PresenceService:
             try:
                 await self._flush()
                 backoff = 0.1
-            except Exception:
+            except Exception as exc:
                 _check_cancelled()
                 self.sync_failures += 1
-                log.warning("presence: writing %d users failed; retrying in %.1f s",
-                            len(self._dirty), backoff, exc_info=True)
+                self._failures.failure(exc, f"presence: writing {len(self._dirty)} users")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 self._wake.set()
@@ -558,13 +561,14 @@ class PresenceService:
                 next_heartbeat = now + self.heartbeat_s
                 await self._step(self.heartbeat, "renewing the lease")
 
-    @staticmethod
-    async def _step(step: Callable[[], Awaitable[Any]], what: str) -> None:
+    async def _step(self, step: Callable[[], Awaitable[Any]], what: str) -> None:
         try:
             await step()
-        except Exception:
+        except Exception as exc:  # a Redis outage: one line per interval, no traceback
             _check_cancelled()
-            log.warning("presence: %s failed", what, exc_info=True)
+            self._failures.failure(exc, f"presence: {what}")
+        else:
+            self._failures.resolved("redis")
         _check_cancelled()
 
     async def publish_due(self) -> int:

@@ -25,6 +25,7 @@ from protocol.frames import RaidSignal
 from protocol.moderation import RaidSignalKind
 from rooms.bus import mod_topic
 from rooms.hub import Hub
+from rooms.outages import ThrottledLog
 from rooms.redis_client import blocking_client
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class RaidMonitor:
         self.thresholds = {RaidSignalKind.JOINS: (joins, joins_window_s),
                            RaidSignalKind.MESSAGES: (messages, messages_window_s)}
         self._pending: dict[tuple[int, RaidSignalKind], int] = {}
+        self._failures = ThrottledLog(log)
         self.signals = 0
 
     def note(self, community_id: int, kind: RaidSignalKind, n: int = 1) -> None:
@@ -118,8 +120,10 @@ class RaidMonitor:
             await asyncio.sleep(interval_s)
             try:
                 await self.flush()
-            except Exception:
-                log.exception("raid counters could not be flushed")
+            except Exception as exc:  # a Redis outage: one line per interval, no traceback
+                self._failures.failure(exc, "flushing the raid counters")
+            else:
+                self._failures.resolved("redis")
 
     async def close(self) -> None:
         await self.counter.close()

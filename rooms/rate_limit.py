@@ -17,7 +17,8 @@ import time
 
 import redis.asyncio as aioredis
 
-from rooms.redis_client import blocking_client
+from rooms.outages import CircuitBreaker
+from rooms.redis_client import FAIL_OPEN_TIMEOUT_S, blocking_client
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +74,29 @@ class LocalRateLimiter(RateLimiter):
 class RedisRateLimiter(RateLimiter):
     def __init__(self, url: str, burst: int, interval_ms: float) -> None:
         super().__init__(burst, interval_ms)
-        self._redis: aioredis.Redis = blocking_client(url)
+        self._redis: aioredis.Redis = blocking_client(
+            url, socket_timeout=FAIL_OPEN_TIMEOUT_S, socket_connect_timeout=FAIL_OPEN_TIMEOUT_S)
         self._script = self._redis.register_script(_GCRA)
+        self._breaker = CircuitBreaker()
         self.failures = 0
 
     async def check(self, key: str) -> int | None:
         """Fails open: with Redis unreachable, members may post (the per-connection
-        limit still holds) rather than nobody being able to."""
+        limit still holds) rather than nobody being able to; after a failure, without
+        asking Redis for a moment (1 s, doubling while it keeps failing, at most 10 s:
+        :class:`rooms.outages.CircuitBreaker`)."""
+        if self._breaker.is_open():
+            return None
         try:
             wait = await self._script(keys=[f"hearth:rl:{key}"],
                                       args=[self.interval_ms, self.burst])
         except Exception as exc:
+            self._breaker.trip()
             self.failures += 1
             if self.failures % 100 == 1:
                 log.warning("rate limiter unavailable, allowing: %s", exc)
             return None
+        self._breaker.reset()
         return max(int(wait), 1) if int(wait) else None
 
     async def close(self) -> None:

@@ -16,6 +16,9 @@ DEFAULT_MAX_CONNECTIONS = 64
 """Per client and process: enough to keep Redis busy; more only adds context switches."""
 DEFAULT_TIMEOUT_S = 10.0
 """Longest wait for a free pooled connection before the command fails."""
+FAIL_OPEN_TIMEOUT_S = 1.0
+"""Socket timeouts of the clients whose checks fail open in the send path (rate limits,
+slow mode): a hung Redis must not hold a send longer than this."""
 
 
 def blocking_client(url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS,

@@ -63,6 +63,7 @@ from server.gateway import Gateway
 from server.gc_policy import GcPolicy
 from server.logs import request_id_middleware
 from server.metrics import Metrics, render
+from server.readiness import Check, Readiness
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,10 @@ class Services:
         self.gateway = Gateway(auth=self.auth, opener=self.opener, chat=self.chat,
                                limits=config.limits, allowed_origins=config.allowed_origins,
                                admission_per_s=config.admission_per_s)
+        checks: dict[str, Check] = {"database": self.db.ping, "bus": self.bus.ping}
+        if self.mirror is not None:
+            checks["sessions"] = self.mirror.ping
+        self.readiness = Readiness(checks)
 
     async def _publish_committed(self, messages: list[Message]) -> None:
         await self.chat.publish_committed(messages)
@@ -321,6 +326,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(services.gc_policy.run(), name="gc-policy"),
         asyncio.create_task(services.live.run(), name="live-sessions"),
         asyncio.create_task(services.voice.run(), name="voice-roster"),
+        asyncio.create_task(services.readiness.run(), name="readiness"),
     ]
     try:
         yield
@@ -436,11 +442,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the database and the bus answer, and the node is not draining."""
+    """Readiness: the database and the bus answer, and the node is not draining. From
+    the checks' latest results (server/readiness.py), so it answers at once even while
+    a store hangs."""
     services = request.app[SERVICES]
-    checks = {"database": await services.db.ping(), "bus": await services.bus.ping()}
-    if services.mirror is not None:
-        checks["sessions"] = await services.mirror.ping()
+    checks = await services.readiness.state()
     ok = all(checks.values()) and not services.gateway.draining
     return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks},
                              status=200 if ok else 503)

@@ -39,6 +39,7 @@ from protocol.session import (
 )
 from rooms.chat import ChatService
 from rooms.errors import RequestError
+from rooms.outages import ThrottledLog, unavailable
 from rooms.ready import SessionOpener
 from rooms.sessions import Session
 from server.auth import Authenticator
@@ -72,6 +73,9 @@ MIRROR_TOUCH_EVERY = 20
 """Sweeps between refreshes of live sessions' mirror TTLs (well inside the window)."""
 CLOSE_TIMEOUT_S = 5.0
 """Longest a close handshake may take before the socket is cut."""
+DRAIN_WINDOW_MS = 1000
+"""A draining node asks its clients to reconnect after a delay uniform in [0, 1 s] (more
+for a node with many connections: :meth:`Gateway.drain_window_ms`)."""
 
 
 def close_frame(code: int, reason: str) -> bytes:
@@ -198,10 +202,16 @@ class GatewayConnection:
             result = await self.gateway.chat.handle(session, request)
         except RequestError as exc:
             self.protocol.reply_error(request.id, exc.code, exc.message, exc.retry_after_ms)
-        except Exception:
-            log.exception("request %s failed", type(request).__name__,
-                          extra={"session_id": session.session_id, "user_id": session.user.id})
-            self.protocol.reply_error(request.id, ErrorCode.INTERNAL, "internal error")
+        except Exception as exc:
+            store = self.gateway.failures.failure(
+                exc, f"request {type(request).__name__}",
+                extra={"session_id": session.session_id, "user_id": session.user.id})
+            if store is None:
+                self.protocol.reply_error(request.id, ErrorCode.INTERNAL, "internal error")
+            else:
+                refused = unavailable(store)
+                self.protocol.reply_error(request.id, refused.code, refused.message,
+                                          refused.retry_after_ms)
         else:
             self.protocol.reply_ok(request.id, result)
 
@@ -247,6 +257,9 @@ class Gateway:
         self._admission_tokens = float(admission_per_s)
         self._admission_at = time.monotonic()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.failures = ThrottledLog(log)
+        """Failed requests and connections: an outage is one line per store and interval,
+        not a traceback per request."""
         self.stats: dict[str, int] = {
             "connections_total": 0, "resume_attempts": 0, "resume_successes": 0,
             "slow_consumers": 0, "frames_in": 0, "admission_refused": 0, "handshakes_abandoned": 0,
@@ -335,12 +348,15 @@ class Gateway:
                     break
             client_closed_normally = ws.close_code in (WSCloseCode.OK, WSCloseCode.GOING_AWAY) \
                 and conn.protocol.close_code() is None
-        except Exception:
+        except Exception as exc:
             session = conn.session
-            log.exception("gateway connection failed", extra={
+            store = self.failures.failure(exc, "gateway connection", extra={
                 "session_id": session.session_id if session else None,
                 "user_id": session.user.id if session else None})
-            conn.protocol.fail(CloseCode.INTERNAL_ERROR, "internal error")
+            if store is None:
+                conn.protocol.fail(CloseCode.INTERNAL_ERROR, "internal error")
+            else:  # identify or resume needed a store that is down: resumable, retry soon
+                conn.protocol.fail(CloseCode.TRY_AGAIN_LATER, f"{store} unavailable")
             await conn.close()
         finally:
             self.connections.discard(conn)
@@ -373,11 +389,21 @@ class Gateway:
             for session in self.opener.registry.expired(now):
                 self.opener.close(session)
 
+    def drain_window_ms(self) -> int:
+        """The spread of the clients' ``reconnect.retry_after_ms`` when this node drains:
+        uniform over [0, window]. One second, so that most are back (resumed on another
+        node) within a second; longer only when this node holds more connections than
+        the others admit in a second (``admission_per_s`` per process), so a large node's
+        reconnect storm is spread instead of refused with 503s."""
+        rate = max(self.admission_per_s, 1)
+        return max(DRAIN_WINDOW_MS, len(self.connections) * 1000 // rate)
+
     async def drain(self) -> None:
         """Shutdown: ask every client to reconnect elsewhere (jittered), close with 1001."""
         self.draining = True
+        window = self.drain_window_ms()
         for conn in list(self.connections):
-            conn.protocol.drain(retry_after_ms=random.randint(0, 5_000))
+            conn.protocol.drain(retry_after_ms=random.randint(0, window))
             self.close_soon(conn)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
