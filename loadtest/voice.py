@@ -74,7 +74,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from loadtest.accounting import Histogram
 from loadtest.coordinator import machine_cpu_busy
