@@ -86,7 +86,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     _copy_sources(source)
     dist = base / "dist"
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
-          "-w", str(dist), str(source)])
+          "-w", str(dist), str(source)], env=_clean_env())
     wheels = list(dist.glob("hearth-*.whl"))
     assert len(wheels) == 1, wheels
     target = base / "venv"
