@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import pytest
@@ -62,7 +62,7 @@ class Person:
         page.on("pageerror", lambda e: errors.append(f"{name} page error: {e}"))
 
     @classmethod
-    async def open(cls, browser: Any, url: str, name: str, errors: list[str]) -> Person:
+    async def open(cls, browser: Any, url: str, name: str, errors: list[str]) -> Self:
         context = await browser.new_context(viewport={"width": 1180, "height": 740})
         person = cls(await context.new_page(), name, errors)
         await person.page.goto(url + "/")

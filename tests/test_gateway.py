@@ -320,7 +320,9 @@ async def test_slow_consumer_is_cut_off_and_others_carry_on(
         reader = await GatewayClient.identified(http, ws_url, b["access_token"])
         # The slow one: a raw socket whose receive buffer we never drain.
         slow = await GatewayClient.identified(http, ws_url, c["access_token"])
-        slow_transport = slow.ws._response.connection.transport  # type: ignore[union-attr]
+        connection = slow.ws._response.connection
+        assert connection is not None and connection.transport is not None
+        slow_transport = connection.transport
         slow_transport.get_extra_info("socket").setsockopt(
             socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow_transport.pause_reading()

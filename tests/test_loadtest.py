@@ -216,7 +216,8 @@ class _Capture(_Transport):
 
         server = ServerProtocol(state=State.OPEN)
         server.receive_data(self.data)
-        return [json.loads(e.data) for e in server.events_received() if isinstance(e, Frame)]
+        return [json.loads(bytes(e.data)) for e in server.events_received()
+                if isinstance(e, Frame)]
 
 
 def test_a_reconnected_client_resumes_and_resends_what_went_unanswered() -> None:

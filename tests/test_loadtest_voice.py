@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from aiortc.codecs.opus import OpusDecoder, OpusEncoder
 from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcrtpreceiver import RemoteStreamTrack
 
 from loadtest import voice_tap
 from loadtest.voice_audio import (
@@ -302,7 +303,8 @@ async def test_harness_tap_receives_and_identifies_a_real_peers_packets() -> Non
         stats = [s for s in (await rx.getStats()).values()
                  if getattr(s, "type", "") == "inbound-rtp"]
         assert stats and stats[0].packetsReceived >= 50
-        assert rx.track is not None and rx.track._queue.qsize() == 0  # nothing decoded
+        assert isinstance(rx.track, RemoteStreamTrack)
+        assert rx.track._queue.qsize() == 0  # nothing decoded
     finally:
         track.stop()
         await sender.close()

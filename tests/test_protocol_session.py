@@ -165,7 +165,8 @@ def test_identify_then_accept_sends_ready(codec: Codec) -> None:
     assert proto.events() == []  # drained
     assert out(proto) == []  # nothing is said until the application decides
     proto.accept_identify(READY)
-    assert proto.state is State.READY
+    state: State = proto.state  # read again: accept_identify() moved it on
+    assert state is State.READY
     assert proto.session_id == "sess-1"
     sent = proto.data_to_send()
     assert sent == [codec.encode(READY)]
@@ -613,8 +614,8 @@ def voice_sample_events() -> list[Event]:
     """Voice events (protocol/voice.py), from docgen's examples."""
     from protocol import docgen, voice
 
-    kinds = [voice.VoiceStateUpdated, voice.VoiceSpeaking, voice.VoiceMoveRequested,
-             voice.VoiceDisconnected]
+    kinds: list[type[msgspec.Struct]] = [voice.VoiceStateUpdated, voice.VoiceSpeaking,
+                                         voice.VoiceMoveRequested, voice.VoiceDisconnected]
     return [typing.cast(Event, docgen.example_of(kind)) for kind in kinds]
 
 
@@ -717,11 +718,13 @@ def test_deeply_nested_frames_are_invalid_frames_not_exceptions(codec: Codec) ->
     """Nesting beyond the interpreter's recursion limit (a few KB, well under
     ``max_frame_bytes``) must be answered like any other undecodable frame."""
     proto = ready(codec)
+    deep_list: bytes | str
+    deep_field: bytes | str
     if codec is MSGPACK:
-        deep_list: bytes | str = b"\x91" * 20_000 + b"\x00"
-        deep_field: bytes | str = (b"\x82" + msgspec.msgpack.encode("op")
-                                   + msgspec.msgpack.encode("heartbeat")
-                                   + msgspec.msgpack.encode("x") + deep_list)
+        deep_array = b"\x91" * 20_000 + b"\x00"
+        deep_list = deep_array
+        deep_field = (b"\x82" + msgspec.msgpack.encode("op") + msgspec.msgpack.encode("heartbeat")
+                      + msgspec.msgpack.encode("x") + deep_array)
     else:
         deep_list = "[" * 20_000 + "]" * 20_000
         deep_field = '{"op":"heartbeat","x":' + deep_list + "}"

@@ -24,11 +24,11 @@ from bots.voice_bot import (
 
 
 def test_band_rms_reads_a_tone_at_its_rms_and_nothing_elsewhere() -> None:
-    pcm = tone(1000, 1.0, amplitude=0.5).astype(np.float32) / 32768
+    pcm = tone(1000, 1.0, amplitude=0.5).astype(np.float32) / np.float32(32768)
     assert band_rms(pcm, 1000) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
     assert band_rms(pcm, 660) < 1e-3
     assert dominant_frequency(pcm) == pytest.approx(1000, abs=1)
-    mixed = pcm + tone(660, 1.0, amplitude=0.1).astype(np.float32) / 32768
+    mixed = pcm + tone(660, 1.0, amplitude=0.1).astype(np.float32) / np.float32(32768)
     assert band_rms(mixed, 660) == pytest.approx(0.1 / np.sqrt(2), rel=0.05)
     assert dominant_frequency(np.zeros(RATE, dtype=np.float32)) is None
     assert band_rms(pcm[:100], 1000) == 0.0  # too short to measure
