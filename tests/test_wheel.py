@@ -1,6 +1,6 @@
 """The built wheel, installed into a fresh virtual environment, serves Hearth from an
-empty directory on the embedded default: what a user who runs ``pip install hearth``
-and then ``hearth serve`` gets, with no checkout anywhere on the path.
+empty directory on the embedded default: what a user who installs the wheel and runs
+``hearth serve`` gets, with no checkout anywhere on the path.
 
 The wheel is built from a copy of the sources (setuptools writes ``build/`` and
 ``*.egg-info`` next to them, and a stale ``build/lib`` would leak into the wheel).
@@ -23,7 +23,6 @@ import sys
 import sysconfig
 import time
 import venv
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +41,8 @@ TOP_FILES = ("pyproject.toml", "README.md")
 @dataclass(frozen=True)
 class Installed:
     venv: Path
-    wheel: Path
+    site: Path
+    """The fresh environment's site-packages, where the wheel went."""
 
     @property
     def bin(self) -> Path:
@@ -57,16 +57,27 @@ def _run(command: list[str], cwd: Path | None = None, env: dict[str, str] | None
     return done.stdout
 
 
+def _packages() -> list[str]:
+    """The top-level packages: folders with ``__init__.py`` (tests excepted)."""
+    return sorted(entry.name for entry in ROOT.iterdir() if entry.is_dir()
+                  and entry.name != "tests" and (entry / "__init__.py").is_file())
+
+
+def _source_files(name: str) -> set[str]:
+    """Every file of package ``name`` as the checkout has it, relative to the root."""
+    return {str(path.relative_to(ROOT)) for path in (ROOT / name).rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts
+            and "node_modules" not in path.parts and path.suffix != ".pyc"}
+
+
 def _copy_sources(dest: Path) -> None:
-    """The project as an sdist would carry it: top-level files and every package
-    folder (a folder with ``__init__.py``), tests excepted."""
+    """The project as an sdist would carry it: top-level files and every package."""
     dest.mkdir()
     for name in TOP_FILES:
         shutil.copy2(ROOT / name, dest / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules")
-    for entry in sorted(ROOT.iterdir()):
-        if entry.is_dir() and entry.name != "tests" and (entry / "__init__.py").is_file():
-            shutil.copytree(entry, dest / entry.name, ignore=ignore)
+    for name in _packages():
+        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -80,7 +91,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     base = tmp_path_factory.mktemp("wheel")
     source = base / "src"
     _copy_sources(source)
@@ -98,40 +109,34 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
                    env=_clean_env()).strip()
     outer = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (Path(purelib) / "hearth-test-deps.pth").write_text("".join(f"{p}\n" for p in outer))
-    yield Installed(target, wheels[0])
+    return Installed(target, Path(purelib))
 
 
 def test_the_wheel_carries_every_package_and_its_data(installed: Installed) -> None:
-    """Imported from an empty directory, every package is the installed copy, and the
-    files read at run time are next to it."""
+    """Every file of every package (code, migrations, web pages, the harness's peers) is
+    installed, and imported from an empty directory each package is the installed copy."""
+    packages = _packages()
+    for name in packages:
+        missing = {path for path in _source_files(name)
+                   if not (installed.site / path).is_file()}
+        assert not missing, f"not in the wheel (add them to package-data): {sorted(missing)}"
     empty = installed.venv.parent / "probe"
     empty.mkdir()
     probe = (
-        "import importlib, pathlib, pkgutil, server, persistence, loadtest\n"
-        "import rooms.media.worker, server.app\n"
-        "for name in ('server', 'protocol', 'rooms', 'persistence', 'bots', 'loadtest'):\n"
+        "import importlib, pkgutil, sys\n"
+        "for name in sys.argv[1:]:\n"
         "    package = importlib.import_module(name)\n"
         "    print(name, package.__file__)\n"
         "    for info in pkgutil.walk_packages(package.__path__, name + '.'):\n"
-        "        if info.ispkg: print(info.name, importlib.import_module(info.name).__file__)\n"
-        "print('web', sorted(p.name for p in server.app.WEB_ROOT.iterdir()))\n"
-        "print('migrations', len(list((pathlib.Path(persistence.__file__).parent"
-        " / 'migrations').glob('*.sql'))))\n"
-        "print('peers', sorted(p.name for p in (pathlib.Path(loadtest.__file__).parent"
-        " / 'peers' / 'node_ws').iterdir()))\n"
+        "        if info.ispkg:\n"
+        "            print(info.name, importlib.import_module(info.name).__file__)\n"
     )
-    out = _run([str(installed.bin / "python"), "-c", probe], cwd=empty, env=_clean_env())
-    lines = dict(line.split(" ", 1) for line in out.splitlines())
-    site = str(installed.venv)
-    modules = {name: path for name, path in lines.items()
-               if name not in ("web", "migrations", "peers")}
-    assert "rooms.media" in modules
-    for name, path in modules.items():
-        assert path.startswith(site), f"{name} imported from {path}, not the installed wheel"
-    assert "index.html" in lines["web"] and "voice.js" in lines["web"], lines["web"]
-    assert int(lines["migrations"]) == len(list((ROOT / "persistence" / "migrations")
-                                                .glob("*.sql")))
-    assert "server.js" in lines["peers"] and "package.json" in lines["peers"]
+    out = _run([str(installed.bin / "python"), "-c", probe, *packages], cwd=empty,
+               env=_clean_env())
+    origins = dict(line.split(" ", 1) for line in out.splitlines())
+    assert "rooms.media" in origins and set(packages) <= set(origins), origins
+    for name, path in origins.items():
+        assert Path(path).is_relative_to(installed.site), f"{name} imported from {path}"
 
 
 def _tail(log: Path) -> str:
