@@ -11,13 +11,20 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 
 Connection = asyncpg.Connection  # re-exported so callers need not import asyncpg
+
+
+def _unproxied(conn: PoolConnectionProxy) -> asyncpg.Connection:
+    """The pool hands out a proxy that forwards every ``Connection`` method (and refuses
+    use after release); repositories are typed against ``Connection`` and get the proxy."""
+    return cast(asyncpg.Connection, conn)
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:
@@ -72,7 +79,7 @@ class Database:
         """A connection inside a transaction; commits on exit, rolls back on error."""
         async with self.pool.acquire() as conn, conn.transaction():
             try:
-                yield conn
+                yield _unproxied(conn)
             except Exception:
                 log.debug("transaction %s rolled back", name)
                 raise
@@ -81,7 +88,7 @@ class Database:
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection for reads that need no transaction."""
         async with self.pool.acquire() as conn:
-            yield conn
+            yield _unproxied(conn)
 
     async def ping(self) -> bool:
         if self._pool is None:
