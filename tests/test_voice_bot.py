@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
+import av
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection
+from aiortc import MediaStreamTrack, RTCPeerConnection
 
 from bots.voice_bot import (
     RATE,
@@ -55,10 +57,12 @@ async def test_loop_track_is_heard_through_a_real_opus_call_and_mute_silences_it
     reader: list[asyncio.Task[None]] = []
 
     @receiver.on("track")
-    def on_track(track: object) -> None:
+    def on_track(track: MediaStreamTrack) -> None:
         async def read() -> None:
             while True:
-                listener.add(await track.recv())  # type: ignore[attr-defined]
+                frame = await track.recv()
+                assert isinstance(frame, av.AudioFrame)
+                listener.add(frame)
 
         reader.append(asyncio.create_task(read()))
 
@@ -68,12 +72,12 @@ async def test_loop_track_is_heard_through_a_real_opus_call_and_mute_silences_it
         await receiver.setLocalDescription(await receiver.createAnswer())
         await sender.setRemoteDescription(receiver.localDescription)
 
-        async def level_reaches(check: object, timeout: float = 10.0) -> float:
+        async def level_reaches(check: Callable[[float], bool], timeout: float = 10.0) -> float:
             deadline = time.monotonic() + timeout
             level = band_rms(listener.last(1.0), 1000)
             while time.monotonic() < deadline:
                 level = band_rms(listener.last(1.0), 1000)
-                if check(level):  # type: ignore[operator]
+                if check(level):
                     return level
                 await asyncio.sleep(0.1)
             raise AssertionError(f"level stuck at {level}")
