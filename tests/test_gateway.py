@@ -370,20 +370,22 @@ async def test_nul_is_refused_and_does_not_sink_a_batch(
 
 async def test_identical_history_reads_share_one_query(
         live_server: RunningServer, http: aiohttp.ClientSession) -> None:
-    from protocol.frames import FetchHistory
+    from protocol.frames import FetchHistory, HistoryResult
     from server.app import SERVICES
 
     ca, _, _, _ = await two_members(http, live_server)
     general = ca.channel_named("general")["id"]
     for i in range(3):
         await ca.ok("send_message", channel_id=general, content=f"h{i}")
-    services = live_server.app[SERVICES]  # type: ignore[index]
+    services = live_server.app[SERVICES]
     session = services.registry.get(ca.ready["session_id"])
+    assert session is not None
     request = FetchHistory(id=1, channel_id=general, limit=10)
     pages = await asyncio.gather(*[services.chat.fetch_history(session, request)
                                    for _ in range(8)])
     assert services.chat.history_coalesced == 7
     assert all(p == pages[0] for p in pages)
+    assert isinstance(pages[0], HistoryResult)
     assert [m.content for m in pages[0].messages] == ["h0", "h1", "h2"]
 
 

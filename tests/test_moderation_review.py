@@ -27,9 +27,7 @@ async def crew(live_server: RunningServer, http: aiohttp.ClientSession) -> Crew:
 
 
 def services(server: RunningServer) -> Services:
-    app = server.app
-    assert app is not None
-    return app[SERVICES]  # type: ignore[index, no-any-return]
+    return server.app[SERVICES]
 
 
 async def subscribed(crew: Crew) -> tuple[GatewayClient, GatewayClient]:
