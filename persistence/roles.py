@@ -168,12 +168,11 @@ async def memberships_access(conn: asyncpg.Connection,
 async def set_member_tier(conn: asyncpg.Connection, community_id: int, user_id: int,
                           tier: int) -> int | None:
     """The previous tier, or None for a non-member."""
-    previous: int | None = await conn.fetchval(
+    return await conn.fetchval(  # type: ignore[no-any-return]
         "UPDATE community_members m SET tier = $3 FROM community_members old "
         "WHERE m.community_id = $1 AND m.user_id = $2 "
         "AND old.community_id = m.community_id AND old.user_id = m.user_id "
         "RETURNING old.tier", community_id, user_id, tier)
-    return previous
 
 
 async def set_channel_tier(conn: asyncpg.Connection, channel_id: int, tier: int) -> None:
