@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 Connection = asyncpg.Connection  # re-exported so callers need not import asyncpg
 
 
-def _unproxied(conn: PoolConnectionProxy) -> asyncpg.Connection:
+def _as_connection(conn: PoolConnectionProxy | asyncpg.Connection) -> asyncpg.Connection:
     """The pool hands out a proxy that forwards every ``Connection`` method (and refuses
     use after release); repositories are typed against ``Connection`` and get the proxy."""
     return cast(asyncpg.Connection, conn)
@@ -79,7 +79,7 @@ class Database:
         """A connection inside a transaction; commits on exit, rolls back on error."""
         async with self.pool.acquire() as conn, conn.transaction():
             try:
-                yield _unproxied(conn)
+                yield _as_connection(conn)
             except Exception:
                 log.debug("transaction %s rolled back", name)
                 raise
@@ -88,7 +88,7 @@ class Database:
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection for reads that need no transaction."""
         async with self.pool.acquire() as conn:
-            yield _unproxied(conn)
+            yield _as_connection(conn)
 
     async def ping(self) -> bool:
         if self._pool is None:
