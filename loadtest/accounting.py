@@ -77,11 +77,12 @@ class Histogram:
         return (self.buckets, self.count, self.sum_us, self.max_us)
 
     @classmethod
-    def from_wire(cls, wire: tuple[dict[int, int], int, int, int] | list[object]) -> Histogram:
+    def from_wire(cls, wire: tuple[dict[int, int], int, int, int]) -> Histogram:
+        """The inverse of :meth:`to_wire`; msgspec has checked the types (``Tick``)."""
         buckets, count, sum_us, max_us = wire
         hist = cls()
-        hist.buckets = {int(k): int(v) for k, v in dict(buckets).items()}  # type: ignore[call-overload]
-        hist.count, hist.sum_us, hist.max_us = int(count), int(sum_us), int(max_us)  # type: ignore[call-overload]
+        hist.buckets = dict(buckets)
+        hist.count, hist.sum_us, hist.max_us = count, sum_us, max_us
         return hist
 
     def percentile_us(self, q: float) -> float | None:

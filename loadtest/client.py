@@ -21,7 +21,7 @@ import asyncio
 import errno
 import socket
 import time
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
@@ -41,6 +41,18 @@ from loadtest.wire import (
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 CONNECTING, HANDSHAKE, IDENTIFYING, READY, CLOSED, RESUMING = range(6)
+
+
+@runtime_checkable
+class Wire(Protocol):
+    """What a connection uses of its transport: asyncio's stream transport and uvloop's
+    (which is no subclass of ``asyncio.Transport``) both have it."""
+
+    def write(self, data: bytes) -> None: ...
+    def can_write_eof(self) -> bool: ...
+    def write_eof(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
 
 
 class Sink(Protocol):
@@ -100,7 +112,7 @@ class Connection(asyncio.Protocol):
         self.retry_after_s = 0.0
         """``Retry-After`` of the last refused handshake (503 while busy), 0 if none."""
         self.ws = ClientProtocol(parse_uri(url), max_size=2**20)
-        self.transport: asyncio.Transport | None = None
+        self.transport: Wire | None = None
         self.state = CONNECTING
         self.last_s = 0
         self.cursor: object | None = None
@@ -120,7 +132,9 @@ class Connection(asyncio.Protocol):
     # ---------------------------------------------------------------- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        if not isinstance(transport, Wire):
+            raise TypeError(f"not a stream transport: {transport!r}")
+        self.transport = transport
         self.state = HANDSHAKE
         self.ws.send_request(self.ws.connect())
         self._flush()

@@ -32,7 +32,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from loadtest.accounting import Anomalies, ChannelEnd, Histogram, tail_lost
 from loadtest.ipc import ClientSpec, Final, Finish, Go, Plan, Tick, pack, read_report

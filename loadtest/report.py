@@ -37,7 +37,7 @@ import platform
 import time
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from loadtest.coordinator import RunResult
 from loadtest.target import cpu_percent_between

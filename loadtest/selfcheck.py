@@ -10,6 +10,7 @@ process than that, add ``--processes`` (or the generator, not the server, is mea
 from __future__ import annotations
 
 import argparse
+import io
 import time
 
 import msgspec
@@ -30,11 +31,11 @@ class _Sink:
     def write(self, data: bytes) -> None:
         pass
 
-    def flush(self) -> None:
-        pass
-
     def can_write_eof(self) -> bool:
         return False
+
+    def write_eof(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -64,10 +65,10 @@ def measure(n: int = 50_000, content_bytes: int = 64, read_size: int = 0) -> flo
     plan = Plan(worker=0, scenario="chat", url="ws://127.0.0.1:1/gateway", host="127.0.0.1",
                 port=1, sources=[], clients=[ClientSpec("t", 7, False)], connect_rate=0,
                 connect_concurrency=1, send_rate=0, message_bytes=64, deadline=0)
-    gen = Generator(plan, _Sink(), 0)  # type: ignore[arg-type]
+    gen = Generator(plan, io.BytesIO(), 0)
     conn = gen.conns[0]
     conn.ws = ClientProtocol(parse_uri(plan.url), state=State.OPEN)
-    conn.transport = _Sink()  # type: ignore[assignment]
+    conn.transport = _Sink()
     conn.state = READY
     conn.cursor = SeqCursor(0)
     data = frames(n, content_bytes)

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 
 class TargetError(Exception):

@@ -30,8 +30,9 @@ import sys
 import time
 from typing import Any
 
+import av
 import msgspec
-import psutil  # type: ignore[import-untyped]
+import psutil
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from websockets.asyncio.client import ClientConnection, connect
@@ -474,7 +475,8 @@ class Participant:
                 counts[0] += 1
             if t > go.listen_until:
                 continue
-            detection = detector.feed(mono_samples(frame), t)  # type: ignore[arg-type]
+            assert isinstance(frame, av.AudioFrame)  # the track is an audio track
+            detection = detector.feed(mono_samples(frame), t)
             if detection is None or t < go.burst_start:
                 continue
             if shared.detections >= MAX_DETECTIONS:

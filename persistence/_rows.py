@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import msgspec
+from asyncpg import Record
 
 from protocol.models import Attachment, Channel, ChannelKind, Message, ReactionCount, Role, User
 
@@ -18,12 +18,12 @@ def millis(value: datetime | None) -> int | None:
     return None if value is None else (value - _EPOCH) // _MILLISECOND
 
 
-def user_from(row: Any, prefix: str = "") -> User:
+def user_from(row: Record, prefix: str = "") -> User:
     return User(id=row[f"{prefix}id"], username=row[f"{prefix}username"],
                 display_name=row[f"{prefix}display_name"], bot=row[f"{prefix}is_bot"])
 
 
-def channel_from(row: Any, member_ids: list[int] | None = None) -> Channel:
+def channel_from(row: Record, member_ids: list[int] | None = None) -> Channel:
     return Channel(
         id=row["id"], kind=ChannelKind(row["kind"]), name=row["name"],
         community_id=row["community_id"], parent_id=row["parent_id"], topic=row["topic"],
@@ -36,7 +36,7 @@ def channel_from(row: Any, member_ids: list[int] | None = None) -> Channel:
 _attachments = msgspec.json.Decoder(list[Attachment])
 
 
-def message_from(row: Any, reactions: list[ReactionCount] | None = None) -> Message:
+def message_from(row: Record, reactions: list[ReactionCount] | None = None) -> Message:
     deleted = row["deleted_at"] is not None
     raw = row["attachments"]
     return Message(

@@ -77,6 +77,7 @@ async def create_rule_txn(conn: asyncpg.Connection, community_id: int, created_b
             VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10, $11, $12, $13)
             RETURNING {_COLUMNS}""",
         community_id, created_by, *_values(body))
+    assert row is not None  # INSERT ... RETURNING: one row
     return _rule(row)
 
 

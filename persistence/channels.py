@@ -44,6 +44,7 @@ async def create_channel_txn(conn: asyncpg.Connection, *, kind: ChannelKind, nam
         RETURNING *
         """, community_id, kind.value, name, topic, parent_id, private,
         thread_root_message_id, created_by, dm_key)
+    assert row is not None  # INSERT ... RETURNING: one row
     if member_ids:
         await conn.execute(
             "INSERT INTO channel_members (channel_id, user_id) "
@@ -174,6 +175,7 @@ async def get_or_create_dm_txn(conn: asyncpg.Connection, user_a: int,
     created = row is not None
     if row is None:
         row = await conn.fetchrow("SELECT * FROM channels WHERE dm_key = $1", key)
+        assert row is not None  # the row the INSERT conflicted with
     else:
         await conn.execute(
             "INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2), ($1, $3)",

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,12 @@ class DatabaseUnavailable(ConnectionError):
     """No connection to PostgreSQL could be had (refused, no socket, timed out): the
     server is down or restarting. Raised instead of the bare ``OSError`` that asyncpg
     lets through from connecting, so callers can tell it from other OS errors."""
+
+
+def _as_connection(conn: PoolConnectionProxy | asyncpg.Connection) -> asyncpg.Connection:
+    """The pool hands out a proxy that forwards every ``Connection`` method (and refuses
+    use after release); repositories are typed against ``Connection`` and get the proxy."""
+    return cast(asyncpg.Connection, conn)
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:
@@ -80,14 +87,14 @@ class Database:
         """A pooled connection; a failure to connect is :class:`DatabaseUnavailable`."""
         pool = self.pool
         try:
-            conn: asyncpg.Connection = await pool.acquire()
+            proxy = await pool.acquire()
         except _CONNECT_ERRORS as exc:
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: "
                                       f"{type(exc).__name__}: {exc}") from exc
         try:
-            yield conn
+            yield _as_connection(proxy)
         finally:
-            await pool.release(conn)
+            await pool.release(proxy)
 
     @contextlib.asynccontextmanager
     async def transaction(self, name: str) -> AsyncIterator[asyncpg.Connection]:

@@ -11,6 +11,10 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +24,7 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self._server: object | None = None
+        self._server: PostgresServer | None = None
         self.dsn = ""
 
     def start(self) -> str:
@@ -29,10 +33,11 @@ class EmbeddedPostgres:
         os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import pgserver  # imported lazily: only the embedded default needs it
+            # imported lazily: only the embedded default needs it
+            from pgserver.postgres_server import get_server
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
+        server = get_server(str(self.data_dir), cleanup_mode="stop")
         self._server = server
         self.dsn = server.get_uri()
         log.info("embedded PostgreSQL running in %s", self.data_dir)
@@ -41,4 +46,4 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            server.cleanup()  # type: ignore[attr-defined]
+            server.cleanup()

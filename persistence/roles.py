@@ -7,22 +7,22 @@ also records it in the audit log (persistence/audit.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
+from asyncpg import Record
 
 from protocol.models import CommunityRole, PermissionOverride, Role
 
 __all__ = ["MemberAccess"]
 
 
-def role_from(row: Any) -> CommunityRole:
+def role_from(row: Record) -> CommunityRole:
     return CommunityRole(id=row["id"], community_id=row["community_id"], name=row["name"],
                          permissions=row["permissions"], position=row["position"],
                          color=row["color"])
 
 
-def override_from(row: Any) -> PermissionOverride:
+def override_from(row: Record) -> PermissionOverride:
     return PermissionOverride(channel_id=row["channel_id"], kind=row["target_kind"],
                               target_id=row["target_id"], allow=row["allow"], deny=row["deny"])
 
@@ -204,6 +204,7 @@ async def set_override(conn: asyncpg.Connection, *, channel_id: int, community_i
         "ON CONFLICT (channel_id, target_kind, target_id) "
         "DO UPDATE SET allow = EXCLUDED.allow, deny = EXCLUDED.deny RETURNING *",
         channel_id, community_id, kind, target_id, allow, deny)
+    assert row is not None  # an upsert with RETURNING: one row
     return override_from(row)
 
 

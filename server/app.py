@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 MAX_CATCH_UP = 1000
 """Most messages one channel catch-up reads from PostgreSQL."""
 
-WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+WEB_ROOT = Path(__file__).resolve().parent / "web"  # package data: found when installed too
 
 
 class Services:
@@ -466,13 +466,13 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def mod_console(request: web.Request) -> web.StreamResponse:
-    """The moderator console page (web/mod.html); every action it takes is checked
+    """The moderator console page (server/web/mod.html); every action it takes is checked
     server-side, so the page itself is public like the chat page."""
     return web.FileResponse(WEB_ROOT / "mod.html")
 
 
 async def voice_page(request: web.Request) -> web.StreamResponse:
-    """The voice rooms page (web/voice.html): joins voice and stage channels over WebRTC;
+    """The voice rooms page (server/web/voice.html): joins voice and stage channels over WebRTC;
     every op it sends is checked on the server like any client's."""
     return web.FileResponse(WEB_ROOT / "voice.html")
 

@@ -28,7 +28,7 @@ def _install_uvloop() -> str:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         return "asyncio"
-    uvloop.install()  # type: ignore[no-untyped-call]
+    uvloop.install()
     return "uvloop"
 
 

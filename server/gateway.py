@@ -327,7 +327,7 @@ class Gateway:
             self.stats["handshakes_abandoned"] += 1
             await ws.close()
             return ws
-        conn = GatewayConnection(self, ws, codec, transport, request.remote)  # type: ignore[arg-type]
+        conn = GatewayConnection(self, ws, codec, transport, request.remote)
         self.connections.add(conn)
         self.stats["connections_total"] += 1
         client_closed_normally = False

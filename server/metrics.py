@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from typing import Final
 
 from aiohttp import web
 from prometheus_client import (
@@ -38,7 +39,7 @@ class Metrics:
         # One registry per instance: tests build several apps in one process.
         self.registry = CollectorRegistry()
         r = self.registry
-        mode = "livesum"
+        mode: Final = "livesum"  # a Literal for prometheus_client's typed multiprocess_mode
         self.connections = Gauge("hearth_connections", "Open gateway websockets",
                                  multiprocess_mode=mode, registry=r)
         self.sessions_detached = Gauge("hearth_sessions_detached",

@@ -19,6 +19,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -27,6 +28,10 @@ import pytest
 from persistence.database import Database
 from persistence.embedded import EmbeddedPostgres
 from persistence.migrate import migrate
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
 from tests.redis_fixture import (
     make_redis_server_fixture,
     redis_cluster_fixture,
@@ -169,8 +174,14 @@ class RunningServer:
         self.url = f"http://{host}:{port}"
         self.ws_url = f"ws://{host}:{port}/gateway"
         self.database_url = database_url
-        self.app: object | None = None
+        self._app: web.Application | None = None
         self.process: object | None = None
+
+    @property
+    def app(self) -> web.Application:
+        """The application of a server running in the test's process (:func:`app_server`)."""
+        assert self._app is not None, "a hearth serve process has no application to inspect"
+        return self._app
 
 
 @contextlib.asynccontextmanager
@@ -195,7 +206,7 @@ async def app_server(database_url: str, bus: object | None = None,
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     server = RunningServer("127.0.0.1", port, database_url)
-    server.app = app
+    server._app = app
     try:
         yield server
     finally:

@@ -68,6 +68,7 @@ class SlotListener:
         try:
             while True:
                 frame = await self.track.recv()
+                assert isinstance(frame, av.AudioFrame)  # an audio track's frames
                 arr = frame.to_ndarray()
                 if frame.format.is_planar:
                     mono = arr[0]

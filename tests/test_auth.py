@@ -401,7 +401,7 @@ async def test_expired_forged_and_malformed_jwts_are_rejected(make_client: MakeC
                              algorithm="HS256"),
         "unknown user": jwt.encode({**good, "sub": "999999"}, key, algorithm="HS256"),
         "bad sub": jwt.encode({**good, "sub": "abc"}, key, algorithm="HS256"),
-        "alg none": jwt.encode(good, None, algorithm="none"),
+        "alg none": jwt.encode(good, "", algorithm="none"),
         "garbage": "not.a.jwt",
     }
     for name, token in rejected.items():

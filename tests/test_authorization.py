@@ -144,14 +144,15 @@ async def test_message_ids_from_elsewhere_are_not_found(
     member = await GatewayClient.identified(http, live_server.ws_url, w.member["access_token"])
     visible = w.targets["public"]["channel"]
     hidden_message = w.targets["private"]["message"]
-    for op, fields in [
+    cases: list[tuple[str, dict[str, Any]]] = [
         ("edit_message", {"message_id": hidden_message, "content": "x"}),
         ("delete_message", {"message_id": hidden_message}),
         ("add_reaction", {"message_id": hidden_message, "emoji": "👎"}),
         ("fetch_reactions", {"message_id": hidden_message, "emoji": "👍"}),
         ("send_message", {"reply_to_id": hidden_message, "content": "re"}),
         ("create_thread", {"message_id": hidden_message, "name": "t"}),
-    ]:
+    ]
+    for op, fields in cases:
         reply = await member.request(op, channel_id=visible, **fields)
         assert reply["code"] == "not_found", (op, reply)
 

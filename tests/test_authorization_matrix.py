@@ -403,8 +403,10 @@ async def test_hierarchy_nobody_grants_what_they_lack(
     member = await GatewayClient.identified(http, live_server.ws_url, w.token("member"))
     low = (await member.ok("create_role", community_id=cid, name="low", position=4,
                            permissions=int(P.KICK_MEMBERS)))["role"]
-    for fields in ({"name": "peer", "position": 5}, {"name": "above", "position": 11},
-                   {"name": "bits", "position": 1, "permissions": int(P.MANAGE_CHANNELS)}):
+    cases: list[dict[str, Any]] = [
+        {"name": "peer", "position": 5}, {"name": "above", "position": 11},
+        {"name": "bits", "position": 1, "permissions": int(P.MANAGE_CHANNELS)}]
+    for fields in cases:
         reply = await member.request("create_role", community_id=cid, **fields)
         assert reply["code"] == FORBIDDEN, fields
     assert (await member.request("update_role", role_id=w.helper,

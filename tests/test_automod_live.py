@@ -304,7 +304,7 @@ async def test_a_lost_invalidation_is_repaired_by_the_cache_expiry(
     re-read (the expired set serves while it runs)."""
     from server.app import SERVICES
 
-    service = live_server.app[SERVICES].automod  # type: ignore[index]
+    service = live_server.app[SERVICES].automod
     now = [1000.0]
     service.clock = lambda: now[0]
     c = await make_community(http, live_server.url)

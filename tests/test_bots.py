@@ -370,7 +370,7 @@ class FakeGateway:
 
         self._wake = asyncio.Event()
         async with serve(self._handle, "127.0.0.1", 0) as server:
-            port = server.sockets[0].getsockname()[1]  # type: ignore[index]
+            port = server.sockets[0].getsockname()[1]
             self.url = f"ws://127.0.0.1:{port}/gateway"
             yield
 
@@ -395,7 +395,9 @@ class FakeGateway:
                 self._wake.clear()
                 while proto.state is State.READY and sent < len(self.events):
                     sent += 1
-                    await ws.send(proto.dispatch_frame(sent, self.events[sent - 1]).decode())
+                    frame = proto.dispatch_frame(sent, self.events[sent - 1])
+                    assert frame is not None  # READY, so not closed
+                    await ws.send(frame.decode())
                 decided = proto.close_code()
                 if decided is not None:
                     await flush()

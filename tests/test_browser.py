@@ -1,4 +1,4 @@
-"""The web client (web/) in headless Chromium against a real ``hearth serve`` process.
+"""The web client (server/web/) in headless Chromium against a real ``hearth serve`` process.
 
 Two browser contexts are two people (tokens live in sessionStorage, per context). The
 tests drive the page the way a person would and assert what each one sees; every
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import pytest
@@ -62,7 +62,7 @@ class Person:
         page.on("pageerror", lambda e: errors.append(f"{name} page error: {e}"))
 
     @classmethod
-    async def open(cls, browser: Any, url: str, name: str, errors: list[str]) -> Person:
+    async def open(cls, browser: Any, url: str, name: str, errors: list[str]) -> Self:
         context = await browser.new_context(viewport={"width": 1180, "height": 740})
         person = cls(await context.new_page(), name, errors)
         await person.page.goto(url + "/")

@@ -320,7 +320,9 @@ async def test_slow_consumer_is_cut_off_and_others_carry_on(
         reader = await GatewayClient.identified(http, ws_url, b["access_token"])
         # The slow one: a raw socket whose receive buffer we never drain.
         slow = await GatewayClient.identified(http, ws_url, c["access_token"])
-        slow_transport = slow.ws._response.connection.transport  # type: ignore[union-attr]
+        connection = slow.ws._response.connection
+        assert connection is not None and connection.transport is not None
+        slow_transport = connection.transport
         slow_transport.get_extra_info("socket").setsockopt(
             socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow_transport.pause_reading()
@@ -368,20 +370,22 @@ async def test_nul_is_refused_and_does_not_sink_a_batch(
 
 async def test_identical_history_reads_share_one_query(
         live_server: RunningServer, http: aiohttp.ClientSession) -> None:
-    from protocol.frames import FetchHistory
+    from protocol.frames import FetchHistory, HistoryResult
     from server.app import SERVICES
 
     ca, _, _, _ = await two_members(http, live_server)
     general = ca.channel_named("general")["id"]
     for i in range(3):
         await ca.ok("send_message", channel_id=general, content=f"h{i}")
-    services = live_server.app[SERVICES]  # type: ignore[index]
+    services = live_server.app[SERVICES]
     session = services.registry.get(ca.ready["session_id"])
+    assert session is not None
     request = FetchHistory(id=1, channel_id=general, limit=10)
     pages = await asyncio.gather(*[services.chat.fetch_history(session, request)
                                    for _ in range(8)])
     assert services.chat.history_coalesced == 7
     assert all(p == pages[0] for p in pages)
+    assert isinstance(pages[0], HistoryResult)
     assert [m.content for m in pages[0].messages] == ["h0", "h1", "h2"]
 
 

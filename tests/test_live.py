@@ -284,9 +284,9 @@ async def test_questions_votes_order_and_moderation(crew: Crew, api: Api,
     assert [q["id"] for q in member_view["questions"]] == [q1["id"], q2["id"]]
     host_view = await host.ws.ok("qa_fetch", session_id=sid)
     assert {q["id"] for q in host_view["questions"]} == {q1["id"], q2["id"], q3["id"]}
-    async with http.get(f"{api.base}/{sid}/questions", headers=bearer(a.token)) as reply:
-        body = await reply.json()
-        assert reply.status == 200 and [q["id"] for q in body["questions"]] \
+    async with http.get(f"{api.base}/{sid}/questions", headers=bearer(a.token)) as response:
+        body = await response.json()
+        assert response.status == 200 and [q["id"] for q in body["questions"]] \
             == [q1["id"], q2["id"]], body
     # Automod: a blocking rule refuses the question; nothing is stored.
     async with http.post(f"{live_server.url}/api/v1/communities/{crew.community_id}"

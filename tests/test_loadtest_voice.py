@@ -19,9 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 from aiortc.codecs.opus import OpusDecoder, OpusEncoder
 from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcrtpreceiver import RemoteStreamTrack
 
 from loadtest import voice_tap
 from loadtest.voice_audio import (
@@ -67,7 +69,8 @@ def test_every_burst_survives_opus_once_with_its_speakers_tone() -> None:
             payloads, timestamp = encoder.encode(track.frame(k, epoch + k * FRAME_S))
             for payload in payloads:
                 for decoded in decoder.decode(JitterFrame(payload, timestamp)):
-                    hit = detector.feed(mono_samples(decoded), float(k))  # type: ignore[arg-type]
+                    assert isinstance(decoded, av.AudioFrame)
+                    hit = detector.feed(mono_samples(decoded), float(k))
                     if hit is not None:
                         found.append((k, hit.tone))
         offset = burst_offset_frames(speaker, speakers)
@@ -88,7 +91,8 @@ def test_noise_alone_is_never_a_burst() -> None:
         payloads, timestamp = encoder.encode(track.frame(k, epoch + k * FRAME_S))
         for payload in payloads:
             for decoded in decoder.decode(JitterFrame(payload, timestamp)):
-                assert detector.feed(mono_samples(decoded), 0.0) is None  # type: ignore[arg-type]
+                assert isinstance(decoded, av.AudioFrame)
+                assert detector.feed(mono_samples(decoded), 0.0) is None
     assert track.stats.bursts == []
     assert BURST_FRAMES * FRAME_S == pytest.approx(0.1)
 
@@ -234,7 +238,8 @@ def test_loop_track_plays_the_tone_track_and_its_bursts_decode() -> None:
             assert packet.pts == k * 960
             assert table.identify(bytes(packet)) == (speaker, k % LOOP_FRAMES)
             for decoded in decoder.decode(JitterFrame(bytes(packet), k * 960)):
-                hit = detector.feed(mono_samples(decoded), float(k))  # type: ignore[arg-type]
+                assert isinstance(decoded, av.AudioFrame)
+                hit = detector.feed(mono_samples(decoded), float(k))
                 if hit is not None:
                     found.append((k, hit.tone))
         assert [(b.index, b.t) for b in track.stats.bursts] == \
@@ -302,7 +307,8 @@ async def test_harness_tap_receives_and_identifies_a_real_peers_packets() -> Non
         stats = [s for s in (await rx.getStats()).values()
                  if getattr(s, "type", "") == "inbound-rtp"]
         assert stats and stats[0].packetsReceived >= 50
-        assert rx.track is not None and rx.track._queue.qsize() == 0  # nothing decoded
+        assert isinstance(rx.track, RemoteStreamTrack)
+        assert rx.track._queue.qsize() == 0  # nothing decoded
     finally:
         track.stop()
         await sender.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import av
 import numpy as np
 import pytest
 from aiortc.codecs.opus import OpusDecoder
@@ -72,7 +73,9 @@ def test_output_plays_in_aiortc_stereo_decoder() -> None:
     mixer.add_output(sink)
     run_in_order(mixer, {1: (0, encode(tone(440, N))), 2: (5, encode(tone(660, N)))}, N)
     dec = OpusDecoder()
-    frames = [f for p, pts in sink.packets for f in dec.decode(JitterFrame(p, pts))]
+    decoded = [f for p, pts in sink.packets for f in dec.decode(JitterFrame(p, pts))]
+    frames = [f for f in decoded if isinstance(f, av.AudioFrame)]
+    assert len(frames) == len(decoded)
     stereo = np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).reshape(-1, 2)
     for ch in (0, 1):
         levels = tone_levels(stereo[10 * FRAME_SAMPLES:, ch], [440, 660, 880])

@@ -58,7 +58,11 @@ async def test_encoded_track_pts_monotonic_and_bounded() -> None:
     track.put(b"c", source=2, rtp_timestamp=5)  # new source: wall gap 100 ms = 5 frames
     track.put(b"d", source=2, rtp_timestamp=5)  # duplicate timestamp: still advances
     assert track.dropped == 1  # queue of 3: "a" was dropped
-    pts = [(await track.recv()).pts for _ in range(3)]
+    pts = []
+    for _ in range(3):
+        frame = await track.recv()
+        assert frame.pts is not None
+        pts.append(frame.pts)
     assert pts == [960, 960 + 4800, 960 + 4800 + 960]
     assert all(b > a for a, b in itertools.pairwise(pts))
     track.stop()

@@ -482,7 +482,7 @@ async def test_automod_timeout_has_no_actor_and_spares_staff(
     from server.app import SERVICES
 
     assert live_server.app is not None
-    moderation = live_server.app[SERVICES].moderation  # type: ignore[index]
+    moderation = live_server.app[SERVICES].moderation
     audit_id = await moderation.timeout_member(community_id=crew.community_id,
                                                user_id=crew.member.id, duration_s=60,
                                                reason="automod rule 'caps'")

@@ -27,9 +27,7 @@ async def crew(live_server: RunningServer, http: aiohttp.ClientSession) -> Crew:
 
 
 def services(server: RunningServer) -> Services:
-    app = server.app
-    assert app is not None
-    return app[SERVICES]  # type: ignore[index, no-any-return]
+    return server.app[SERVICES]
 
 
 async def subscribed(crew: Crew) -> tuple[GatewayClient, GatewayClient]:
@@ -228,8 +226,8 @@ async def test_appeal_a_ban_over_rest_and_accept_it(crew: Crew, http: aiohttp.Cl
         assert (await reply.json())["error"]["code"] == "already_exists"
     assert (await a.event("appeal_update"))["appeal"]["id"] == appeal["id"]
     # Moderators without BAN_MEMBERS cannot decide a ban appeal; admins can.
-    reply = await a.request("resolve_appeal", appeal_id=appeal["id"], accept=True)
-    assert reply["code"] == "forbidden"
+    refused = await a.request("resolve_appeal", appeal_id=appeal["id"], accept=True)
+    assert refused["code"] == "forbidden"
     listed = await crew.admin.ws.ok("fetch_appeals", community_id=cid, status="open")
     assert [x["id"] for x in listed["appeals"]] == [appeal["id"]]
     decided = (await crew.admin.ws.ok("resolve_appeal", appeal_id=appeal["id"], accept=True,
@@ -241,8 +239,9 @@ async def test_appeal_a_ban_over_rest_and_accept_it(crew: Crew, http: aiohttp.Cl
                                       target_id=target.id))["entries"]
     assert [e["action"] for e in entries] == ["member.unban", "member.ban"]
     assert entries[0]["reason"] == "appeal accepted: believable"
-    reply = await crew.admin.ws.request("resolve_appeal", appeal_id=appeal["id"], accept=False)
-    assert reply["code"] == "conflict"
+    refused = await crew.admin.ws.request("resolve_appeal", appeal_id=appeal["id"],
+                                          accept=False)
+    assert refused["code"] == "conflict"
 
 
 async def test_appeal_a_timeout_over_the_gateway_and_reject_it(crew: Crew) -> None:

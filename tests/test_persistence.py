@@ -251,7 +251,7 @@ async def test_racing_nonce_raises_unique_violation_and_retry_finds_it(
     """Two transactions store one nonce: the loser's insert fails whole (the caller
     retries), and no seq is lost."""
     owner, a = world["owner"], world["a"]
-    async with db.pool.acquire() as c1, db.pool.acquire() as c2:
+    async with db.connection() as c1, db.connection() as c2:
         t1 = c1.transaction()
         await t1.start()
         await insert_batch_txn(c1, [new(a, owner, "winner", nonce="race")])

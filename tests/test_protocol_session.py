@@ -169,7 +169,8 @@ def test_identify_then_accept_sends_ready(codec: Codec) -> None:
     assert proto.events() == []  # drained
     assert out(proto) == []  # nothing is said until the application decides
     proto.accept_identify(READY)
-    assert proto.state is State.READY
+    state: State = proto.state  # read again: accept_identify() moved it on
+    assert state is State.READY
     assert proto.session_id == "sess-1"
     sent = proto.data_to_send()
     assert sent == [codec.encode(READY)]
@@ -225,8 +226,8 @@ def test_reject_authentication_closes_4004_without_a_frame(codec: Codec) -> None
     proto.events()
     proto.reject_authentication()
     assert out(proto) == []
-    assert proto.close_code() is not None
-    assert proto.close_code()[0] == CloseCode.AUTHENTICATION_FAILED  # type: ignore[index]
+    closed = proto.close_code()
+    assert closed is not None and closed[0] == CloseCode.AUTHENTICATION_FAILED
     assert CloseCode.AUTHENTICATION_FAILED not in RESUMABLE_CLOSE_CODES
 
 
@@ -290,8 +291,8 @@ def test_request_before_ready_is_not_ready_then_4002(state: str) -> None:
     request(proto, 99)  # the fourth in a row is one too many
     [err] = errors(out(proto))
     assert (err.id, err.code) == (99, ErrorCode.NOT_READY)
-    assert proto.close_code() is not None
-    assert proto.close_code()[0] == CloseCode.NOT_AUTHENTICATED  # type: ignore[index]
+    closed = proto.close_code()
+    assert closed is not None and closed[0] == CloseCode.NOT_AUTHENTICATED
     assert CloseCode.NOT_AUTHENTICATED not in RESUMABLE_CLOSE_CODES
 
 
@@ -344,8 +345,8 @@ def test_too_many_invalid_frames_in_a_row_close_4001(codec: Codec) -> None:
     proto.receive(b"\xff garbage", T0)
     [err] = errors(out(proto))
     assert err.code == ErrorCode.INVALID_FRAME
-    assert proto.close_code() is not None
-    assert proto.close_code()[0] == CloseCode.DECODE_ERROR  # type: ignore[index]
+    closed = proto.close_code()
+    assert closed is not None and closed[0] == CloseCode.DECODE_ERROR
     assert CloseCode.DECODE_ERROR in RESUMABLE_CLOSE_CODES
 
 
@@ -482,8 +483,8 @@ def test_persistent_abuse_closes_4005() -> None:
     request(proto, 6)
     [err] = errors(out(proto))
     assert err.code == ErrorCode.RATE_LIMITED
-    assert proto.close_code() is not None
-    assert proto.close_code()[0] == CloseCode.RATE_LIMITED  # type: ignore[index]
+    closed = proto.close_code()
+    assert closed is not None and closed[0] == CloseCode.RATE_LIMITED
     assert CloseCode.RATE_LIMITED in RESUMABLE_CLOSE_CODES
 
 
@@ -509,8 +510,8 @@ def test_identify_timeout_closes_4003() -> None:
     proto.tick(T0 + 10_000)
     assert proto.close_code() is None
     proto.tick(T0 + 10_001)
-    assert proto.close_code() is not None
-    assert proto.close_code()[0] == CloseCode.IDENTIFY_TIMEOUT  # type: ignore[index]
+    closed = proto.close_code()
+    assert closed is not None and closed[0] == CloseCode.IDENTIFY_TIMEOUT
     assert out(proto) == []
 
 
@@ -519,8 +520,8 @@ def test_identify_timeout_counts_from_hello_not_from_frames() -> None:
     send(proto, T0 + 900, op="heartbeat")
     send(proto, T0 + 950, op="identify", token="t")  # authenticating, still counted
     proto.tick(T0 + 1_001)
-    assert proto.close_code() is not None
-    assert proto.close_code()[0] == CloseCode.IDENTIFY_TIMEOUT  # type: ignore[index]
+    closed = proto.close_code()
+    assert closed is not None and closed[0] == CloseCode.IDENTIFY_TIMEOUT
 
 
 def test_no_identify_timeout_once_ready() -> None:
@@ -536,8 +537,8 @@ def test_zombie_without_any_frame_for_two_intervals_closes_4009() -> None:
     proto.tick(T0 + 3_500)
     assert proto.close_code() is None
     proto.tick(T0 + 3_501)
-    assert proto.close_code() is not None
-    assert proto.close_code()[0] == CloseCode.ZOMBIE  # type: ignore[index]
+    closed = proto.close_code()
+    assert closed is not None and closed[0] == CloseCode.ZOMBIE
     assert CloseCode.ZOMBIE in RESUMABLE_CLOSE_CODES
     send(proto, T0 + 3_600, op="heartbeat", seq=0)  # too late
     assert out(proto) == []
@@ -558,8 +559,8 @@ def test_drain_sends_reconnect_then_closes_1001(codec: Codec) -> None:
     proto = ready(codec)
     proto.drain(retry_after_ms=1234)
     assert out(proto) == [Reconnect(retry_after_ms=1234)]
-    assert proto.close_code() is not None
-    assert proto.close_code()[0] == CloseCode.GOING_AWAY  # type: ignore[index]
+    closed = proto.close_code()
+    assert closed is not None and closed[0] == CloseCode.GOING_AWAY
     assert CloseCode.GOING_AWAY in RESUMABLE_CLOSE_CODES
     proto.drain(retry_after_ms=1)  # idempotent
     assert out(proto) == []
@@ -569,7 +570,8 @@ def test_drain_before_identify_also_says_reconnect() -> None:
     proto = new()
     proto.drain(retry_after_ms=0)
     assert out(proto) == [Reconnect(retry_after_ms=0)]
-    assert proto.close_code()[0] == CloseCode.GOING_AWAY  # type: ignore[index]
+    closed = proto.close_code()
+    assert closed is not None and closed[0] == CloseCode.GOING_AWAY
 
 
 def test_the_first_close_reason_wins() -> None:
@@ -617,8 +619,8 @@ def voice_sample_events() -> list[Event]:
     """Voice events (protocol/voice.py), from docgen's examples."""
     from protocol import docgen, voice
 
-    kinds = [voice.VoiceStateUpdated, voice.VoiceSpeaking, voice.VoiceMoveRequested,
-             voice.VoiceDisconnected]
+    kinds: list[type[msgspec.Struct]] = [voice.VoiceStateUpdated, voice.VoiceSpeaking,
+                                         voice.VoiceMoveRequested, voice.VoiceDisconnected]
     return [typing.cast(Event, docgen.example_of(kind)) for kind in kinds]
 
 
@@ -721,11 +723,13 @@ def test_deeply_nested_frames_are_invalid_frames_not_exceptions(codec: Codec) ->
     """Nesting beyond the interpreter's recursion limit (a few KB, well under
     ``max_frame_bytes``) must be answered like any other undecodable frame."""
     proto = ready(codec)
+    deep_list: bytes | str
+    deep_field: bytes | str
     if codec is MSGPACK:
-        deep_list: bytes | str = b"\x91" * 20_000 + b"\x00"
-        deep_field: bytes | str = (b"\x82" + msgspec.msgpack.encode("op")
-                                   + msgspec.msgpack.encode("heartbeat")
-                                   + msgspec.msgpack.encode("x") + deep_list)
+        deep_array = b"\x91" * 20_000 + b"\x00"
+        deep_list = deep_array
+        deep_field = (b"\x82" + msgspec.msgpack.encode("op") + msgspec.msgpack.encode("heartbeat")
+                      + msgspec.msgpack.encode("x") + deep_array)
     else:
         deep_list = "[" * 20_000 + "]" * 20_000
         deep_field = '{"op":"heartbeat","x":' + deep_list + "}"

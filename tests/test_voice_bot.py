@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
+import av
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection
+from aiortc import MediaStreamTrack, RTCPeerConnection
 
 from bots.voice_bot import (
     RATE,
@@ -24,11 +26,11 @@ from bots.voice_bot import (
 
 
 def test_band_rms_reads_a_tone_at_its_rms_and_nothing_elsewhere() -> None:
-    pcm = tone(1000, 1.0, amplitude=0.5).astype(np.float32) / 32768
+    pcm = tone(1000, 1.0, amplitude=0.5).astype(np.float32) / np.float32(32768)
     assert band_rms(pcm, 1000) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
     assert band_rms(pcm, 660) < 1e-3
     assert dominant_frequency(pcm) == pytest.approx(1000, abs=1)
-    mixed = pcm + tone(660, 1.0, amplitude=0.1).astype(np.float32) / 32768
+    mixed = pcm + tone(660, 1.0, amplitude=0.1).astype(np.float32) / np.float32(32768)
     assert band_rms(mixed, 660) == pytest.approx(0.1 / np.sqrt(2), rel=0.05)
     assert dominant_frequency(np.zeros(RATE, dtype=np.float32)) is None
     assert band_rms(pcm[:100], 1000) == 0.0  # too short to measure
@@ -55,10 +57,12 @@ async def test_loop_track_is_heard_through_a_real_opus_call_and_mute_silences_it
     reader: list[asyncio.Task[None]] = []
 
     @receiver.on("track")
-    def on_track(track: object) -> None:
+    def on_track(track: MediaStreamTrack) -> None:
         async def read() -> None:
             while True:
-                listener.add(await track.recv())  # type: ignore[attr-defined]
+                frame = await track.recv()
+                assert isinstance(frame, av.AudioFrame)
+                listener.add(frame)
 
         reader.append(asyncio.create_task(read()))
 
@@ -68,12 +72,12 @@ async def test_loop_track_is_heard_through_a_real_opus_call_and_mute_silences_it
         await receiver.setLocalDescription(await receiver.createAnswer())
         await sender.setRemoteDescription(receiver.localDescription)
 
-        async def level_reaches(check: object, timeout: float = 10.0) -> float:
+        async def level_reaches(check: Callable[[float], bool], timeout: float = 10.0) -> float:
             deadline = time.monotonic() + timeout
             level = band_rms(listener.last(1.0), 1000)
             while time.monotonic() < deadline:
                 level = band_rms(listener.last(1.0), 1000)
-                if check(level):  # type: ignore[operator]
+                if check(level):
                     return level
                 await asyncio.sleep(0.1)
             raise AssertionError(f"level stuck at {level}")

@@ -222,7 +222,7 @@ async def test_room_capacity(database_url: str, http: aiohttp.ClientSession,
         assert reply["code"] == "voice_capacity", reply
         # The refused join left no per-member lock behind (nor did the joined member's
         # leave): failed joins must not grow the lock table.
-        voice = srv.app[SERVICES].voice  # type: ignore[index]
+        voice = srv.app[SERVICES].voice
         for _ in range(3):
             reply = await crew.members[1].ws.request("voice_join", channel_id=channel["id"],
                                                      sdp=await fresh(peers))
@@ -283,7 +283,7 @@ async def test_plain_voice_rooms_do_not_ask_live_sessions(
         peers: list[Peer]) -> None:
     """Only a stage can carry a live session: joining a plain voice room costs no
     live-session query; joining a stage does ask."""
-    services = server.app[SERVICES]  # type: ignore[index]
+    services = server.app[SERVICES]
     counting = CountingStageOptions(services.live)
     services.voice.stage_options = counting
     await join(crew.member.ws, voice, peers)

@@ -17,12 +17,13 @@ import asyncio
 import itertools
 import os
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
-import psutil  # type: ignore[import-untyped]
+import psutil
 import pytest
 
 from rooms.media import passthrough
@@ -53,8 +54,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 def children(server: RunningServer, mark: str) -> list[psutil.Process]:
     proc = server.process
-    assert proc is not None
-    return [c for c in psutil.Process(proc.pid).children()  # type: ignore[attr-defined]
+    assert isinstance(proc, subprocess.Popen)
+    return [c for c in psutil.Process(proc.pid).children()
             if mark in " ".join(c.cmdline())]
 
 

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
-import psutil  # type: ignore[import-untyped]
+import psutil
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
