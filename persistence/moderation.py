@@ -15,7 +15,9 @@ import datetime as dt
 import asyncpg
 import msgspec
 
+from persistence import outbox
 from persistence._rows import millis
+from protocol.domain_events import MemberLeft
 from protocol.models import Role
 from protocol.moderation import (
     Appeal,
@@ -85,6 +87,8 @@ async def remove_member_txn(conn: asyncpg.Connection, community_id: int,
     await conn.execute(
         "DELETE FROM channel_members cm USING channels c WHERE c.id = cm.channel_id"
         " AND c.community_id = $1 AND cm.user_id = $2", community_id, user_id)
+    if status == "DELETE 1":
+        await outbox.append_txn(conn, [MemberLeft(community_id=community_id, user_id=user_id)])
     return bool(status == "DELETE 1")
 
 
