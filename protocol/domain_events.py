@@ -22,7 +22,7 @@ import msgspec
 
 from protocol.models import Id, Millis, Role, Seq
 
-Tier = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+Tier = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 
 
 class DomainEventBase(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):

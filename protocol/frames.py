@@ -68,6 +68,7 @@ from protocol.moderation import (
     ReviewStatus,
     Sanction,
 )
+from protocol.sidecar import SidecarEvent
 from protocol.voice import (
     VOICE_REQUEST_TYPES,
     VoiceDisconnect,
@@ -1118,6 +1119,7 @@ Event = (
     | VoiceSpeaking
     | VoiceMoveRequested
     | VoiceDisconnected
+    | SidecarEvent
 )
 """Every event a server may dispatch."""
 

@@ -1,0 +1,103 @@
+"""Sidecar wire types: events sidecars publish to members, and the service-key REST bodies.
+
+Sidecars (``sidecars/``) publish typed events to one user (every session, on every
+node) or to a community through the core's bus; the events below are part of protocol
+v1 (added to :data:`protocol.frames.Event`, so ``docs/protocol.md`` documents them).
+A sidecar adding an event adds its Struct here and to :data:`SidecarEvent`: no untyped
+payloads reach a client.
+
+Service keys are how a sidecar or an outside service (billing) acts on a community
+without being a member: scoped, expiring, revocable, stored hashed, shown once.
+
+Same evolution rules as :mod:`protocol.models`: new fields only with defaults.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import msgspec
+
+from protocol.base import EventBase
+from protocol.models import Id, Millis
+
+# ------------------------------------------------------------------------------ events
+
+
+class ActivityKind(enum.StrEnum):
+    MESSAGE = "message"
+    REACTION = "reaction"
+    LIVE = "live"
+    JOINED = "joined"
+
+
+class ActivityRecorded(EventBase, tag="activity_recorded"):
+    """The activity sidecar (``sidecars/activity``) counted something you did in a
+    community; ``total`` is your count of that kind there so far. Sent to you only."""
+
+    community_id: Id
+    kind: ActivityKind
+    total: Annotated[int, msgspec.Meta(ge=0)]
+    at: Millis
+
+
+SidecarEvent = ActivityRecorded
+"""Every event a sidecar may publish (a union as soon as there are two)."""
+
+
+# ------------------------------------------------------------------------ service keys
+
+
+class Scope(enum.StrEnum):
+    """What a service key may do; each route names the one scope it needs."""
+
+    TIERS_READ = "tiers:read"
+    TIERS_WRITE = "tiers:write"
+    MEMBERS_READ = "members:read"
+    COURSES_READ = "courses:read"
+    COURSES_WRITE = "courses:write"
+    EVENTS_PUBLISH = "events:publish"
+
+
+KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+ExpiresIn = Annotated[int, msgspec.Meta(ge=60, le=10 * 365 * 86_400,
+                                        description="Seconds, 1 minute to 10 years.")]
+
+
+class CreateServiceKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /api/v1/communities/{id}/service-keys`` (owner or admin)."""
+
+    name: KeyName
+    scopes: Annotated[list[Scope], msgspec.Meta(min_length=1, max_length=16)]
+    expires_in_s: ExpiresIn | None = None
+    """None: the key never expires (revoke it to end it)."""
+
+
+class ServiceKey(msgspec.Struct, frozen=True, kw_only=True):
+    """A service key as listed (never its secret)."""
+
+    id: Id
+    community_id: Id
+    name: str
+    scopes: list[Scope]
+    created_by: Id | None
+    created_at: Millis
+    expires_at: Millis | None
+    revoked_at: Millis | None
+    last_used_at: Millis | None
+
+
+class ServiceKeyCreated(msgspec.Struct, frozen=True, kw_only=True):
+    """The reply to a creation: the only time ``secret`` is shown."""
+
+    key: ServiceKey
+    secret: str
+    """Send as ``Authorization: Bearer <secret>``; starts with ``hsk_``."""
+
+
+class ServiceSetTier(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``PUT /api/v1/service/communities/{cid}/members/{uid}/tier`` (``tiers:write``)."""
+
+    tier: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+    reason: Annotated[str, msgspec.Meta(max_length=512)] | None = None
