@@ -38,7 +38,10 @@ class ActivityRecorded(EventBase, tag="activity_recorded"):
 
     community_id: Id
     kind: ActivityKind
+    """What was counted: a message sent, a reaction added, a live session attended, a
+    community joined."""
     total: Annotated[int, msgspec.Meta(ge=0)]
+    """Your count of ``kind`` in the community, this one included."""
     at: Millis
 
 
