@@ -36,12 +36,14 @@ class ActivityRecorded(EventBase, tag="activity_recorded"):
     """The activity sidecar (``sidecars/activity``) counted something you did in a
     community; ``total`` is your count of that kind there so far. Sent to you only."""
 
+    # Field notes as Meta descriptions: the protocol doc generator reads those for
+    # every module, attribute docstrings only for the modules it lists.
     community_id: Id
-    kind: ActivityKind
-    """What was counted: a message sent, a reaction added, a live session attended, a
-    community joined."""
-    total: Annotated[int, msgspec.Meta(ge=0)]
-    """Your count of ``kind`` in the community, this one included."""
+    kind: Annotated[ActivityKind, msgspec.Meta(
+        description="What was counted: a message sent, a reaction added, a live session "
+                    "attended, a community joined.")]
+    total: Annotated[int, msgspec.Meta(
+        ge=0, description="Your count of `kind` in the community, this one included.")]
     at: Millis
 
 
