@@ -17,7 +17,9 @@ PostgreSQL) happens once. Work after the commit (publishing to users) is at leas
 Ordering and visibility: events are read in (transaction id, row id) order and only
 from transactions older than the oldest one still running, so no event can later
 appear *behind* a position already passed (see ``0008_outbox.sql``). A long transaction
-delays delivery by its duration; it never loses an event.
+delays delivery by its duration; it never loses an event. The horizon is the cluster's
+(transaction ids are), so any long transaction on the same PostgreSQL, in any database,
+delays delivery: keep analytics queries on a replica.
 
 Retention (:func:`purge`): events older than N days that every subscriber has consumed.
 """
@@ -129,6 +131,16 @@ async def handle_batch(db: Database, name: str, handler: Handler, *,
         return delivered
 
 
+async def held_back(db: Database, name: str) -> bool:
+    """Are there events after the subscriber's position that the horizon still hides
+    (an older transaction is open)? Then the consumer retries soon instead of waiting
+    for the next notification or poll."""
+    async with db.connection() as conn:
+        return bool(await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM outbox_events e, outbox_subscribers s"
+            " WHERE s.name = $1 AND (e.xid, e.id) > (s.last_xid, s.last_id))", name))
+
+
 async def purge(conn: asyncpg.Connection, older_than_days: float) -> int:
     """Delete events older than ``older_than_days`` that every registered subscriber
     has consumed; returns how many."""
@@ -230,8 +242,11 @@ class Consumer:
                         log.exception("outbox subscriber %s: after-commit work failed",
                                       self.name)
                 continue  # there may be more
+            wait_s = self.poll_s
+            if await held_back(self.db, self.name):
+                wait_s = min(self.poll_s, 0.1)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.poll_s)
+                await asyncio.wait_for(wake.wait(), wait_s)
 
 
 async def retention_forever(db: Database, older_than_days: float,

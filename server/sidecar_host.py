@@ -8,7 +8,9 @@ runs their outbox subscribers, tasks, the outbox listener and the retention purg
 reach users connected to the gateway processes), health checks and the chosen
 sidecars, without a gateway.
 
-Sidecars are found by package: every ``sidecars/<name>/`` exposing ``SIDECAR``.
+Sidecars are found by package: every ``sidecars/<name>/`` exposing ``SIDECAR``. A
+gateway mounts them all unless ``HEARTH_SIDECARS`` names which (comma-separated; ``none``
+for none: the deployment that runs them as their own processes).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import pkgutil
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -61,6 +64,17 @@ def discover() -> dict[str, type[Sidecar]]:
         if isinstance(cls, type) and issubclass(cls, Sidecar):
             found[cls.name] = cls
     return found
+
+
+def sidecars_from_env(environ: dict[str, str] | None = None) -> list[str] | None:
+    """``HEARTH_SIDECARS``: None (unset or ``all``: every sidecar), ``[]`` (``none``), or
+    the names listed."""
+    raw = (os.environ if environ is None else environ).get("HEARTH_SIDECARS", "").strip()
+    if raw in ("", "all"):
+        return None
+    if raw == "none":
+        return []
+    return [n.strip() for n in raw.split(",") if n.strip()]
 
 
 def make_key_limiter(config: Config) -> RateLimiter:
