@@ -100,10 +100,13 @@ async def test_only_serves_just_that_sidecar(database_url: str,
             assert reply.status == 401
             assert (await reply.json())["error"]["code"] == "unauthorized"
     # an unknown name is refused before anything starts
-    done = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--only", "nope"],
-                          env=_env(database_url), capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert "unknown sidecar" in done.stderr
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.cli", "serve", "--only", "nope",
+        env=_env(database_url), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert b"unknown sidecar" in stderr
     assert sidecars_from_env({"HEARTH_SIDECARS": "none"}) == []
     assert sidecars_from_env({"HEARTH_SIDECARS": "a, b"}) == ["a", "b"]
     assert sidecars_from_env({}) is None
