@@ -17,6 +17,7 @@ from protocol.domain_events import (
     LoggedIn,
     MemberJoined,
     MemberLeft,
+    MessageDeleted,
     MessageSent,
     ReactionAdded,
 )
@@ -183,12 +184,13 @@ async def test_the_core_writes_its_events(database_url: str) -> None:
         message_id = sent["message"]["id"]
         await client.ok("add_reaction", channel_id=channel_id, message_id=message_id,
                         emoji="👍")
+        await client.ok("delete_message", channel_id=channel_id, message_id=message_id)
         await client.close()
     db = await Database.connect(database_url, min_size=1, max_size=1)
     try:
         async with db.transaction("t") as conn:
             await outbox.register_subscriber(conn, "check")
-        events = [d.event for d in await _collect(db, "check", 4)]
+        events = [d.event for d in await _collect(db, "check", 5)]
     finally:
         await db.close()
     user_id = owner["user"]["id"]
@@ -200,3 +202,5 @@ async def test_the_core_writes_its_events(database_url: str) -> None:
                for e in events)
     assert ReactionAdded(message_id=message_id, channel_id=channel_id,
                          community_id=community_id, user_id=user_id, emoji="👍") in events
+    assert MessageDeleted(message_id=message_id, channel_id=channel_id,
+                          community_id=community_id, author_id=user_id) in events
