@@ -28,7 +28,7 @@ from typing import Any, Final
 import msgspec
 import msgspec.inspect as mi
 
-from protocol import base, codes, frames, limits, live, models, moderation, voice
+from protocol import base, codes, frames, limits, live, models, moderation, sidecar, voice
 from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
 from protocol.frames import (
     PROTOCOL_VERSION,
@@ -1373,6 +1373,7 @@ _RESULT_OF: Final[dict[StructT, StructT]] = {
     voice.VoiceDisconnect: frames.ModActionResult,
     voice.VoiceMove: frames.ModActionResult,
     voice.VoiceFetchStates: voice.VoiceStatesResult,
+    **sidecar.SIDECAR_RESULT_OF,
 }
 
 

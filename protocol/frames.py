@@ -68,7 +68,7 @@ from protocol.moderation import (
     ReviewStatus,
     Sanction,
 )
-from protocol.sidecar import SidecarEvent
+from protocol.sidecar import SidecarEvent, SidecarRequest, SidecarResult
 from protocol.voice import (
     VOICE_REQUEST_TYPES,
     VoiceDisconnect,
@@ -699,6 +699,7 @@ ClientFrame = (
     | VoiceDisconnect
     | VoiceMove
     | VoiceFetchStates
+    | SidecarRequest
 )
 """Every frame a client may send."""
 
@@ -723,6 +724,7 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     SubscribePresence,
     *LIVE_REQUEST_TYPES,
     *VOICE_REQUEST_TYPES,
+    SidecarRequest,
 )
 
 
@@ -859,6 +861,7 @@ Result = (
     | AppealResult | AppealsResult | RolesResult | RoleResult | MemberResult
     | OverridesResult | OverrideResult | StageResult | QuestionResult | QuestionsResult
     | OverridesResult | OverrideResult | VoiceJoined | VoiceStatesResult
+    | SidecarResult
 )
 
 

@@ -19,7 +19,7 @@ from typing import Annotated
 
 import msgspec
 
-from protocol.base import EventBase
+from protocol.base import EventBase, Request, ResultBase
 from protocol.models import Id, Millis
 
 # ------------------------------------------------------------------------------ events
@@ -49,6 +49,47 @@ class ActivityRecorded(EventBase, tag="activity_recorded"):
 
 SidecarEvent = ActivityRecorded
 """Every event a sidecar may publish (a union as soon as there are two)."""
+
+
+# ------------------------------------------------------------------- gateway requests
+
+
+class ActivityEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One thing a member did, as the activity sidecar recorded it."""
+
+    event_id: Annotated[str, msgspec.Meta(
+        description="The domain event it came from (`<xid>:<id>`, see events.md).")]
+    kind: Annotated[ActivityKind, msgspec.Meta(description="What the member did.")]
+    object_id: Annotated[int | None, msgspec.Meta(
+        description="The message, or the live session; null for a join.")]
+    at: Millis
+
+
+class FetchActivity(Request, tag="fetch_activity"):
+    """A member's recent activity in a community (the activity sidecar; members only)
+    -> ``activity``."""
+
+    community_id: Id
+    user_id: Annotated[Id | None, msgspec.Meta(
+        description="Whose activity; yours when null.")] = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200, description="At most this many, "
+                                       "newest first.")] = 50
+
+
+class ActivityResult(ResultBase, tag="activity"):
+    items: Annotated[list[ActivityEntry], msgspec.Meta(description="Newest first.")]
+    totals: Annotated[dict[str, int], msgspec.Meta(
+        description="The member's count of each kind in the community.")]
+
+
+SidecarRequest = FetchActivity
+"""Every gateway request a sidecar serves (added to the client frames)."""
+SidecarResult = ActivityResult
+"""Every result a sidecar's request answers with."""
+SIDECAR_RESULT_OF: dict[type[msgspec.Struct], type[msgspec.Struct]] = {
+    FetchActivity: ActivityResult,
+}
+"""Which result each sidecar request's ``ok`` carries (for the protocol doc)."""
 
 
 # ------------------------------------------------------------------------ service keys

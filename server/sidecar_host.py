@@ -21,9 +21,10 @@ import importlib
 import logging
 import os
 import pkgutil
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Any, cast
 
 import asyncpg
 import msgspec
@@ -34,16 +35,20 @@ from persistence import roles as roles_db
 from persistence.database import Database
 from persistence.migrate import migrate
 from persistence.outbox import Consumer, OutboxNotifier, retention_forever
+from protocol.base import Request
+from protocol.frames import Result
 from protocol.sidecar import Scope, SidecarEvent
 from rooms.bus import Bus, InProcessBus, community_topic, user_topic
+from rooms.errors import RequestError
 from rooms.hub import Hub
 from rooms.principals import Principal, PrincipalRefused, PrincipalService
 from rooms.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from rooms.sessions import Session
 from server.api_auth import bearer_token, error_response, require_user
 from server.api_service_keys import add_service_key_routes
 from server.auth import Authenticator
 from server.config import Config, secret_for
-from sidecars.api import Host, MemberInfo, PrincipalInfo, Sidecar
+from sidecars.api import GatewayHandler, Host, MemberInfo, PrincipalInfo, Sidecar, SidecarError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,10 @@ OUTBOX_RETENTION_DAYS = 7.0
 SERVICE_KEY_BURST = 120
 SERVICE_KEY_INTERVAL_MS = 100.0
 """Per key: 120 requests at once, then 10 per second."""
+
+
+RegisterRequest = Callable[
+    [type[Request], Callable[[Session, Any], Coroutine[Any, Any, Result]]], None]
 
 
 def discover() -> dict[str, type[Sidecar]]:
@@ -93,6 +102,9 @@ class SidecarCore:
     hub: Hub
     auth: Authenticator
     principals: PrincipalService
+    register_request: RegisterRequest | None = None
+    """How a gateway process serves a request type (``ChatService.register``); None in
+    a process without a gateway (``--only``)."""
 
 
 class CoreHost(Host):
@@ -174,6 +186,9 @@ def mount_sidecars(app: web.Application, core: SidecarCore,
     mounted = [available[n](host) for n in names]
     for sidecar in mounted:
         app.router.add_routes(sidecar.routes())
+        if core.register_request is not None:
+            for request_type, handler in sidecar.gateway_handlers().items():
+                core.register_request(request_type, _gateway(handler))
 
     async def run(app: web.Application) -> AsyncIterator[None]:
         namespaces = {s.name: s.migrations for s in mounted if s.migrations is not None}
@@ -209,6 +224,18 @@ def mount_sidecars(app: web.Application, core: SidecarCore,
 
     app.cleanup_ctx.append(run)
     return mounted
+
+
+def _gateway(handler: GatewayHandler,
+             ) -> Callable[[Session, Any], Coroutine[Any, Any, Result]]:
+    """A sidecar's gateway handler as the chat router serves it: the session becomes
+    the caller's id, a :class:`SidecarError` the documented error reply."""
+    async def serve(session: Session, request: Any) -> Result:
+        try:
+            return cast(Result, await handler(session.user.id, request))
+        except SidecarError as exc:
+            raise RequestError(exc.code, exc.message) from None
+    return serve
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -14,7 +14,10 @@ A sidecar imports ``protocol``, this module and its own modules: never ``rooms/`
   node, or to a community's members;
 - reading a member's role and tier;
 - authenticating a request as a user (bearer token) or as a service key with a scope;
-- consuming the domain-event outbox (:class:`Subscriber`, see ``docs/events.md``).
+- consuming the domain-event outbox (:class:`Subscriber`, see ``docs/events.md``);
+- serving gateway requests (``protocol.sidecar.SidecarRequest``) on the gateway
+  processes that mount it (:meth:`Sidecar.gateway_handlers`; errors as
+  :class:`SidecarError`).
 """
 
 from __future__ import annotations
@@ -30,14 +33,29 @@ import asyncpg
 from aiohttp import web
 
 from persistence.outbox import AfterCommit, Delivered, Handler
+from protocol.base import Request, ResultBase
+from protocol.codes import ErrorCode
 from protocol.models import Role
 from protocol.sidecar import Scope, SidecarEvent
 
-__all__ = ["AfterCommit", "Delivered", "Handler", "Host", "MemberInfo", "PrincipalInfo",
-           "Scope", "Sidecar", "Subscriber", "Task"]
+__all__ = ["AfterCommit", "Delivered", "GatewayHandler", "Handler", "Host", "MemberInfo",
+           "PrincipalInfo", "Scope", "Sidecar", "SidecarError", "Subscriber", "Task"]
 
 Task = Callable[[], Coroutine[Any, Any, None]]
 """A background task: runs until cancelled; an exception is logged at once."""
+
+
+GatewayHandler = Callable[[int, Any], Coroutine[Any, Any, ResultBase]]
+"""(the caller's user id, the request) -> the ``ok`` result; raise :class:`SidecarError`."""
+
+
+class SidecarError(Exception):
+    """A gateway request refused with a documented error code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -137,3 +155,7 @@ class Sidecar(abc.ABC):
 
     def tasks(self) -> list[Task]:
         return []
+
+    def gateway_handlers(self) -> dict[type[Request], GatewayHandler]:
+        """Gateway requests this sidecar serves (each type in ``SidecarRequest``)."""
+        return {}

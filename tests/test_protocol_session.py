@@ -74,6 +74,7 @@ from protocol.session import (
     ResumeRequested,
     State,
 )
+from protocol.sidecar import ActivityKind, ActivityRecorded
 
 CODECS = pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
 
@@ -658,6 +659,8 @@ def moderation_sample_events() -> list[Event]:
         frames.AppealUpdated(appeal=appeal),
         frames.PermissionsUpdated(community_id=3),
         frames.PermissionsUpdated(community_id=3, user_id=7),
+        ActivityRecorded(community_id=3, kind=ActivityKind.MESSAGE, total=2,
+                         at=1_700_000_000_000),
     ]
 
 

@@ -11,9 +11,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from protocol.base import Request
+from protocol.sidecar import ActivityResult, FetchActivity
 from sidecars.activity import http
 from sidecars.activity.service import ActivityService
-from sidecars.api import Host, Sidecar, Subscriber
+from sidecars.api import GatewayHandler, Host, Sidecar, Subscriber
 
 
 class ActivitySidecar(Sidecar):
@@ -29,6 +31,12 @@ class ActivitySidecar(Sidecar):
 
     def subscribers(self) -> list[Subscriber]:
         return [self.service.subscriber()]
+
+    def gateway_handlers(self) -> dict[type[Request], GatewayHandler]:
+        async def fetch(user_id: int, req: FetchActivity) -> ActivityResult:
+            return await self.service.fetch(user_id, req)
+
+        return {FetchActivity: fetch}
 
 
 SIDECAR = ActivitySidecar

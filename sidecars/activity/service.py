@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncpg
 
-from protocol.sidecar import ActivityRecorded
+from protocol.codes import ErrorCode
+from protocol.sidecar import ActivityEntry, ActivityRecorded, ActivityResult, FetchActivity
 from sidecars.activity import store
 from sidecars.activity.events import Activity, activity_of
-from sidecars.api import Delivered, Host, Subscriber
+from sidecars.api import Delivered, Host, SidecarError, Subscriber
 
 SUBSCRIBER = "activity.recorder"
 
@@ -43,10 +44,20 @@ class ActivityService:
                 at=activity.at_ms or item.created_at_ms))
 
     async def recent(self, community_id: int, user_id: int,
-                     limit: int) -> list[store.ActivityItem]:
+                     limit: int) -> list[ActivityEntry]:
         async with self.host.connection() as conn:
             return await store.recent(conn, community_id, user_id, limit)
 
     async def totals(self, community_id: int, user_id: int) -> dict[str, int]:
         async with self.host.connection() as conn:
             return await store.totals(conn, community_id, user_id)
+
+    async def fetch(self, caller_id: int, req: FetchActivity) -> ActivityResult:
+        """``fetch_activity`` over the gateway: same rule as the REST read (members of
+        the community read any member's activity; anyone else: not found)."""
+        user_id = req.user_id or caller_id
+        if (await self.host.member(req.community_id, caller_id) is None
+                or await self.host.member(req.community_id, user_id) is None):
+            raise SidecarError(ErrorCode.NOT_FOUND, "unknown member")
+        return ActivityResult(items=await self.recent(req.community_id, user_id, req.limit),
+                              totals=await self.totals(req.community_id, user_id))

@@ -5,22 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 import asyncpg
-import msgspec
 
-from protocol.sidecar import ActivityKind
+from protocol.sidecar import ActivityEntry, ActivityKind
 from sidecars.activity.events import Activity
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-class ActivityItem(msgspec.Struct, frozen=True, kw_only=True):
-    """One thing a member did, as the REST read returns it."""
-
-    event_id: str
-    kind: ActivityKind
-    object_id: int | None
-    at: int
-    """Milliseconds since the Unix epoch."""
 
 
 async def record_txn(conn: asyncpg.Connection, event_id: str, activity: Activity,
@@ -40,12 +29,12 @@ async def record_txn(conn: asyncpg.Connection, event_id: str, activity: Activity
 
 
 async def recent(conn: asyncpg.Connection, community_id: int, user_id: int,
-                 limit: int) -> list[ActivityItem]:
+                 limit: int) -> list[ActivityEntry]:
     rows = await conn.fetch(
         "SELECT event_id, kind, object_id, at FROM activity_items"
         " WHERE community_id = $1 AND user_id = $2 ORDER BY id DESC LIMIT $3",
         community_id, user_id, limit)
-    return [ActivityItem(event_id=r["event_id"], kind=ActivityKind(r["kind"]),
+    return [ActivityEntry(event_id=r["event_id"], kind=ActivityKind(r["kind"]),
                          object_id=r["object_id"],
                          at=(r["at"] - _EPOCH) // dt.timedelta(milliseconds=1)) for r in rows]
 
