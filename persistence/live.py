@@ -17,7 +17,7 @@ import msgspec
 from persistence import outbox
 from persistence._rows import millis
 from persistence.database import Connection
-from protocol.domain_events import LiveAttendance, LiveAttended
+from protocol.domain_events import AttendanceChange, LiveAttended
 from protocol.live import (
     AttendanceInterval,
     LiveSession,
@@ -251,7 +251,7 @@ async def write_attendance(conn: Connection, *,
     ``opened`` (session, user, joined). Three statements whatever the batch size, plus
     the ``live_attended`` outbox events of what actually changed, in the same
     transaction."""
-    changes: list[tuple[int, int, LiveAttendance, dt.datetime]] = []
+    changes: list[tuple[int, int, AttendanceChange, dt.datetime]] = []
     async with conn.transaction():
         if closed:
             rows = await conn.fetch(
@@ -263,7 +263,7 @@ async def write_attendance(conn: Connection, *,
                   AND a.left_at IS NULL
                 RETURNING a.session_id, a.user_id, a.left_at
                 """, [c[0] for c in closed], [c[1] for c in closed], [c[2] for c in closed])
-            changes += [(r[0], r[1], LiveAttendance.LEFT, r[2]) for r in rows]
+            changes += [(r[0], r[1], AttendanceChange.LEFT, r[2]) for r in rows]
         if completed:
             rows = await conn.fetch(
                 """
@@ -275,8 +275,8 @@ async def write_attendance(conn: Connection, *,
                 """, [c[0] for c in completed], [c[1] for c in completed],
                 [c[2] for c in completed], [c[3] for c in completed])
             for r in rows:
-                changes.append((r[0], r[1], LiveAttendance.JOINED, r[2]))
-                changes.append((r[0], r[1], LiveAttendance.LEFT, r[3]))
+                changes.append((r[0], r[1], AttendanceChange.JOINED, r[2]))
+                changes.append((r[0], r[1], AttendanceChange.LEFT, r[3]))
         if opened:
             # A member already in (an open stretch left by a crash, or a duplicate join)
             # keeps their first stretch.
@@ -290,12 +290,12 @@ async def write_attendance(conn: Connection, *,
                                     AND a.left_at IS NULL)
                 RETURNING session_id, user_id, joined_at
                 """, [c[0] for c in opened], [c[1] for c in opened], [c[2] for c in opened])
-            changes += [(r[0], r[1], LiveAttendance.JOINED, r[2]) for r in rows]
+            changes += [(r[0], r[1], AttendanceChange.JOINED, r[2]) for r in rows]
         await _attendance_events(conn, changes)
 
 
 async def _attendance_events(conn: Connection,
-                             changes: list[tuple[int, int, LiveAttendance, dt.datetime]]) -> None:
+                             changes: list[tuple[int, int, AttendanceChange, dt.datetime]]) -> None:
     if not changes:
         return
     rows = await conn.fetch("SELECT id, community_id FROM live_sessions "
@@ -313,7 +313,7 @@ async def close_open_attendance(conn: Connection, session_id: int, at: dt.dateti
         rows = await conn.fetch("UPDATE live_attendance SET left_at = GREATEST($2, joined_at) "
                                 "WHERE session_id = $1 AND left_at IS NULL "
                                 "RETURNING user_id, left_at", session_id, at)
-        await _attendance_events(conn, [(session_id, r[0], LiveAttendance.LEFT, r[1])
+        await _attendance_events(conn, [(session_id, r[0], AttendanceChange.LEFT, r[1])
                                         for r in rows])
 
 

@@ -113,7 +113,7 @@ class MemberRolesChanged(DomainEventBase, tag="member_roles_changed", frozen=Tru
     role_ids: list[int]
 
 
-class LiveAttendance(enum.StrEnum):
+class AttendanceChange(enum.StrEnum):
     JOINED = "joined"
     LEFT = "left"
 
@@ -125,7 +125,20 @@ class LiveAttended(DomainEventBase, tag="live_attended", frozen=True):
     live_session_id: Id
     community_id: Id
     user_id: Id
-    change: LiveAttendance
+    change: AttendanceChange
+    at: Millis
+
+
+class VoiceAttended(DomainEventBase, tag="voice_attended", frozen=True):
+    """A member entered (``joined``) or left (``left``) a voice room. Voice presence
+    lives in Redis, not PostgreSQL, so this is written just after the change, in its own
+    transaction: a process killed in between loses it (a live session's stage
+    attendance, ``live_attended``, has no such gap)."""
+
+    channel_id: Id
+    community_id: Id
+    user_id: Id
+    change: AttendanceChange
     at: Millis
 
 
@@ -146,6 +159,7 @@ DomainEvent = (
     | MemberRoleChanged
     | MemberRolesChanged
     | LiveAttended
+    | VoiceAttended
     | LoggedIn
 )
 """Every domain event the core writes to the outbox."""

@@ -503,7 +503,7 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     mount_sidecars(app, SidecarCore(config, services.db, services.hub, services.auth,
                                     PrincipalService(services.db, services.hub,
                                                      make_key_limiter(config)),
-                                    services.chat.register),
+                                    services.chat.register, services.voice),
                    sidecars_from_env())
     if (WEB_ROOT / "index.html").is_file():
         app.router.add_get("/", index)

@@ -44,6 +44,8 @@ from rooms.hub import Hub
 from rooms.principals import Principal, PrincipalRefused, PrincipalService
 from rooms.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from rooms.sessions import Session
+from rooms.voice import VoiceService
+from rooms.voice_attendance import VoiceAttendanceRecorder
 from server.api_auth import bearer_token, error_response, require_user
 from server.api_service_keys import add_service_key_routes
 from server.auth import Authenticator
@@ -105,6 +107,8 @@ class SidecarCore:
     register_request: RegisterRequest | None = None
     """How a gateway process serves a request type (``ChatService.register``); None in
     a process without a gateway (``--only``)."""
+    voice: VoiceService | None = None
+    """A gateway's voice rooms, whose joins and leaves become ``voice_attended``."""
 
 
 class CoreHost(Host):
@@ -201,6 +205,12 @@ def mount_sidecars(app: web.Application, core: SidecarCore,
             ("outbox-retention", asyncio.create_task(
                 retention_forever(core.db, OUTBOX_RETENTION_DAYS), name="outbox-retention")),
         ]
+        if core.voice is not None:
+            recorder = VoiceAttendanceRecorder(core.db)
+            core.voice.on_join(recorder.joined)
+            core.voice.on_leave(recorder.left)
+            jobs.append(("voice-attendance", asyncio.create_task(
+                recorder.run(), name="voice-attendance")))
         for sidecar in mounted:
             for sub in sidecar.subscribers():
                 consumer = Consumer(core.db, sub.name, sub.handle, sub.after_commit, notifier)

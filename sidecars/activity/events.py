@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from protocol.domain_events import (
+    AttendanceChange,
     DomainEvent,
-    LiveAttendance,
     LiveAttended,
     MemberJoined,
     MessageSent,
@@ -33,7 +33,7 @@ def activity_of(event: DomainEvent) -> Activity | None:
     if isinstance(event, ReactionAdded) and event.community_id is not None:
         return Activity(event.community_id, event.user_id, ActivityKind.REACTION,
                         event.message_id, None)
-    if isinstance(event, LiveAttended) and event.change is LiveAttendance.JOINED:
+    if isinstance(event, LiveAttended) and event.change is AttendanceChange.JOINED:
         return Activity(event.community_id, event.user_id, ActivityKind.LIVE,
                         event.live_session_id, event.at)
     if isinstance(event, MemberJoined):
