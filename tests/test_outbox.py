@@ -241,3 +241,30 @@ async def test_voice_room_joins_and_leaves_become_events(db: Database) -> None:
                       change=AttendanceChange.JOINED, at=1_700_000_000_500),
         VoiceAttended(channel_id=room.id, community_id=community.id, user_id=user.id,
                       change=AttendanceChange.LEFT, at=1_700_000_060_000)]
+
+
+async def test_message_events_carry_the_channels_community_or_null(db: Database) -> None:
+    from persistence.accounts import create_user
+    from persistence.channels import create_channel_txn
+    from persistence.communities import create_community_txn
+    from protocol.models import ChannelKind, Message
+
+    async with db.transaction("t") as conn:
+        user = await create_user(conn, username="m1", display_name="m1", password_hash=None)
+        community = await create_community_txn(conn, name="m", owner_id=user.id)
+        text = await create_channel_txn(conn, kind=ChannelKind.TEXT, name="t",
+                                        community_id=community.id, created_by=user.id)
+        dm = await create_channel_txn(conn, kind=ChannelKind.DM, name="", community_id=None,
+                                      created_by=user.id, member_ids=[user.id])
+        await outbox.register_subscriber(conn, "m")
+    await _collect(db, "m", 1)
+    messages = [Message(id=10 + i, channel_id=ch, seq=1, author=user, content="x",
+                        created_at=5, reply_to_id=None) for i, ch in enumerate((text.id, dm.id))]
+    async with db.transaction("t") as conn:
+        await outbox.append_messages_txn(conn, messages)
+    got = [d.event for d in await _collect(db, "m", 2)]
+    assert got == [
+        MessageSent(message_id=10, channel_id=text.id, community_id=community.id,
+                    author_id=user.id, seq=1, at=5),
+        MessageSent(message_id=11, channel_id=dm.id, community_id=None, author_id=user.id,
+                    seq=1, at=5)]
