@@ -207,6 +207,25 @@ async def test_a_sidecar_event_reaches_the_member_on_a_gateway_process(
             async with http.get(url, headers=bearer(other["access_token"])) as reply:
                 assert reply.status == 404
 
+            # service keys made on the gateway process, used on the sidecar process
+            keys = f"{gateway.url}/api/v1/communities/{community_id}/service-keys"
+            made = {}
+            for name, scope in (("reader", "members:read"), ("wrong", "tiers:read")):
+                async with http.post(keys, headers=bearer(token),
+                                     json={"name": name, "scopes": [scope]}) as reply:
+                    made[name] = await reply.json()
+                    assert reply.status == 201, made[name]
+            async with http.get(url, headers=bearer(made["reader"]["secret"])) as reply:
+                assert reply.status == 200, await reply.text()
+            async with http.get(url, headers=bearer(made["wrong"]["secret"])) as reply:
+                assert reply.status == 403
+                assert (await reply.json())["error"]["code"] == "forbidden"
+            async with http.delete(f"{keys}/{made['reader']['key']['id']}",
+                                   headers=bearer(token)) as reply:
+                assert reply.status == 200
+            async with http.get(url, headers=bearer(made["reader"]["secret"])) as reply:
+                assert reply.status == 401  # revoked on one process, refused on the other
+
             # publish_to_user from another process through the published surface
             config = load_config(overrides={"database_url": database_url,
                                             "secret": TEST_SECRET, "redis_url": redis_url},
