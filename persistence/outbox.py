@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -160,6 +161,11 @@ async def positions(conn: asyncpg.Connection) -> dict[str, int]:
     return {r["name"]: r["handled"] for r in rows}
 
 
+def _resolve(future: asyncio.Future[None], *_: object) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 @dataclass
 class OutboxNotifier:
     """Wakes this process's consumers when any process commits outbox events.
@@ -167,6 +173,7 @@ class OutboxNotifier:
     Holds one pool connection with ``LISTEN``; if it fails the consumers still poll."""
 
     db: Database
+    retry_s: float = 5.0
     _waiters: set[asyncio.Event] = field(default_factory=set)
 
     def waiter(self) -> asyncio.Event:
@@ -183,10 +190,14 @@ class OutboxNotifier:
         while True:
             try:
                 async with self.db.connection() as conn:
+                    lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+                    conn.add_termination_listener(functools.partial(_resolve, lost))
                     await conn.add_listener(NOTIFY_CHANNEL, self._wake)
                     try:
                         self._wake()  # whatever was committed while not listening
-                        await asyncio.Future()  # until cancelled or the connection dies
+                        await lost  # until cancelled or the connection dies
+                        raise ConnectionError("the listening connection was lost")
                     finally:
                         with contextlib.suppress(Exception):
                             await conn.remove_listener(NOTIFY_CHANNEL, self._wake)
@@ -195,7 +206,7 @@ class OutboxNotifier:
                 raise
             except Exception:
                 log.exception("outbox listener failed; consumers poll until it is back")
-                await asyncio.sleep(5.0)
+                await asyncio.sleep(self.retry_s)
 
 
 @dataclass

@@ -142,7 +142,7 @@ async def test_a_consumer_wakes_on_notify(db: Database) -> None:
     async def handle(conn: asyncpg.Connection, item: outbox.Delivered) -> None:
         seen.append(item)
 
-    notifier = outbox.OutboxNotifier(db)
+    notifier = outbox.OutboxNotifier(db, retry_s=0.2)
     consumer = outbox.Consumer(db, "w", handle, notifier=notifier, poll_s=30.0)
     tasks = [asyncio.create_task(notifier.run()), asyncio.create_task(consumer.run())]
     try:
@@ -161,6 +161,20 @@ async def test_a_consumer_wakes_on_notify(db: Database) -> None:
             assert time.monotonic() - started < 10
             await asyncio.sleep(0.02)
         assert [d.event for d in seen] == [_left(9)]
+        # the listening connection dies: the notifier listens again on a new one
+        async with db.connection() as conn:
+            killed = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query LIKE 'LISTEN%'")
+        assert killed == 1
+        await asyncio.sleep(1.0)  # reconnected after retry_s
+        async with db.transaction("t") as conn:
+            await outbox.append_txn(conn, [_left(10)])
+        started = time.monotonic()
+        while len(seen) < 2:
+            assert time.monotonic() - started < 10
+            await asyncio.sleep(0.02)
+        assert seen[1].event == _left(10)
     finally:
         for task in tasks:
             task.cancel()
