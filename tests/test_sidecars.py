@@ -239,6 +239,13 @@ async def test_a_sidecar_event_reaches_the_member_on_a_gateway_process(
                     community_id=community_id, kind=ActivityKind.LIVE, total=7, at=1))
                 got = await client.event("activity_recorded", timeout=10, kind="live")
                 assert got["total"] == 7
+                # and to the community's members (the transport; the activity sidecar
+                # itself only ever tells the member concerned)
+                await host.publish_to_community(community_id, ActivityRecorded(
+                    community_id=community_id, kind=ActivityKind.JOINED, total=9, at=1))
+                got = await client.event("activity_recorded", timeout=10, kind="joined",
+                                         total=9)
+                assert got["community_id"] == community_id
             finally:
                 await bus.close()
             await client.close()
