@@ -497,14 +497,14 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
         SidecarCore,
         make_key_limiter,
         mount_sidecars,
-        sidecars_from_env,
+        selected_sidecars,
     )
 
     mount_sidecars(app, SidecarCore(config, services.db, services.hub, services.auth,
                                     PrincipalService(services.db, services.hub,
                                                      make_key_limiter(config)),
                                     services.chat.register, services.voice),
-                   sidecars_from_env())
+                   selected_sidecars(config))
     if (WEB_ROOT / "index.html").is_file():
         app.router.add_get("/", index)
         app.router.add_get("/mod", mod_console)

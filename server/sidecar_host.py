@@ -9,8 +9,9 @@ reach users connected to the gateway processes), health checks and the chosen
 sidecars, without a gateway.
 
 Sidecars are found by package: every ``sidecars/<name>/`` exposing ``SIDECAR``. A
-gateway mounts them all unless ``HEARTH_SIDECARS`` names which (comma-separated; ``none``
-for none: the deployment that runs them as their own processes).
+gateway mounts them all unless ``sidecars`` (``HEARTH_SIDECARS``) names which
+(comma-separated; ``none`` for none: the deployment that runs them as their own
+processes).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import os
 import pkgutil
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -54,7 +54,6 @@ from sidecars.api import GatewayHandler, Host, MemberInfo, PrincipalInfo, Sideca
 
 log = logging.getLogger(__name__)
 
-OUTBOX_RETENTION_DAYS = 7.0
 SERVICE_KEY_BURST = 120
 SERVICE_KEY_INTERVAL_MS = 100.0
 """Per key: 120 requests at once, then 10 per second."""
@@ -77,15 +76,15 @@ def discover() -> dict[str, type[Sidecar]]:
     return found
 
 
-def sidecars_from_env(environ: dict[str, str] | None = None) -> list[str] | None:
-    """``HEARTH_SIDECARS``: None (unset or ``all``: every sidecar), ``[]`` (``none``), or
-    the names listed."""
-    raw = (os.environ if environ is None else environ).get("HEARTH_SIDECARS", "").strip()
-    if raw in ("", "all"):
+def selected_sidecars(config: Config) -> list[str] | None:
+    """``config.sidecars`` (``HEARTH_SIDECARS``): None for every sidecar (unset or
+    ``all``), ``[]`` for ``none``, else the names listed."""
+    names = config.sidecars
+    if names is None or names == ["all"]:
         return None
-    if raw == "none":
+    if names == ["none"]:
         return []
-    return [n.strip() for n in raw.split(",") if n.strip()]
+    return list(names)
 
 
 def make_key_limiter(config: Config) -> RateLimiter:
@@ -203,7 +202,8 @@ def mount_sidecars(app: web.Application, core: SidecarCore,
         jobs: list[tuple[str, asyncio.Task[None]]] = [
             ("outbox-listener", asyncio.create_task(notifier.run(), name="outbox-listener")),
             ("outbox-retention", asyncio.create_task(
-                retention_forever(core.db, OUTBOX_RETENTION_DAYS), name="outbox-retention")),
+                retention_forever(core.db, core.config.outbox_retention_days),
+                name="outbox-retention")),
         ]
         if core.voice is not None:
             recorder = VoiceAttendanceRecorder(core.db)

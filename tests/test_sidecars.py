@@ -25,7 +25,7 @@ from protocol.sidecar import ActivityKind, ActivityRecorded
 from rooms.hub import Hub
 from rooms.redis_bus import RedisBus
 from server.config import load_config
-from server.sidecar_host import CoreHost, SidecarCore, discover, sidecars_from_env
+from server.sidecar_host import CoreHost, SidecarCore, discover, selected_sidecars
 from tests.conftest import TEST_SECRET, free_port, start_server_process, stop_server_process
 from tests.helpers import GatewayClient, bearer, register
 
@@ -107,9 +107,13 @@ async def test_only_serves_just_that_sidecar(database_url: str,
     _, stderr = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert b"unknown sidecar" in stderr
-    assert sidecars_from_env({"HEARTH_SIDECARS": "none"}) == []
-    assert sidecars_from_env({"HEARTH_SIDECARS": "a, b"}) == ["a", "b"]
-    assert sidecars_from_env({}) is None
+    def selected(value: str | None) -> list[str] | None:
+        environ = {} if value is None else {"HEARTH_SIDECARS": value}
+        return selected_sidecars(load_config(overrides={}, environ=environ))
+
+    assert selected("none") == []
+    assert selected("a, b") == ["a", "b"]
+    assert selected(None) is None and selected("all") is None
 
 
 async def _counts(db: Database) -> tuple[int, int, int]:
