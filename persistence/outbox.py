@@ -21,6 +21,11 @@ delays delivery by its duration; it never loses an event. The horizon is the clu
 (transaction ids are), so any long transaction on the same PostgreSQL, in any database,
 delays delivery: keep analytics queries on a replica.
 
+A handler that keeps failing on one event: after ``isolate_after`` failures of a batch
+the consumer handles its events one by one, and after ``dead_letter_after`` failures of
+one event that event is set aside in ``outbox_dead_letters`` with its error, and the
+subscriber moves on.
+
 Retention (:func:`purge`): events older than N days that every subscriber has consumed.
 """
 
@@ -132,6 +137,36 @@ async def handle_batch(db: Database, name: str, handler: Handler, *,
         return delivered
 
 
+async def dead_letter(db: Database, name: str, error: str, attempts: int) -> str | None:
+    """Set aside the first event after the subscriber's position (the one that keeps
+    failing) and move past it; returns its id (None if there was none to set aside)."""
+    async with db.transaction(f"outbox.{name}.dead_letter") as conn:
+        row = await conn.fetchrow(
+            "SELECT last_xid::text AS xid, last_id FROM outbox_subscribers "
+            "WHERE name = $1 FOR UPDATE", name)
+        if row is None:
+            return None
+        event = await conn.fetchrow(
+            """
+            SELECT xid::text AS xid, id, type, payload::text AS payload FROM outbox_events
+             WHERE (xid, id) > ($1::text::xid8, $2)
+               AND xid < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY xid, id LIMIT 1
+            """, row["xid"], row["last_id"])
+        if event is None:
+            return None
+        event_id = f"{event['xid']}:{event['id']}"
+        await conn.execute(
+            "INSERT INTO outbox_dead_letters (subscriber, event_id, type, payload, error,"
+            " attempts) VALUES ($1, $2, $3, $4::jsonb, $5, $6)"
+            " ON CONFLICT (subscriber, event_id) DO NOTHING",
+            name, event_id, event["type"], event["payload"], error[:4000], attempts)
+        await conn.execute(
+            "UPDATE outbox_subscribers SET last_xid = $2::text::xid8, last_id = $3, "
+            "updated_at = now() WHERE name = $1", name, event["xid"], event["id"])
+        return event_id
+
+
 async def held_back(db: Database, name: str) -> bool:
     """Are there events after the subscriber's position that the horizon still hides
     (an older transaction is open)? Then the consumer retries soon instead of waiting
@@ -220,30 +255,56 @@ class Consumer:
     notifier: OutboxNotifier | None = None
     poll_s: float = 2.0
     batch: int = 100
+    isolate_after: int = 3
+    """Failures of a batch in a row after which its events are handled one at a time
+    (to find the one that fails)..."""
+    dead_letter_after: int = 3
+    """...and failures of that one event in a row after which it is set aside
+    (``outbox_dead_letters``)."""
+    backoff_s: float = 0.5
     handled: int = 0
     failures: int = 0
+    dead_lettered: int = 0
 
     async def run(self) -> None:
         async with self.db.transaction("outbox.register") as conn:
             await register_subscriber(conn, self.name)
         wake = self.notifier.waiter() if self.notifier is not None else asyncio.Event()
-        backoff = 0.5
+        backoff = self.backoff_s
+        in_a_row = 0  # failures in a row
+        single_left = 0  # events still to handle one at a time
         while True:
             wake.clear()
+            limit = 1 if single_left else self.batch
             try:
-                done = await handle_batch(self.db, self.name, self.handler, limit=self.batch)
+                done = await handle_batch(self.db, self.name, self.handler, limit=limit)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                # The batch rolled back whole; the same events come again. A handler that
-                # always fails stops this subscriber (loudly) and no other.
+            except Exception as exc:
+                # The batch rolled back whole; the same events come again. After a few
+                # failures they come one at a time, and the one that still fails is set
+                # aside: one poison event must not stop the subscriber for good.
                 self.failures += 1
+                in_a_row += 1
+                if not single_left and in_a_row >= self.isolate_after:
+                    single_left, in_a_row = self.batch, 0
+                    continue
+                if single_left and in_a_row >= self.dead_letter_after:
+                    event_id = await dead_letter(self.db, self.name, repr(exc), in_a_row)
+                    self.dead_lettered += event_id is not None
+                    log.error("outbox subscriber %s: event %s set aside after %d failures",
+                              self.name, event_id, in_a_row)
+                    single_left, in_a_row, backoff = single_left - 1, 0, self.backoff_s
+                    continue
                 log.exception("outbox subscriber %s failed; retrying in %.1f s",
                               self.name, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
-            backoff = 0.5
+            backoff = self.backoff_s
+            if done:
+                in_a_row = 0
+                single_left = max(single_left - len(done), 0)
             if done:
                 self.handled += len(done)
                 if self.after_commit is not None:

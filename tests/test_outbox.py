@@ -282,3 +282,36 @@ async def test_message_events_carry_the_channels_community_or_null(db: Database)
                     author_id=user.id, seq=1, at=5),
         MessageSent(message_id=11, channel_id=dm.id, community_id=None, author_id=user.id,
                     seq=1, at=5)]
+
+
+async def test_a_poison_event_is_set_aside_and_the_rest_handled_once(db: Database) -> None:
+    async with db.transaction("t") as conn:
+        await conn.execute("CREATE TABLE handled (user_id bigint)")
+        await outbox.append_txn(conn, [_left(n) for n in range(1, 6)])
+
+    async def handle(conn: asyncpg.Connection, item: outbox.Delivered) -> None:
+        assert isinstance(item.event, MemberLeft)
+        await conn.execute("INSERT INTO handled VALUES ($1)", item.event.user_id)
+        if item.event.user_id == 3:
+            raise ValueError("cannot handle member 3")
+
+    consumer = outbox.Consumer(db, "p", handle, backoff_s=0.01, poll_s=0.1)
+    task = asyncio.create_task(consumer.run())
+    try:
+        deadline = time.monotonic() + 20
+        while consumer.dead_lettered < 1 or consumer.handled < 4:
+            assert time.monotonic() < deadline, (consumer.handled, consumer.dead_lettered)
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    async with db.connection() as conn:
+        handled = sorted(r[0] for r in await conn.fetch("SELECT user_id FROM handled"))
+        dead = await conn.fetch("SELECT subscriber, type, payload::text, error, attempts"
+                                " FROM outbox_dead_letters")
+    assert handled == [1, 2, 4, 5]  # the failed attempts rolled back their writes
+    assert len(dead) == 1
+    assert dead[0]["subscriber"] == "p" and dead[0]["type"] == "member_left"
+    assert '"user_id": 3' in dead[0]["payload"]
+    assert "cannot handle member 3" in dead[0]["error"]
+    assert dead[0]["attempts"] == 3
