@@ -16,10 +16,10 @@ PostgreSQL) happens once. Work after the commit (publishing to users) is at leas
 
 Ordering and visibility: events are read in (transaction id, row id) order and only
 from transactions older than the oldest one still running, so no event can later
-appear *behind* a position already passed (see ``0008_outbox.sql``). A long transaction
-delays delivery by its duration; it never loses an event. The horizon is the cluster's
-(transaction ids are), so any long transaction on the same PostgreSQL, in any database,
-delays delivery: keep analytics queries on a replica.
+appear *behind* a position already passed (see ``0008_outbox.sql``). A long writing
+transaction delays delivery by its duration; it never loses an event. The horizon is the
+cluster's (transaction ids are), so a long transaction that has written anything, in any
+database of the same PostgreSQL, delays delivery; read-only ones have no id and do not.
 
 A handler that keeps failing on one event: after ``isolate_after`` failures of a batch
 the consumer handles its events one by one, and after ``dead_letter_after`` failures of
