@@ -113,8 +113,9 @@ def render_events_markdown() -> str:
         "event cannot stop a subscriber. Events arrive in commit order per writing transaction; "
         "`event_id` (`\"<xid>:<id>\"`) is stable across redeliveries. Wake-ups come by "
         "PostgreSQL `LISTEN hearth_outbox`, with a poll as fallback. Events older than "
-        "the retention (7 days by default) that every subscriber has consumed are "
-        "deleted by a periodic task.", "",
+        "the retention (`outbox_retention_days`, 7 by default) that every subscriber has "
+        "consumed are deleted by a periodic task; a subscriber no longer run still holds "
+        "them, until its row in `outbox_subscribers` is deleted.", "",
         "## Events", "",
         "| `type` | when |", "|---|---|",
     ]
