@@ -142,6 +142,15 @@ class ServiceKeyCreated(msgspec.Struct, frozen=True, kw_only=True):
     """Send as ``Authorization: Bearer <secret>``; starts with ``hsk_``."""
 
 
+class ServicePublish(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /api/v1/service/communities/{cid}/events`` (``events:publish``): deliver a
+    typed sidecar event to one member (every session, every node) or, without
+    ``user_id``, to every connected member of the community."""
+
+    event: SidecarEvent
+    user_id: Id | None = None
+
+
 class ServiceSetTier(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``PUT /api/v1/service/communities/{cid}/members/{uid}/tier`` (``tiers:write``)."""
 

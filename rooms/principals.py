@@ -28,8 +28,15 @@ from persistence.database import Connection, Database
 from protocol.codes import ErrorCode
 from protocol.frames import Event, ModActionTaken, PermissionsUpdated
 from protocol.models import Member, Role
-from protocol.sidecar import CreateServiceKey, Scope, ServiceKey, ServiceKeyCreated, ServiceSetTier
-from rooms.bus import mod_topic, user_topic
+from protocol.sidecar import (
+    CreateServiceKey,
+    Scope,
+    ServiceKey,
+    ServiceKeyCreated,
+    ServiceSetTier,
+    SidecarEvent,
+)
+from rooms.bus import community_topic, mod_topic, user_topic
 from rooms.errors import RequestError, forbidden, not_found
 from rooms.hub import Hub
 from rooms.moderation import wire_entry
@@ -188,6 +195,26 @@ class PrincipalService:
                        PermissionsUpdated(community_id=community_id, user_id=user_id)))
         await self.hub.publish_many(events)
         return member
+
+    async def publish(self, principal: Principal, user_id: int | None,
+                      event: SidecarEvent) -> None:
+        """Deliver a sidecar event for the key's community: to one member, or to every
+        connected member; audited as ``service.publish``."""
+        if Scope.EVENTS_PUBLISH not in principal.scopes:
+            raise forbidden(f"this key lacks the scope {Scope.EVENTS_PUBLISH.value}")
+        community_id = principal.community_id
+        if getattr(event, "community_id", community_id) != community_id:
+            raise RequestError(ErrorCode.INVALID_ARGUMENT,
+                               "the event names another community than the key's")
+        if user_id is not None:
+            async with self.db.connection() as conn:
+                if await roles_db.member_access(conn, community_id, user_id) is None:
+                    raise not_found("unknown member")
+        tag = type(event).__struct_config__.tag
+        await self.record_use(principal, "service.publish",
+                              {"user_id": user_id, "type": tag})
+        topic = community_topic(community_id) if user_id is None else user_topic(user_id)
+        await self.hub.publish(topic, event)
 
     async def record_use(self, principal: Principal, action: str,
                          detail: dict[str, Any]) -> None:

@@ -11,6 +11,8 @@ Acting as a principal (``Authorization: Bearer hsk_...``):
 
     PUT    /service/communities/{community_id}/members/{user_id}/tier  {tier, reason?}
            (scope ``tiers:write``)                   -> 200 {"member": Member}
+    POST   /service/communities/{community_id}/events  {event, user_id?}
+           (scope ``events:publish``)                -> 204
 
 Errors are ``{"error": {"code", "message"}}``: 400 ``invalid_request`` (body or path),
 401 ``unauthorized`` (no, unknown, expired or revoked key/token), 403 ``forbidden``
@@ -27,7 +29,7 @@ import msgspec
 from aiohttp import web
 
 from protocol.codes import ErrorCode
-from protocol.sidecar import CreateServiceKey, Scope, ServiceSetTier
+from protocol.sidecar import CreateServiceKey, Scope, ServicePublish, ServiceSetTier
 from rooms.principals import Principal, PrincipalService
 from server.api_auth import answers_request_errors, error_response, json_response, require_user
 from server.auth import Authenticator
@@ -116,9 +118,24 @@ def add_service_key_routes(app: web.Application, auth: Authenticator,
         member = await principals.set_member_tier(principal, user_id, req)
         return json_response({"member": member})
 
+    @answers_request_errors(_STATUS)
+    async def publish(request: web.Request) -> web.StreamResponse:
+        community_id = _id(request, "community_id")
+        if community_id is None:
+            return error_response(404, "not_found", "unknown community")
+        principal = await authenticate(principals, request, community_id,
+                                       Scope.EVENTS_PUBLISH)
+        try:
+            req = await _body(request, ServicePublish)
+        except _Invalid as exc:
+            return error_response(400, "invalid_request", str(exc))
+        await principals.publish(principal, req.user_id, req.event)
+        return web.Response(status=204)
+
     keys = v1 + "/communities/{community_id}/service-keys"
     app.router.add_post(keys, create)
     app.router.add_get(keys, list_keys)
     app.router.add_delete(keys + "/{key_id}", revoke)
     app.router.add_put(v1 + "/service/communities/{community_id}/members/{user_id}/tier",
                        set_tier)
+    app.router.add_post(v1 + "/service/communities/{community_id}/events", publish)

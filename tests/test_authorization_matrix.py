@@ -405,13 +405,20 @@ async def test_community_operations_as_every_role(
 
 async def test_the_principal_route_takes_no_user_token(
         live_server: RunningServer, http: aiohttp.ClientSession) -> None:
-    """Setting a tier as a service (``/service/...``) needs a service key with
-    ``tiers:write``: no user's bearer token works there, the owner's included."""
+    """The service routes (``/service/...``: setting a tier, publishing an event) need
+    a service key with the scope: no user's bearer token works there, the owner's
+    included."""
     w = await build_world(http, live_server)
     url = (f"{w.base}/service/communities/{w.community_id}/members/"
            f"{w.uid('member')}/tier")
+    publish = f"{w.base}/service/communities/{w.community_id}/events"
+    event = {"t": "activity_recorded", "community_id": w.community_id, "kind": "live",
+             "total": 1, "at": 1}
     for actor_name in ACTORS:
         status, body = await call(http, "PUT", url, w.token(actor_name), {"tier": 1})
+        assert (status, body["error"]["code"]) == (401, "unauthorized"), actor_name
+        status, body = await call(http, "POST", publish, w.token(actor_name),
+                                  {"event": event})
         assert (status, body["error"]["code"]) == (401, "unauthorized"), actor_name
 
 

@@ -218,3 +218,55 @@ async def test_a_key_is_rate_limited(live_server: RunningServer,
     finally:
         await conn.close()
     assert audited == statuses.count(200)
+
+
+async def test_a_principal_publishes_typed_events_to_a_member_or_the_community(
+        live_server: RunningServer, http: aiohttp.ClientSession) -> None:
+    base = live_server.url
+    c = await _community(http, base)
+    cid = c["cid"]
+    keys = f"{base}/api/v1/communities/{cid}/service-keys"
+    _, publisher = await _json(http, "POST", keys, _tok(c, "owner"),
+                               json={"name": "notifier", "scopes": ["events:publish"]})
+    _, other = await _json(http, "POST", keys, _tok(c, "owner"),
+                           json={"name": "tiers", "scopes": ["tiers:write"]})
+    member = await GatewayClient.identified(http, live_server.ws_url,
+                                            c["people"]["member"]["access_token"])
+    admin = await GatewayClient.identified(http, live_server.ws_url,
+                                           c["people"]["admin"]["access_token"])
+    url = f"{base}/api/v1/service/communities/{cid}/events"
+    event = {"t": "activity_recorded", "community_id": cid, "kind": "live", "total": 4,
+             "at": 1_700_000_000_000}
+    member_id = c["people"]["member"]["user"]["id"]
+    async with http.post(url, headers=bearer(publisher["secret"]),
+                         json={"user_id": member_id, "event": event}) as reply:
+        assert reply.status == 204, await reply.text()
+    got = await member.event("activity_recorded", timeout=10)
+    assert (got["kind"], got["total"]) == ("live", 4)
+    await admin.no_event("activity_recorded")  # to that member only
+    async with http.post(url, headers=bearer(publisher["secret"]),
+                         json={"event": event | {"total": 5}}) as reply:
+        assert reply.status == 204
+    for session in (member, admin):  # to every connected member
+        assert (await session.event("activity_recorded", timeout=10))["total"] == 5
+    refusals = [
+        (other["secret"], {"event": event}, 403),  # no events:publish
+        (publisher["secret"], {"event": event | {"community_id": cid + 1}}, 400),
+        (publisher["secret"], {"event": event,
+                               "user_id": c["people"]["outsider"]["user"]["id"]}, 404),
+        (publisher["secret"], {"event": {"t": "message_create", "message": {}}}, 400),
+        (publisher["secret"], {"event": event | {"total": -1}}, 400),
+    ]
+    for secret, body, status in refusals:
+        async with http.post(url, headers=bearer(secret), json=body) as reply:
+            assert reply.status == status, (body, await reply.text())
+            assert set((await reply.json())["error"]) == {"code", "message"}
+    conn = await asyncpg.connect(live_server.database_url)
+    try:
+        audited = await conn.fetchval("SELECT count(*) FROM audit_log WHERE community_id = $1"
+                                      " AND action = 'service.publish'", cid)
+    finally:
+        await conn.close()
+    assert audited == 2
+    await member.close()
+    await admin.close()
