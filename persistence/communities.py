@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
+from persistence import outbox
 from persistence._rows import millis
+from protocol.domain_events import MemberJoined, MemberLeft, MemberRoleChanged
 from protocol.models import Community, Member, Role, User
 
 
@@ -61,6 +63,8 @@ async def create_community_txn(conn: asyncpg.Connection, *, name: str,
         """INSERT INTO community_members (community_id, user_id, role)
            VALUES ($1, $2, 'owner')""",
         community.id, owner_id)
+    await outbox.append_txn(conn, [MemberJoined(community_id=community.id, user_id=owner_id,
+                                                role=Role.OWNER)])
     return community
 
 
@@ -89,15 +93,23 @@ async def add_member_txn(conn: asyncpg.Connection, community_id: int, user_id: i
            SELECT ins.*, u.username, u.display_name, u.is_bot
              FROM ins JOIN users u ON u.id = ins.user_id""",
         community_id, user_id, Role(role).value)
-    return _member(row) if row is not None else None
+    if row is None:
+        return None
+    await outbox.append_txn(conn, [MemberJoined(community_id=community_id, user_id=user_id,
+                                                role=Role(role))])
+    return _member(row)
 
 
 async def remove_member(conn: asyncpg.Connection, community_id: int, user_id: int) -> bool:
     """Remove a membership; False if there was none. Channel memberships are kept
     (callers decide whether leaving a community also leaves its private channels)."""
-    status = await conn.execute(
-        "DELETE FROM community_members WHERE community_id = $1 AND user_id = $2",
-        community_id, user_id)
+    async with conn.transaction():  # the change and its outbox event, together
+        status = await conn.execute(
+            "DELETE FROM community_members WHERE community_id = $1 AND user_id = $2",
+            community_id, user_id)
+        if status == "DELETE 1":
+            await outbox.append_txn(conn, [MemberLeft(community_id=community_id,
+                                                      user_id=user_id)])
     return bool(status == "DELETE 1")
 
 
@@ -114,15 +126,20 @@ async def set_role(conn: asyncpg.Connection, community_id: int, user_id: int,
                    role: Role) -> Member | None:
     """Change a member's role; None if they are not a member. Authorization (who may
     grant what) is the caller's job."""
-    row = await conn.fetchrow(
-        f"""WITH upd AS (
-               UPDATE community_members SET role = $3
-                WHERE community_id = $1 AND user_id = $2
-               RETURNING community_id, user_id, role, joined_at, tier)
-           SELECT cm.*, {_ROLE_IDS}, u.username, u.display_name, u.is_bot
-             FROM upd cm JOIN users u ON u.id = cm.user_id""",
-        community_id, user_id, Role(role).value)
-    return _member(row) if row is not None else None
+    async with conn.transaction():  # the change and its outbox event, together
+        row = await conn.fetchrow(
+            f"""WITH upd AS (
+                   UPDATE community_members SET role = $3
+                    WHERE community_id = $1 AND user_id = $2
+                   RETURNING community_id, user_id, role, joined_at, tier)
+               SELECT cm.*, {_ROLE_IDS}, u.username, u.display_name, u.is_bot
+                 FROM upd cm JOIN users u ON u.id = cm.user_id""",
+            community_id, user_id, Role(role).value)
+        if row is None:
+            return None
+        await outbox.append_txn(conn, [MemberRoleChanged(community_id=community_id,
+                                                         user_id=user_id, role=Role(role))])
+    return _member(row)
 
 
 async def get_member(conn: asyncpg.Connection, community_id: int,

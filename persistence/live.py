@@ -14,8 +14,10 @@ from typing import Any
 
 import msgspec
 
+from persistence import outbox
 from persistence._rows import millis
 from persistence.database import Connection
+from protocol.domain_events import AttendanceChange, LiveAttended
 from protocol.live import (
     AttendanceInterval,
     LiveSession,
@@ -246,43 +248,73 @@ async def write_attendance(conn: Connection, *,
                            closed: Sequence[tuple[int, int, dt.datetime]]) -> None:
     """One batch: close the open stretches ``closed`` (session, user, left), insert the
     complete stretches ``completed`` (session, user, joined, left) and the open ones
-    ``opened`` (session, user, joined). Three statements whatever the batch size."""
-    if closed:
-        await conn.execute(
-            """
-            UPDATE live_attendance a SET left_at = GREATEST(c.left_at, a.joined_at)
-            FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[])
-                 AS c(session_id, user_id, left_at)
-            WHERE a.session_id = c.session_id AND a.user_id = c.user_id
-              AND a.left_at IS NULL
-            """, [c[0] for c in closed], [c[1] for c in closed], [c[2] for c in closed])
-    if completed:
-        await conn.execute(
-            """
-            INSERT INTO live_attendance (session_id, user_id, joined_at, left_at)
-            SELECT s, u, j, GREATEST(j, l)
-            FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::timestamptz[])
-                 AS c(s, u, j, l)
-            """, [c[0] for c in completed], [c[1] for c in completed],
-            [c[2] for c in completed], [c[3] for c in completed])
-    if opened:
-        # A member already in (an open stretch left by a crash, or a duplicate join)
-        # keeps their first stretch.
-        await conn.execute(
-            """
-            INSERT INTO live_attendance (session_id, user_id, joined_at)
-            SELECT s, u, j
-            FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS c(s, u, j)
-            WHERE NOT EXISTS (SELECT 1 FROM live_attendance a
-                              WHERE a.session_id = c.s AND a.user_id = c.u
-                                AND a.left_at IS NULL)
-            """, [c[0] for c in opened], [c[1] for c in opened], [c[2] for c in opened])
+    ``opened`` (session, user, joined). Three statements whatever the batch size, plus
+    the ``live_attended`` outbox events of what actually changed, in the same
+    transaction."""
+    changes: list[tuple[int, int, AttendanceChange, dt.datetime]] = []
+    async with conn.transaction():
+        if closed:
+            rows = await conn.fetch(
+                """
+                UPDATE live_attendance a SET left_at = GREATEST(c.left_at, a.joined_at)
+                FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[])
+                     AS c(session_id, user_id, left_at)
+                WHERE a.session_id = c.session_id AND a.user_id = c.user_id
+                  AND a.left_at IS NULL
+                RETURNING a.session_id, a.user_id, a.left_at
+                """, [c[0] for c in closed], [c[1] for c in closed], [c[2] for c in closed])
+            changes += [(r[0], r[1], AttendanceChange.LEFT, r[2]) for r in rows]
+        if completed:
+            rows = await conn.fetch(
+                """
+                INSERT INTO live_attendance (session_id, user_id, joined_at, left_at)
+                SELECT s, u, j, GREATEST(j, l)
+                FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::timestamptz[])
+                     AS c(s, u, j, l)
+                RETURNING session_id, user_id, joined_at, left_at
+                """, [c[0] for c in completed], [c[1] for c in completed],
+                [c[2] for c in completed], [c[3] for c in completed])
+            for r in rows:
+                changes.append((r[0], r[1], AttendanceChange.JOINED, r[2]))
+                changes.append((r[0], r[1], AttendanceChange.LEFT, r[3]))
+        if opened:
+            # A member already in (an open stretch left by a crash, or a duplicate join)
+            # keeps their first stretch.
+            rows = await conn.fetch(
+                """
+                INSERT INTO live_attendance (session_id, user_id, joined_at)
+                SELECT s, u, j
+                FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS c(s, u, j)
+                WHERE NOT EXISTS (SELECT 1 FROM live_attendance a
+                                  WHERE a.session_id = c.s AND a.user_id = c.u
+                                    AND a.left_at IS NULL)
+                RETURNING session_id, user_id, joined_at
+                """, [c[0] for c in opened], [c[1] for c in opened], [c[2] for c in opened])
+            changes += [(r[0], r[1], AttendanceChange.JOINED, r[2]) for r in rows]
+        await _attendance_events(conn, changes)
+
+
+async def _attendance_events(conn: Connection,
+                             changes: list[tuple[int, int, AttendanceChange, dt.datetime]]) -> None:
+    if not changes:
+        return
+    rows = await conn.fetch("SELECT id, community_id FROM live_sessions "
+                            "WHERE id = ANY($1::bigint[])", list({c[0] for c in changes}))
+    community = {r["id"]: r["community_id"] for r in rows}
+    await outbox.append_txn(conn, [
+        LiveAttended(live_session_id=sid, community_id=community[sid], user_id=uid,
+                     change=change, at=millis(at) or 0)
+        for sid, uid, change, at in changes if sid in community])
 
 
 async def close_open_attendance(conn: Connection, session_id: int, at: dt.datetime) -> None:
     """The session ended: whoever is still in the stage leaves at ``at``."""
-    await conn.execute("UPDATE live_attendance SET left_at = GREATEST($2, joined_at) "
-                       "WHERE session_id = $1 AND left_at IS NULL", session_id, at)
+    async with conn.transaction():
+        rows = await conn.fetch("UPDATE live_attendance SET left_at = GREATEST($2, joined_at) "
+                                "WHERE session_id = $1 AND left_at IS NULL "
+                                "RETURNING user_id, left_at", session_id, at)
+        await _attendance_events(conn, [(session_id, r[0], AttendanceChange.LEFT, r[1])
+                                        for r in rows])
 
 
 async def attendance(conn: Connection,

@@ -18,7 +18,9 @@ from collections.abc import Sequence
 import asyncpg
 import msgspec
 
+from persistence import outbox
 from persistence._rows import MESSAGE_COLUMNS, message_from, millis
+from protocol.domain_events import MessageDeleted
 from protocol.models import Attachment, Message, ReactionCount, Role, User
 
 _attachments_json = msgspec.json.Encoder()
@@ -211,11 +213,18 @@ async def edit_message(conn: asyncpg.Connection, message_id: int, content: str,
 
 async def delete_message(conn: asyncpg.Connection, message_id: int) -> Message | None:
     """Soft delete: the row keeps its seq (no hole), its content and files are erased."""
-    updated = await conn.fetchval(
-        "UPDATE messages SET deleted_at = now(), content = '', attachments = '[]', "
-        "mention_user_ids = '{}', mention_roles = '{}', mention_everyone = false "
-        "WHERE id = $1 AND deleted_at IS NULL RETURNING id", message_id)
-    return await get_message(conn, message_id) if updated else None
+    async with conn.transaction():  # the change and its outbox event, together
+        updated = await conn.fetchrow(
+            "UPDATE messages m SET deleted_at = now(), content = '', attachments = '[]', "
+            "mention_user_ids = '{}', mention_roles = '{}', mention_everyone = false "
+            "FROM channels c WHERE m.id = $1 AND m.deleted_at IS NULL AND c.id = m.channel_id "
+            "RETURNING m.channel_id, m.author_id, c.community_id", message_id)
+        if updated is None:
+            return None
+        await outbox.append_txn(conn, [MessageDeleted(
+            message_id=message_id, channel_id=updated["channel_id"],
+            community_id=updated["community_id"], author_id=updated["author_id"])])
+    return await get_message(conn, message_id)
 
 
 async def history(conn: asyncpg.Connection, channel_id: int, *, before: int | None,

@@ -15,7 +15,9 @@ import datetime as dt
 import asyncpg
 import msgspec
 
+from persistence import outbox
 from persistence._rows import millis
+from protocol.domain_events import MemberLeft, MessageDeleted
 from protocol.models import Role
 from protocol.moderation import (
     Appeal,
@@ -85,6 +87,8 @@ async def remove_member_txn(conn: asyncpg.Connection, community_id: int,
     await conn.execute(
         "DELETE FROM channel_members cm USING channels c WHERE c.id = cm.channel_id"
         " AND c.community_id = $1 AND cm.user_id = $2", community_id, user_id)
+    if status == "DELETE 1":
+        await outbox.append_txn(conn, [MemberLeft(community_id=community_id, user_id=user_id)])
     return bool(status == "DELETE 1")
 
 
@@ -224,7 +228,8 @@ async def purge_last_txn(conn: asyncpg.Connection, channel_id: int, count: int,
         " AND deleted_at IS NULL AND ($3::bigint IS NULL OR author_id = $3)"
         " ORDER BY seq DESC LIMIT $2)"
         f" UPDATE messages m SET {_ERASE} FROM target WHERE m.id = target.id"
-        " RETURNING m.channel_id, m.id", channel_id, count, author_id)
+        " RETURNING m.channel_id, m.id, m.author_id", channel_id, count, author_id)
+    await _deleted_events(conn, rows)
     return sorted(((r[0], r[1]) for r in rows), key=lambda x: -x[1])
 
 
@@ -239,8 +244,22 @@ async def purge_author_txn(conn: asyncpg.Connection, community_id: int, author_i
         " AND m.deleted_at IS NULL AND c.community_id = $1"
         " AND ($4::bigint IS NULL OR m.channel_id = $4) ORDER BY m.created_at DESC LIMIT $5)"
         f" UPDATE messages m SET {_ERASE} FROM target WHERE m.id = target.id"
-        " RETURNING m.channel_id, m.id", community_id, author_id, hours, channel_id, limit)
+        " RETURNING m.channel_id, m.id, m.author_id", community_id, author_id, hours,
+        channel_id, limit)
+    await _deleted_events(conn, rows)
     return sorted(((r[0], r[1]) for r in rows), key=lambda x: -x[1])
+
+
+async def _deleted_events(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> None:
+    """``message_deleted`` for every purged message, in the purge's transaction."""
+    if not rows:
+        return
+    channels = await conn.fetch("SELECT id, community_id FROM channels"
+                                " WHERE id = ANY($1::bigint[])", list({r[0] for r in rows}))
+    community = {c["id"]: c["community_id"] for c in channels}
+    await outbox.append_txn(conn, [MessageDeleted(
+        message_id=r[1], channel_id=r[0], community_id=community.get(r[0]), author_id=r[2])
+        for r in rows])
 
 
 # ------------------------------------------------------------------------ review queue

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import asyncpg
 from asyncpg import Record
 
+from persistence import outbox
+from protocol.domain_events import MemberRolesChanged, MemberTierChanged
 from protocol.models import CommunityRole, PermissionOverride, Role
 
 __all__ = ["MemberAccess"]
@@ -113,12 +115,16 @@ async def member_role_ids(conn: asyncpg.Connection, community_id: int, user_id: 
 
 async def set_member_roles(conn: asyncpg.Connection, community_id: int, user_id: int,
                            role_ids: Sequence[int]) -> None:
-    await conn.execute("DELETE FROM member_roles WHERE community_id = $1 AND user_id = $2 "
-                       "AND role_id <> ALL($3::bigint[])", community_id, user_id, list(role_ids))
-    await conn.execute(
-        "INSERT INTO member_roles (community_id, user_id, role_id) "
-        "SELECT $1, $2, unnest($3::bigint[]) ON CONFLICT DO NOTHING",
-        community_id, user_id, list(role_ids))
+    async with conn.transaction():  # the change and its outbox event, together
+        await conn.execute("DELETE FROM member_roles WHERE community_id = $1 AND user_id = $2 "
+                           "AND role_id <> ALL($3::bigint[])", community_id, user_id,
+                           list(role_ids))
+        await conn.execute(
+            "INSERT INTO member_roles (community_id, user_id, role_id) "
+            "SELECT $1, $2, unnest($3::bigint[]) ON CONFLICT DO NOTHING",
+            community_id, user_id, list(role_ids))
+        await outbox.append_txn(conn, [MemberRolesChanged(
+            community_id=community_id, user_id=user_id, role_ids=sorted(set(role_ids)))])
 
 
 async def role_holder_ids(conn: asyncpg.Connection, role_id: int) -> list[int]:
@@ -168,11 +174,16 @@ async def memberships_access(conn: asyncpg.Connection,
 async def set_member_tier(conn: asyncpg.Connection, community_id: int, user_id: int,
                           tier: int) -> int | None:
     """The previous tier, or None for a non-member."""
-    return await conn.fetchval(  # type: ignore[no-any-return]
-        "UPDATE community_members m SET tier = $3 FROM community_members old "
-        "WHERE m.community_id = $1 AND m.user_id = $2 "
-        "AND old.community_id = m.community_id AND old.user_id = m.user_id "
-        "RETURNING old.tier", community_id, user_id, tier)
+    async with conn.transaction():  # the change and its outbox event, together
+        before: int | None = await conn.fetchval(
+            "UPDATE community_members m SET tier = $3 FROM community_members old "
+            "WHERE m.community_id = $1 AND m.user_id = $2 "
+            "AND old.community_id = m.community_id AND old.user_id = m.user_id "
+            "RETURNING old.tier", community_id, user_id, tier)
+        if before is not None and before != tier:
+            await outbox.append_txn(conn, [MemberTierChanged(
+                community_id=community_id, user_id=user_id, before=before, after=tier)])
+    return before
 
 
 async def set_channel_tier(conn: asyncpg.Connection, channel_id: int, tier: int) -> None:

@@ -36,6 +36,7 @@ from protocol import (
     moderation,
     presence,
     roles,
+    sidecar,
     voice,
 )
 from protocol.base import Request
@@ -753,6 +754,7 @@ _RESULT_OF: Final[dict[StructT, StructT]] = {
     voice.VoiceDisconnect: moderation.ModActionResult,
     voice.VoiceMove: moderation.ModActionResult,
     voice.VoiceFetchStates: voice.VoiceStatesResult,
+    **sidecar.SIDECAR_RESULT_OF,
 }
 
 

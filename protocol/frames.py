@@ -164,6 +164,7 @@ from protocol.roles import (
     Tier,
     UpdateRole,
 )
+from protocol.sidecar import SidecarEvent, SidecarRequest, SidecarResult
 from protocol.voice import (
     VOICE_REQUEST_TYPES,
     VoiceDisconnect,
@@ -276,6 +277,7 @@ ClientFrame = (
     | VoiceDisconnect
     | VoiceMove
     | VoiceFetchStates
+    | SidecarRequest
 )
 """Every frame a client may send."""
 
@@ -301,6 +303,7 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     SubscribePresence,
     *LIVE_REQUEST_TYPES,
     *VOICE_REQUEST_TYPES,
+    SidecarRequest,
 )
 
 
@@ -314,6 +317,7 @@ Result = (
     | AppealResult | AppealsResult | RolesResult | RoleResult | MemberResult
     | OverridesResult | OverrideResult | StageResult | QuestionResult | QuestionsResult
     | OverridesResult | OverrideResult | VoiceJoined | VoiceStatesResult
+    | SidecarResult
 )
 
 
@@ -351,6 +355,7 @@ Event = (
     | VoiceSpeaking
     | VoiceMoveRequested
     | VoiceDisconnected
+    | SidecarEvent
 )
 """Every event a server may dispatch."""
 

@@ -40,6 +40,7 @@ import asyncpg
 
 from persistence.database import Database
 from persistence.messages import NewMessage, Stored, insert_batch_txn
+from persistence.outbox import append_messages_txn
 from protocol.codes import ErrorCode
 from protocol.models import Message
 from rooms.errors import RequestError
@@ -207,7 +208,10 @@ class GroupCommitWriter:
         for attempt in range(self._retries + 1):
             try:
                 async with self._db.transaction("insert_messages") as conn:
-                    return await insert_batch_txn(conn, messages)
+                    stored = await insert_batch_txn(conn, messages)
+                    # message_sent for the sidecars, committed with the messages
+                    await append_messages_txn(conn, [s.message for s in stored if s.created])
+                    return stored
             except asyncpg.UniqueViolationError:
                 # A concurrent writer (another process) stored one of these nonces
                 # between our check and insert; the transaction rolled back whole, so

@@ -497,6 +497,20 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     add_moderation_routes(app, services.auth, services.moderation, services.review)
     add_role_routes(app, services.auth, services.roles)
     add_live_routes(app, services.auth, services.live)
+    # sidecars (server/sidecar_host.py): service keys, every sidecar's routes and tasks
+    from rooms.principals import PrincipalService
+    from server.sidecar_host import (
+        SidecarCore,
+        make_key_limiter,
+        mount_sidecars,
+        selected_sidecars,
+    )
+
+    mount_sidecars(app, SidecarCore(config, services.db, services.hub, services.auth,
+                                    PrincipalService(services.db, services.hub,
+                                                     make_key_limiter(config)),
+                                    services.chat.register, services.voice),
+                   selected_sidecars(config))
     if (WEB_ROOT / "index.html").is_file():
         app.router.add_get("/", index)
         app.router.add_get("/mod", mod_console)

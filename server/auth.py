@@ -37,8 +37,9 @@ import argon2
 import asyncpg
 import jwt
 
-from persistence import accounts
+from persistence import accounts, outbox
 from persistence.database import Database
+from protocol.domain_events import LoggedIn
 from protocol.models import User
 from protocol.rest import BotCreated, Provisioned, ProvisionedChannel, ProvisionedUser, TokenPair
 
@@ -361,6 +362,7 @@ class Authenticator:
             user = await accounts.get_user(conn, user_id)
             if user is None:  # deleted between the two statements
                 raise InvalidCredentials("invalid username or password")
+            await outbox.append_txn(conn, [LoggedIn(user_id=user_id)])
             return await self._issue_pair_txn(conn, user)
 
     async def refresh(self, refresh_token: str) -> TokenPair:

@@ -36,10 +36,15 @@ def _setup_logging(config: Config) -> None:
     setup_logging(config.log_level, config.log_format, os.environ.get("HEARTH_WORKER_ID"))
 
 
-async def _serve(config: Config) -> None:
-    from server.app import build_app
+async def _serve(config: Config, only: list[str] | None = None) -> None:
+    if only:
+        from server.sidecar_host import build_sidecar_app
 
-    app = build_app(config)
+        app = build_sidecar_app(config, only)
+    else:
+        from server.app import build_app
+
+        app = build_app(config)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_port=True, backlog=4096)
@@ -48,6 +53,8 @@ async def _serve(config: Config) -> None:
         if not config.database_url else "PostgreSQL at HEARTH_DATABASE_URL"
     if not os.environ.get("HEARTH_SUPERVISED"):
         bus = "Redis bus" if config.redis_url else "in-process bus"
+        if only:
+            bus += ", only the sidecar(s) " + ", ".join(only)
         print(f"Hearth is running at http://{config.host}:{config.port}/  ({where}, {bus}). "
               "Press Ctrl+C to stop.", flush=True)
     stop = asyncio.Event()
@@ -98,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data-dir", help="embedded PostgreSQL and secret (default .hearth)")
     serve.add_argument("--workers", type=int,
                        help="processes sharing the port (default: one per core with Redis)")
+    serve.add_argument("--only", action="append", metavar="SIDECAR",
+                       help="serve only this sidecar (repeatable), no gateway; same "
+                            "PostgreSQL and Redis as the gateway processes")
     sub.add_parser("migrate", help="apply database migrations and exit")
     docs = sub.add_parser("docs", help="regenerate docs/protocol.md")
     docs.add_argument("--out", default="docs/protocol.md")
@@ -125,14 +135,23 @@ def main(argv: list[str] | None = None) -> int:
         applied = asyncio.run(_migrate(config))
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
         return 0
-    if worker_count(config) > 1:
+    only: list[str] | None = getattr(args, "only", None)
+    if only:
+        from server.sidecar_host import discover
+
+        unknown = sorted(set(only) - set(discover()))
+        if unknown:
+            print(f"hearth: unknown sidecar(s): {', '.join(unknown)}; available: "
+                  f"{', '.join(sorted(discover()))}", file=sys.stderr)
+            return 2
+    if worker_count(config) > 1 and not only:
         from server.supervisor import supervise
 
         return supervise(config)
     loop_name = _install_uvloop()
     log.info("event loop: %s", loop_name)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, only))
     return 0
 
 

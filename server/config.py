@@ -73,6 +73,11 @@ class Config(msgspec.Struct, kw_only=True):
     audit_retention_days: int = 365
     """Audit log entries older than this are deleted (checked hourly); 0 keeps them
     forever."""
+    sidecars: list[str] | None = None
+    """Sidecars (``sidecars/``) a gateway process mounts: unset or ``all``, every one;
+    ``none``, none (they run as their own processes: ``hearth serve --only NAME``)."""
+    outbox_retention_days: float = 7.0
+    """Domain events older than this that every subscriber consumed are deleted."""
     raid_joins: int = 20
     """Raid signal: this many joins of one community within ``raid_joins_window_s``
     (0 turns the signal off)."""
@@ -217,6 +222,8 @@ def load_config(file: str | None = None, overrides: dict[str, Any] | None = None
                           "HEARTH_GC_FULL_INTERVAL_S: more than 0 seconds")
     if config.audit_retention_days < 0:
         raise ConfigError("HEARTH_AUDIT_RETENTION_DAYS: 0 (keep forever) or more")
+    if config.outbox_retention_days < 0:
+        raise ConfigError("HEARTH_OUTBOX_RETENTION_DAYS: 0 or more days")
     for key in ("raid_joins", "raid_messages"):
         if getattr(config, key) < 0:
             raise ConfigError(f"HEARTH_{key.upper()}: 0 (off) or more")

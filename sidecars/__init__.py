@@ -1,2 +1,4 @@
-"""REST sidecars (courses, billing, analytics, ...): one package each, seeing the core only
-through the published surface (docs/ARCHITECTURE.md, "Dependency rules")."""
+"""Sidecars: parts of Hearth beside the realtime core (courses, billing, analytics...).
+
+Each is a package here that sees the core only through :mod:`sidecars.api`; see there.
+"""

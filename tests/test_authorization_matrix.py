@@ -95,18 +95,24 @@ COMMUNITY_OPS = ("manage_channels", "manage_roles", "set_member_roles", "set_tie
                  "set_override", "set_channel_tier", "fetch_roles", "invite",
                  # the moderation actions (rooms/moderation.py) through the same resolver
                  "warn_member", "timeout_member", "ban_and_unban", "fetch_audit_log",
-                 "fetch_review_queue")
+                 "fetch_review_queue",
+                 # service keys (server/api_service_keys.py): owner and admin only
+                 "create_service_key", "list_service_keys", "revoke_service_key",
+                 # the activity sidecar's read (sidecars/activity/http.py): any member
+                 "read_activity")
 STAFF_OPS = {"warn_member": OK, "timeout_member": OK, "fetch_audit_log": OK,
              "fetch_review_queue": OK}
 COMMUNITY_EXPECTED: dict[str, dict[str, str]] = {
     "owner": dict.fromkeys(COMMUNITY_OPS, OK),
     "admin": dict.fromkeys(COMMUNITY_OPS, OK),
     "moderator": dict.fromkeys(COMMUNITY_OPS, FORBIDDEN) | STAFF_OPS | {
-        "fetch_roles": OK, "invite": OK},
-    "member": dict.fromkeys(COMMUNITY_OPS, FORBIDDEN) | {"fetch_roles": OK, "invite": OK},
+        "fetch_roles": OK, "invite": OK, "read_activity": OK},
+    "member": dict.fromkeys(COMMUNITY_OPS, FORBIDDEN) | {"fetch_roles": OK, "invite": OK,
+                                                        "read_activity": OK},
     # helper grants VIEW_AUDIT_LOG, nothing else at community level
     "custom": dict.fromkeys(COMMUNITY_OPS, FORBIDDEN) | {"fetch_roles": OK, "invite": OK,
-                                                        "fetch_audit_log": OK},
+                                                        "fetch_audit_log": OK,
+                                                        "read_activity": OK},
     "outsider": dict.fromkeys(COMMUNITY_OPS, HIDDEN),
 }
 
@@ -333,6 +339,24 @@ async def try_community_op(http: aiohttp.ClientSession, actor: GatewayClient, w:
         status, _ = await call(http, "POST", f"{w.base}/communities/{cid}/invites",
                                w.token(name), {})
         return {200: OK, 201: OK, 403: FORBIDDEN, 404: HIDDEN}.get(status, str(status))
+    if op in ("create_service_key", "list_service_keys", "revoke_service_key",
+              "read_activity"):
+        keys = f"{w.base}/communities/{cid}/service-keys"
+        if op == "create_service_key":
+            status, _ = await call(http, "POST", keys, w.token(name),
+                                   {"name": f"k-{name}", "scopes": ["tiers:read"]})
+        elif op == "list_service_keys":
+            status, _ = await call(http, "GET", keys, w.token(name))
+        elif op == "revoke_service_key":
+            status, made = await call(http, "POST", keys, w.token("owner"),
+                                      {"name": "victim", "scopes": ["tiers:read"]})
+            assert status == 201, made
+            status, _ = await call(http, "DELETE", f"{keys}/{made['key']['id']}",
+                                   w.token(name))
+        else:
+            status, _ = await call(http, "GET", f"{w.base}/communities/{cid}/members/"
+                                   f"{target}/activity", w.token(name))
+        return {200: OK, 201: OK, 403: FORBIDDEN, 404: HIDDEN}.get(status, str(status))
     requests: dict[str, tuple[str, dict[str, Any]]] = {
         "manage_roles": ("create_role", {"community_id": cid, "name": f"r-{name}",
                                          "position": 1}),
@@ -377,6 +401,25 @@ async def test_community_operations_as_every_role(
                                   f"{COMMUNITY_EXPECTED[actor_name][op]}, got {got}")
         await actor.close()
     assert not mismatches, "\n" + "\n".join(mismatches)
+
+
+async def test_the_principal_route_takes_no_user_token(
+        live_server: RunningServer, http: aiohttp.ClientSession) -> None:
+    """The service routes (``/service/...``: setting a tier, publishing an event) need
+    a service key with the scope: no user's bearer token works there, the owner's
+    included."""
+    w = await build_world(http, live_server)
+    url = (f"{w.base}/service/communities/{w.community_id}/members/"
+           f"{w.uid('member')}/tier")
+    publish = f"{w.base}/service/communities/{w.community_id}/events"
+    event = {"t": "activity_recorded", "community_id": w.community_id, "kind": "live",
+             "total": 1, "at": 1}
+    for actor_name in ACTORS:
+        status, body = await call(http, "PUT", url, w.token(actor_name), {"tier": 1})
+        assert (status, body["error"]["code"]) == (401, "unauthorized"), actor_name
+        status, body = await call(http, "POST", publish, w.token(actor_name),
+                                  {"event": event})
+        assert (status, body["error"]["code"]) == (401, "unauthorized"), actor_name
 
 
 async def test_hierarchy_nobody_grants_what_they_lack(

@@ -78,6 +78,7 @@ from protocol.session import (
     ResumeRequested,
     State,
 )
+from protocol.sidecar import ActivityKind, ActivityRecorded
 
 CODECS = pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
 
@@ -664,6 +665,8 @@ def moderation_sample_events() -> list[Event]:
         moderation.AppealUpdated(appeal=appeal),
         roles.PermissionsUpdated(community_id=3),
         roles.PermissionsUpdated(community_id=3, user_id=7),
+        ActivityRecorded(community_id=3, kind=ActivityKind.MESSAGE, total=2,
+                         at=1_700_000_000_000),
     ]
 
 

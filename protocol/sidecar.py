@@ -1,0 +1,158 @@
+"""Sidecar wire types: events sidecars publish to members, and the service-key REST bodies.
+
+Sidecars (``sidecars/``) publish typed events to one user (every session, on every
+node) or to a community through the core's bus; the events below are part of protocol
+v1 (added to :data:`protocol.frames.Event`, so ``docs/protocol.md`` documents them).
+A sidecar adding an event adds its Struct here and to :data:`SidecarEvent`: no untyped
+payloads reach a client.
+
+Service keys are how a sidecar or an outside service (billing) acts on a community
+without being a member: scoped, expiring, revocable, stored hashed, shown once.
+
+Same evolution rules as :mod:`protocol.models`: new fields only with defaults.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import msgspec
+
+from protocol.base import EventBase, Request, ResultBase
+from protocol.models import Id, Millis
+
+# ------------------------------------------------------------------------------ events
+
+
+class ActivityKind(enum.StrEnum):
+    MESSAGE = "message"
+    REACTION = "reaction"
+    LIVE = "live"
+    JOINED = "joined"
+
+
+class ActivityRecorded(EventBase, tag="activity_recorded"):
+    """The activity sidecar (``sidecars/activity``) counted something you did in a
+    community; ``total`` is your count of that kind there so far. Sent to you only."""
+
+    # Field notes as Meta descriptions: the protocol doc generator reads those for
+    # every module, attribute docstrings only for the modules it lists.
+    community_id: Id
+    kind: Annotated[ActivityKind, msgspec.Meta(
+        description="What was counted: a message sent, a reaction added, a live session "
+                    "attended, a community joined.")]
+    total: Annotated[int, msgspec.Meta(
+        ge=0, description="Your count of `kind` in the community, this one included.")]
+    at: Millis
+
+
+SidecarEvent = ActivityRecorded
+"""Every event a sidecar may publish (a union as soon as there are two)."""
+
+
+# ------------------------------------------------------------------- gateway requests
+
+
+class ActivityEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One thing a member did, as the activity sidecar recorded it."""
+
+    event_id: Annotated[str, msgspec.Meta(
+        description="The domain event it came from (`<xid>:<id>`, see events.md).")]
+    kind: Annotated[ActivityKind, msgspec.Meta(description="What the member did.")]
+    object_id: Annotated[int | None, msgspec.Meta(
+        description="The message, or the live session; null for a join.")]
+    at: Millis
+
+
+class FetchActivity(Request, tag="fetch_activity"):
+    """A member's recent activity in a community (the activity sidecar; members only)
+    -> ``activity``."""
+
+    community_id: Id
+    user_id: Annotated[Id | None, msgspec.Meta(
+        description="Whose activity; yours when null.")] = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200, description="At most this many, "
+                                       "newest first.")] = 50
+
+
+class ActivityResult(ResultBase, tag="activity"):
+    items: Annotated[list[ActivityEntry], msgspec.Meta(description="Newest first.")]
+    totals: Annotated[dict[str, int], msgspec.Meta(
+        description="The member's count of each kind in the community.")]
+
+
+SidecarRequest = FetchActivity
+"""Every gateway request a sidecar serves (added to the client frames)."""
+SidecarResult = ActivityResult
+"""Every result a sidecar's request answers with."""
+SIDECAR_RESULT_OF: dict[type[msgspec.Struct], type[msgspec.Struct]] = {
+    FetchActivity: ActivityResult,
+}
+"""Which result each sidecar request's ``ok`` carries (for the protocol doc)."""
+
+
+# ------------------------------------------------------------------------ service keys
+
+
+class Scope(enum.StrEnum):
+    """What a service key may do; each route names the one scope it needs."""
+
+    TIERS_READ = "tiers:read"
+    TIERS_WRITE = "tiers:write"
+    MEMBERS_READ = "members:read"
+    COURSES_READ = "courses:read"
+    COURSES_WRITE = "courses:write"
+    EVENTS_PUBLISH = "events:publish"
+
+
+KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+ExpiresIn = Annotated[int, msgspec.Meta(ge=60, le=10 * 365 * 86_400,
+                                        description="Seconds, 1 minute to 10 years.")]
+
+
+class CreateServiceKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /api/v1/communities/{id}/service-keys`` (owner or admin)."""
+
+    name: KeyName
+    scopes: Annotated[list[Scope], msgspec.Meta(min_length=1, max_length=16)]
+    expires_in_s: ExpiresIn | None = None
+    """None: the key never expires (revoke it to end it)."""
+
+
+class ServiceKey(msgspec.Struct, frozen=True, kw_only=True):
+    """A service key as listed (never its secret)."""
+
+    id: Id
+    community_id: Id
+    name: str
+    scopes: list[Scope]
+    created_by: Id | None
+    created_at: Millis
+    expires_at: Millis | None
+    revoked_at: Millis | None
+    last_used_at: Millis | None
+
+
+class ServiceKeyCreated(msgspec.Struct, frozen=True, kw_only=True):
+    """The reply to a creation: the only time ``secret`` is shown."""
+
+    key: ServiceKey
+    secret: str
+    """Send as ``Authorization: Bearer <secret>``; starts with ``hsk_``."""
+
+
+class ServicePublish(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /api/v1/service/communities/{cid}/events`` (``events:publish``): deliver a
+    typed sidecar event to one member (every session, every node) or, without
+    ``user_id``, to every connected member of the community."""
+
+    event: SidecarEvent
+    user_id: Id | None = None
+
+
+class ServiceSetTier(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``PUT /api/v1/service/communities/{cid}/members/{uid}/tier`` (``tiers:write``)."""
+
+    tier: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+    reason: Annotated[str, msgspec.Meta(max_length=512)] | None = None

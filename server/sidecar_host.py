@@ -1,0 +1,324 @@
+"""Mounting sidecars: in ``hearth serve`` (all of them) or alone (``--only NAME``).
+
+:class:`CoreHost` implements :class:`sidecars.api.Host` over the core's collaborators;
+:func:`mount_sidecars` adds the service-key routes, every sidecar's routes, and one
+cleanup context that applies the sidecars' migrations (each in its own namespace) and
+runs their outbox subscribers, tasks, the outbox listener and the retention purge.
+:func:`build_sidecar_app` is the whole process for ``--only``: PostgreSQL, the bus (to
+reach users connected to the gateway processes), health checks and the chosen
+sidecars, without a gateway.
+
+Sidecars are found by package: every ``sidecars/<name>/`` exposing ``SIDECAR``. A
+gateway mounts them all unless ``sidecars`` (``HEARTH_SIDECARS``) names which
+(comma-separated; ``none`` for none: the deployment that runs them as their own
+processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import pkgutil
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, cast
+
+import asyncpg
+import msgspec
+from aiohttp import web
+
+import sidecars
+from persistence import roles as roles_db
+from persistence.database import Database
+from persistence.migrate import migrate
+from persistence.outbox import Consumer, OutboxNotifier, retention_forever
+from protocol.base import Request
+from protocol.frames import Result
+from protocol.sidecar import Scope, SidecarEvent
+from rooms.bus import Bus, InProcessBus, community_topic, user_topic
+from rooms.errors import RequestError
+from rooms.hub import Hub
+from rooms.principals import Principal, PrincipalRefused, PrincipalService
+from rooms.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from rooms.sessions import Session
+from rooms.voice import VoiceService
+from rooms.voice_attendance import VoiceAttendanceRecorder
+from server.api_auth import bearer_token, error_response, require_user
+from server.api_service_keys import add_service_key_routes
+from server.auth import Authenticator
+from server.config import Config, secret_for
+from sidecars.api import GatewayHandler, Host, MemberInfo, PrincipalInfo, Sidecar, SidecarError
+
+log = logging.getLogger(__name__)
+
+SERVICE_KEY_BURST = 120
+SERVICE_KEY_INTERVAL_MS = 100.0
+"""Per key: 120 requests at once, then 10 per second."""
+
+
+RegisterRequest = Callable[
+    [type[Request], Callable[[Session, Any], Coroutine[Any, Any, Result]]], None]
+
+
+def discover() -> dict[str, type[Sidecar]]:
+    """Every sidecar package, by name."""
+    found: dict[str, type[Sidecar]] = {}
+    for info in pkgutil.iter_modules(sidecars.__path__):
+        if not info.ispkg:
+            continue
+        module = importlib.import_module(f"sidecars.{info.name}")
+        cls = getattr(module, "SIDECAR", None)
+        if isinstance(cls, type) and issubclass(cls, Sidecar):
+            found[cls.name] = cls
+    return found
+
+
+def selected_sidecars(config: Config) -> list[str] | None:
+    """``config.sidecars`` (``HEARTH_SIDECARS``): None for every sidecar (unset or
+    ``all``), ``[]`` for ``none``, else the names listed."""
+    names = config.sidecars
+    if names is None or names == ["all"]:
+        return None
+    if names == ["none"]:
+        return []
+    return list(names)
+
+
+def make_key_limiter(config: Config) -> RateLimiter:
+    if config.redis_url:
+        return RedisRateLimiter(config.redis_url.split(",")[0].strip(), SERVICE_KEY_BURST,
+                                SERVICE_KEY_INTERVAL_MS)
+    return LocalRateLimiter(SERVICE_KEY_BURST, SERVICE_KEY_INTERVAL_MS)
+
+
+@dataclass
+class SidecarCore:
+    """What the host needs of a serving process (the gateway's Services, or --only's)."""
+
+    config: Config
+    db: Database
+    hub: Hub
+    auth: Authenticator
+    principals: PrincipalService
+    register_request: RegisterRequest | None = None
+    """How a gateway process serves a request type (``ChatService.register``); None in
+    a process without a gateway (``--only``)."""
+    voice: VoiceService | None = None
+    """A gateway's voice rooms, whose joins and leaves become ``voice_attended``."""
+
+
+class CoreHost(Host):
+    """:class:`sidecars.api.Host` over the core."""
+
+    def __init__(self, core: SidecarCore) -> None:
+        self.core = core
+
+    def transaction(self, name: str) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        return self.core.db.transaction(name)
+
+    def connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        return self.core.db.connection()
+
+    async def publish_to_user(self, user_id: int, event: SidecarEvent) -> None:
+        await self.core.hub.publish(user_topic(user_id), event)
+
+    async def publish_to_community(self, community_id: int, event: SidecarEvent) -> None:
+        await self.core.hub.publish(community_topic(community_id), event)
+
+    async def member(self, community_id: int, user_id: int) -> MemberInfo | None:
+        async with self.core.db.connection() as conn:
+            access = await roles_db.member_access(conn, community_id, user_id)
+        if access is None:
+            return None
+        return MemberInfo(community_id, user_id, access.role, access.tier,
+                          tuple(access.role_ids))
+
+    async def user_id(self, request: web.Request) -> int:
+        return (await require_user(request, self.core.auth)).id
+
+    async def principal(self, request: web.Request, community_id: int,
+                        scope: Scope) -> PrincipalInfo:
+        p = await authenticate_principal(self.core.principals, request, community_id, scope)
+        return PrincipalInfo(p.key_id, p.community_id, p.name, p.scopes)
+
+    async def audit_use(self, principal: PrincipalInfo, action: str,
+                        detail: dict[str, object]) -> None:
+        await self.core.principals.record_use(
+            Principal(principal.key_id, principal.community_id, principal.name,
+                      principal.scopes), action, dict(detail))
+
+    @staticmethod
+    def error(status: int, code: str, message: str) -> web.Response:
+        return error_response(status, code, message)
+
+
+async def authenticate_principal(principals: PrincipalService, request: web.Request,
+                                 community_id: int, scope: Scope) -> Principal:
+    """The request's service key for ``scope``, or raise its documented error reply."""
+    try:
+        return await principals.authenticate(bearer_token(request), scope, community_id)
+    except PrincipalRefused as exc:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        if exc.retry_after_ms is not None:
+            headers["Retry-After"] = str(max(1, -(-exc.retry_after_ms // 1000)))
+        error = _REFUSALS.get(exc.status, web.HTTPForbidden)
+        raise error(text=msgspec.json.encode(
+            {"error": {"code": exc.code, "message": exc.message}}).decode(),
+            content_type="application/json", headers=headers) from None
+
+
+_REFUSALS: dict[int, type[web.HTTPException]] = {
+    401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 429: web.HTTPTooManyRequests}
+
+
+def mount_sidecars(app: web.Application, core: SidecarCore,
+                   only: Sequence[str] | None = None) -> list[Sidecar]:
+    """Mount the service-key routes and the sidecars (all, or those named in ``only``)
+    on ``app``; their I/O starts with the app (after the core's cleanup contexts)."""
+    add_service_key_routes(app, core.auth, core.principals, authenticate_principal)
+    available = discover()
+    names = list(available) if only is None else list(only)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ValueError(f"unknown sidecar(s): {', '.join(unknown)}; "
+                         f"available: {', '.join(sorted(available)) or 'none'}")
+    host = CoreHost(core)
+    mounted = [available[n](host) for n in names]
+    for sidecar in mounted:
+        app.router.add_routes(sidecar.routes())
+        if core.register_request is not None:
+            for request_type, handler in sidecar.gateway_handlers().items():
+                core.register_request(request_type, _gateway(handler))
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        namespaces = {s.name: s.migrations for s in mounted if s.migrations is not None}
+        applied = await migrate(core.db.pool, namespaces)
+        if applied:
+            log.info("sidecar migrations applied: %s", ", ".join(applied))
+        notifier = OutboxNotifier(core.db)
+        jobs: list[tuple[str, asyncio.Task[None]]] = [
+            ("outbox-listener", asyncio.create_task(notifier.run(), name="outbox-listener")),
+            ("outbox-retention", asyncio.create_task(
+                retention_forever(core.db, core.config.outbox_retention_days),
+                name="outbox-retention")),
+        ]
+        if core.voice is not None:
+            recorder = VoiceAttendanceRecorder(core.db)
+            core.voice.on_join(recorder.joined)
+            core.voice.on_leave(recorder.left)
+            jobs.append(("voice-attendance", asyncio.create_task(
+                recorder.run(), name="voice-attendance")))
+        for sidecar in mounted:
+            for sub in sidecar.subscribers():
+                consumer = Consumer(core.db, sub.name, sub.handle, sub.after_commit, notifier)
+                jobs.append((sub.name, asyncio.create_task(consumer.run(), name=sub.name)))
+            for i, task in enumerate(sidecar.tasks()):
+                name = f"{sidecar.name}.task{i}"
+                jobs.append((name, asyncio.create_task(task(), name=name)))
+        for _, job in jobs:
+            job.add_done_callback(_report_crash)
+        try:
+            yield
+        finally:
+            for _, job in jobs:
+                job.cancel()
+            for (name, _), result in zip(
+                    jobs, await asyncio.gather(*(j for _, j in jobs), return_exceptions=True),
+                    strict=True):
+                if isinstance(result, Exception):
+                    log.error("sidecar task %s failed", name, exc_info=result)
+            await core.principals.limiter.close()
+
+    app.cleanup_ctx.append(run)
+    return mounted
+
+
+def _gateway(handler: GatewayHandler,
+             ) -> Callable[[Session, Any], Coroutine[Any, Any, Result]]:
+    """A sidecar's gateway handler as the chat router serves it: the session becomes
+    the caller's id, a :class:`SidecarError` the documented error reply."""
+    async def serve(session: Session, request: Any) -> Result:
+        try:
+            return cast(Result, await handler(session.user.id, request))
+        except SidecarError as exc:
+            raise RequestError(exc.code, exc.message) from None
+    return serve
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """A sidecar task must run until cancelled: one that ends is reported at once."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("sidecar task %s crashed", task.get_name(), exc_info=exc)
+    else:
+        log.error("sidecar task %s ended", task.get_name())
+
+
+# ------------------------------------------------------------------- hearth serve --only
+
+SIDECAR_CORE = web.AppKey("sidecar_core", SidecarCore)
+
+
+def build_sidecar_app(config: Config, only: Sequence[str], bus: Bus | None = None,
+                      ) -> web.Application:
+    """A process serving only the named sidecars (no gateway): same PostgreSQL and Redis
+    as the gateway processes, whose users it reaches through the bus."""
+    db = Database()
+    if bus is None:
+        if config.redis_url:
+            from rooms.redis_bus import RedisBus
+
+            bus = RedisBus(config.redis_url)
+        else:
+            log.warning("--only without redis_url: events published to users reach no "
+                        "gateway process")
+            bus = InProcessBus()
+    hub = Hub(bus)
+    auth = Authenticator(db, secret_for(config), access_ttl_s=config.access_token_ttl_s)
+    principals = PrincipalService(db, hub, make_key_limiter(config))
+    core = SidecarCore(config, db, hub, auth, principals)
+    app = web.Application(client_max_size=1024 * 1024)
+    app[SIDECAR_CORE] = core
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        from persistence.embedded import EmbeddedPostgres
+
+        embedded: EmbeddedPostgres | None = None
+        dsn = config.database_url
+        if not dsn:
+            embedded = EmbeddedPostgres(config.data_path() / "postgres")
+            dsn = await asyncio.to_thread(embedded.start)
+        try:
+            await db.open(dsn, min_size=2, max_size=config.db_pool_size)
+            await migrate(db.pool)  # the core's first: sidecars read its tables
+            await hub.bus.start()
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):
+                    await hub.close()
+                await hub.bus.close()
+                await db.close()
+        finally:
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "sidecars": list(only)})
+
+    async def readyz(request: web.Request) -> web.Response:
+        checks = {"database": await db.ping(), "bus": await hub.bus.ping()}
+        ok = all(checks.values())
+        return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks,
+                                  "sidecars": list(only)}, status=200 if ok else 503)
+
+    app.cleanup_ctx.append(resources)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    mount_sidecars(app, core, only)
+    return app

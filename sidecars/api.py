@@ -1,0 +1,161 @@
+"""The published surface: everything a sidecar may use of the core, and nothing more.
+
+A sidecar is a package ``sidecars/<name>/`` whose ``__init__`` exposes ``SIDECAR``, a
+:class:`Sidecar` subclass. It brings its own migrations (``migrations/*.sql``, recorded
+as ``<name>/NNNN_x``), REST routes, outbox subscribers and background tasks; the host
+(``server/sidecar_host.py``) mounts it in ``hearth serve`` (every sidecar, by default)
+or alone (``hearth serve --only <name>``, against the same PostgreSQL and Redis).
+
+A sidecar imports ``protocol``, this module and its own modules: never ``rooms/``,
+``server/`` or another sidecar. What it needs of the core is on :class:`Host`:
+
+- PostgreSQL connections and transactions (its own tables; core tables read-only);
+- publishing typed events (``protocol.sidecar.SidecarEvent``) to a user, on every
+  node, or to a community's members;
+- reading a member's role and tier;
+- authenticating a request as a user (bearer token) or as a service key with a scope;
+- consuming the domain-event outbox (:class:`Subscriber`, see ``docs/events.md``);
+- serving gateway requests (``protocol.sidecar.SidecarRequest``) on the gateway
+  processes that mount it (:meth:`Sidecar.gateway_handlers`; errors as
+  :class:`SidecarError`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import asyncpg
+from aiohttp import web
+
+from persistence.outbox import AfterCommit, Delivered, Handler
+from protocol.base import Request, ResultBase
+from protocol.codes import ErrorCode
+from protocol.models import Role
+from protocol.sidecar import Scope, SidecarEvent
+
+__all__ = ["AfterCommit", "Delivered", "GatewayHandler", "Handler", "Host", "MemberInfo",
+           "PrincipalInfo", "Scope", "Sidecar", "SidecarError", "Subscriber", "Task"]
+
+Task = Callable[[], Coroutine[Any, Any, None]]
+"""A background task: runs until cancelled; an exception is logged at once."""
+
+
+GatewayHandler = Callable[[int, Any], Coroutine[Any, Any, ResultBase]]
+"""(the caller's user id, the request) -> the ``ok`` result; raise :class:`SidecarError`."""
+
+
+class SidecarError(Exception):
+    """A gateway request refused with a documented error code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """A member as a sidecar sees them (re-read on every call: never cached here)."""
+
+    community_id: int
+    user_id: int
+    role: Role
+    tier: int
+    role_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PrincipalInfo:
+    """A service key that passed the checks for one request."""
+
+    key_id: int
+    community_id: int
+    name: str
+    scopes: frozenset[Scope]
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """A named outbox subscriber: ``handle`` runs in the subscriber's transaction (write
+    only with the connection it is given), ``after_commit`` once the batch committed.
+    The name is the position's key: keep it stable, and unique across sidecars
+    (``<sidecar>.<purpose>``)."""
+
+    name: str
+    handle: Handler
+    after_commit: AfterCommit | None = None
+
+
+class Host(abc.ABC):
+    """The core, as a sidecar sees it (implemented by ``server/sidecar_host.py``)."""
+
+    @abc.abstractmethod
+    def transaction(self, name: str) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A connection in a transaction (commit on exit, roll back on error)."""
+
+    @abc.abstractmethod
+    def connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A connection for reads."""
+
+    @abc.abstractmethod
+    async def publish_to_user(self, user_id: int, event: SidecarEvent) -> None:
+        """Deliver ``event`` to every session of the user, on every node."""
+
+    @abc.abstractmethod
+    async def publish_to_community(self, community_id: int, event: SidecarEvent) -> None:
+        """Deliver ``event`` to every connected member of the community."""
+
+    @abc.abstractmethod
+    async def member(self, community_id: int, user_id: int) -> MemberInfo | None:
+        """The member's role and tier now; None for a non-member."""
+
+    @abc.abstractmethod
+    async def user_id(self, request: web.Request) -> int:
+        """The caller's user id from their bearer token; raises the 401 reply."""
+
+    @abc.abstractmethod
+    async def principal(self, request: web.Request, community_id: int,
+                        scope: Scope) -> PrincipalInfo:
+        """The service key of the request if it may use ``scope`` in the community;
+        raises the 401/403/429 reply. The caller audits what it does with it through
+        :meth:`audit_use`."""
+
+    @abc.abstractmethod
+    async def audit_use(self, principal: PrincipalInfo, action: str,
+                        detail: dict[str, object]) -> None:
+        """Record a service key's use in the community's audit log."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def error(status: int, code: str, message: str) -> web.Response:
+        """The documented error reply ``{"error": {"code", "message"}}``."""
+
+
+class Sidecar(abc.ABC):
+    """One sidecar; subclass it in ``sidecars/<name>/`` and expose it as ``SIDECAR``."""
+
+    name: ClassVar[str]
+    migrations: ClassVar[Path | None] = None
+    """Folder of ``NNNN_x.sql`` files, applied in the ``<name>/`` namespace."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def routes(self) -> list[web.RouteDef]:
+        """REST routes (under ``/api/v1``), mounted on the serving application."""
+        return []
+
+    def subscribers(self) -> list[Subscriber]:
+        return []
+
+    def tasks(self) -> list[Task]:
+        return []
+
+    def gateway_handlers(self) -> dict[type[Request], GatewayHandler]:
+        """Gateway requests this sidecar serves (each type in ``SidecarRequest``)."""
+        return {}
