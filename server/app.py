@@ -63,6 +63,7 @@ from server.gateway import Gateway
 from server.gc_policy import GcPolicy
 from server.logs import request_id_middleware
 from server.metrics import Metrics, render
+from server.rest.openapi import add_openapi_route
 
 log = logging.getLogger(__name__)
 
@@ -491,6 +492,7 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     add_moderation_routes(app, services.auth, services.moderation, services.review)
     add_role_routes(app, services.auth, services.roles)
     add_live_routes(app, services.auth, services.live)
+    add_openapi_route(app)  # last: it documents every REST route added above
     if (WEB_ROOT / "index.html").is_file():
         app.router.add_get("/", index)
         app.router.add_get("/mod", mod_console)
