@@ -24,6 +24,7 @@ from collections.abc import Mapping
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from protocol.codes import ErrorCode
@@ -176,3 +177,29 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("%s %s failed", request.method, request.path,
                       extra={"request_id": request.get(REQUEST_ID, "")})
         return error_response(ErrorCode.INTERNAL, "internal error; nothing was applied")
+
+
+class ParserErrorsWithoutTraceback(logging.Filter):
+    """aiohttp logs a request its HTTP parser refuses (a header past 8,190 bytes, a
+    malformed request line) with a full traceback, before any middleware runs. That is
+    the client's mistake, not the server's: keep one INFO line, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = f"{record.msg}: %s"
+            record.args = (*(record.args if isinstance(record.args, tuple) else ()),
+                           f"{exc.code} {exc.message}")
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_PARSER_FILTER = ParserErrorsWithoutTraceback()
+
+
+def quiet_parser_errors() -> None:
+    """Install :class:`ParserErrorsWithoutTraceback` on aiohttp's server logger (once)."""
+    logger = logging.getLogger("aiohttp.server")
+    if _PARSER_FILTER not in logger.filters:
+        logger.addFilter(_PARSER_FILTER)

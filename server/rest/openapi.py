@@ -21,7 +21,13 @@ from aiohttp import web
 from protocol.codes import ErrorCode
 from protocol.models import Id
 from server.rest.decoding import text_middleware
-from server.rest.errors import HTTP_STATUS, ErrorBody, codes_of_status, error_middleware
+from server.rest.errors import (
+    HTTP_STATUS,
+    ErrorBody,
+    codes_of_status,
+    error_middleware,
+    quiet_parser_errors,
+)
 
 API_PREFIX = "/api/v1"
 OPENAPI_PATH = API_PREFIX + "/openapi.json"
@@ -107,6 +113,7 @@ def rest_api(app: web.Application) -> RestApi:
         app[REST_API] = RestApi(app)
         app.middlewares.append(error_middleware)
         app.middlewares.append(text_middleware)
+        quiet_parser_errors()
     return app[REST_API]
 
 
@@ -165,6 +172,15 @@ def _statuses(op: Operation) -> list[int]:
     return out
 
 
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent rather than null: drop ``null`` from its schema."""
+    options = [s for s in schema.get("anyOf", []) if s != {"type": "null"}]
+    if len(options) != 1:
+        return schema
+    out = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+    return {**options[0], **out}
+
+
 def openapi_document(operations: list[Operation]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``operations`` (deterministic: same input, same text)."""
     types: list[Any] = [ErrorBody]
@@ -191,7 +207,7 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
             required = set(query_schema.get("required", []))
             for name, prop in query_schema["properties"].items():
                 parameters.append({"name": name, "in": "query", "required": name in required,
-                                   "schema": prop})
+                                   "schema": _without_null(prop)})
         entry: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary,
                                  "tags": [op.tag]}
         if op.description:
