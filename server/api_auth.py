@@ -163,10 +163,10 @@ def add_auth_routes(app: web.Application, auth: Authenticator) -> None:
               reply=TokenPair, status=201)
     api.route("POST", "/auth/login", routes.login, tag=tag, auth=False,
               summary="Sign in; throttled per account and address (429 with Retry-After).",
-              body=LoginRequest, reply=TokenPair)
+              body=LoginRequest, reply=TokenPair, more_errors=(401,))
     api.route("POST", "/auth/refresh", routes.refresh, tag=tag, auth=False,
               summary="A new token pair; reusing a refresh token revokes its family.",
-              body=RefreshRequest, reply=TokenPair)
+              body=RefreshRequest, reply=TokenPair, more_errors=(401,))
     api.route("POST", "/auth/logout", routes.logout, tag=tag, auth=False,
               summary="Revoke the refresh token's family.", body=RefreshRequest, status=204)
     api.route("GET", "/users/@me", routes.me, tag=tag, summary="The caller.", reply=MeReply)

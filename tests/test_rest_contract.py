@@ -72,7 +72,7 @@ def test_every_path_parameter_and_error_is_described(document: dict[str, Any]) -
             assert names == set(re.findall(r"{(\w+)}", path)), (method, path)
             statuses = set(op["responses"])
             assert {"400", "404"} <= statuses, (method, path)
-            assert ("401" in statuses) == bool(op["security"]), (method, path)
+            assert "401" in statuses or not op["security"], (method, path)
             assert len([s for s in statuses if s.startswith("2")]) == 1, (method, path)
 
 

@@ -59,6 +59,9 @@ class Operation:
     path_types: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Types of path parameters; a name ending in ``_id`` is an :data:`Id` unless given."""
     description: str = ""
+    more_errors: tuple[int, ...] = ()
+    """Error statuses beyond :data:`ERROR_STATUSES` (401 where no token is needed but a
+    credential in the body can be wrong)."""
 
     @property
     def operation_id(self) -> str:
@@ -164,7 +167,7 @@ def _error_response(status: int) -> dict[str, Any]:
 def _statuses(op: Operation) -> list[int]:
     out = []
     for status in ERROR_STATUSES:
-        if status == 401 and not op.auth:
+        if status == 401 and not op.auth and 401 not in op.more_errors:
             continue
         if status in (413, 415) and op.body is None:
             continue
