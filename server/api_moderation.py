@@ -228,17 +228,22 @@ def add_moderation_routes(app: web.Application, auth: Authenticator,
             "Content-Disposition":
                 f'attachment; filename="audit-log-{req.community_id}.csv"'})
         await response.prepare(request)
-        await response.write(_csv([_CSV_COLUMNS]))
         filters = moderation.audit_filter(req)
-        while True:
-            async with moderation.db.connection() as conn:
-                page = await audit_db.query(conn, filters, limit=CSV_PAGE)
-            if page:
-                await response.write(_csv([_csv_row(e) for e in page]))
-            if len(page) < CSV_PAGE:
-                break
-            filters = msgspec.structs.replace(filters, before_id=page[-1].id)
-        await response.write_eof()
+        try:
+            await response.write(_csv([_CSV_COLUMNS]))
+            while True:
+                async with moderation.db.connection() as conn:
+                    page = await audit_db.query(conn, filters, limit=CSV_PAGE)
+                if page:
+                    await response.write(_csv([_csv_row(e) for e in page]))
+                if len(page) < CSV_PAGE:
+                    break
+                filters = msgspec.structs.replace(filters, before_id=page[-1].id)
+            await response.write_eof()
+        except ConnectionError:
+            # The client stopped reading (closed the tab, cancelled the download): no
+            # one is left to answer, and it is not the server's failure.
+            log.info("audit export of community %d: the client went away", req.community_id)
         return response
 
     async def post_appeal(request: web.Request) -> web.StreamResponse:
