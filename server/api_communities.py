@@ -12,7 +12,8 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
-from protocol.models import ChannelKind, Id, Role, Seq
+from protocol.frames import FetchHistory, FetchMembers
+from protocol.models import ChannelKind, Id, Role
 from protocol.rest import (
     ChannelReply,
     CommunitiesReply,
@@ -26,12 +27,11 @@ from protocol.rest import (
 from rooms.communities import MAX_GROUP_DM, CommunityService
 from server.api_auth import json_response, require_user
 from server.auth import Authenticator
-from server.rest.decoding import path_params, query_params, read_body
+from server.rest.decoding import body_of, path_params, query_op, read_body
 from server.rest.openapi import rest_api
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 InviteCode = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-PageLimit = Annotated[int, msgspec.Meta(ge=1, le=100)]
 
 
 class CreateCommunityBody(msgspec.Struct, kw_only=True):
@@ -77,20 +77,11 @@ class OpenDirectBody(msgspec.Struct, kw_only=True):
     user_ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_GROUP_DM - 1)]
 
 
-class MembersQuery(msgspec.Struct, kw_only=True):
-    """A page of members by ascending user id, after ``after``."""
-
-    after: Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)] = 0
-    limit: PageLimit = 100
-
-
-class HistoryQuery(msgspec.Struct, kw_only=True):
-    """At most one of ``before``/``after``/``around`` (channel seqs)."""
-
-    before: Seq | None = None
-    after: Seq | None = None
-    around: Seq | None = None
-    limit: PageLimit = 50
+MembersQuery = body_of(FetchMembers, frozenset({"community_id"}))
+"""The query of ``GET .../members``: the fields of the websocket op ``fetch_members``."""
+HistoryQuery = body_of(FetchHistory, frozenset({"channel_id"}))
+"""The query of ``GET .../messages``: the fields of the websocket op ``fetch_history``
+(one limit for both: the service's ``history_page_size``)."""
 
 
 class CommunityPath(msgspec.Struct):
@@ -141,7 +132,7 @@ def add_community_routes(app: web.Application, auth: Authenticator,
     async def list_members(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
         path = path_params(request, CommunityPath)
-        query = query_params(request, MembersQuery)
+        query = query_op(request, FetchMembers, msgspec.structs.asdict(path))
         members = await service.members(user, path.community_id, query.after, query.limit)
         return json_response(MembersReply(members=members))
 
@@ -177,7 +168,7 @@ def add_community_routes(app: web.Application, auth: Authenticator,
     async def history(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
         path = path_params(request, ChannelPath)
-        query = query_params(request, HistoryQuery)
+        query = query_op(request, FetchHistory, msgspec.structs.asdict(path))
         messages, has_more = await service.history(
             user, path.channel_id, before=query.before, after=query.after,
             around=query.around, limit=query.limit)

@@ -63,7 +63,7 @@ from rooms.permissions import Permission
 from rooms.review import ReviewService
 from server.api_auth import json_response, require_user
 from server.auth import Authenticator
-from server.rest.decoding import body_of, path_params, query_params, read_op
+from server.rest.decoding import body_of, path_params, query_op, read_op
 from server.rest.openapi import rest_api
 
 log = logging.getLogger(__name__)
@@ -207,9 +207,7 @@ def add_moderation_routes(app: web.Application, auth: Authenticator,
 
     def audit_request(request: web.Request) -> FetchAuditLog:
         path = path_params(request, CommunityPath)
-        filters = query_params(request, AUDIT_QUERY)
-        return FetchAuditLog(id=0, community_id=path.community_id,
-                             **msgspec.structs.asdict(filters))
+        return query_op(request, FetchAuditLog, msgspec.structs.asdict(path))
 
     async def get_audit_log(request: web.Request) -> web.StreamResponse:
         """GET /api/v1/communities/{id}/audit-log?filters: one page, newest first."""

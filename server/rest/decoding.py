@@ -169,6 +169,16 @@ async def read_op(request: web.Request, frame_type: type[T],
     return typing.cast(T, frame_type(id=0, **fields))
 
 
+def query_op(request: web.Request, frame_type: type[T],
+             path: Mapping[str, Any] | None = None) -> T:
+    """Websocket op ``frame_type`` from the query string (:func:`body_of` its fields)
+    plus the path's values: a GET that mirrors a websocket op, with its limits."""
+    assert issubclass(frame_type, msgspec.Struct)
+    path = dict(path or {})
+    query = query_params(request, body_of(frame_type, frozenset(path)))
+    return typing.cast(T, frame_type(id=0, **(msgspec.structs.asdict(query) | path)))
+
+
 def path_params(request: web.Request, model: type[T]) -> T:
     """The path's parameters as ``model``; one that does not decode names nothing (404)."""
     raw = dict(request.match_info)

@@ -154,6 +154,13 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
     return error_response(code, message, headers)
 
 
+def _answered(request: web.Request) -> bool:
+    """Whether a reply (a streamed body, a websocket handshake) has begun: then no
+    error reply can follow it."""
+    writer = request.writer
+    return writer is not None and writer.output_size > 0
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure below this point as the documented JSON error reply."""
@@ -168,12 +175,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                    if isinstance(exc, TooManyAttempts) else None)
         return error_response(ErrorCode(exc.code), exc.message, headers)
     except web.HTTPException as exc:
-        if exc.status < 400:
-            raise  # redirects and the like are answers, not errors
+        if exc.status < 400 or _answered(request):
+            raise  # redirects are answers; after a reply began, aiohttp closes it
         return _from_http_exception(exc)
     except (asyncio.CancelledError, ConnectionError):
         raise  # the client went away: nothing to answer
     except Exception:
+        if _answered(request):
+            raise  # a stream or websocket already under way: aiohttp logs and closes
         log.exception("%s %s failed", request.method, request.path,
                       extra={"request_id": request.get(REQUEST_ID, "")})
         return error_response(ErrorCode.INTERNAL, "internal error; nothing was applied")
