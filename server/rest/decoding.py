@@ -7,10 +7,9 @@ Whatever route a value comes by, it passes the same checks before any handler se
   ``invalid_frame``; the message names the field); msgspec ``Meta`` bounds hold the
   numbers to their columns (ids within bigint and JavaScript's safe range, counts and
   durations within theirs);
-- every string anywhere in it, and every path and query parameter, passes
-  :func:`check_text`: no NUL (PostgreSQL ``text`` cannot hold it), no lone surrogate
-  (it cannot be encoded as UTF-8), at most :data:`MAX_TEXT_CHARS` code points unless its
-  field says less; every integer fits a PostgreSQL ``bigint``;
+- every string anywhere in it, and every path and query parameter, passes the text
+  check the gateway runs too (:mod:`protocol.text`: no NUL, no lone surrogate, a length
+  limit; every integer fits a ``bigint``), else 400 ``invalid_argument``;
 - a path parameter that does not decode (``/communities/abc``) names nothing: 404.
 
 Requests that mirror a websocket op take that op's frame type (:func:`read_op`), so
@@ -28,13 +27,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from protocol.codes import ErrorCode
+from protocol.text import text_problem, value_problem
 from server.rest.errors import ApiError
 
 T = TypeVar("T")
 
-BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
-MAX_TEXT_CHARS = 32_768
-"""Longest string accepted in any field that sets no lower limit of its own."""
 JSON_TYPES = ("application/json",)
 
 
@@ -42,46 +39,18 @@ def invalid_request(message: str) -> ApiError:
     return ApiError(ErrorCode.INVALID_REQUEST, message)
 
 
-def text_problem(value: str) -> str | None:
-    """Why ``value`` cannot be stored as text, or None."""
-    if "\x00" in value:
-        return "must not contain NUL"
-    if len(value) > MAX_TEXT_CHARS:
-        return f"is longer than {MAX_TEXT_CHARS} characters"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must not contain a lone surrogate"
-    return None
-
-
 def check_text(value: str, where: str) -> None:
-    """Raise 400 ``invalid_request`` naming ``where`` if ``value`` cannot be text."""
+    """Raise 400 ``invalid_argument`` naming ``where`` if ``value`` cannot be text."""
     problem = text_problem(value)
     if problem is not None:
-        raise invalid_request(f"{where} {problem}")
+        raise ApiError(ErrorCode.INVALID_ARGUMENT, f"{where} {problem}")
 
 
 def check_tree(value: object, where: str) -> None:
-    """:func:`check_text` on every string and the bigint range on every integer of a
-    decoded value (Structs, lists, dicts, in any depth)."""
-    if isinstance(value, str):
-        check_text(value, where)
-    elif isinstance(value, bool):
-        return
-    elif isinstance(value, int):
-        if not BIGINT_MIN <= value <= BIGINT_MAX:
-            raise invalid_request(f"{where} is out of range")
-    elif isinstance(value, msgspec.Struct):
-        for name in value.__struct_fields__:
-            check_tree(getattr(value, name), f"{where}.{name}" if where else name)
-    elif isinstance(value, list | tuple | set | frozenset):
-        for i, item in enumerate(value):
-            check_tree(item, f"{where}[{i}]")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_tree(key, f"{where} key")
-            check_tree(item, f"{where}.{key}")
+    """:func:`protocol.text.value_problem` on a decoded value: 400 ``invalid_argument``."""
+    problem = value_problem(value, where)
+    if problem is not None:
+        raise ApiError(ErrorCode.INVALID_ARGUMENT, problem)
 
 
 def _schema_error(exc: msgspec.ValidationError, prefix: str) -> ApiError:
