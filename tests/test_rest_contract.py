@@ -14,6 +14,7 @@ from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from protocol.codes import ErrorCode
 from server.app import build_app
+from server.auth import AuthError
 from server.config import load_config
 from server.rest.docs import current_document, render_rest_markdown
 from server.rest.errors import HTTP_STATUS
@@ -39,6 +40,15 @@ def document(app: web.Application) -> dict[str, Any]:
 def test_every_error_code_has_one_status() -> None:
     assert set(HTTP_STATUS) == set(ErrorCode)
     assert all(400 <= status < 600 for status in HTTP_STATUS.values())
+
+
+def test_auth_errors_agree_with_the_table() -> None:
+    """server/auth.py's refusals carry a status too; it must be the table's."""
+    def subclasses(cls: type[AuthError]) -> list[type[AuthError]]:
+        return [cls, *(c for sub in cls.__subclasses__() for c in subclasses(sub))]
+
+    for cls in subclasses(AuthError):
+        assert HTTP_STATUS[ErrorCode(cls.code)] == cls.status, cls
 
 
 def test_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
