@@ -3,8 +3,8 @@ streamed CSV export), appeals, and the audit retention task.
 
 ``POST /api/v1/moderation/<op>`` (one route per op) takes the same fields as the
 websocket op of that name (without ``op`` and ``id``, decoded with the same type) and
-answers with the same result, so bots and tools that do
-not hold a gateway session can moderate; the checks are the ones the gateway runs
+answers with the same result, so bots and tools that do not hold a gateway session can
+moderate; the checks are the ones the gateway runs
 (``rooms/moderation.py``, ``rooms/review.py``). Appeals have their own route because a
 banned member is no longer in the community and may hold no gateway session.
 """

@@ -52,9 +52,14 @@ that does not exist, a method the path does not take, a body too large), is JSON
 {"error": {"code": "not_found", "message": "unknown channel"}}
 ```
 
-`code` is stable and has exactly one HTTP status; `message` is for people. A path
-parameter that is not a valid value (`/communities/abc`) names nothing: 404. `429`
-and `503` replies carry `Retry-After` (seconds) when waiting helps.
+`code` is stable and has exactly one HTTP status; `message` is for people. A body that
+is not JSON, not an object, or does not match its schema (a missing field, a wrong
+type, a number past its bounds) is `invalid_request`, REST's `invalid_frame`; a value
+the schema allows but no store can hold (NUL, a lone surrogate, an integer past
+bigint), or one the service refuses, is `invalid_argument`: the gateway answers the
+same values the same way. A path parameter that is not a valid value
+(`/communities/abc`) names nothing: 404. `429` and `503` replies carry `Retry-After`
+(seconds) when waiting helps.
 
 One exception is outside the application: a request whose head breaks HTTP itself
 (a header line or field past 8,190 bytes, more than 128 headers, a malformed request
