@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from yarl import URL
 
@@ -261,3 +262,24 @@ async def test_frames_at_and_past_the_documented_limit(live_server: RunningServe
     assert (await client.recv())["op"] == "heartbeat_ack"
     await client.send(frame(limit + 1))  # one byte past it: closed with 1009
     assert await client.closed() == 1009
+
+
+async def test_binary_frames_at_and_past_the_documented_limit(
+        live_server: RunningServer, http: aiohttp.ClientSession) -> None:
+    ws = await http.ws_connect(live_server.ws_url + "?encoding=msgpack")
+    hello = msgspec.msgpack.decode((await ws.receive()).data)
+    limit = hello["limits"]["max_frame_bytes"]
+
+    def frame(size: int) -> bytes:
+        for pad in range(size - 40, size):  # msgpack's length prefix grows with the pad
+            data = msgspec.msgpack.encode({"op": "heartbeat", "seq": None, "pad": "x" * pad})
+            if len(data) == size:
+                return data
+        raise AssertionError(size)
+
+    await ws.send_bytes(frame(limit))
+    assert msgspec.msgpack.decode((await ws.receive()).data)["op"] == "heartbeat_ack"
+    await ws.send_bytes(frame(limit + 1))
+    closing = await ws.receive()
+    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert ws.close_code == 1009
