@@ -1,6 +1,6 @@
 """``docs/rest.md``, rendered from the OpenAPI document (a test keeps the file current).
 
-Regenerate with ``python -m server.rest.docs > docs/rest.md``.
+Regenerate with ``hearth docs`` (or ``python -m server.rest.docs > docs/rest.md``).
 """
 
 from __future__ import annotations
