@@ -2,9 +2,10 @@
 
 ``hearth serve`` runs as its own process on a real PostgreSQL; the document is the one
 it serves. For every operation schemathesis generates valid requests (and, fewer,
-invalid ones), sent with the bearer token of a community owner; half of them have
-their path ids swapped for ids that exist (the owner's community, channel, role, rule,
-live session, a member), so the handlers run past the lookup. Every reply must be a
+invalid ones), sent with the bearer token of a community owner; half of the valid ones
+have their ids (in the path and at the top of the body) swapped for ids that exist
+(the owner's community, channel, role, rule, live session, a member), so the handlers
+run past the lookup. Every reply must be a
 documented status with a body matching its documented schema, never a 500, and the
 server's log must hold no traceback. Examples are bounded per operation (the run takes
 about a minute on two cores); ``HEARTH_FUZZ_EXAMPLES`` raises the bound.
@@ -110,10 +111,14 @@ def _fuzz(operation: Any, mode: GenerationMode, examples: int, base: str,
         if mode is GenerationMode.NEGATIVE:
             if _negated(case) - {"header"}:
                 checks.append(negative_data_rejection)
-        elif real and case.path_parameters:
-            for name in list(case.path_parameters):
+        elif real:
+            for name in list(case.path_parameters or {}):
                 if name in ids:
                     case.path_parameters[name] = ids[name]
+            if isinstance(case.body, dict):
+                for name in list(case.body):
+                    if name in ids:
+                        case.body[name] = ids[name]
         case.call_and_validate(base_url=base, session=http, headers=headers, checks=checks)
 
     try:
