@@ -245,6 +245,9 @@ async def test_oversized_bodies_and_headers(world: World, http: aiohttp.ClientSe
     async with http.get(api + "/users/@me",
                         headers={**headers, "X-Fine": "a" * 8_000}) as reply:
         assert reply.status == 200  # under the limit: served
+    async with http.get(api + "/communities/" + "9" * 9_000, headers=headers) as reply:
+        assert reply.status == 400  # a request line past the limit: the parser again
+        assert reply.content_type == "text/plain"
 
 
 async def test_frames_at_and_past_the_documented_limit(live_server: RunningServer,
