@@ -55,7 +55,9 @@ class ErrorCode(enum.StrEnum):
     THREAD_ARCHIVED = "thread_archived"
     """The thread is archived; it is read-only."""
     INVALID_ARGUMENT = "invalid_argument"
-    """A field is out of range (e.g. a history ``limit`` above the page size)."""
+    """A field is out of range (e.g. a history ``limit`` above the page size), or holds
+    what no store can keep: NUL, a lone surrogate, an integer past 64 bits
+    (``protocol/text.py``, the same check on the websocket and REST)."""
     TIMED_OUT = "timed_out"
     """You are timed out in this community: no sends, reactions, threads or voice until
     it ends (``retry_after_ms``)."""
