@@ -18,11 +18,9 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from protocol.codes import ErrorCode
 from protocol.models import Id
 from server.rest.decoding import text_middleware
 from server.rest.errors import (
-    HTTP_STATUS,
     ErrorBody,
     codes_of_status,
     error_middleware,
@@ -32,6 +30,7 @@ from server.rest.errors import (
 API_PREFIX = "/api/v1"
 OPENAPI_PATH = API_PREFIX + "/openapi.json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 
 class NoContent:
     """Marker: the success reply has no body (204)."""
@@ -253,8 +252,3 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
                 "description": "An access token (JWT) or a bot token."}},
         },
     }
-
-
-def status_table() -> list[tuple[ErrorCode, int]]:
-    """Every error code with its HTTP status, in declaration order."""
-    return [(code, HTTP_STATUS[code]) for code in ErrorCode]
