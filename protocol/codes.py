@@ -57,7 +57,9 @@ class ErrorCode(enum.StrEnum):
     THREAD_ARCHIVED = "thread_archived"
     """The thread is archived; it is read-only."""
     INVALID_ARGUMENT = "invalid_argument"
-    """A field is out of range (e.g. a history ``limit`` above the page size)."""
+    """A field is out of range (e.g. a history ``limit`` above the page size), or holds
+    what no store can keep: NUL, a lone surrogate, an integer past 64 bits
+    (``protocol/text.py``, the same check on the websocket and REST)."""
     TIMED_OUT = "timed_out"
     """You are timed out in this community: no sends, reactions, threads or voice until
     it ends (``retry_after_ms``)."""
@@ -93,6 +95,28 @@ class ErrorCode(enum.StrEnum):
     the same nonce for a message; it succeeds once the store is back."""
     INTERNAL = "internal"
     """The server failed; nothing was applied. Safe to retry with the same nonce."""
+    INVALID_REQUEST = "invalid_request"
+    """REST: the body, path or query is malformed or fails the schema (the message says
+    which field); the websocket equivalent is ``invalid_frame``."""
+    UNAUTHORIZED = "unauthorized"
+    """REST: no valid bearer token (``Authorization: Bearer <token>``)."""
+    INVALID_CREDENTIALS = "invalid_credentials"
+    """REST login: wrong username or password."""
+    INVALID_TOKEN = "invalid_token"
+    """REST refresh: the refresh token is unknown, expired or revoked (a reused one
+    revokes its whole family)."""
+    USERNAME_TAKEN = "username_taken"
+    """REST register: the username is in use."""
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
+    """REST login: too many failed attempts; retry after ``Retry-After`` seconds."""
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    """A browser page from an origin that is not allowed (CORS preflight, gateway)."""
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    """REST: the path exists but not with this HTTP method (``Allow`` lists those that do)."""
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    """REST: the body is larger than the server accepts (1 MiB)."""
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    """REST: a body whose ``Content-Type`` is not ``application/json``."""
 
 
 class CloseCode(enum.IntEnum):

@@ -19,7 +19,9 @@ Id = Annotated[int, msgspec.Meta(ge=1, le=2**53 - 1, description="Positive integ
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1, description="Per-channel position.")]
 SessionSeq = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1,
                                          description="Per-session dispatch number.")]
-Millis = Annotated[int, msgspec.Meta(ge=0, description="Milliseconds since the Unix epoch.")]
+Millis = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_999,
+                                     description="Milliseconds since the Unix epoch "
+                                                 "(at most the end of year 9999).")]
 
 
 class Role(enum.StrEnum):

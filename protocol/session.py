@@ -47,6 +47,7 @@ from protocol.frames import (
     Resumed,
 )
 from protocol.limits import Limits
+from protocol.text import value_problem
 
 
 class State(enum.Enum):
@@ -188,6 +189,11 @@ class GatewayProtocol:
                 self._close_with(CloseCode.RATE_LIMITED, "rate limit exceeded repeatedly")
             return
         self._rate_strikes = 0
+        problem = value_problem(frame)
+        if problem is not None:  # well-formed, but holds a value no store can keep
+            self._outbox.append(self.codec.encode(Error(
+                id=frame.id, code=ErrorCode.INVALID_ARGUMENT, message=problem)))
+            return
         self._unanswered[frame.id] += 1
         self._events.append(RequestReceived(frame))
 

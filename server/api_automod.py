@@ -18,75 +18,68 @@ import msgspec
 from aiohttp import web
 
 from protocol.automod import AutomodRuleBody
-from protocol.codes import ErrorCode
+from protocol.models import Id
+from protocol.rest import AutomodRuleReply, AutomodRulesReply
 from rooms.automod_service import AutomodService
-from rooms.errors import RequestError
-from server.api_auth import answers_request_errors, json_response, require_user
+from server.api_auth import json_response, require_user
 from server.auth import Authenticator
-
-_STATUS = {
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.INTERNAL: 500,
-}
-_body_decoder = msgspec.json.Decoder(AutomodRuleBody)
+from server.rest.decoding import path_params, read_body
+from server.rest.openapi import rest_api
 
 
-def _id(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    if not raw.isdigit() or not 0 < int(raw) < 2**53:
-        raise RequestError(ErrorCode.NOT_FOUND, f"unknown {name.removesuffix('_id')}")
-    return int(raw)
+class CommunityPath(msgspec.Struct):
+    community_id: Id
 
 
-async def _body(request: web.Request) -> AutomodRuleBody:
-    try:
-        return _body_decoder.decode(await request.read() or b"{}")
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise RequestError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
+class RulePath(msgspec.Struct):
+    community_id: Id
+    rule_id: Id
 
 
 def add_automod_routes(app: web.Application, auth: Authenticator,
                        service: AutomodService) -> None:
-    endpoint = answers_request_errors(_STATUS)
-
-    @endpoint
     async def list_rules(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        rules = await service.list_rules(user, _id(request, "community_id"))
-        return json_response({"rules": rules})
+        path = path_params(request, CommunityPath)
+        return json_response(AutomodRulesReply(
+            rules=await service.list_rules(user, path.community_id)))
 
-    @endpoint
     async def create_rule(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        community_id = _id(request, "community_id")
-        rule = await service.create_rule(user, community_id, await _body(request))
-        return json_response({"rule": rule}, status=201)
+        path = path_params(request, CommunityPath)
+        rule = await service.create_rule(user, path.community_id,
+                                         await read_body(request, AutomodRuleBody))
+        return json_response(AutomodRuleReply(rule=rule), status=201)
 
-    @endpoint
     async def get_rule(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        rule = await service.get_rule(user, _id(request, "community_id"),
-                                      _id(request, "rule_id"))
-        return json_response({"rule": rule})
+        path = path_params(request, RulePath)
+        rule = await service.get_rule(user, path.community_id, path.rule_id)
+        return json_response(AutomodRuleReply(rule=rule))
 
-    @endpoint
     async def update_rule(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        community_id, rule_id = _id(request, "community_id"), _id(request, "rule_id")
-        rule = await service.update_rule(user, community_id, rule_id, await _body(request))
-        return json_response({"rule": rule})
+        path = path_params(request, RulePath)
+        rule = await service.update_rule(user, path.community_id, path.rule_id,
+                                         await read_body(request, AutomodRuleBody))
+        return json_response(AutomodRuleReply(rule=rule))
 
-    @endpoint
     async def delete_rule(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        await service.delete_rule(user, _id(request, "community_id"), _id(request, "rule_id"))
+        path = path_params(request, RulePath)
+        await service.delete_rule(user, path.community_id, path.rule_id)
         return web.Response(status=204)
 
-    base = "/api/v1/communities/{community_id}/automod/rules"
-    app.router.add_get(base, list_rules)
-    app.router.add_post(base, create_rule)
-    app.router.add_get(base + "/{rule_id}", get_rule)
-    app.router.add_put(base + "/{rule_id}", update_rule)
-    app.router.add_delete(base + "/{rule_id}", delete_rule)
+    api = rest_api(app)
+    tag = "automod"
+    base = "/communities/{community_id}/automod/rules"
+    api.route("GET", base, list_rules, tag=tag, summary="The community's automod rules.",
+              reply=AutomodRulesReply)
+    api.route("POST", base, create_rule, tag=tag, summary="Create an automod rule.",
+              body=AutomodRuleBody, reply=AutomodRuleReply, status=201)
+    api.route("GET", base + "/{rule_id}", get_rule, tag=tag, summary="One automod rule.",
+              reply=AutomodRuleReply)
+    api.route("PUT", base + "/{rule_id}", update_rule, tag=tag,
+              summary="Replace an automod rule.", body=AutomodRuleBody, reply=AutomodRuleReply)
+    api.route("DELETE", base + "/{rule_id}", delete_rule, tag=tag,
+              summary="Delete an automod rule.", status=204)

@@ -1,193 +1,205 @@
 """REST for communities, invites, members, channels, DMs and history (``/api/v1``).
 
-Thin handlers: decode the body into a msgspec Struct, call :mod:`rooms.communities`,
-encode the records. Refusals raised by the domain become the documented JSON error
-with the matching HTTP status.
+Thin handlers: decode the body, path and query into bounded msgspec types
+(:mod:`server.rest.decoding`), call :mod:`rooms.communities`, encode the records.
+Refusals raised by the domain become the documented JSON error (:mod:`server.rest.errors`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Annotated
 
 import msgspec
 from aiohttp import web
 
-from protocol.codes import ErrorCode
-from protocol.models import ChannelKind, Role
-from protocol.rest import CommunityCreated
-from rooms.communities import CommunityService
-from rooms.errors import RequestError
-from server.api_auth import error_response, json_response, require_user
+from protocol.frames import FetchHistory, FetchMembers
+from protocol.models import ChannelKind, Id, Role
+from protocol.rest import (
+    ChannelReply,
+    CommunitiesReply,
+    CommunityCreated,
+    HistoryReply,
+    InviteCreated,
+    MemberReply,
+    MembersReply,
+    SnapshotReply,
+)
+from rooms.communities import MAX_GROUP_DM, CommunityService
+from server.api_auth import json_response, require_user
 from server.auth import Authenticator
+from server.rest.decoding import body_of, path_params, query_op, read_body
+from server.rest.openapi import rest_api
 
-_STATUS = {
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.BANNED: 403,
-    ErrorCode.LOCKDOWN: 403,
-    ErrorCode.INTERNAL: 500,
-}
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+InviteCode = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-class CreateCommunityBody(msgspec.Struct, forbid_unknown_fields=False):
-    name: str
+class CreateCommunityBody(msgspec.Struct, kw_only=True):
+    """A new community; the caller becomes its owner and ``#general`` is created."""
+
+    name: Name
 
 
-class CreateInviteBody(msgspec.Struct):
-    max_uses: int | None = None
-    expires_in_s: int | None = None
+class CreateInviteBody(msgspec.Struct, kw_only=True):
+    """An invite code, optionally limited in uses and lifetime."""
+
+    max_uses: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    expires_in_s: Annotated[int, msgspec.Meta(ge=1, le=31_536_000,
+                                              description="At most a year.")] | None = None
 
 
-class SetRoleBody(msgspec.Struct):
+class SetRoleBody(msgspec.Struct, kw_only=True):
+    """The member's new role."""
+
     role: Role
 
 
-class CreateChannelBody(msgspec.Struct):
-    name: str
+class CreateChannelBody(msgspec.Struct, kw_only=True):
+    """A new channel (``member_ids`` list who may see a private one)."""
+
+    name: Name
     kind: ChannelKind = ChannelKind.TEXT
     private: bool = False
-    parent_id: int | None = None
-    topic: str = ""
-    member_ids: list[int] = []
+    parent_id: Id | None = None
+    topic: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+    member_ids: Annotated[list[Id], msgspec.Meta(max_length=1000)] = []
 
 
-class AddChannelMemberBody(msgspec.Struct):
-    user_id: int
+class AddChannelMemberBody(msgspec.Struct, kw_only=True):
+    """Who joins the private channel."""
+
+    user_id: Id
 
 
-class OpenDirectBody(msgspec.Struct):
-    user_ids: list[int]
+class OpenDirectBody(msgspec.Struct, kw_only=True):
+    """The other people: one for a DM (reused), 2-9 for a group DM."""
+
+    user_ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_GROUP_DM - 1)]
 
 
-_T = TypeVar("_T")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MembersQuery = body_of(FetchMembers, frozenset({"community_id"}))
+"""The query of ``GET .../members``: the fields of the websocket op ``fetch_members``."""
+HistoryQuery = body_of(FetchHistory, frozenset({"channel_id"}))
+"""The query of ``GET .../messages``: the fields of the websocket op ``fetch_history``
+(one limit for both: the service's ``history_page_size``)."""
 
 
-def _int(request: web.Request, name: str, default: int | None = None) -> int | None:
-    raw = request.match_info.get(name) or request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(text=f"{name} must be an integer") from None
-    if not 0 <= value < 2**53:
-        raise web.HTTPBadRequest(text=f"{name} is out of range")
-    return value
+class CommunityPath(msgspec.Struct):
+    community_id: Id
 
 
-async def _body(request: web.Request, kind: type[_T]) -> _T:
-    data = await request.read()
-    try:
-        return msgspec.json.decode(data or b"{}", type=kind)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise _Invalid(str(exc)) from None
+class MemberPath(msgspec.Struct):
+    community_id: Id
+    user_id: Id
 
 
-class _Invalid(Exception):
-    pass
+class ChannelPath(msgspec.Struct):
+    channel_id: Id
+
+
+class InvitePath(msgspec.Struct):
+    code: InviteCode
 
 
 def add_community_routes(app: web.Application, auth: Authenticator,
                          service: CommunityService) -> None:
-    def endpoint(fn: Handler) -> Handler:
-        async def wrapped(request: web.Request) -> web.StreamResponse:
-            try:
-                return await fn(request)
-            except RequestError as exc:
-                return error_response(_STATUS.get(exc.code, 400), exc.code.value, exc.message)
-            except _Invalid as exc:
-                return error_response(400, "invalid_request", str(exc))
-            except web.HTTPBadRequest as exc:
-                return error_response(400, "invalid_request", exc.text or "bad request")
-        return wrapped
-
-    @endpoint
     async def create_community(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        body = await _body(request, CreateCommunityBody)
+        body = await read_body(request, CreateCommunityBody)
         snapshot = await service.create_community(user, body.name)
         return json_response(CommunityCreated(community=snapshot.community,
                                               channels=snapshot.channels, snapshot=snapshot),
                              status=201)
 
-    @endpoint
     async def list_communities(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        return json_response({"communities": await service.communities_of(user)})
+        return json_response(CommunitiesReply(communities=await service.communities_of(user)))
 
-    @endpoint
     async def create_invite(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        body = await _body(request, CreateInviteBody)
-        code = await service.create_invite(user, _int(request, "community_id") or 0,
-                                           body.max_uses, body.expires_in_s)
-        return json_response({"code": code}, status=201)
+        path = path_params(request, CommunityPath)
+        body = await read_body(request, CreateInviteBody)
+        code = await service.create_invite(user, path.community_id, body.max_uses,
+                                           body.expires_in_s)
+        return json_response(InviteCreated(code=code), status=201)
 
-    @endpoint
     async def join_invite(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        snapshot = await service.join_by_invite(user, request.match_info["code"])
-        return json_response({"snapshot": snapshot})
+        path = path_params(request, InvitePath)
+        return json_response(SnapshotReply(snapshot=await service.join_by_invite(user,
+                                                                                 path.code)))
 
-    @endpoint
     async def list_members(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        members = await service.members(user, _int(request, "community_id") or 0,
-                                        _int(request, "after", 0) or 0,
-                                        _int(request, "limit", 100) or 100)
-        return json_response({"members": members})
+        path = path_params(request, CommunityPath)
+        query = query_op(request, FetchMembers, msgspec.structs.asdict(path))
+        members = await service.members(user, path.community_id, query.after, query.limit)
+        return json_response(MembersReply(members=members))
 
-    @endpoint
     async def set_role(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        body = await _body(request, SetRoleBody)
-        member = await service.set_role(user, _int(request, "community_id") or 0,
-                                        _int(request, "user_id") or 0, body.role)
-        return json_response({"member": member})
+        path = path_params(request, MemberPath)
+        body = await read_body(request, SetRoleBody)
+        member = await service.set_role(user, path.community_id, path.user_id, body.role)
+        return json_response(MemberReply(member=member))
 
-    @endpoint
     async def create_channel(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        body = await _body(request, CreateChannelBody)
+        path = path_params(request, CommunityPath)
+        body = await read_body(request, CreateChannelBody)
         channel = await service.create_channel(
-            user, _int(request, "community_id") or 0, name=body.name, kind=body.kind,
-            private=body.private, parent_id=body.parent_id, topic=body.topic,
-            member_ids=body.member_ids)
-        return json_response({"channel": channel}, status=201)
+            user, path.community_id, name=body.name, kind=body.kind, private=body.private,
+            parent_id=body.parent_id, topic=body.topic, member_ids=body.member_ids)
+        return json_response(ChannelReply(channel=channel), status=201)
 
-    @endpoint
     async def add_channel_member(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        body = await _body(request, AddChannelMemberBody)
-        await service.add_channel_member(user, _int(request, "channel_id") or 0, body.user_id)
+        path = path_params(request, ChannelPath)
+        body = await read_body(request, AddChannelMemberBody)
+        await service.add_channel_member(user, path.channel_id, body.user_id)
         return web.Response(status=204)
 
-    @endpoint
     async def open_direct(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        body = await _body(request, OpenDirectBody)
+        body = await read_body(request, OpenDirectBody)
         channel = await service.open_direct(user, body.user_ids)
-        return json_response({"channel": channel}, status=201)
+        return json_response(ChannelReply(channel=channel), status=201)
 
-    @endpoint
     async def history(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
+        path = path_params(request, ChannelPath)
+        query = query_op(request, FetchHistory, msgspec.structs.asdict(path))
         messages, has_more = await service.history(
-            user, _int(request, "channel_id") or 0, before=_int(request, "before"),
-            after=_int(request, "after"), around=_int(request, "around"),
-            limit=_int(request, "limit", 50) or 50)
-        return json_response({"messages": messages, "has_more": has_more})
+            user, path.channel_id, before=query.before, after=query.after,
+            around=query.around, limit=query.limit)
+        return json_response(HistoryReply(messages=messages, has_more=has_more))
 
-    app.router.add_post("/api/v1/communities", create_community)
-    app.router.add_get("/api/v1/communities", list_communities)
-    app.router.add_post("/api/v1/communities/{community_id}/invites", create_invite)
-    app.router.add_post("/api/v1/invites/{code}/join", join_invite)
-    app.router.add_get("/api/v1/communities/{community_id}/members", list_members)
-    app.router.add_patch("/api/v1/communities/{community_id}/members/{user_id}", set_role)
-    app.router.add_post("/api/v1/communities/{community_id}/channels", create_channel)
-    app.router.add_post("/api/v1/channels/{channel_id}/members", add_channel_member)
-    app.router.add_post("/api/v1/dms", open_direct)
-    app.router.add_get("/api/v1/channels/{channel_id}/messages", history)
+    api = rest_api(app)
+    tag = "communities"
+    api.route("POST", "/communities", create_community, tag=tag, status=201,
+              summary="Create a community (the caller owns it; #general is created).",
+              body=CreateCommunityBody, reply=CommunityCreated)
+    api.route("GET", "/communities", list_communities, tag=tag,
+              summary="The caller's communities.", reply=CommunitiesReply)
+    api.route("POST", "/communities/{community_id}/invites", create_invite, tag=tag,
+              summary="Create an invite code.", body=CreateInviteBody, body_required=False,
+              reply=InviteCreated, status=201)
+    api.route("POST", "/invites/{code}/join", join_invite, tag=tag,
+              summary="Join the community of an invite.", reply=SnapshotReply,
+              path_types={"code": InviteCode})
+    api.route("GET", "/communities/{community_id}/members", list_members, tag=tag,
+              summary="A page of members.", query=MembersQuery, reply=MembersReply)
+    api.route("PATCH", "/communities/{community_id}/members/{user_id}", set_role, tag=tag,
+              summary="Change a member's role.", body=SetRoleBody, reply=MemberReply)
+    api.route("POST", "/communities/{community_id}/channels", create_channel, tag=tag,
+              summary="Create a channel.", body=CreateChannelBody, reply=ChannelReply,
+              status=201)
+    api.route("POST", "/channels/{channel_id}/members", add_channel_member, tag=tag,
+              summary="Add a member to a private channel.", body=AddChannelMemberBody,
+              status=204)
+    api.route("POST", "/dms", open_direct, tag=tag,
+              summary="Open a DM (one other person, reused) or a group DM (2-9 others).",
+              body=OpenDirectBody, reply=ChannelReply, status=201)
+    api.route("GET", "/channels/{channel_id}/messages", history, tag=tag,
+              summary="A page of a channel's history.", query=HistoryQuery,
+              reply=HistoryReply)

@@ -16,134 +16,130 @@ A session id under another community's path is ``404``.
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 import msgspec
 from aiohttp import web
 
-from protocol.codes import ErrorCode
 from protocol.live import (
+    AttendanceReport,
     LiveSessionCreate,
     LiveSessionPatch,
     LiveSessionReply,
     LiveSessionsReply,
     LiveSessionState,
+    QuestionsResult,
 )
-from rooms.errors import RequestError, not_found
+from protocol.models import Id
+from rooms.errors import not_found
 from rooms.live import LiveService
-from server.api_auth import answers_request_errors, json_response, require_user
+from server.api_auth import json_response, require_user
 from server.auth import Authenticator
-
-_STATUS = {
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.CONFLICT: 409,
-    ErrorCode.LIMIT_EXCEEDED: 409,
-    ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.INTERNAL: 500,
-}
-_T = TypeVar("_T")
+from server.rest.decoding import path_params, query_params, read_body
+from server.rest.openapi import rest_api
 
 
-def _id(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    if not raw.isdigit() or not 0 < int(raw) < 2**53:
-        raise not_found(f"unknown {name.removesuffix('_id')}")
-    return int(raw)
+class CommunityPath(msgspec.Struct):
+    community_id: Id
 
 
-async def _body(request: web.Request, kind: type[_T]) -> _T:
-    try:
-        return msgspec.json.decode(await request.read() or b"{}", type=kind)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise RequestError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
+class SessionPath(msgspec.Struct):
+    community_id: Id
+    session_id: Id
+
+
+class ListQuery(msgspec.Struct, kw_only=True):
+    """Only sessions in this state (all of them without it)."""
+
+    state: LiveSessionState | None = None
 
 
 def add_live_routes(app: web.Application, auth: Authenticator, live: LiveService) -> None:
-    endpoint = answers_request_errors(_STATUS)
-    base = "/api/v1/communities/{community_id}/live-sessions"
-
     async def _in_community(request: web.Request, user_id: int) -> int:
         """The session id of the path, checked to belong to the path's community."""
-        sid = _id(request, "session_id")
-        session = await live.get(user_id, sid)
-        if session.community_id != _id(request, "community_id"):
+        path = path_params(request, SessionPath)
+        session = await live.get(user_id, path.session_id)
+        if session.community_id != path.community_id:
             raise not_found("unknown live session")
-        return sid
+        return path.session_id
 
-    @endpoint
     async def create(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        body = await _body(request, LiveSessionCreate)
-        session = await live.create(user.id, _id(request, "community_id"), body)
+        path = path_params(request, CommunityPath)
+        body = await read_body(request, LiveSessionCreate)
+        session = await live.create(user.id, path.community_id, body)
         return json_response(LiveSessionReply(session=session), status=201)
 
-    @endpoint
     async def list_(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        state = None
-        if request.query.get("state"):
-            try:
-                state = LiveSessionState(request.query["state"])
-            except ValueError:
-                raise RequestError(ErrorCode.INVALID_ARGUMENT,
-                                   "state: scheduled, live, ended or cancelled") from None
-        sessions = await live.list_sessions(user.id, _id(request, "community_id"), state)
+        path = path_params(request, CommunityPath)
+        query = query_params(request, ListQuery)
+        sessions = await live.list_sessions(user.id, path.community_id, query.state)
         return json_response(LiveSessionsReply(sessions=sessions))
 
-    @endpoint
     async def get(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
         sid = await _in_community(request, user.id)
         return json_response(LiveSessionReply(session=await live.get(user.id, sid)))
 
-    @endpoint
     async def patch(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
         sid = await _in_community(request, user.id)
-        body = await _body(request, LiveSessionPatch)
+        body = await read_body(request, LiveSessionPatch)
         return json_response(LiveSessionReply(session=await live.patch(user.id, sid, body)))
 
-    @endpoint
-    async def transition(request: web.Request) -> web.StreamResponse:
+    async def start(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
         sid = await _in_community(request, user.id)
-        action = request.match_info["action"]
-        if action == "start":
-            session = await live.start(user.id, sid)
-        elif action == "end":
-            session = await live.end(user.id, sid)
-        elif action == "cancel":
-            session = await live.cancel(user.id, sid)
-        else:
-            raise not_found(f"no action {action!r}")
-        return json_response(LiveSessionReply(session=session))
+        return json_response(LiveSessionReply(session=await live.start(user.id, sid)))
 
-    @endpoint
+    async def end(request: web.Request) -> web.StreamResponse:
+        user = await require_user(request, auth)
+        sid = await _in_community(request, user.id)
+        return json_response(LiveSessionReply(session=await live.end(user.id, sid)))
+
+    async def cancel(request: web.Request) -> web.StreamResponse:
+        user = await require_user(request, auth)
+        sid = await _in_community(request, user.id)
+        return json_response(LiveSessionReply(session=await live.cancel(user.id, sid)))
+
     async def register(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
         sid = await _in_community(request, user.id)
         session = await live.register(user.id, sid, registered=request.method == "POST")
         return json_response(LiveSessionReply(session=session))
 
-    @endpoint
     async def attendance(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
         sid = await _in_community(request, user.id)
         return json_response(await live.attendance(user.id, sid))
 
-    @endpoint
     async def questions(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
         sid = await _in_community(request, user.id)
         return json_response(await live.questions_rest(user.id, sid))
 
-    app.router.add_post(base, create)
-    app.router.add_get(base, list_)
-    app.router.add_get(base + "/{session_id}", get)
-    app.router.add_patch(base + "/{session_id}", patch)
-    app.router.add_post(base + "/{session_id}/register", register)
-    app.router.add_delete(base + "/{session_id}/register", register)
-    app.router.add_get(base + "/{session_id}/attendance", attendance)
-    app.router.add_get(base + "/{session_id}/questions", questions)
-    app.router.add_post(base + "/{session_id}/{action}", transition)
+    api = rest_api(app)
+    tag = "live sessions"
+    base = "/communities/{community_id}/live-sessions"
+    one = base + "/{session_id}"
+    api.route("POST", base, create, tag=tag, body=LiveSessionCreate, reply=LiveSessionReply,
+              status=201, summary="Schedule a live session (MANAGE_CHANNELS; creates its "
+                                  "stage channel).")
+    api.route("GET", base, list_, tag=tag, query=ListQuery, reply=LiveSessionsReply,
+              summary="The community's live sessions, by start time.")
+    api.route("GET", one, get, tag=tag, reply=LiveSessionReply, summary="One live session.")
+    api.route("PATCH", one, patch, tag=tag, body=LiveSessionPatch, reply=LiveSessionReply,
+              summary="Change a session (409 conflict once ended, or for anything but "
+                      "title and description while live).")
+    for action, handler in (("start", start), ("end", end), ("cancel", cancel)):
+        api.route("POST", f"{one}/{action}", handler, tag=tag, reply=LiveSessionReply,
+                  summary=f"{action.capitalize()} the session (host, co-host or "
+                          "MANAGE_CHANNELS; 409 conflict when its state does not allow it).")
+    api.route("POST", one + "/register", register, tag=tag, reply=LiveSessionReply,
+              summary="Register (409 limit_exceeded at capacity; 403 below the tier).")
+    api.route("DELETE", one + "/register", register, tag=tag, reply=LiveSessionReply,
+              summary="Withdraw a registration.")
+    api.route("GET", one + "/attendance", attendance, tag=tag, reply=AttendanceReport,
+              summary="Who attended, when and for how long (host, co-host or "
+                      "MANAGE_CHANNELS).")
+    api.route("GET", one + "/questions", questions, tag=tag, reply=QuestionsResult,
+              summary="The Q&A questions (dismissed ones only for hosts and moderators).")

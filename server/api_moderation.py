@@ -1,9 +1,10 @@
 """REST for moderation (``/api/v1``): every moderation op, the audit log (JSON and a
 streamed CSV export), appeals, and the audit retention task.
 
-``POST /api/v1/moderation/{op}`` takes the same fields as the websocket op of that name
-(without ``op`` and ``id``) and answers with the same result, so bots and tools that do
-not hold a gateway session can moderate; the checks are the ones the gateway runs
+``POST /api/v1/moderation/<op>`` (one route per op) takes the same fields as the
+websocket op of that name (without ``op`` and ``id``, decoded with the same type) and
+answers with the same result, so bots and tools that do not hold a gateway session can
+moderate; the checks are the ones the gateway runs
 (``rooms/moderation.py``, ``rooms/review.py``). Appeals have their own route because a
 banned member is no longer in the community and may hold no gateway session.
 """
@@ -16,7 +17,7 @@ import datetime as dt
 import io
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from aiohttp import web
@@ -24,10 +25,12 @@ from aiohttp import web
 from persistence import audit as audit_db
 from persistence import moderation as moderation_db
 from persistence.database import Database
-from protocol.codes import ErrorCode
 from protocol.frames import (
     AppealResult,
+    AppealsResult,
+    AuditLogResult,
     BanMember,
+    ChannelResult,
     ClaimReviewItem,
     DeleteMessage,
     Empty,
@@ -45,6 +48,7 @@ from protocol.frames import (
     ResolveReviewItem,
     Result,
     ReviewItemResult,
+    ReviewQueueResult,
     SetChannelLocked,
     SetLockdown,
     SetSlowmode,
@@ -53,25 +57,16 @@ from protocol.frames import (
     UnbanMember,
     WarnMember,
 )
-from protocol.models import User
-from rooms.errors import RequestError
+from protocol.models import Id, User
 from rooms.moderation import ModerationService
 from rooms.permissions import Permission
 from rooms.review import ReviewService
-from server.api_auth import error_response, json_response, require_user
+from server.api_auth import json_response, require_user
 from server.auth import Authenticator
+from server.rest.decoding import body_of, path_params, query_op, read_op
+from server.rest.openapi import rest_api
 
 log = logging.getLogger(__name__)
-
-_STATUS = {
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.BANNED: 403,
-    ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.CONFLICT: 409,
-    ErrorCode.ALREADY_EXISTS: 409,
-    ErrorCode.INTERNAL: 500,
-}
 
 CSV_PAGE = 500
 """Audit entries read per query while streaming a CSV export."""
@@ -125,6 +120,12 @@ async def audit_retention(db: Database, days: int, every_s: float = RETENTION_EV
 
 
 Action = Callable[[User, Any], Awaitable[Result]]
+AUDIT_QUERY = body_of(FetchAuditLog, frozenset({"community_id"}))
+"""The audit-log filters as query parameters: the fields of ``fetch_audit_log``."""
+
+
+class CommunityPath(msgspec.Struct):
+    community_id: Id
 
 
 def add_moderation_routes(app: web.Application, auth: Authenticator,
@@ -196,118 +197,91 @@ def add_moderation_routes(app: web.Application, auth: Authenticator,
         return AppealResult(appeal=await review.resolve_appeal(u.id, r.appeal_id, r.accept,
                                                                r.reason))
 
-    actions: dict[str, tuple[type[Request], Action]] = {}
-    for kind, fn in (
-            (DeleteMessage, delete), (PurgeMessages, purge), (WarnMember, warn),
-            (TimeoutMember, timeout), (RemoveTimeout, untimeout), (KickMember, kick),
-            (BanMember, ban), (UnbanMember, unban), (SetSlowmode, slowmode),
-            (SetChannelLocked, lock), (SetLockdown, lockdown), (FetchAuditLog, audit_log),
-            (ReportMessage, report_message), (ReportUser, report_user),
-            (FetchReviewQueue, queue), (ClaimReviewItem, claim), (ResolveReviewItem, resolve),
-            (SubmitAppeal, appeal), (FetchAppeals, appeals), (ResolveAppeal, decide)):
-        info = msgspec.inspect.type_info(kind)
-        assert isinstance(info, msgspec.inspect.StructType)
-        actions[str(info.tag)] = (kind, fn)
-
-    def refusal(exc: RequestError) -> web.Response:
-        headers = None
-        if exc.retry_after_ms is not None:
-            headers = {"Retry-After": str(max(1, -(-exc.retry_after_ms // 1000)))}
-        return error_response(_STATUS.get(exc.code, 400), exc.code.value, exc.message,
-                              headers=headers)
-
-    def decode(kind: type[Request], fields: dict[str, Any], op: str) -> Request:
-        try:
-            return msgspec.convert({**fields, "op": op, "id": 0}, kind, strict=False)
-        except msgspec.ValidationError as exc:
-            raise RequestError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
-
-    async def op_handler(request: web.Request) -> web.StreamResponse:
-        """POST /api/v1/moderation/{op}: the websocket op's fields in, its result out."""
-        user = await require_user(request, auth)
-        op = request.match_info["op"]
-        found = actions.get(op)
-        if found is None:
-            return error_response(404, "not_found", f"no moderation op {op!r}")
-        try:
-            fields = msgspec.json.decode(await request.read() or b"{}")
-        except msgspec.DecodeError as exc:
-            return error_response(400, "invalid_request", str(exc))
-        if not isinstance(fields, dict):
-            return error_response(400, "invalid_request", "the body is a JSON object")
-        kind, fn = found
-        try:
-            return json_response(await fn(user, decode(kind, fields, op)))
-        except RequestError as exc:
-            return refusal(exc)
+    def op_handler(kind: type[Request], fn: Action) -> Callable[[web.Request],
+                                                                  Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            """POST /api/v1/moderation/<op>: the websocket op's fields in, its result out."""
+            user = await require_user(request, auth)
+            return json_response(await fn(user, await read_op(request, kind)))
+        return handler
 
     def audit_request(request: web.Request) -> FetchAuditLog:
-        fields: dict[str, Any] = {"community_id": request.match_info["community_id"]}
-        for name in ("actor_id", "target_type", "target_id", "action", "since", "until",
-                     "before_id", "limit"):
-            if request.query.get(name):
-                fields[name] = request.query[name]
-        request_ = decode(FetchAuditLog, fields, "fetch_audit_log")
-        assert isinstance(request_, FetchAuditLog)
-        return request_
+        path = path_params(request, CommunityPath)
+        return query_op(request, FetchAuditLog, msgspec.structs.asdict(path))
 
     async def get_audit_log(request: web.Request) -> web.StreamResponse:
         """GET /api/v1/communities/{id}/audit-log?filters: one page, newest first."""
         user = await require_user(request, auth)
-        try:
-            return json_response(await moderation.fetch_audit_log(user.id,
-                                                                  audit_request(request)))
-        except RequestError as exc:
-            return refusal(exc)
+        return json_response(await moderation.fetch_audit_log(user.id, audit_request(request)))
 
     async def export_audit_log(request: web.Request) -> web.StreamResponse:
         """GET /api/v1/communities/{id}/audit-log.csv?filters: every matching entry,
         newest first, streamed page by page (constant memory, one pooled connection per
         page, none held while the client reads)."""
         user = await require_user(request, auth)
-        try:
-            req = audit_request(request)
-            await moderation.require(req.community_id, user.id,
-                                     Permission.VIEW_AUDIT_LOG)
-        except RequestError as exc:
-            return refusal(exc)
+        req = audit_request(request)
+        await moderation.require(req.community_id, user.id, Permission.VIEW_AUDIT_LOG)
         response = web.StreamResponse(headers={
             "Content-Type": "text/csv; charset=utf-8",
             "Content-Disposition":
                 f'attachment; filename="audit-log-{req.community_id}.csv"'})
         await response.prepare(request)
-        await response.write(_csv([_CSV_COLUMNS]))
         filters = moderation.audit_filter(req)
-        while True:
-            async with moderation.db.connection() as conn:
-                page = await audit_db.query(conn, filters, limit=CSV_PAGE)
-            if page:
-                await response.write(_csv([_csv_row(e) for e in page]))
-            if len(page) < CSV_PAGE:
-                break
-            filters = msgspec.structs.replace(filters, before_id=page[-1].id)
-        await response.write_eof()
+        try:
+            await response.write(_csv([_CSV_COLUMNS]))
+            while True:
+                async with moderation.db.connection() as conn:
+                    page = await audit_db.query(conn, filters, limit=CSV_PAGE)
+                if page:
+                    await response.write(_csv([_csv_row(e) for e in page]))
+                if len(page) < CSV_PAGE:
+                    break
+                filters = msgspec.structs.replace(filters, before_id=page[-1].id)
+            await response.write_eof()
+        except ConnectionError:
+            # The client stopped reading (closed the tab, cancelled the download): no
+            # one is left to answer, and it is not the server's failure.
+            log.info("audit export of community %d: the client went away", req.community_id)
         return response
 
     async def post_appeal(request: web.Request) -> web.StreamResponse:
         """POST /api/v1/communities/{id}/appeals {text}: works while banned."""
         user = await require_user(request, auth)
-        try:
-            fields = msgspec.json.decode(await request.read() or b"{}")
-            if not isinstance(fields, dict):
-                raise msgspec.DecodeError("the body is a JSON object")
-        except msgspec.DecodeError as exc:
-            return error_response(400, "invalid_request", str(exc))
-        try:
-            req = decode(SubmitAppeal, {**fields, "community_id":
-                                        request.match_info["community_id"]}, "submit_appeal")
-            assert isinstance(req, SubmitAppeal)
-            appeal_ = await review.submit_appeal(user.id, req.community_id, req.text)
-        except RequestError as exc:
-            return refusal(exc)
+        path = path_params(request, CommunityPath)
+        req = await read_op(request, SubmitAppeal, msgspec.structs.asdict(path))
+        appeal_ = await review.submit_appeal(user.id, req.community_id, req.text)
         return json_response(AppealResult(appeal=appeal_), status=201)
 
-    app.router.add_post("/api/v1/moderation/{op}", op_handler)
-    app.router.add_get("/api/v1/communities/{community_id}/audit-log", get_audit_log)
-    app.router.add_get("/api/v1/communities/{community_id}/audit-log.csv", export_audit_log)
-    app.router.add_post("/api/v1/communities/{community_id}/appeals", post_appeal)
+    api = rest_api(app)
+    tag = "moderation"
+    mod_result, channel_result = ModActionResult, ChannelResult
+    for kind, fn, reply in (
+            (DeleteMessage, delete, Empty), (PurgeMessages, purge, mod_result),
+            (WarnMember, warn, mod_result), (TimeoutMember, timeout, mod_result),
+            (RemoveTimeout, untimeout, mod_result), (KickMember, kick, mod_result),
+            (BanMember, ban, mod_result), (UnbanMember, unban, mod_result),
+            (SetSlowmode, slowmode, channel_result), (SetChannelLocked, lock, channel_result),
+            (SetLockdown, lockdown, mod_result), (FetchAuditLog, audit_log, AuditLogResult),
+            (ReportMessage, report_message, ReviewItemResult),
+            (ReportUser, report_user, ReviewItemResult),
+            (FetchReviewQueue, queue, ReviewQueueResult),
+            (ClaimReviewItem, claim, ReviewItemResult),
+            (ResolveReviewItem, resolve, ReviewItemResult),
+            (SubmitAppeal, appeal, AppealResult), (FetchAppeals, appeals, AppealsResult),
+            (ResolveAppeal, decide, AppealResult)):
+        tag_ = cast(str, kind.__struct_config__.tag)
+        doc = " ".join((kind.__doc__ or tag_).split())
+        api.route("POST", f"/moderation/{tag_}", op_handler(kind, fn), tag=tag,
+                  summary=doc.split(". ")[0].rstrip(".") + ".",
+                  description=f"The websocket op `{tag_}` over HTTP. {doc}",
+                  body=body_of(kind), reply=reply)
+    api.route("GET", "/communities/{community_id}/audit-log", get_audit_log, tag=tag,
+              summary="One page of the audit log, newest first (VIEW_AUDIT_LOG).",
+              query=AUDIT_QUERY, reply=AuditLogResult)
+    api.route("GET", "/communities/{community_id}/audit-log.csv", export_audit_log, tag=tag,
+              summary="Every matching audit entry as CSV, newest first (VIEW_AUDIT_LOG).",
+              query=AUDIT_QUERY, reply=str, media_type="text/csv")
+    api.route("POST", "/communities/{community_id}/appeals", post_appeal, tag=tag,
+              summary="Appeal a moderation action (works while banned).",
+              body=body_of(SubmitAppeal, frozenset({"community_id"})), reply=AppealResult,
+              status=201)

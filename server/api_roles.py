@@ -23,12 +23,12 @@ methods serve both, so the checks and the audit log are identical.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated
 
 import msgspec
 from aiohttp import web
 
-from protocol.codes import ErrorCode
+from protocol.base import Reason
 from protocol.frames import (
     ClearChannelOverride,
     CreateRole,
@@ -39,127 +39,152 @@ from protocol.frames import (
     SetMemberTier,
     UpdateRole,
 )
-from rooms.errors import RequestError
+from protocol.models import Id, OverrideKind
+from protocol.rest import (
+    ChannelReply,
+    MemberReply,
+    OverrideReply,
+    OverridesReply,
+    RoleReply,
+    RolesReply,
+)
 from rooms.roles import RoleService
-from server.api_auth import answers_request_errors, json_response, require_user
+from server.api_auth import json_response, require_user
 from server.auth import Authenticator
+from server.rest.decoding import body_of, path_params, query_params, read_op
+from server.rest.openapi import rest_api
 
-_STATUS = {
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.ALREADY_EXISTS: 409,
-    ErrorCode.LIMIT_EXCEEDED: 409,
-    ErrorCode.INTERNAL: 500,
-}
-_T = TypeVar("_T")
+TargetId = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1,
+                                       description="A role or user id; 0 for everyone.")]
 
 
-def _id(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    if not raw.isdigit() or not 0 <= int(raw) < 2**53:
-        raise RequestError(ErrorCode.NOT_FOUND, f"unknown {name.removesuffix('_id')}")
-    return int(raw)
+class CommunityPath(msgspec.Struct):
+    community_id: Id
 
 
-async def _request(request: web.Request, request_type: type[_T], **path: Any) -> _T:
-    """The websocket request ``kind`` from the JSON body plus the path's ids (the path
-    wins). Validation is msgspec's, so REST and websocket accept exactly the same."""
-    try:
-        raw = await request.read()
-        body = msgspec.json.decode(raw) if raw else {}
-        if not isinstance(body, dict):
-            raise RequestError(ErrorCode.INVALID_ARGUMENT, "the body is a JSON object")
-        if "reason" in request.query and "reason" not in body:
-            body["reason"] = request.query["reason"]
-        body.update(path, id=0)
-        body.pop("op", None)
-        return msgspec.convert(body, request_type)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise RequestError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
+class RolePath(msgspec.Struct):
+    role_id: Id
+
+
+class MemberPath(msgspec.Struct):
+    community_id: Id
+    user_id: Id
+
+
+class ChannelPath(msgspec.Struct):
+    channel_id: Id
+
+
+class OverridePath(msgspec.Struct):
+    channel_id: Id
+    kind: OverrideKind
+    target_id: TargetId
+
+
+class ReasonQuery(msgspec.Struct, kw_only=True):
+    """Why (kept in the audit log)."""
+
+    reason: Reason | None = None
 
 
 def add_role_routes(app: web.Application, auth: Authenticator, service: RoleService) -> None:
-    endpoint = answers_request_errors(_STATUS)
-
-    @endpoint
     async def list_roles(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        roles = await service.fetch_roles(user.id, _id(request, "community_id"))
-        return json_response({"roles": roles})
+        path = path_params(request, CommunityPath)
+        return json_response(RolesReply(roles=await service.fetch_roles(user.id,
+                                                                        path.community_id)))
 
-    @endpoint
     async def create_role(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        req = await _request(request, CreateRole, community_id=_id(request, "community_id"))
-        return json_response({"role": await service.create_role(user.id, req)}, status=201)
+        path = path_params(request, CommunityPath)
+        req = await read_op(request, CreateRole, msgspec.structs.asdict(path))
+        return json_response(RoleReply(role=await service.create_role(user.id, req)),
+                             status=201)
 
-    @endpoint
     async def update_role(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        req = await _request(request, UpdateRole, role_id=_id(request, "role_id"))
-        return json_response({"role": await service.update_role(user.id, req)})
+        path = path_params(request, RolePath)
+        req = await read_op(request, UpdateRole, msgspec.structs.asdict(path))
+        return json_response(RoleReply(role=await service.update_role(user.id, req)))
 
-    @endpoint
     async def delete_role(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        req = await _request(request, DeleteRole, role_id=_id(request, "role_id"))
-        await service.delete_role(user.id, req)
+        path = path_params(request, RolePath)
+        query = query_params(request, ReasonQuery)
+        await service.delete_role(user.id, DeleteRole(id=0, role_id=path.role_id,
+                                                      reason=query.reason))
         return web.Response(status=204)
 
-    @endpoint
     async def member_roles(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        req = await _request(request, SetMemberRoles,
-                             community_id=_id(request, "community_id"),
-                             user_id=_id(request, "user_id"))
-        return json_response({"member": await service.set_member_roles(user.id, req)})
+        path = path_params(request, MemberPath)
+        req = await read_op(request, SetMemberRoles, msgspec.structs.asdict(path))
+        return json_response(MemberReply(member=await service.set_member_roles(user.id, req)))
 
-    @endpoint
     async def member_tier(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        req = await _request(request, SetMemberTier, community_id=_id(request, "community_id"),
-                             user_id=_id(request, "user_id"))
-        return json_response({"member": await service.set_member_tier(user.id, req)})
+        path = path_params(request, MemberPath)
+        req = await read_op(request, SetMemberTier, msgspec.structs.asdict(path))
+        return json_response(MemberReply(member=await service.set_member_tier(user.id, req)))
 
-    @endpoint
     async def list_overrides(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        overrides = await service.fetch_overrides(user.id, _id(request, "channel_id"))
-        return json_response({"overrides": overrides})
+        path = path_params(request, ChannelPath)
+        overrides = await service.fetch_overrides(user.id, path.channel_id)
+        return json_response(OverridesReply(overrides=overrides))
 
-    @endpoint
     async def set_override(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        req = await _request(request, SetChannelOverride, channel_id=_id(request, "channel_id"),
-                             kind=request.match_info["kind"],
-                             target_id=_id(request, "target_id"))
-        return json_response({"override": await service.set_override(user.id, req)})
+        path = path_params(request, OverridePath)
+        req = await read_op(request, SetChannelOverride, msgspec.structs.asdict(path))
+        return json_response(OverrideReply(override=await service.set_override(user.id, req)))
 
-    @endpoint
     async def clear_override(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        req = await _request(request, ClearChannelOverride,
-                             channel_id=_id(request, "channel_id"),
-                             kind=request.match_info["kind"],
-                             target_id=_id(request, "target_id"))
-        await service.set_override(user.id, req)
+        path = path_params(request, OverridePath)
+        query = query_params(request, ReasonQuery)
+        await service.set_override(user.id, ClearChannelOverride(
+            id=0, channel_id=path.channel_id, kind=path.kind, target_id=path.target_id,
+            reason=query.reason))
         return web.Response(status=204)
 
-    @endpoint
     async def channel_tier(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        req = await _request(request, SetChannelTier, channel_id=_id(request, "channel_id"))
-        return json_response({"channel": await service.set_channel_tier(user.id, req)})
+        path = path_params(request, ChannelPath)
+        req = await read_op(request, SetChannelTier, msgspec.structs.asdict(path))
+        return json_response(ChannelReply(channel=await service.set_channel_tier(user.id, req)))
 
-    v1 = "/api/v1"
-    app.router.add_get(v1 + "/communities/{community_id}/roles", list_roles)
-    app.router.add_post(v1 + "/communities/{community_id}/roles", create_role)
-    app.router.add_patch(v1 + "/roles/{role_id}", update_role)
-    app.router.add_delete(v1 + "/roles/{role_id}", delete_role)
-    app.router.add_put(v1 + "/communities/{community_id}/members/{user_id}/roles", member_roles)
-    app.router.add_put(v1 + "/communities/{community_id}/members/{user_id}/tier", member_tier)
-    app.router.add_get(v1 + "/channels/{channel_id}/overrides", list_overrides)
-    app.router.add_put(v1 + "/channels/{channel_id}/overrides/{kind}/{target_id}", set_override)
-    app.router.add_delete(v1 + "/channels/{channel_id}/overrides/{kind}/{target_id}",
-                          clear_override)
-    app.router.add_put(v1 + "/channels/{channel_id}/tier", channel_tier)
+    api = rest_api(app)
+    tag = "roles"
+    override_types = {"kind": OverrideKind, "target_id": TargetId}
+    community, member = frozenset({"community_id"}), frozenset({"community_id", "user_id"})
+    channel = frozenset({"channel_id"})
+    api.route("GET", "/communities/{community_id}/roles", list_roles, tag=tag,
+              summary="The community's custom roles.", reply=RolesReply)
+    api.route("POST", "/communities/{community_id}/roles", create_role, tag=tag,
+              summary="Create a custom role (MANAGE_ROLES; below your highest role).",
+              body=body_of(CreateRole, community), reply=RoleReply, status=201)
+    api.route("PATCH", "/roles/{role_id}", update_role, tag=tag,
+              summary="Change a custom role; fields left out keep their value.",
+              body=body_of(UpdateRole, frozenset({"role_id"})), body_required=False,
+              reply=RoleReply)
+    api.route("DELETE", "/roles/{role_id}", delete_role, tag=tag, query=ReasonQuery,
+              summary="Delete a custom role.", status=204)
+    api.route("PUT", "/communities/{community_id}/members/{user_id}/roles", member_roles,
+              tag=tag, summary="Set a member's custom roles.",
+              body=body_of(SetMemberRoles, member), reply=MemberReply)
+    api.route("PUT", "/communities/{community_id}/members/{user_id}/tier", member_tier,
+              tag=tag, summary="Set a member's tier.", body=body_of(SetMemberTier, member),
+              reply=MemberReply)
+    api.route("GET", "/channels/{channel_id}/overrides", list_overrides, tag=tag,
+              summary="The channel's permission overrides.", reply=OverridesReply)
+    api.route("PUT", "/channels/{channel_id}/overrides/{kind}/{target_id}", set_override,
+              tag=tag, summary="Set a permission override (only bits you hold).",
+              body=body_of(SetChannelOverride, frozenset({"channel_id", "kind", "target_id"})),
+              body_required=False, reply=OverrideReply, path_types=override_types)
+    api.route("DELETE", "/channels/{channel_id}/overrides/{kind}/{target_id}", clear_override,
+              tag=tag, summary="Remove a permission override.", query=ReasonQuery, status=204,
+              path_types=override_types)
+    api.route("PUT", "/channels/{channel_id}/tier", channel_tier, tag=tag,
+              summary="Set the tier a channel requires.", body=body_of(SetChannelTier, channel),
+              reply=ChannelReply)

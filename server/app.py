@@ -64,6 +64,7 @@ from server.gc_policy import GcPolicy
 from server.logs import request_id_middleware
 from server.metrics import Metrics, render
 from server.readiness import Check, Readiness
+from server.rest.openapi import add_openapi_route
 
 log = logging.getLogger(__name__)
 
@@ -511,6 +512,7 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
                                                      make_key_limiter(config)),
                                     services.chat.register, services.voice),
                    selected_sidecars(config))
+    add_openapi_route(app)  # last: it documents every REST route added above
     if (WEB_ROOT / "index.html").is_file():
         app.router.add_get("/", index)
         app.router.add_get("/mod", mod_console)

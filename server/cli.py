@@ -109,16 +109,20 @@ def main(argv: list[str] | None = None) -> int:
                        help="serve only this sidecar (repeatable), no gateway; same "
                             "PostgreSQL and Redis as the gateway processes")
     sub.add_parser("migrate", help="apply database migrations and exit")
-    docs = sub.add_parser("docs", help="regenerate docs/protocol.md")
+    docs = sub.add_parser("docs", help="regenerate docs/protocol.md and docs/rest.md")
     docs.add_argument("--out", default="docs/protocol.md")
+    docs.add_argument("--rest-out", default="docs/rest.md")
     sub.add_parser("loadtest", help="run the load-test harness (see hearth loadtest --help)")
     args = parser.parse_args(argv)
 
     if args.command == "docs":
         from protocol.docgen import render_protocol_markdown
+        from server.rest.docs import current_document, render_rest_markdown
 
         Path(args.out).write_text(render_protocol_markdown(), encoding="utf-8")
-        print(f"wrote {args.out}")
+        Path(args.rest_out).write_text(render_rest_markdown(current_document()),
+                                       encoding="utf-8")
+        print(f"wrote {args.out} and {args.rest_out}")
         return 0
 
     overrides = {}

@@ -312,7 +312,9 @@ class Gateway:
             return web.json_response(
                 {"error": {"code": "busy", "message": "too many new connections; retry"}},
                 status=503, headers={"Retry-After": str(random.randint(1, 5))})
-        ws = web.WebSocketResponse(max_msg_size=self.limits.max_frame_bytes, autoping=True,
+        # aiohttp refuses a frame of exactly max_msg_size; the documented limit is the
+        # largest frame accepted, so one byte more is the first refused.
+        ws = web.WebSocketResponse(max_msg_size=self.limits.max_frame_bytes + 1, autoping=True,
                                    heartbeat=None, compress=False, timeout=2.0)
         try:
             await ws.prepare(request)
