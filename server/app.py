@@ -61,6 +61,7 @@ from server.config import Config, media_worker_count, secret_for
 from server.cors import cors_middleware
 from server.gateway import Gateway
 from server.gc_policy import GcPolicy
+from server.lifecycle import TaskSupervisor, Teardown
 from server.logs import request_id_middleware
 from server.metrics import Metrics, render
 
@@ -190,7 +191,9 @@ class Services:
             self.chat.register(request_type, handler)
         self.hub.after_control = self.voice.session_changed
         self.opener.on_close.append(self.voice.session_closed)
-        self._background: set[asyncio.Task[None]] = set()
+        self._reconnects: set[asyncio.Task[None]] = set()
+        self.tasks = TaskSupervisor()
+        """The process's background tasks; one that dies makes ``/readyz`` fail."""
         self.gc_policy = GcPolicy(freeze_interval_s=config.gc_freeze_interval_s,
                                   full_interval_s=config.gc_full_interval_s)
         self.gateway = Gateway(auth=self.auth, opener=self.opener, chat=self.chat,
@@ -209,8 +212,14 @@ class Services:
 
     def _bus_reconnected(self) -> None:
         task = asyncio.get_running_loop().create_task(self.on_bus_reconnect())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._reconnects.add(task)
+        task.add_done_callback(self._reconnect_done)
+
+    def _reconnect_done(self, task: asyncio.Task[None]) -> None:
+        """A catch-up after a reconnect is one-off work: a failure is logged at once."""
+        self._reconnects.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("catch-up after a bus reconnect failed", exc_info=exc)
 
     def sample_metrics(self, m: Metrics) -> None:
         """Copy this process's counters into prometheus (every few seconds)."""
@@ -305,45 +314,46 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _realtime(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
-    if services.config.starter_community:
-        services.starter_community_id = await services.communities.ensure_starter_community()
-    await services.bus.start()
-    await services.presence.start()
-    media_close = await _start_media(services)
-    background = [
-        asyncio.create_task(services.writer.run(), name="group-commit"),
-        asyncio.create_task(services.gateway.sweep_forever(), name="gateway-sweeper"),
-        asyncio.create_task(services.metrics.run(services.sample_metrics), name="metrics"),
-        asyncio.create_task(services.presence.run(), name="presence"),
-        asyncio.create_task(services.raid.run(), name="raid-signals"),
-        asyncio.create_task(audit_retention(services.db, services.config.audit_retention_days),
-                            name="audit-retention"),
-        asyncio.create_task(services.gc_policy.run(), name="gc-policy"),
-        asyncio.create_task(services.live.run(), name="live-sessions"),
-        asyncio.create_task(services.voice.run(), name="voice-roster"),
-    ]
+    teardown = Teardown()
+    # Pushed in opening order, run in reverse: each step runs even if one before failed.
+    teardown.push("raid", services.raid.close)
+    teardown.push("slowmode", services.slowmode.close)
+    teardown.push("user-limiter", services.user_limiter.close)
+    teardown.push("report-limiter", services.report_limiter.close)
+    teardown.push("question-limiter", services.question_limiter.close)
+    teardown.push("voice-join-limiter", services.voice_join_limiter.close)
+    if services.mirror is not None:
+        teardown.push("session-mirror", services.mirror.close)
     try:
+        if services.config.starter_community:
+            services.starter_community_id = \
+                await services.communities.ensure_starter_community()
+        await services.bus.start()
+        teardown.push("bus", services.bus.close)
+        teardown.push("hub", services.hub.close)
+        await services.presence.start()
+        # this process's users go offline (or elsewhere)
+        teardown.push("presence", services.presence.close)
+        media_close = await _start_media(services)
+        if media_close is not None:
+            teardown.push("media", media_close)
+        # this process's participants leave their rooms
+        teardown.push("voice", services.voice.close)
+        tasks = services.tasks
+        teardown.push("background-tasks", tasks.close)
+        tasks.start("group-commit", services.writer.run())
+        tasks.start("gateway-sweeper", services.gateway.sweep_forever())
+        tasks.start("metrics", services.metrics.run(services.sample_metrics))
+        tasks.start("presence", services.presence.run())
+        tasks.start("raid-signals", services.raid.run())
+        tasks.start("audit-retention",
+                    audit_retention(services.db, services.config.audit_retention_days))
+        tasks.start("gc-policy", services.gc_policy.run())
+        tasks.start("live-sessions", services.live.run())
+        tasks.start("voice-roster", services.voice.run())
         yield
     finally:
-        for task in background:
-            task.cancel()
-        for result in await asyncio.gather(*background, return_exceptions=True):
-            if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
-                log.error("background task failed at shutdown", exc_info=result)
-        await services.voice.close()  # this process's participants leave their rooms
-        if media_close is not None:
-            await media_close()
-        await services.presence.close()  # this process's users go offline (or elsewhere)
-        await services.hub.close()
-        await services.bus.close()
-        if services.mirror is not None:
-            await services.mirror.close()
-        await services.user_limiter.close()
-        await services.report_limiter.close()
-        await services.question_limiter.close()
-        await services.voice_join_limiter.close()
-        await services.slowmode.close()
-        await services.raid.close()
+        await teardown.run()
 
 
 MEDIA_SOCKETS_ENV = "HEARTH_MEDIA_SOCKETS"
@@ -441,6 +451,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks = {"database": await services.db.ping(), "bus": await services.bus.ping()}
     if services.mirror is not None:
         checks["sessions"] = await services.mirror.ping()
+    checks["background"] = services.tasks.healthy
     ok = all(checks.values()) and not services.gateway.draining
     return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks},
                              status=200 if ok else 503)
