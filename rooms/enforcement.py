@@ -34,7 +34,7 @@ from rooms.permissions import (
     MODERATOR_BITS,
     Permission,
 )
-from rooms.redis_client import blocking_client
+from rooms.redis_client import RedisClients, blocking_client
 from rooms.sessions import Session
 
 log = logging.getLogger(__name__)
@@ -182,8 +182,8 @@ class RedisSlowMode(SlowMode):
         await self._redis.aclose()
 
 
-def make_slowmode(redis_url: str | None) -> SlowMode:
-    return RedisSlowMode(redis_url.split(",")[0].strip()) if redis_url else LocalSlowMode()
+def make_slowmode(redis: RedisClients | None) -> SlowMode:
+    return RedisSlowMode(redis.url) if redis is not None else LocalSlowMode()
 
 
 class PostGate:

@@ -89,6 +89,7 @@ from protocol.models import Presence, PresenceStatus
 from rooms.bus import presence_topic
 from rooms.errors import RequestError, not_found
 from rooms.hub import Hub
+from rooms.redis_client import RedisClients
 from rooms.sessions import Session
 
 log = logging.getLogger(__name__)
@@ -650,13 +651,13 @@ class PresenceService:
                              has_more=has_more)
 
 
-def make_store(redis_url: str | None, *, ttl_s: float, batch_s: float) -> PresenceStore:
-    """The Redis store when ``redis_url`` is set (first URL of a list), else in memory."""
-    if not redis_url:
+def make_store(redis: RedisClients | None, *, ttl_s: float, batch_s: float) -> PresenceStore:
+    """The Redis store when the process has Redis, else in memory."""
+    if redis is None:
         return MemoryPresenceStore(ttl_s=ttl_s, batch_s=batch_s)
     from rooms.redis_presence import RedisPresenceStore
 
-    return RedisPresenceStore(redis_url.split(",")[0].strip(), ttl_s=ttl_s, batch_s=batch_s)
+    return RedisPresenceStore(redis.url, ttl_s=ttl_s, batch_s=batch_s)
 
 
 __all__ = [

@@ -25,7 +25,7 @@ from protocol.frames import RaidSignal
 from protocol.moderation import RaidSignalKind
 from rooms.bus import mod_topic
 from rooms.hub import Hub
-from rooms.redis_client import blocking_client
+from rooms.redis_client import RedisClients, blocking_client
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,5 @@ class RaidMonitor:
         await self.counter.close()
 
 
-def make_counter(redis_url: str | None) -> WindowCounter:
-    return RedisWindowCounter(redis_url.split(",")[0].strip()) if redis_url \
-        else LocalWindowCounter()
+def make_counter(redis: RedisClients | None) -> WindowCounter:
+    return RedisWindowCounter(redis.url) if redis is not None else LocalWindowCounter()

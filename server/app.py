@@ -42,8 +42,9 @@ from rooms.live import LiveService
 from rooms.moderation import ModerationService
 from rooms.presence import PresenceService, make_store
 from rooms.raid import RaidMonitor, make_counter
-from rooms.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from rooms.rate_limit import RateLimiter, make_limiter
 from rooms.ready import SessionOpener
+from rooms.redis_client import redis_clients
 from rooms.review import ReviewService
 from rooms.roles import RoleService
 from rooms.session_mirror import SessionMirror
@@ -80,12 +81,14 @@ class Services:
         self.config = config
         self.db = Database()
         self.metrics = Metrics()
+        self.redis = redis_clients(config.redis_url)
+        """Every plain Redis client comes from here (None: no Redis configured)."""
         self.bus: Bus = bus or self._make_bus(config)
         self.hub = Hub(self.bus, fetch_missing=self._fetch_missing,
                        observe_latency=self.metrics.observe_latency_ms,
                        presence_auto_max_members=config.limits.presence_auto_max_members)
         # moderation (issue 5): raid counters, slow mode, the resolver, the services
-        self.raid = RaidMonitor(self.hub, make_counter(config.redis_url),
+        self.raid = RaidMonitor(self.hub, make_counter(self.redis),
                                 joins=config.raid_joins,
                                 joins_window_s=config.raid_joins_window_s,
                                 messages=config.raid_messages,
@@ -96,7 +99,7 @@ class Services:
         self.communities = CommunityService(
             self.db, self.hub, config.limits, access=self.access,
             on_join=lambda cid: self.raid.note(cid, RaidSignalKind.JOINS))
-        self.slowmode = make_slowmode(config.redis_url)
+        self.slowmode = make_slowmode(self.redis)
         self.gate = PostGate(self.slowmode,
                              on_message=lambda cid: self.raid.note(cid, RaidSignalKind.MESSAGES))
         self.moderation = ModerationService(self.db, self.hub, config.limits, self.access)
@@ -114,11 +117,8 @@ class Services:
         self.writer = GroupCommitWriter(self.db, self._publish_committed,
                                         window_ms=config.group_commit_window_ms)
         limits = config.limits
-        per_message_ms = limits.rate_window_ms / max(limits.user_messages_per_window, 1)
-        self.user_limiter: RateLimiter = RedisRateLimiter(
-            config.redis_url.split(",")[0].strip(), limits.user_messages_per_window,
-            per_message_ms) if config.redis_url else LocalRateLimiter(
-            limits.user_messages_per_window, per_message_ms)
+        self.user_limiter: RateLimiter = make_limiter(
+            self.redis, limits.user_messages_per_window, limits.rate_window_ms)
         # automod (issue 5): the resolver, B's moderation service, members' custom roles
         self.automod = AutomodService(self.db, self.hub, access=self.access,
                                       moderation=self.moderation,
@@ -126,11 +126,8 @@ class Services:
         self.chat = ChatService(self.db, self.hub, self.writer, config.limits,
                                 user_limiter=self.user_limiter, automod=self.automod,
                                 gate=self.gate)
-        per_report_ms = limits.report_window_ms / max(limits.reports_per_window, 1)
-        self.report_limiter: RateLimiter = RedisRateLimiter(
-            config.redis_url.split(",")[0].strip(), limits.reports_per_window,
-            per_report_ms) if config.redis_url else LocalRateLimiter(
-            limits.reports_per_window, per_report_ms)
+        self.report_limiter: RateLimiter = make_limiter(
+            self.redis, limits.reports_per_window, limits.report_window_ms)
         self.review = ReviewService(self.db, self.hub, config.limits, self.moderation,
                                     self.report_limiter)
         self.roles = RoleService(self.db, self.hub, config.limits, self.access)
@@ -139,25 +136,22 @@ class Services:
             self.chat.register(request_type, handler)
         self.registry = SessionRegistry(config.limits.resume_window_ms)
         self.mirror: SessionMirror | None = None
-        if config.redis_url:
+        if self.redis is not None:
             self.mirror = SessionMirror(
-                config.redis_url.split(",")[0].strip(),
+                self.redis.url,
                 owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
                 ttl_ms=config.limits.resume_window_ms,
                 max_frames=config.limits.replay_buffer_events)
         # presence (rooms/presence.py): Redis with HEARTH_REDIS_URL, else in memory
         self.presence = PresenceService(make_store(
-            config.redis_url, ttl_s=config.presence_ttl_s,
+            self.redis, ttl_s=config.presence_ttl_s,
             batch_s=config.presence_batch_ms / 1000), self.hub, self.db,
             max_subscriptions=limits.max_presence_subscriptions)
         for request_type, handler in self.presence.handlers().items():
             self.chat.register(request_type, handler)
         # live sessions (issue 6): stage and Q&A ops (the voice rooms attach below)
-        per_question_ms = limits.rate_window_ms / max(limits.questions_per_window, 1)
-        self.question_limiter: RateLimiter = RedisRateLimiter(
-            config.redis_url.split(",")[0].strip(), limits.questions_per_window,
-            per_question_ms) if config.redis_url else LocalRateLimiter(
-            limits.questions_per_window, per_question_ms)
+        self.question_limiter: RateLimiter = make_limiter(
+            self.redis, limits.questions_per_window, limits.rate_window_ms)
         self.live = LiveService(self.db, self.hub, limits, self.access,
                                 data_dir=config.data_path(), gate=self.gate,
                                 automod=self.automod, question_limiter=self.question_limiter,
@@ -173,13 +167,10 @@ class Services:
         # are started with the other I/O (_realtime), so media stays None until then.
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.media: MediaBackend | None = None
-        per_join_ms = limits.voice_join_window_ms / max(limits.voice_joins_per_window, 1)
-        self.voice_join_limiter: RateLimiter = RedisRateLimiter(
-            config.redis_url.split(",")[0].strip(), limits.voice_joins_per_window,
-            per_join_ms) if config.redis_url else LocalRateLimiter(
-            limits.voice_joins_per_window, per_join_ms)
+        self.voice_join_limiter: RateLimiter = make_limiter(
+            self.redis, limits.voice_joins_per_window, limits.voice_join_window_ms)
         self.voice = VoiceService(self.db, self.hub, config.limits, self.access,
-                                  make_roster(config.redis_url, self.node_id), None,
+                                  make_roster(self.redis, self.node_id), None,
                                   enabled=config.voice_enabled,
                                   mix_listeners_above=config.voice_mix_listeners_above,
                                   join_limiter=self.voice_join_limiter)
@@ -204,11 +195,11 @@ class Services:
         await self.chat.publish_committed(messages)
 
     def _make_bus(self, config: Config) -> Bus:
-        if not config.redis_url:
+        if self.redis is None:
             return InProcessBus()
         from rooms.redis_bus import RedisBus
 
-        return RedisBus(config.redis_url, on_reconnect=self._bus_reconnected)
+        return RedisBus(self.redis.urls, on_reconnect=self._bus_reconnected)
 
     def _bus_reconnected(self) -> None:
         task = asyncio.get_running_loop().create_task(self.on_bus_reconnect())
@@ -398,10 +389,8 @@ async def _start_media(services: Services) -> Callable[[], Awaitable[None]] | No
     key = derive_key(secret_for(config))
     redis_client = None
     store: PlacementStore = LocalPlacement()
-    if config.redis_url:
-        import redis.asyncio as aioredis
-
-        redis_client = aioredis.from_url(config.redis_url.split(",")[0].strip())
+    if services.redis is not None:
+        redis_client = services.redis.client()
         # redis-py's stubs type every command as sync-or-async; the client is async.
         store = RedisPlacement(cast("RedisLike", redis_client))
     socket_dir: Path | None = None
