@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from persistence import channels as channels_db
 from persistence import messages as messages_db
@@ -63,6 +61,7 @@ from rooms.group_commit import GroupCommitWriter
 from rooms.hub import Hub
 from rooms.permissions import Permission
 from rooms.rate_limit import RateLimiter
+from rooms.routing import Handler
 from rooms.sessions import Session
 
 _USER_MENTION = re.compile(r"<@(\d{1,16})>")
@@ -119,7 +118,11 @@ class ChatService:
         self._history_in_flight: dict[tuple[int, int | None, int | None, int | None, int],
                                       asyncio.Future[tuple[list[Message], bool]]] = {}
         self.history_coalesced = 0
-        self._handlers: dict[type[Request], Callable[[Session, Any], Awaitable[Result]]] = {
+
+    def handlers(self) -> dict[type[Request], Handler]:
+        """The chat requests (``delete_message`` is moderation's: it audits a
+        moderator's delete in the same transaction)."""
+        return {
             SendMessage: self.send_message,
             EditMessage: self.edit_message,
             AddReaction: self.add_reaction,
@@ -133,19 +136,6 @@ class ChatService:
             JoinThread: self.join_thread,
             LeaveThread: self.leave_thread,
         }
-
-    def register(self, request_type: type[Request],
-                 handler: Callable[[Session, Any], Awaitable[Result]]) -> None:
-        """Serve ``request_type`` with a handler from elsewhere (presence requests;
-        ``delete_message`` and the other moderation requests: rooms/moderation.py,
-        which audits a moderator's delete in the same transaction)."""
-        self._handlers[request_type] = handler
-
-    async def handle(self, session: Session, request: Request) -> Result:
-        handler = self._handlers.get(type(request))
-        if handler is None:
-            raise RequestError(ErrorCode.INVALID_FRAME, f"unsupported request {type(request)}")
-        return await handler(session, request)
 
     async def publish_committed(self, messages: list[Message]) -> None:
         """Group-commit callback: announce committed messages, in seq order."""

@@ -47,6 +47,7 @@ from rooms.ready import SessionOpener
 from rooms.redis_client import redis_clients
 from rooms.review import ReviewService
 from rooms.roles import RoleService
+from rooms.routing import Router
 from rooms.session_mirror import SessionMirror
 from rooms.sessions import SessionRegistry
 from rooms.voice import MediaBackend, VoiceService
@@ -131,9 +132,6 @@ class Services:
         self.review = ReviewService(self.db, self.hub, config.limits, self.moderation,
                                     self.report_limiter)
         self.roles = RoleService(self.db, self.hub, config.limits, self.access)
-        for request_type, handler in (self.moderation.handlers()
-                                      | self.review.handlers() | self.roles.handlers()).items():
-            self.chat.register(request_type, handler)
         self.registry = SessionRegistry(config.limits.resume_window_ms)
         self.mirror: SessionMirror | None = None
         if self.redis is not None:
@@ -147,8 +145,6 @@ class Services:
             self.redis, ttl_s=config.presence_ttl_s,
             batch_s=config.presence_batch_ms / 1000), self.hub, self.db,
             max_subscriptions=limits.max_presence_subscriptions)
-        for request_type, handler in self.presence.handlers().items():
-            self.chat.register(request_type, handler)
         # live sessions (issue 6): stage and Q&A ops (the voice rooms attach below)
         self.question_limiter: RateLimiter = make_limiter(
             self.redis, limits.questions_per_window, limits.rate_window_ms)
@@ -158,8 +154,6 @@ class Services:
                                 reminder_lead_s=config.live_reminder_lead_s,
                                 reminder_every_s=config.live_reminder_every_s,
                                 mix_listeners_above=config.stage_mix_listeners_above)
-        for request_type, handler in self.live.handlers().items():
-            self.chat.register(request_type, handler)
         self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits,
                                     mirror=self.mirror, fetch_missing=self._fetch_missing,
                                     presence=self.presence, access=self.access)
@@ -178,8 +172,6 @@ class Services:
         self.live.attach_voice(self.voice)
         self.live.rooms = self.voice
         self.voice.stage_options = self.live
-        for request_type, handler in self.voice.handlers().items():
-            self.chat.register(request_type, handler)
         self.hub.after_control = self.voice.session_changed
         self.opener.on_close.append(self.voice.session_closed)
         self._reconnects: set[asyncio.Task[None]] = set()
@@ -187,7 +179,10 @@ class Services:
         """The process's background tasks; one that dies makes ``/readyz`` fail."""
         self.gc_policy = GcPolicy(freeze_interval_s=config.gc_freeze_interval_s,
                                   full_interval_s=config.gc_full_interval_s)
-        self.gateway = Gateway(auth=self.auth, opener=self.opener, chat=self.chat,
+        # The gateway's routing table: each domain lists the requests it serves.
+        self.router = Router([self.chat, self.moderation, self.review, self.roles,
+                              self.presence, self.live, self.voice])
+        self.gateway = Gateway(auth=self.auth, opener=self.opener, router=self.router,
                                limits=config.limits, allowed_origins=config.allowed_origins,
                                admission_per_s=config.admission_per_s)
 
