@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import collections
 import secrets
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from protocol.codec import Codec
 from protocol.codes import CloseCode
 from protocol.models import Channel, ChannelKind, Role, User
-from rooms.bus import channel_topic, community_topic, mod_topic, presence_topic, user_topic
+from rooms.bus import channel_topic, community_topic, user_topic
+from rooms.control import SessionView, ViewKey
 from rooms.permissions import Override, Permission
+
+V = TypeVar("V", bound=SessionView)
 
 
 class Sink(Protocol):
@@ -42,24 +45,6 @@ class Mirror(Protocol):
     """Write-ahead copy of sessions for resume on another node (rooms/session_mirror.py)."""
 
     def mark_dirty(self, session: Session) -> None: ...
-
-
-class ModerationView:
-    """What a session knows to enforce sanctions without a query per send
-    (rooms/enforcement.py): loaded at identify, kept current by control events."""
-
-    __slots__ = ("account_created_ms", "feeds", "joined_ms", "lockdowns", "timeouts")
-
-    def __init__(self) -> None:
-        self.account_created_ms = 0
-        self.joined_ms: dict[int, int] = {}
-        """community id -> when the member joined (ms)."""
-        self.timeouts: dict[int, int] = {}
-        """community id -> when the member's timeout ends (ms)."""
-        self.lockdowns: dict[int, tuple[int, int]] = {}
-        """community id -> (member_age_s, account_age_s) while in lockdown."""
-        self.feeds: set[int] = set()
-        """Communities whose live moderator feed this session receives."""
 
 
 class MemberView:
@@ -109,9 +94,6 @@ class Session:
         "held",
         "is_superseded",
         "mirror",
-        "moderation",
-        "presence_communities",
-        "presence_requested",
         "replay",
         "replay_floor",
         "replay_size",
@@ -122,6 +104,7 @@ class Session:
         "typing_at",
         "unmirrored",
         "user",
+        "views",
     )
 
     def __init__(self, user: User, codec: Codec, replay_size: int,
@@ -153,12 +136,9 @@ class Session:
         """While held: per channel, how far this process had delivered it when the
         session was attached (the catch-up must reach at least that far)."""
         self.is_superseded = False
-        self.moderation = ModerationView()
         self.access = AccessView()
-        self.presence_communities: set[int] = set()
-        """Communities whose ``presence_update`` batches this session receives."""
-        self.presence_requested: set[int] = set()
-        """Of those, the large ones it subscribed to (counted against the limit)."""
+        self.views: dict[ViewKey[Any], SessionView] | None = None
+        """Each domain's own state (moderation, presence...): :meth:`view`."""
 
     # ----------------------------------------------------------------- view of the world
 
@@ -170,14 +150,28 @@ class Session:
     def parent_of(self, channel: Channel) -> Channel | None:
         return self.channels.get(channel.parent_id) if channel.parent_id else None
 
+    def view(self, key: ViewKey[V]) -> V:
+        """The domain's view named ``key`` in this session, made empty on first use."""
+        views = self.views
+        if views is None:
+            views = self.views = {}
+        found = views.get(key)
+        if found is None:
+            found = views[key] = key.factory()
+        return found  # type: ignore[return-value]  # the key's factory made it
+
+    def peek(self, key: ViewKey[V]) -> V | None:
+        """The domain's view if this session has one (nothing is created)."""
+        views = self.views
+        return None if views is None else views.get(key)  # type: ignore[return-value]
+
     def topics(self) -> set[str]:
         """Every bus topic this session listens to."""
         topics = {user_topic(self.user.id)}
         topics.update(community_topic(c) for c in self.roles)
-        topics.update(presence_topic(c) for c in self.presence_communities
-                      if c in self.roles)
         topics.update(channel_topic(c) for c in self.channels)
-        topics.update(mod_topic(c) for c in self.moderation.feeds if c in self.roles)
+        for view in (self.views or {}).values():
+            topics.update(view.topics(self))
         return topics
 
     def community_channel_ids(self, community_id: int) -> list[int]:

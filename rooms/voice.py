@@ -331,6 +331,7 @@ class VoiceService:
         self._on_join: list[PresenceCallback] = []
         self._on_leave: list[PresenceCallback] = []
         hub.listen(COMMAND_TOPIC, self._on_command)
+        hub.control.on_view_changed(self.session_changed)
 
     # ---------------------------------------------------------------- hooks (live)
 

@@ -85,18 +85,17 @@ class Services:
         self.redis = redis_clients(config.redis_url)
         """Every plain Redis client comes from here (None: no Redis configured)."""
         self.bus: Bus = bus or self._make_bus(config)
+        # permissions: the one resolver; permissions_update re-reads sessions through it
+        self.access = AccessResolver(self.db)
         self.hub = Hub(self.bus, fetch_missing=self._fetch_missing,
                        observe_latency=self.metrics.observe_latency_ms,
-                       presence_auto_max_members=config.limits.presence_auto_max_members)
+                       refresh_access=self.access.refresh_session)
         # moderation (issue 5): raid counters, slow mode, the resolver, the services
         self.raid = RaidMonitor(self.hub, make_counter(self.redis),
                                 joins=config.raid_joins,
                                 joins_window_s=config.raid_joins_window_s,
                                 messages=config.raid_messages,
                                 messages_window_s=config.raid_messages_window_s)
-        # permissions (issue 5): the one resolver; permissions_update re-reads sessions
-        self.access = AccessResolver(self.db)
-        self.hub.refresh_access = self.access.refresh_session
         self.communities = CommunityService(
             self.db, self.hub, config.limits, access=self.access,
             on_join=lambda cid: self.raid.note(cid, RaidSignalKind.JOINS))
@@ -144,7 +143,8 @@ class Services:
         self.presence = PresenceService(make_store(
             self.redis, ttl_s=config.presence_ttl_s,
             batch_s=config.presence_batch_ms / 1000), self.hub, self.db,
-            max_subscriptions=limits.max_presence_subscriptions)
+            max_subscriptions=limits.max_presence_subscriptions,
+            auto_max_members=limits.presence_auto_max_members)
         # live sessions (issue 6): stage and Q&A ops (the voice rooms attach below)
         self.question_limiter: RateLimiter = make_limiter(
             self.redis, limits.questions_per_window, limits.rate_window_ms)
@@ -172,7 +172,6 @@ class Services:
         self.live.attach_voice(self.voice)
         self.live.rooms = self.voice
         self.voice.stage_options = self.live
-        self.hub.after_control = self.voice.session_changed
         self.opener.on_close.append(self.voice.session_closed)
         self._reconnects: set[asyncio.Task[None]] = set()
         self.tasks = TaskSupervisor()
