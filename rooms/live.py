@@ -15,11 +15,9 @@
   gate (timeouts, channel lock, lockdown: ``rooms/enforcement.py``), the same automod
   rules (``rooms/automod_service.py``: a blocking rule refuses the question and its
   alert/timeout actions run), and a per-member rate limit of its own.
-* **Attendance.** The voice room's join/leave hooks (``StageVoice.on_join`` /
-  ``on_leave``) call :meth:`LiveService.note_join` / :meth:`LiveService.note_leave`,
-  which only enqueue (bounded; the hooks must not block the media path). A writer
-  task turns each batch into three statements (close, complete, open stretches).
-  Totals are the stretches clipped to the session's live window, overlaps counted once.
+* **Attendance** (``rooms/live_attendance.py``). The voice room's join/leave hooks
+  only enqueue; a writer task turns each batch into three statements. Totals are the
+  stretches clipped to the session's live window, overlaps counted once.
 * **Reminders.** A task claims sessions starting within the lead time (10 minutes by
   default) with one ``UPDATE ... RETURNING`` (exactly one node wins each) and sends
   ``live_session_reminder`` to each registered member's own topic.
@@ -47,7 +45,6 @@ from protocol.frames import ChannelCreated, ChannelUpdated, Event, Request, Resu
 from protocol.limits import Limits
 from protocol.live import (
     AttendanceReport,
-    Attendee,
     LiveSession,
     LiveSessionCreate,
     LiveSessionPatch,
@@ -79,6 +76,8 @@ from rooms.chat import check_text
 from rooms.enforcement import PostGate, check_can_post, check_not_timed_out
 from rooms.errors import RequestError, forbidden, not_found
 from rooms.hub import Hub
+from rooms.live_attendance import AttendanceLog
+from rooms.live_stage import StageRoomOptions
 from rooms.permissions import STAFF_SEES_TIERS, Permission
 from rooms.rate_limit import RateLimiter
 from rooms.sessions import Session
@@ -105,10 +104,6 @@ VoiceHook = Callable[[int, int, "dt.datetime | float"], None]
 
 class StageVoice(Protocol):
     """What LiveService needs of the voice rooms (``rooms/voice.py: VoiceService``)."""
-
-    def on_join(self, cb: VoiceHook) -> None: ...
-
-    def on_leave(self, cb: VoiceHook) -> None: ...
 
     async def set_role(self, channel_id: int, user_id: int, speaker: bool) -> None: ...
 
@@ -138,13 +133,6 @@ def _has(bits: Permission, perm: Permission) -> bool:
     return bool(bits & P.ADMINISTRATOR) or (bits & perm) == perm
 
 
-def to_wall(at: dt.datetime | float) -> dt.datetime:
-    """A hook's timestamp as an aware UTC datetime (a float is ``time.time()``)."""
-    if isinstance(at, dt.datetime):
-        return at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
-    return dt.datetime.fromtimestamp(at, tz=dt.UTC)
-
-
 def speakers_of(row: LiveRow) -> list[int]:
     """Host, co-hosts, promoted speakers: each once, in that order."""
     out: list[int] = []
@@ -155,39 +143,6 @@ def speakers_of(row: LiveRow) -> list[int]:
     return out
 
 
-def live_seconds(stretches: list[tuple[dt.datetime, dt.datetime | None]],
-                 start: dt.datetime | None, end: dt.datetime) -> float:
-    """Seconds covered by ``stretches`` inside [start, end], overlaps counted once."""
-    if start is None or end <= start:
-        return 0.0
-    clipped = sorted((max(j, start), min(left or end, end)) for j, left in stretches)
-    total = 0.0
-    cur_s: dt.datetime | None = None
-    cur_e: dt.datetime | None = None
-    for s, e in clipped:
-        if e <= s:
-            continue
-        if cur_e is None or s > cur_e:
-            if cur_s is not None and cur_e is not None:
-                total += (cur_e - cur_s).total_seconds()
-            cur_s, cur_e = s, e
-        elif e > cur_e:
-            cur_e = e
-    if cur_s is not None and cur_e is not None:
-        total += (cur_e - cur_s).total_seconds()
-    return total
-
-
-class _Note:
-    __slots__ = ("at", "channel_id", "joined", "user_id")
-
-    def __init__(self, channel_id: int, user_id: int, at: dt.datetime, joined: bool) -> None:
-        self.channel_id = channel_id
-        self.user_id = user_id
-        self.at = at
-        self.joined = joined
-
-
 class LiveService:
     """Serves live sessions (REST and gateway) and runs their background work."""
 
@@ -196,64 +151,34 @@ class LiveService:
                  automod: AutomodService | None = None,
                  question_limiter: RateLimiter | None = None,
                  reminder_lead_s: float = 600.0, reminder_every_s: float = 15.0,
-                 mix_listeners_above: int = 25,
+                 stage_rooms: StageRoomOptions | None = None,
+                 attendance: AttendanceLog | None = None,
                  voice: StageVoice | None = None,
                  rooms: StageRooms | None = None) -> None:
         self.db = db
         self.hub = hub
         self.limits = limits
         self.access = access
-        self.data_dir = data_dir
-        self.mix_listeners_above = mix_listeners_above
-        """Listeners above which a stage's audience gets the server-side mix."""
+        self.stage_rooms = stage_rooms or StageRoomOptions(db, data_dir)
+        """How stage rooms open: the mix threshold and where recordings go."""
+        self.attendance_log = attendance or AttendanceLog(db)
+        """Fed by the voice rooms' join/leave hooks (wired by whoever builds both)."""
         self.gate = gate
         self.automod = automod
         self.question_limiter = question_limiter
         self.reminder_lead_s = reminder_lead_s
         self.reminder_every_s = reminder_every_s
-        self.voice: StageVoice | None = None
+        self.voice = voice
+        """Drives who may talk on a stage."""
         self.rooms = rooms
         """Opens recorded stages with their ``record_path`` and closes stages at the end."""
-        self._notes: asyncio.Queue[_Note] = asyncio.Queue(ATTENDANCE_QUEUE_MAX)
-        self._write_lock = asyncio.Lock()
-        self._stage_of: dict[int, int | None] = {}
-        """channel id -> session id (None: not a stage), filled as hooks arrive."""
-        self.notes_dropped = 0
-        self.notes_written = 0
-        self.attendance_batches = 0
         self.reminders_sent = 0
-        if voice is not None:
-            self.attach_voice(voice)
-
-    def attach_voice(self, voice: StageVoice) -> None:
-        """Take attendance from the voice rooms and drive speakers through them."""
-        self.voice = voice
-        voice.on_join(self.note_join)
-        voice.on_leave(self.note_leave)
 
     def handlers(self) -> dict[type[Request], Callable[[Session, Any], Awaitable[Result]]]:
         return {StageRaiseHand: self.raise_hand, StageSetSpeaker: self.set_speaker,
                 StageSetCohost: self.set_cohost, StageFetch: self.fetch_stage,
                 QaAsk: self.ask, QaVote: self.vote, QaSetState: self.set_question_state,
                 QaFetch: self.fetch_questions}
-
-    def recording_path(self, session_id: int) -> Path:
-        """Where a recorded session's WAV goes: ``<data_dir>/recordings/<id>.wav``."""
-        return self.data_dir / "recordings" / f"{session_id}.wav"
-
-    async def stage_room_options(self, channel_id: int
-                                 ) -> tuple[int | None, str | None] | None:
-        """How a stage's room opens while its session is live, on whichever process the
-        first member joins (:class:`rooms.voice.StageOptions`); None for a channel that
-        is not a live session's stage."""
-        async with self.db.connection() as conn:
-            session_id = (await live_db.sessions_of_channels(conn, [channel_id])).get(
-                channel_id)
-            row = None if session_id is None else await live_db.get_session(conn, session_id)
-        if row is None or row.session.state is not LiveSessionState.LIVE:
-            return None
-        record = str(self.recording_path(row.id)) if row.session.recorded else None
-        return self.mix_listeners_above, record
 
     async def _configure_stage_room(self, row: LiveRow) -> None:
         """At the start: the stage room mixes for a large audience and, for a recorded
@@ -263,11 +188,11 @@ class LiveService:
             return
         record_path: str | None = None
         if row.session.recorded:
-            path = self.recording_path(row.id)
+            path = self.stage_rooms.recording_path(row.id)
             await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
             record_path = str(path)
         self.rooms.configure_room(row.session.channel_id,
-                                  mix_listeners_above=self.mix_listeners_above,
+                                  mix_listeners_above=self.stage_rooms.mix_listeners_above,
                                   record_path=record_path)
         # A room opened before the start (members already on the stage) gets its
         # recorder and mix now, not only rooms opened from here on.
@@ -384,7 +309,7 @@ class LiveService:
                                   target_id=row.id, reason=None, before=None,
                                   after={"title": body.title, "channel_id": channel.id,
                                          "starts_at": body.starts_at})
-        self._stage_of[channel.id] = row.id
+        self.attendance_log.stage_created(channel.id, row.id)
         # The channel first: it subscribes viewers' sessions to the stage's topic.
         await self.hub.publish_many([
             (community_topic(community_id), ChannelCreated(channel=channel)),
@@ -488,7 +413,7 @@ class LiveService:
         """End a live session: open attendance stretches close now, everyone leaves
         the stage's voice room, and a recording's path and length are stored."""
         await self._check_manager(user_id, session_id)
-        await self.flush()  # stretches still queued land before they are closed
+        await self.attendance_log.flush()  # queued stretches land before they are closed
         row = await self._transition(user_id, session_id, (S.LIVE,), S.ENDED)
         if self.rooms is not None:
             try:
@@ -781,102 +706,12 @@ class LiveService:
 
     # --------------------------------------------------------------------- attendance
 
-    def note_join(self, channel_id: int, user_id: int, at: dt.datetime | float) -> None:
-        """Voice hook: ``user_id`` joined ``channel_id``'s voice room at ``at``.
-        Never blocks; non-stage channels are ignored by the writer."""
-        self._note(_Note(channel_id, user_id, to_wall(at), True))
-
-    def note_leave(self, channel_id: int, user_id: int, at: dt.datetime | float) -> None:
-        """Voice hook: ``user_id`` left ``channel_id``'s voice room at ``at``."""
-        self._note(_Note(channel_id, user_id, to_wall(at), False))
-
-    def _note(self, note: _Note) -> None:
-        if self._stage_of.get(note.channel_id, 0) is None:
-            return  # known not to be a stage
-        try:
-            self._notes.put_nowait(note)
-        except asyncio.QueueFull:
-            self.notes_dropped += 1
-            if self.notes_dropped % 1000 == 1:
-                log.error("attendance queue full: %d join/leave notes dropped",
-                          self.notes_dropped)
-
-    async def flush(self) -> None:
-        """Write every queued note now (the report and ``end`` call this first)."""
-        async with self._write_lock:
-            while not self._notes.empty():
-                batch: list[_Note] = []
-                while len(batch) < ATTENDANCE_BATCH_MAX and not self._notes.empty():
-                    batch.append(self._notes.get_nowait())
-                await self._write(batch)
-
-    async def _write(self, batch: list[_Note]) -> None:
-        """One batch in one transaction: in-batch join/leave pairs become complete
-        stretches; a leave without a join in the batch closes the open stretch."""
-        unknown = list({n.channel_id for n in batch if n.channel_id not in self._stage_of})
-        async with self.db.transaction("live.attendance") as conn:
-            if unknown:
-                found = await live_db.sessions_of_channels(conn, unknown)
-                if len(self._stage_of) > _CHANNEL_CACHE_MAX:
-                    self._stage_of.clear()
-                for channel_id in unknown:
-                    self._stage_of[channel_id] = found.get(channel_id)
-            pending: dict[tuple[int, int], dt.datetime] = {}
-            completed: list[tuple[int, int, dt.datetime, dt.datetime]] = []
-            closed: list[tuple[int, int, dt.datetime]] = []
-            for note in batch:
-                sid = self._stage_of.get(note.channel_id)
-                if sid is None:
-                    continue
-                key = (sid, note.user_id)
-                if note.joined:
-                    pending.setdefault(key, note.at)
-                elif key in pending:
-                    completed.append((sid, note.user_id, pending.pop(key), note.at))
-                else:
-                    closed.append((sid, note.user_id, note.at))
-            opened = [(sid, uid, at) for (sid, uid), at in pending.items()]
-            await live_db.write_attendance(conn, opened=opened, completed=completed,
-                                           closed=closed)
-        self.notes_written += len(batch)
-        self.attendance_batches += 1
-
-    async def _attendance_loop(self) -> None:
-        while True:
-            first = await self._notes.get()
-            async with self._write_lock:
-                batch = [first]
-                while len(batch) < ATTENDANCE_BATCH_MAX and not self._notes.empty():
-                    batch.append(self._notes.get_nowait())
-                try:
-                    await self._write(batch)
-                except Exception:
-                    log.exception("attendance batch of %d notes lost", len(batch))
-
     async def attendance(self, user_id: int, session_id: int) -> AttendanceReport:
         """Who attended (host, co-host or ``MANAGE_CHANNELS``)."""
         await self._check_manager(user_id, session_id)
-        await self.flush()
         async with self.db.connection() as conn:
             row = await self._session(conn, session_id)
-            stretches = await live_db.attendance(conn, session_id)
-            registered = await live_db.registered_ids(conn, session_id)
-            now = await live_db.db_now(conn)
-        end = row.ended_at or now
-        reg = set(registered)
-        attendees: list[Attendee] = []
-        attended: list[int] = []
-        for uid in sorted(set(stretches) | reg):
-            own = stretches.get(uid, [])
-            total = live_seconds(own, row.started_at, end)
-            if total > 0:
-                attended.append(uid)
-            attendees.append(Attendee(
-                user_id=uid, intervals=[live_db.wire_interval(j, left) for j, left in own],
-                total_s=round(total, 3), registered=uid in reg))
-        return AttendanceReport(session_id=session_id, attendees=attendees,
-                                registered=registered, attended=attended,
-                                missed=[u for u in registered if u not in set(attended)])
+        return await self.attendance_log.report(row)
 
     # ---------------------------------------------------------------------- reminders
 
@@ -911,7 +746,7 @@ class LiveService:
     async def run(self) -> None:
         """Background work: the attendance writer and the reminders. Cancel to stop;
         queued attendance is written before it returns."""
-        tasks = [asyncio.create_task(self._attendance_loop(), name="live-attendance"),
+        tasks = [asyncio.create_task(self.attendance_log.run(), name="live-attendance"),
                  asyncio.create_task(self._reminder_loop(), name="live-reminders")]
         try:
             await asyncio.gather(*tasks)
@@ -920,9 +755,9 @@ class LiveService:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             try:
-                await self.flush()
+                await self.attendance_log.flush()
             except Exception:
                 log.exception("attendance not written at shutdown")
 
 
-__all__ = ["LiveService", "StageRooms", "StageVoice", "live_seconds", "speakers_of"]
+__all__ = ["LiveService", "StageRooms", "StageVoice", "VoiceHook", "speakers_of"]

@@ -14,7 +14,7 @@ delivers from PostgreSQL the messages published while no process held the sessio
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
@@ -77,7 +77,8 @@ class SessionOpener:
                  mirror: SessionMirror | None = None,
                  fetch_missing: FetchMissing | None = None,
                  presence: PresenceService | None = None,
-                 access: AccessResolver | None = None) -> None:
+                 access: AccessResolver | None = None,
+                 on_close: Sequence[Callable[[Session], None]] = ()) -> None:
         self.db = db
         self.access = access or AccessResolver(db)
         """Resolves the channels a member may see and fills the session's access view."""
@@ -88,7 +89,7 @@ class SessionOpener:
         self.fetch_missing = fetch_missing
         self.presence = presence
         """Told when a session gains or loses its socket (rooms/presence.py)."""
-        self.on_close: list[Callable[[Session], None]] = []
+        self.on_close = list(on_close)
         """Told when a session is forgotten here for good (voice rooms leave); must
         not block."""
 

@@ -55,7 +55,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -295,19 +295,43 @@ class LocalParticipant:
         return s.role is VoiceRole.SPEAKER and not s.server_mute and not s.self_mute
 
 
+class MediaLink:
+    """The node's media workers as the voice rooms reach them.
+
+    The workers are reached with the server's other I/O, after every service is built,
+    and closed before them; until then (and without workers) :attr:`backend` is None
+    and voice joins answer ``voice_unavailable``. The server opens and closes the link
+    (``server/app.py``); the voice rooms only read it."""
+
+    __slots__ = ("backend",)
+
+    def __init__(self) -> None:
+        self.backend: MediaBackend | None = None
+
+    def connected(self, backend: MediaBackend) -> None:
+        self.backend = backend
+
+    def disconnected(self) -> None:
+        self.backend = None
+
+
 class VoiceService:
     """Serves the voice requests and keeps this process's participants in line."""
 
     def __init__(self, db: Database, hub: Hub, limits: Limits, access: Access,
-                 roster: VoiceRoster, media: MediaBackend | None, *,
+                 roster: VoiceRoster, media: MediaLink | None = None, *,
                  enabled: bool = True, mix_listeners_above: int | None = None,
-                 join_limiter: RateLimiter | None = None) -> None:
+                 join_limiter: RateLimiter | None = None,
+                 stage_options: StageOptions | None = None,
+                 on_join: Sequence[PresenceCallback] = (),
+                 on_leave: Sequence[PresenceCallback] = ()) -> None:
         self.db = db
         self.hub = hub
         self.limits = limits
         self.access = access
         self.roster = roster
-        self.media = media
+        self.workers = media or MediaLink()
+        """The node's media workers, once the server has reached them."""
         self.enabled = enabled
         self.mix_listeners_above = mix_listeners_above
         self.join_limiter = join_limiter
@@ -322,28 +346,26 @@ class VoiceService:
         self._speaking: dict[int, list[int]] = {}
         """channel id -> who the media worker last said is talking."""
         self._room_options: dict[int, tuple[int | None, str | None]] = {}
-        self.stage_options: StageOptions | None = None
+        self.stage_options = stage_options
         """Where a stage's room options come from on every process (live sessions),
         not only on the one that started the session."""
         self._room_community: dict[int, int] = {}
         """channel id -> community id of rooms this process joined someone to."""
         self._tasks: set[asyncio.Task[None]] = set()
-        self._on_join: list[PresenceCallback] = []
-        self._on_leave: list[PresenceCallback] = []
+        self._on_join = list(on_join)
+        """Told whenever a member enters a room on this process (live sessions:
+        attendance); ``(channel_id, user_id, at)``, must not block."""
+        self._on_leave = list(on_leave)
+        """Told whenever a member leaves a room on this process, for whatever reason."""
         hub.listen(COMMAND_TOPIC, self._on_command)
         hub.control.on_view_changed(self.session_changed)
 
-    # ---------------------------------------------------------------- hooks (live)
+    @property
+    def media(self) -> MediaBackend | None:
+        """The media workers, or None while there are none (see :class:`MediaLink`)."""
+        return self.workers.backend
 
-    def on_join(self, callback: PresenceCallback) -> None:
-        """Call ``callback(channel_id, user_id, at)`` whenever a member enters a room on
-        this process (live sessions: attendance)."""
-        self._on_join.append(callback)
-
-    def on_leave(self, callback: PresenceCallback) -> None:
-        """Call ``callback(channel_id, user_id, at)`` whenever a member leaves a room on
-        this process, for whatever reason."""
-        self._on_leave.append(callback)
+    # ---------------------------------------------------------------- live sessions
 
     async def set_role(self, channel_id: int, user_id: int, speaker: bool) -> None:
         """Promote (``speaker``) or demote a member on a stage, wherever they are

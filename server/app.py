@@ -39,6 +39,8 @@ from rooms.enforcement import PostGate, make_slowmode
 from rooms.group_commit import GroupCommitWriter
 from rooms.hub import Hub
 from rooms.live import LiveService
+from rooms.live_attendance import AttendanceLog
+from rooms.live_stage import StageRoomOptions
 from rooms.moderation import ModerationService
 from rooms.presence import PresenceService, make_store
 from rooms.raid import RaidMonitor, make_counter
@@ -50,7 +52,7 @@ from rooms.roles import RoleService
 from rooms.routing import Router
 from rooms.session_mirror import SessionMirror
 from rooms.sessions import SessionRegistry
-from rooms.voice import MediaBackend, VoiceService
+from rooms.voice import MediaLink, VoiceService
 from rooms.voice_roster import make_roster
 from server.api_auth import add_auth_routes
 from server.api_automod import add_automod_routes
@@ -145,7 +147,25 @@ class Services:
             batch_s=config.presence_batch_ms / 1000), self.hub, self.db,
             max_subscriptions=limits.max_presence_subscriptions,
             auto_max_members=limits.presence_auto_max_members)
-        # live sessions (issue 6): stage and Q&A ops (the voice rooms attach below)
+        # voice rooms and live sessions (issue 6): the roster is shared like presence; the
+        # media workers are reached with the other I/O (_realtime) through media_link.
+        # Voice needs of live sessions only what reads PostgreSQL (stage room options,
+        # the attendance log), so live sessions can be given the voice rooms.
+        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.media_link = MediaLink()
+        self.stage_rooms = StageRoomOptions(self.db, config.data_path(),
+                                            mix_listeners_above=config.stage_mix_listeners_above)
+        self.attendance = AttendanceLog(self.db)
+        self.voice_join_limiter: RateLimiter = make_limiter(
+            self.redis, limits.voice_joins_per_window, limits.voice_join_window_ms)
+        self.voice = VoiceService(self.db, self.hub, config.limits, self.access,
+                                  make_roster(self.redis, self.node_id), self.media_link,
+                                  enabled=config.voice_enabled,
+                                  mix_listeners_above=config.voice_mix_listeners_above,
+                                  join_limiter=self.voice_join_limiter,
+                                  stage_options=self.stage_rooms,
+                                  on_join=[self.attendance.note_join],
+                                  on_leave=[self.attendance.note_leave])
         self.question_limiter: RateLimiter = make_limiter(
             self.redis, limits.questions_per_window, limits.rate_window_ms)
         self.live = LiveService(self.db, self.hub, limits, self.access,
@@ -153,26 +173,12 @@ class Services:
                                 automod=self.automod, question_limiter=self.question_limiter,
                                 reminder_lead_s=config.live_reminder_lead_s,
                                 reminder_every_s=config.live_reminder_every_s,
-                                mix_listeners_above=config.stage_mix_listeners_above)
+                                stage_rooms=self.stage_rooms, attendance=self.attendance,
+                                voice=self.voice, rooms=self.voice)
         self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits,
                                     mirror=self.mirror, fetch_missing=self._fetch_missing,
-                                    presence=self.presence, access=self.access)
-        # voice rooms (issue 6): the roster is shared like presence; the media workers
-        # are started with the other I/O (_realtime), so media stays None until then.
-        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.media: MediaBackend | None = None
-        self.voice_join_limiter: RateLimiter = make_limiter(
-            self.redis, limits.voice_joins_per_window, limits.voice_join_window_ms)
-        self.voice = VoiceService(self.db, self.hub, config.limits, self.access,
-                                  make_roster(self.redis, self.node_id), None,
-                                  enabled=config.voice_enabled,
-                                  mix_listeners_above=config.voice_mix_listeners_above,
-                                  join_limiter=self.voice_join_limiter)
-        # live sessions take attendance and drive speakers through the voice rooms
-        self.live.attach_voice(self.voice)
-        self.live.rooms = self.voice
-        self.voice.stage_options = self.live
-        self.opener.on_close.append(self.voice.session_closed)
+                                    presence=self.presence, access=self.access,
+                                    on_close=[self.voice.session_closed])
         self._reconnects: set[asyncio.Task[None]] = set()
         self.tasks = TaskSupervisor()
         """The process's background tasks; one that dies makes ``/readyz`` fail."""
@@ -406,10 +412,10 @@ async def _start_media(services: Services) -> Callable[[], Awaitable[None]] | No
         raise
     pool.on_event(on_event)
     pool.on_worker_gone(voice.media_worker_gone)
-    services.media = voice.media = pool
+    services.media_link.connected(pool)
 
     async def stop() -> None:
-        voice.media = None
+        services.media_link.disconnected()
         await pool.close()
         if redis_client is not None:
             await redis_client.aclose()
