@@ -180,7 +180,7 @@ async def test_raise_hand_promote_and_the_speaker_limit(
     crew = await make_crew(http, live_server.url, live_server.ws_url, members=5)
     api = Api(http, live_server, crew)
     voice = RecordingVoice()
-    service(live_server).voice = voice
+    service(live_server).stage.voice = voice
     host = crew.mod
     session = await api.create(crew.admin.token, host_id=host.id)
     sid, channel_id = session["id"], session["channel_id"]
