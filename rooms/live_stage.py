@@ -68,7 +68,7 @@ class StageRoomOptions:
     async def stage_room_options(self, channel_id: int
                                  ) -> tuple[int | None, str | None] | None:
         """How a stage's room opens while its session is live, on whichever process the
-        first member joins (:class:`rooms.voice.StageOptions`); None for a channel that
+        first member joins (:class:`rooms.voice_media.StageOptions`); None for a channel that
         is not a live session's stage."""
         async with self.db.connection() as conn:
             session_id = (await live_db.sessions_of_channels(conn, [channel_id])).get(
