@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Iterable
 
 from persistence import channels as channels_db
 from persistence import messages as messages_db
@@ -55,6 +56,7 @@ from rooms.access import session_channel_bits
 from rooms.automod import Verdict
 from rooms.automod_service import AutomodService
 from rooms.bus import channel_topic, user_topic
+from rooms.control import ViewKey
 from rooms.enforcement import PostGate, check_not_timed_out
 from rooms.errors import RequestError, forbidden, not_found
 from rooms.group_commit import GroupCommitWriter
@@ -77,6 +79,21 @@ def check_text(*texts: str) -> None:
     for text in texts:
         if "\x00" in text:
             raise RequestError(ErrorCode.INVALID_ARGUMENT, "text may not contain NUL")
+
+
+class TypingView:
+    """When this session last announced typing, per channel (made on first typing)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: dict[int, float] = {}
+
+    def topics(self, session: Session) -> Iterable[str]:
+        return ()
+
+
+TYPING = ViewKey("typing", TypingView)
 
 
 class Mentions:
@@ -361,8 +378,9 @@ class ChatService:
         channel = self._writable(session, req.channel_id)
         self._check_gate(session, channel)
         now = time.monotonic()
-        if now - session.typing_at.get(channel.id, -1e9) >= TYPING_REBROADCAST_S:
-            session.typing_at[channel.id] = now
+        typing_at = session.view(TYPING).at
+        if now - typing_at.get(channel.id, -1e9) >= TYPING_REBROADCAST_S:
+            typing_at[channel.id] = now
             await self.hub.publish(channel_topic(channel.id), TypingStarted(
                 channel_id=channel.id, user=session.user,
                 expires_at=int(time.time() * 1000) + self.limits.typing_ttl_ms))

@@ -101,7 +101,6 @@ class Session:
         "seq",
         "session_id",
         "sink",
-        "typing_at",
         "unmirrored",
         "user",
         "views",
@@ -125,7 +124,6 @@ class Session:
         """The newest seq no longer in the buffer; resume from below it is impossible."""
         self.sink: Sink | None = None
         self.detached_at: float | None = None
-        self.typing_at: dict[int, float] = {}
         self.cursors: dict[int, int] = {}
         """Per channel, the newest message seq delivered (duplicates are dropped)."""
         self.changed_cursors: dict[int, int] = {}
