@@ -135,6 +135,7 @@ class ChatService:
         self._history_in_flight: dict[tuple[int, int | None, int | None, int | None, int],
                                       asyncio.Future[tuple[list[Message], bool]]] = {}
         self.history_coalesced = 0
+        hub.control.ephemeral(TypingStarted)
 
     def handlers(self) -> dict[type[Request], Handler]:
         """The chat requests (``delete_message`` is moderation's: it audits a

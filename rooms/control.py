@@ -1,5 +1,8 @@
 """Control events and per-session views, registered by the domains that own them.
 
+(The same registry also holds which event types are *ephemeral*: skipped for a
+congested client; each domain marks its own, e.g. typing, presence, speaking.)
+
 A *control* event changes what a session may see (a channel created, a community
 joined, a sanction, a lockdown). The hub decodes one once per process and, for every
 local recipient, runs the handlers the domains registered for its type, in registration
@@ -72,6 +75,7 @@ class ControlRegistry:
         self._handlers: dict[type, list[ControlHandler]] = {}
         self._listeners: list[ViewListener] = []
         self._types: tuple[type, ...] = ()
+        self._ephemeral: tuple[type, ...] = ()
 
     def on(self, event_type: type[E], handler: Callable[[Session, str, E], bool]) -> None:
         """Run ``handler`` for every local recipient of an ``event_type`` event (which
@@ -84,8 +88,16 @@ class ControlRegistry:
         session's view."""
         self._listeners.append(listener)
 
+    def ephemeral(self, event_type: type) -> None:
+        """Mark ``event_type`` ephemeral (typing, presence, speaking): the first thing
+        a congested client goes without, skipped before it takes a sequence number."""
+        self._ephemeral = (*self._ephemeral, event_type)
+
     def is_control(self, event: object) -> bool:
         return isinstance(event, self._types)
+
+    def is_ephemeral(self, event: object) -> bool:
+        return isinstance(event, self._ephemeral)
 
     def apply(self, session: Session, topic: str, event: object) -> bool:
         """Update ``session``'s view for ``event``; False if it must not see it."""

@@ -41,14 +41,8 @@ from typing import Any
 import msgspec
 
 from protocol.codec import JSON, Codec
-from protocol.frames import (
-    Event,
-    MessageCreated,
-    PresenceUpdated,
-    TypingStarted,
-)
+from protocol.frames import Event, MessageCreated
 from protocol.models import Message
-from protocol.voice import VoiceSpeaking
 from rooms.bus import Bus, channel_topic
 from rooms.control import ControlRegistry
 from rooms.member_view import MemberViewControl, RefreshAccess
@@ -59,9 +53,9 @@ log = logging.getLogger(__name__)
 _PLAIN = b"E"
 _CONTROL = b"C"
 _EPHEMERAL = b"T"
-"""Typing (and presence): the first thing a congested client goes without."""
+"""Ephemeral (typing, presence, speaking: marked by their domains): the first thing a
+congested client goes without."""
 _HEADER = struct.Struct("!cdQ")
-_EPHEMERAL_TYPES: tuple[type, ...] = (TypingStarted, PresenceUpdated, VoiceSpeaking)
 _event_decoder = msgspec.json.Decoder(Event)
 
 FetchMissing = Callable[[int, int, int], Awaitable[list[Message]]]
@@ -102,7 +96,7 @@ class Hub:
 
     def encode(self, topic: str, event: Event) -> tuple[str, bytes]:
         kind = _CONTROL if self.control.is_control(event) else \
-            _EPHEMERAL if isinstance(event, _EPHEMERAL_TYPES) else _PLAIN
+            _EPHEMERAL if self.control.is_ephemeral(event) else _PLAIN
         seq = event.message.seq if isinstance(event, MessageCreated) else 0
         header = _HEADER.pack(kind, time.time() * 1000.0, seq)
         return topic, header + JSON.encode_event(event)

@@ -388,6 +388,7 @@ class PresenceService:
         self.max_subscriptions = max_subscriptions
         self.auto_max_members = auto_max_members
         """A community joined live sends its presence unasked up to this size."""
+        hub.control.ephemeral(PresenceUpdated)
         hub.control.on(CommunityAvailable, self._community_available)
         hub.control.on(CommunityUnavailable, self._community_unavailable)
         self._sessions: dict[int, set[Session]] = {}

@@ -210,6 +210,7 @@ class VoiceService:
         """Told whenever a member leaves a room on this process, for whatever reason."""
         hub.listen(COMMAND_TOPIC, self._on_command)
         hub.control.on_view_changed(self.session_changed)
+        hub.control.ephemeral(VoiceSpeaking)
 
     @property
     def media(self) -> MediaBackend | None:

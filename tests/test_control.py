@@ -112,3 +112,7 @@ def test_a_registered_type_is_a_control_event_and_the_first_false_stops() -> Non
     session, _ = _member(1)
     assert registry.apply(session, "c.1", event) is False
     assert ran == ["first"]
+    typing = TypingStarted(channel_id=1, user=USER, expires_at=0)
+    assert not registry.is_ephemeral(typing)
+    registry.ephemeral(TypingStarted)
+    assert registry.is_ephemeral(typing) and not registry.is_ephemeral(event)
