@@ -338,20 +338,9 @@ class LiveService(LiveBase):
             await asyncio.sleep(self.reminder_every_s)
 
     async def run(self) -> None:
-        """Background work: the attendance writer and the reminders. Cancel to stop;
-        queued attendance is written before it returns."""
-        tasks = [asyncio.create_task(self.attendance_log.run(), name="live-attendance"),
-                 asyncio.create_task(self._reminder_loop(), name="live-reminders")]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            try:
-                await self.attendance_log.flush()
-            except Exception:
-                log.exception("attendance not written at shutdown")
+        """The reminders (the attendance writer is :meth:`AttendanceLog.run`, a task
+        of its own). Cancel to stop."""
+        await self._reminder_loop()
 
 
 __all__ = ["LiveService", "StageRooms", "StageVoice", "VoiceHook", "speakers_of"]

@@ -147,17 +147,24 @@ class AttendanceLog:
         self.attendance_batches += 1
 
     async def run(self) -> None:
-        """The writer: each batch as it comes. Cancel to stop."""
-        while True:
-            first = await self._notes.get()
-            async with self._write_lock:
-                batch = [first]
-                while len(batch) < ATTENDANCE_BATCH_MAX and not self._notes.empty():
-                    batch.append(self._notes.get_nowait())
-                try:
-                    await self._write(batch)
-                except Exception:
-                    log.exception("attendance batch of %d notes lost", len(batch))
+        """The writer: each batch as it comes. Cancel to stop; what is still queued
+        is written before it returns."""
+        try:
+            while True:
+                first = await self._notes.get()
+                async with self._write_lock:
+                    batch = [first]
+                    while len(batch) < ATTENDANCE_BATCH_MAX and not self._notes.empty():
+                        batch.append(self._notes.get_nowait())
+                    try:
+                        await self._write(batch)
+                    except Exception:
+                        log.exception("attendance batch of %d notes lost", len(batch))
+        finally:
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("attendance not written at shutdown")
 
     async def report(self, row: LiveRow) -> AttendanceReport:
         """Who attended ``row``'s session: everything queued is written first."""

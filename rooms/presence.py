@@ -432,13 +432,19 @@ class PresenceService:
                         "offline when its lease expires", exc_info=True)
 
     async def run(self) -> None:
-        """The background work (started and cancelled by the app's cleanup_ctx)."""
-        syncer = asyncio.create_task(self._sync_forever(), name="presence-sync")
+        """The background work (supervised by the app): syncing and housekeeping. If
+        either dies, this raises at once, so the supervisor reports it."""
+        tasks = [asyncio.create_task(self._sync_forever(), name="presence-sync"),
+                 asyncio.create_task(self._housekeep_forever(), name="presence-housekeeping")]
         try:
-            await self._housekeep_forever()
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # a crash propagates; a loop that returned is a bug too
+            raise RuntimeError("a presence loop returned")
         finally:
-            syncer.cancel()
-            await asyncio.wait([syncer], timeout=5.0)
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=5.0)
 
     # ---------------------------------------------------------- local sessions (sync)
 

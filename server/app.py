@@ -340,7 +340,8 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
         tasks.start("audit-retention",
                     audit_retention(services.db, services.config.audit_retention_days))
         tasks.start("gc-policy", services.gc_policy.run())
-        tasks.start("live-sessions", services.live.run())
+        tasks.start("live-attendance", services.attendance.run())
+        tasks.start("live-reminders", services.live.run())
         tasks.start("voice-roster", services.voice.run())
         yield
     finally:

@@ -96,7 +96,8 @@ async def test_a_crashed_background_task_makes_readyz_fail(
         live_server: RunningServer, http: aiohttp.ClientSession,
         caplog: pytest.LogCaptureFixture) -> None:
     services = live_server.app[SERVICES]  # type: ignore[index]
-    assert {"group-commit", "gateway-sweeper", "presence"} <= set(services.tasks.names())
+    assert {"group-commit", "gateway-sweeper", "presence", "live-attendance",
+            "live-reminders"} <= set(services.tasks.names())
     async with http.get(f"{live_server.url}/readyz") as reply:
         assert reply.status == 200, await reply.text()
     go = asyncio.Event()
