@@ -81,6 +81,18 @@ def check_text(*texts: str) -> None:
             raise RequestError(ErrorCode.INVALID_ARGUMENT, "text may not contain NUL")
 
 
+class CommittedPublisher:
+    """The group-commit writer's callback: announce committed messages, in seq order.
+    Needs only the hub, so the writer is built before the chat service that uses it."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def __call__(self, messages: list[Message]) -> None:
+        await self.hub.publish_many(
+            [(channel_topic(m.channel_id), MessageCreated(message=m)) for m in messages])
+
+
 class TypingView:
     """When this session last announced typing, per channel (made on first typing)."""
 
@@ -154,11 +166,6 @@ class ChatService:
             JoinThread: self.join_thread,
             LeaveThread: self.leave_thread,
         }
-
-    async def publish_committed(self, messages: list[Message]) -> None:
-        """Group-commit callback: announce committed messages, in seq order."""
-        await self.hub.publish_many(
-            [(channel_topic(m.channel_id), MessageCreated(message=m)) for m in messages])
 
     # --------------------------------------------------------------------------- access
 

@@ -33,7 +33,7 @@ from protocol.moderation import RaidSignalKind
 from rooms.access import AccessResolver
 from rooms.automod_service import AutomodService
 from rooms.bus import Bus, InProcessBus
-from rooms.chat import ChatService
+from rooms.chat import ChatService, CommittedPublisher
 from rooms.communities import CommunityService
 from rooms.enforcement import PostGate, make_slowmode
 from rooms.group_commit import GroupCommitWriter
@@ -52,7 +52,8 @@ from rooms.roles import RoleService
 from rooms.routing import Router
 from rooms.session_mirror import SessionMirror
 from rooms.sessions import SessionRegistry
-from rooms.voice import MediaLink, VoiceService
+from rooms.voice import VoiceService
+from rooms.voice_media import MediaLink
 from rooms.voice_roster import make_roster
 from server.api_auth import add_auth_routes
 from server.api_automod import add_automod_routes
@@ -116,7 +117,7 @@ class Services:
                                   access_ttl_s=config.access_token_ttl_s,
                                   loadtest_provisioning=config.loadtest_provisioning,
                                   on_register=self._on_register)
-        self.writer = GroupCommitWriter(self.db, self._publish_committed,
+        self.writer = GroupCommitWriter(self.db, CommittedPublisher(self.hub),
                                         window_ms=config.group_commit_window_ms)
         limits = config.limits
         self.user_limiter: RateLimiter = make_limiter(
@@ -190,9 +191,6 @@ class Services:
         self.gateway = Gateway(auth=self.auth, opener=self.opener, router=self.router,
                                limits=config.limits, allowed_origins=config.allowed_origins,
                                admission_per_s=config.admission_per_s)
-
-    async def _publish_committed(self, messages: list[Message]) -> None:
-        await self.chat.publish_committed(messages)
 
     def _make_bus(self, config: Config) -> Bus:
         if self.redis is None:
