@@ -19,6 +19,7 @@ session.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -56,13 +57,17 @@ class SessionView(Protocol):
 
 class ViewKey(Generic[V]):
     """Names one domain's view in a session, with how to make an empty one (like
-    ``aiohttp.web.AppKey``: typed, no string keys)."""
+    ``aiohttp.web.AppKey``: typed, no string keys). Each key gets a small index, its
+    place in the session's list of views: a list of a few entries costs a third of a
+    dict, per session."""
 
-    __slots__ = ("factory", "name")
+    __slots__ = ("factory", "index", "name")
+    _next_index = itertools.count()
 
     def __init__(self, name: str, factory: Callable[[], V]) -> None:
         self.name = name
         self.factory = factory
+        self.index = next(ViewKey._next_index)
 
     def __repr__(self) -> str:
         return f"<ViewKey {self.name}>"

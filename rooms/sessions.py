@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 import secrets
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from protocol.codec import Codec
 from protocol.codes import CloseCode
@@ -135,8 +135,8 @@ class Session:
         session was attached (the catch-up must reach at least that far)."""
         self.is_superseded = False
         self.access = AccessView()
-        self.views: dict[ViewKey[Any], SessionView] | None = None
-        """Each domain's own state (moderation, presence...): :meth:`view`."""
+        self.views: list[SessionView | None] | None = None
+        """Each domain's own state (moderation, presence...), by key index: :meth:`view`."""
 
     # ----------------------------------------------------------------- view of the world
 
@@ -151,25 +151,31 @@ class Session:
     def view(self, key: ViewKey[V]) -> V:
         """The domain's view named ``key`` in this session, made empty on first use."""
         views = self.views
+        index = key.index
         if views is None:
-            views = self.views = {}
-        found = views.get(key)
+            views = self.views = [None] * (index + 1)
+        elif len(views) <= index:
+            views.extend([None] * (index + 1 - len(views)))
+        found = views[index]
         if found is None:
-            found = views[key] = key.factory()
+            found = views[index] = key.factory()
         return found  # type: ignore[return-value]  # the key's factory made it
 
     def peek(self, key: ViewKey[V]) -> V | None:
         """The domain's view if this session has one (nothing is created)."""
         views = self.views
-        return None if views is None else views.get(key)  # type: ignore[return-value]
+        if views is None or len(views) <= key.index:
+            return None
+        return views[key.index]  # type: ignore[return-value]
 
     def topics(self) -> set[str]:
         """Every bus topic this session listens to."""
         topics = {user_topic(self.user.id)}
         topics.update(community_topic(c) for c in self.roles)
         topics.update(channel_topic(c) for c in self.channels)
-        for view in (self.views or {}).values():
-            topics.update(view.topics(self))
+        for view in self.views or ():
+            if view is not None:
+                topics.update(view.topics(self))
         return topics
 
     def community_channel_ids(self, community_id: int) -> list[int]:
