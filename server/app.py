@@ -23,12 +23,10 @@ from typing import cast
 import argon2
 from aiohttp import web
 
-from persistence import channels as channels_db
-from persistence import messages as messages_db
 from persistence.database import Connection, Database
 from persistence.embedded import EmbeddedPostgres
 from persistence.migrate import migrate
-from protocol.models import Message, User
+from protocol.models import User
 from protocol.moderation import RaidSignalKind
 from rooms.access import AccessResolver
 from rooms.automod_service import AutomodService
@@ -36,6 +34,7 @@ from rooms.bus import Bus, InProcessBus
 from rooms.chat import ChatService, CommittedPublisher
 from rooms.communities import CommunityService
 from rooms.enforcement import PostGate, make_slowmode
+from rooms.gap_repair import MissedMessages, catch_up_after_reconnect
 from rooms.group_commit import GroupCommitWriter
 from rooms.hub import Hub
 from rooms.live import LiveService
@@ -72,9 +71,6 @@ from server.metrics import Metrics, render
 
 log = logging.getLogger(__name__)
 
-MAX_CATCH_UP = 1000
-"""Most messages one channel catch-up reads from PostgreSQL."""
-
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 
 
@@ -90,7 +86,9 @@ class Services:
         self.bus: Bus = bus or self._make_bus(config)
         # permissions: the one resolver; permissions_update re-reads sessions through it
         self.access = AccessResolver(self.db)
-        self.hub = Hub(self.bus, fetch_missing=self._fetch_missing,
+        # gap repair (rooms/gap_repair.py): what the bus lost, read back from PostgreSQL
+        self.missed = MissedMessages(self.db)
+        self.hub = Hub(self.bus, fetch_missing=self.missed,
                        observe_latency=self.metrics.observe_latency_ms,
                        refresh_access=self.access.refresh_session)
         # moderation (issue 5): raid counters, slow mode, the resolver, the services
@@ -177,7 +175,7 @@ class Services:
                                 stage_rooms=self.stage_rooms, attendance=self.attendance,
                                 voice=self.voice, rooms=self.voice)
         self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits,
-                                    mirror=self.mirror, fetch_missing=self._fetch_missing,
+                                    mirror=self.mirror, fetch_missing=self.missed,
                                     presence=self.presence, access=self.access,
                                     on_close=[self.voice.session_closed])
         self._reconnects: set[asyncio.Task[None]] = set()
@@ -240,31 +238,10 @@ class Services:
                     gateway.stats["admission_refused"])
         m.add_delta(m.duplicates_dropped, "dups", hub.duplicates_dropped)
 
-    async def _fetch_missing(self, channel_id: int, after: int, upto: int) -> list[Message]:
-        """Messages the bus lost, from the record (bounded: a longer gap is left to the
-        clients, who see it by seq and page history themselves)."""
-        found: list[Message] = []
-        async with self.db.connection() as conn:
-            while after < upto and len(found) < MAX_CATCH_UP:
-                page, _ = await messages_db.history(
-                    conn, channel_id, before=None, after=after, around=None,
-                    limit=min(500, upto - after))
-                page = [m for m in page if m.seq <= upto]
-                if not page:
-                    break
-                found.extend(page)
-                after = page[-1].seq
-        return found
-
     async def on_bus_reconnect(self) -> None:
         """The bus came back: whatever it dropped meanwhile is read from PostgreSQL."""
         self.automod.invalidate_all()  # rule-change notices may have been lost too
-        channel_ids = self.hub.subscribed_channels()
-        if not channel_ids:
-            return
-        async with self.db.connection() as conn:
-            newest = await channels_db.last_seqs(conn, channel_ids)
-        self.hub.catch_up_all(newest)
+        await catch_up_after_reconnect(self.db, self.hub)
 
     async def _on_register(self, conn: Connection, user: User) -> None:
         """New people land in the starter community, so they have somewhere to talk.
