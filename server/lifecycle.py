@@ -96,6 +96,7 @@ class Teardown:
         """Run ``step`` at :meth:`run` (after every step pushed later)."""
 
         async def logged() -> None:
+            log.debug("teardown: %s", name)
             try:
                 await step()
             except Exception as exc:

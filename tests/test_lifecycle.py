@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 
+from rooms.bus import InProcessBus
 from server.app import SERVICES
 from server.lifecycle import TaskSupervisor, Teardown
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, app_server
 
 
 class Boom(Exception):
@@ -108,6 +109,29 @@ async def test_a_crashed_background_task_makes_readyz_fail(
         body = await reply.json()
         assert reply.status == 503, body
         assert body["checks"]["background"] is False, body
+
+
+class BusThatFailsToClose(InProcessBus):
+    async def close(self) -> None:
+        raise Boom("the bus would not close")
+
+
+async def test_the_server_tears_down_every_step_after_one_fails(
+        database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="server.lifecycle")
+    async with app_server(database_url, bus=BusThatFailsToClose()) as server:
+        services = server.app[SERVICES]  # type: ignore[index]
+    # No exception escaped the shutdown; the failure was reported by name...
+    assert any(r.levelno == logging.ERROR and "teardown step bus failed" in r.getMessage()
+               for r in caplog.records)
+    steps = [r.getMessage().removeprefix("teardown: ") for r in caplog.records
+             if r.getMessage().startswith("teardown: ") and "media" not in r.getMessage()]
+    # ...and every step ran, newest first, those after the failing one included (the
+    # media workers' step is there only where they are configured).
+    assert steps == ["background-tasks", "voice", "presence", "hub", "bus",
+                     "voice-join-limiter", "question-limiter", "report-limiter",
+                     "user-limiter", "slowmode", "raid"]
+    assert services.db.pool_or_none() is None  # the database closed after it
 
 
 @pytest.fixture
