@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Iterable
 
 from persistence import channels as channels_db
 from persistence import messages as messages_db
@@ -57,12 +56,14 @@ from rooms.access import session_channel_bits
 from rooms.automod import Verdict
 from rooms.automod_service import AutomodService
 from rooms.bus import channel_topic, user_topic
+from rooms.control import ViewKey
 from rooms.enforcement import PostGate, check_not_timed_out
 from rooms.errors import RequestError, forbidden, not_found
 from rooms.group_commit import GroupCommitWriter
 from rooms.hub import Hub
 from rooms.permissions import Permission
 from rooms.rate_limit import RateLimiter
+from rooms.routing import Handler
 from rooms.sessions import Session
 
 _USER_MENTION = re.compile(r"<@(\d{1,16})>")
@@ -78,6 +79,33 @@ def check_text(*texts: str) -> None:
     for text in texts:
         if "\x00" in text:
             raise RequestError(ErrorCode.INVALID_ARGUMENT, "text may not contain NUL")
+
+
+class CommittedPublisher:
+    """The group-commit writer's callback: announce committed messages, in seq order.
+    Needs only the hub, so the writer is built before the chat service that uses it."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def __call__(self, messages: list[Message]) -> None:
+        await self.hub.publish_many(
+            [(channel_topic(m.channel_id), MessageCreated(message=m)) for m in messages])
+
+
+class TypingView:
+    """When this session last announced typing, per channel (made on first typing)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: dict[int, float] = {}
+
+    def topics(self, session: Session) -> Iterable[str]:
+        return ()
+
+
+TYPING = ViewKey("typing", TypingView)
 
 
 class Mentions:
@@ -119,7 +147,12 @@ class ChatService:
         self._history_in_flight: dict[tuple[int, int | None, int | None, int | None, int],
                                       asyncio.Future[tuple[list[Message], bool]]] = {}
         self.history_coalesced = 0
-        self._handlers: dict[type[Request], Callable[[Session, Any], Awaitable[Result]]] = {
+        hub.control.ephemeral(TypingStarted)
+
+    def handlers(self) -> dict[type[Request], Handler]:
+        """The chat requests (``delete_message`` is moderation's: it audits a
+        moderator's delete in the same transaction)."""
+        return {
             SendMessage: self.send_message,
             EditMessage: self.edit_message,
             AddReaction: self.add_reaction,
@@ -133,24 +166,6 @@ class ChatService:
             JoinThread: self.join_thread,
             LeaveThread: self.leave_thread,
         }
-
-    def register(self, request_type: type[Request],
-                 handler: Callable[[Session, Any], Awaitable[Result]]) -> None:
-        """Serve ``request_type`` with a handler from elsewhere (presence requests;
-        ``delete_message`` and the other moderation requests: rooms/moderation.py,
-        which audits a moderator's delete in the same transaction)."""
-        self._handlers[request_type] = handler
-
-    async def handle(self, session: Session, request: Request) -> Result:
-        handler = self._handlers.get(type(request))
-        if handler is None:
-            raise RequestError(ErrorCode.INVALID_FRAME, f"unsupported request {type(request)}")
-        return await handler(session, request)
-
-    async def publish_committed(self, messages: list[Message]) -> None:
-        """Group-commit callback: announce committed messages, in seq order."""
-        await self.hub.publish_many(
-            [(channel_topic(m.channel_id), MessageCreated(message=m)) for m in messages])
 
     # --------------------------------------------------------------------------- access
 
@@ -371,8 +386,9 @@ class ChatService:
         channel = self._writable(session, req.channel_id)
         self._check_gate(session, channel)
         now = time.monotonic()
-        if now - session.typing_at.get(channel.id, -1e9) >= TYPING_REBROADCAST_S:
-            session.typing_at[channel.id] = now
+        typing_at = session.view(TYPING).at
+        if now - typing_at.get(channel.id, -1e9) >= TYPING_REBROADCAST_S:
+            typing_at[channel.id] = now
             await self.hub.publish(channel_topic(channel.id), TypingStarted(
                 channel_id=channel.id, user=session.user,
                 expires_at=int(time.time() * 1000) + self.limits.typing_ttl_ms))

@@ -1,7 +1,7 @@
 """Enforcement in the send path: timeouts, locked channels, lockdown and slow mode.
 
 The hot path must stay cheap, so every check but slow mode reads only the session's own
-view (:class:`rooms.sessions.ModerationView`), loaded at identify and kept current by
+view (:class:`rooms.moderation_view.ModerationView`), loaded at identify and kept current by
 control events (``member_sanctioned``, ``community_moderation_update``,
 ``channel_update``) that reach the session's process through the bus on every node:
 a timeout given on node A blocks the next send on node B as soon as the event lands.
@@ -27,6 +27,7 @@ from protocol.models import Channel, ChannelKind
 from rooms.access import session_community_bits
 from rooms.errors import RequestError
 from rooms.outages import CircuitBreaker
+from rooms.moderation_view import MODERATION
 from rooms.permissions import (
     ADMIN_BITS,
     ALL_BITS,
@@ -35,7 +36,7 @@ from rooms.permissions import (
     MODERATOR_BITS,
     Permission,
 )
-from rooms.redis_client import FAIL_OPEN_TIMEOUT_S, blocking_client
+from rooms.redis_client import FAIL_OPEN_TIMEOUT_S, RedisClients, blocking_client
 from rooms.sessions import Session
 
 log = logging.getLogger(__name__)
@@ -65,12 +66,13 @@ def _now_ms() -> int:
 
 def timeout_remaining_ms(session: Session, community_id: int, now_ms: int | None = None) -> int:
     """How long the member stays timed out in the community (0: not timed out)."""
-    until = session.moderation.timeouts.get(community_id)
+    view = session.peek(MODERATION)
+    until = None if view is None else view.timeouts.get(community_id)
     if until is None:
         return 0
     left = until - (now_ms if now_ms is not None else _now_ms())
     if left <= 0:
-        del session.moderation.timeouts[community_id]  # expired: forget it
+        del session.view(MODERATION).timeouts[community_id]  # expired: forget it
         return 0
     return left
 
@@ -100,13 +102,14 @@ def check_can_post(session: Session, channel: Channel, target: Channel | None = 
     lock_from = target or channel
     if (lock_from.locked or channel.locked) and not staff:
         raise RequestError(ErrorCode.CHANNEL_LOCKED, "the channel is locked")
-    lockdown = session.moderation.lockdowns.get(cid)
-    if lockdown is not None and not staff:
+    view = session.peek(MODERATION)
+    lockdown = None if view is None else view.lockdowns.get(cid)
+    if view is not None and lockdown is not None and not staff:
         member_age_s, account_age_s = lockdown
         now = _now_ms()
-        joined = session.moderation.joined_ms.get(cid, 0)
+        joined = view.joined_ms.get(cid, 0)
         if now - joined < member_age_s * 1000 or \
-                now - session.moderation.account_created_ms < account_age_s * 1000:
+                now - view.account_created_ms < account_age_s * 1000:
             raise RequestError(ErrorCode.LOCKDOWN,
                                "the community is in lockdown: new members cannot post yet")
 
@@ -189,8 +192,8 @@ class RedisSlowMode(SlowMode):
         await self._redis.aclose()
 
 
-def make_slowmode(redis_url: str | None) -> SlowMode:
-    return RedisSlowMode(redis_url.split(",")[0].strip()) if redis_url else LocalSlowMode()
+def make_slowmode(redis: RedisClients | None) -> SlowMode:
+    return RedisSlowMode(redis.url) if redis is not None else LocalSlowMode()
 
 
 class PostGate:

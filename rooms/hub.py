@@ -14,8 +14,10 @@ Bus payloads are a fixed 17-byte header plus the encoded event::
 so a receiving process can route, measure publish-to-deliver latency and check channel
 order without decoding the event. Most events are *plain*: delivered as they are. A few
 are *control* events that change what a session may see (a channel created, a community
-joined, a role changed); the hub decodes those once and updates each recipient's view
-and subscriptions before delivering them.
+joined, a role changed); the hub decodes those once and runs, for each recipient, the
+handlers the domains registered for the type (``rooms/control.py``; the core view of
+channels, communities and access is ``rooms/member_view.py``), which update the
+session's view and subscriptions before the event is delivered.
 
 The bus is lossy (Redis pub/sub drops what is published while a subscriber reconnects);
 PostgreSQL is the record. For every channel topic the hub remembers the newest message
@@ -33,73 +35,46 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import msgspec
 
 from protocol.codec import JSON, Codec
-from protocol.frames import (
-    ChannelCreated,
-    ChannelDeleted,
-    ChannelUpdated,
-    CommunityAvailable,
-    CommunityModerationUpdated,
-    CommunityUnavailable,
-    Event,
-    MemberSanctioned,
-    MemberUpdated,
-    MessageCreated,
-    PermissionsUpdated,
-    PresenceUpdated,
-    TypingStarted,
-)
-from protocol.models import ChannelKind, Message
-from protocol.moderation import SanctionKind
-from protocol.voice import VoiceSpeaking
-from rooms.access import forget_community, may_view, session_community_bits
-from rooms.bus import Bus, channel_topic, community_topic, mod_topic, presence_topic
-from rooms.permissions import Permission
-from rooms.sessions import MemberView, Session
+from protocol.frames import Event, MessageCreated
+from protocol.models import Message
+from rooms.bus import Bus, channel_topic
+from rooms.control import ControlRegistry
+from rooms.member_view import MemberViewControl, RefreshAccess
+from rooms.sessions import Session
 
 log = logging.getLogger(__name__)
-
-
-def may_moderate(session: Session, community_id: int) -> bool:
-    """Does the session's cached role carry MODERATE in the community?"""
-    return bool(session_community_bits(session, community_id) & Permission.MODERATE)
 
 _PLAIN = b"E"
 _CONTROL = b"C"
 _EPHEMERAL = b"T"
-"""Typing (and presence): the first thing a congested client goes without."""
+"""Ephemeral (typing, presence, speaking: marked by their domains): the first thing a
+congested client goes without."""
 _HEADER = struct.Struct("!cdQ")
-_CONTROL_TYPES = (
-    ChannelCreated, ChannelUpdated, ChannelDeleted, CommunityAvailable, CommunityUnavailable,
-    MemberUpdated, MemberSanctioned, CommunityModerationUpdated, PermissionsUpdated,
-)
-_EPHEMERAL_TYPES: tuple[type, ...] = (TypingStarted, PresenceUpdated, VoiceSpeaking)
 _event_decoder = msgspec.json.Decoder(Event)
 
 FetchMissing = Callable[[int, int, int], Awaitable[list[Message]]]
 """(channel id, after seq, up to seq inclusive) -> messages from PostgreSQL, in order."""
 LatencyObserver = Callable[[float], None]
-AfterControl = Callable[[Session, "Event | None"], None]
-"""(session, the control event, or None after an access refresh) -> nothing; must not
-block. Lets state held outside the session (voice rooms) follow a changed view."""
-RefreshAccess = Callable[[Session, int], Awaitable[list[Event]]]
-"""(session, community id) -> re-read its access; events for channels gained/lost
-(``rooms.access.AccessResolver.refresh_session``)."""
 
 
 class Hub:
     """Local fan-out. Owns the mapping topic -> sessions and the bus subscriptions."""
 
     def __init__(self, bus: Bus, fetch_missing: FetchMissing | None = None,
-                 observe_latency: LatencyObserver | None = None,
-                 presence_auto_max_members: int = 1_000) -> None:
+                 observe_latency: LatencyObserver | None = None, *,
+                 refresh_access: RefreshAccess | None = None,
+                 control: ControlRegistry | None = None) -> None:
         self.bus = bus
-        self.presence_auto_max_members = presence_auto_max_members
-        """A community joined live sends its presence unasked up to this size."""
+        self.control = control or ControlRegistry()
+        """The control-event handlers and view listeners the domains registered
+        (``rooms/control.py``); the session's core view (channels, communities,
+        access) registers first, here."""
         self.fetch_missing = fetch_missing
         self.observe_latency = observe_latency
         self._subscribers: dict[str, set[Session]] = {}
@@ -107,12 +82,9 @@ class Hub:
         self._held: dict[int, list[tuple[str, bytes]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._listeners: dict[str, Callable[[bytes], None]] = {}
-        self.refresh_access: RefreshAccess | None = None
-        """Set by the server: how a ``permissions_update`` re-reads a session's access."""
-        self.after_control: AfterControl | None = None
-        """Set by the server: told after a control event or an access refresh changed a
-        session's view (rooms/voice.py disconnects or mutes a sanctioned participant)."""
-        self._refreshing: dict[tuple[Session, int], bool] = {}
+        self.member_views = MemberViewControl(self, self.control,
+                                              refresh_access=refresh_access,
+                                              spawn=self._spawn)
         self.deliveries = 0
         self.events_in = 0
         self.duplicates_dropped = 0
@@ -122,10 +94,9 @@ class Hub:
 
     # ----------------------------------------------------------------------- publishing
 
-    @staticmethod
-    def encode(topic: str, event: Event) -> tuple[str, bytes]:
-        kind = _CONTROL if isinstance(event, _CONTROL_TYPES) else \
-            _EPHEMERAL if isinstance(event, _EPHEMERAL_TYPES) else _PLAIN
+    def encode(self, topic: str, event: Event) -> tuple[str, bytes]:
+        kind = _CONTROL if self.control.is_control(event) else \
+            _EPHEMERAL if self.control.is_ephemeral(event) else _PLAIN
         seq = event.message.seq if isinstance(event, MessageCreated) else 0
         header = _HEADER.pack(kind, time.time() * 1000.0, seq)
         return topic, header + JSON.encode_event(event)
@@ -241,12 +212,11 @@ class Hub:
             except msgspec.DecodeError:
                 log.exception("undecodable control event on %s", topic)
                 return
+            control = self.control
             everyone = recipients
-            recipients = [s for s in everyone if self._apply_control(s, topic, event)]
-            after = self.after_control
-            if after is not None:
-                for session in everyone:
-                    after(session, event)
+            recipients = [s for s in everyone if control.apply(s, topic, event)]
+            for session in everyone:
+                control.view_changed(session, event)
         ephemeral = kind == _EPHEMERAL
         bodies: dict[Codec, bytes] = {JSON: body}
         for session in recipients:
@@ -275,7 +245,7 @@ class Hub:
     def subscribed_channels(self) -> list[int]:
         return list(self._last_seq)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -307,164 +277,3 @@ class Hub:
         self._last_seq[channel_id] = last
         for held_topic, payload in held:
             self._on_bus_message(held_topic, payload)
-
-    # ------------------------------------------------------------------------- control
-
-    def _apply_control(self, session: Session, topic: str, event: Event) -> bool:
-        """Update ``session``'s view for a control event; False if it must not see it."""
-        targeted = topic.startswith("u.")
-        if isinstance(event, ChannelCreated | ChannelUpdated):
-            channel = event.channel
-            known = channel.id in session.channels
-            access = session.access
-            access.bits.clear()  # kind, privacy or tier may have changed
-            if targeted and channel.private and channel.kind is not ChannelKind.THREAD:
-                access.listed.add(channel.id)  # added to a private channel
-            if channel.kind is ChannelKind.THREAD and session.parent_of(channel) is None:
-                return False
-            if not may_view(session, channel):
-                if known:  # no longer visible (e.g. made private): gone for this member
-                    del session.channels[channel.id]
-                    self._remove(session, channel_topic(channel.id))
-                    session.deliver(session.codec.encode_event(ChannelDeleted(
-                        channel_id=channel.id, community_id=channel.community_id)))
-                return False
-            session.channels[channel.id] = channel
-            if not known:
-                session.set_cursor(channel.id, channel.last_seq)
-                self._add(session, channel_topic(channel.id))
-            return True
-        if isinstance(event, ChannelDeleted):
-            if session.channels.pop(event.channel_id, None) is None:
-                return False
-            self._remove(session, channel_topic(event.channel_id))
-            return True
-        if isinstance(event, CommunityAvailable):
-            snapshot = event.snapshot
-            cid = snapshot.community.id
-            session.roles[cid] = snapshot.role
-            session.access.members[cid] = MemberView(
-                role=snapshot.role, role_ids=frozenset(snapshot.role_ids), tier=snapshot.tier,
-                base=Permission(snapshot.permissions))
-            session.access.bits.clear()
-            self._schedule_refresh(session, cid)  # loads the community's overrides
-            session.moderation.joined_ms.setdefault(cid, int(time.time() * 1000))
-            self._add(session, community_topic(cid))
-            if snapshot.member_count <= self.presence_auto_max_members:
-                session.presence_communities.add(cid)
-                self._add(session, presence_topic(cid))
-            for channel in snapshot.channels:
-                session.channels[channel.id] = channel
-                session.set_cursor(channel.id, channel.last_seq)
-                self._add(session, channel_topic(channel.id))
-            return True
-        if isinstance(event, CommunityUnavailable):
-            cid = event.community_id
-            if session.roles.pop(cid, None) is None:
-                return False
-            forget_community(session.access, cid)
-            for channel_id in session.community_channel_ids(cid):
-                del session.channels[channel_id]
-                self._remove(session, channel_topic(channel_id))
-            self._remove(session, community_topic(cid))
-            moderation = session.moderation
-            if cid in moderation.feeds:
-                moderation.feeds.discard(cid)
-                self._remove(session, mod_topic(cid))
-            moderation.joined_ms.pop(cid, None)
-            moderation.lockdowns.pop(cid, None)
-            session.presence_requested.discard(cid)
-            if cid in session.presence_communities:
-                session.presence_communities.discard(cid)
-                self._remove(session, presence_topic(cid))
-            return True
-        if isinstance(event, MemberUpdated):
-            if event.member.user.id == session.user.id:
-                cid = event.member.community_id
-                session.roles[cid] = event.member.role
-                self._schedule_refresh(session, cid)  # base bits follow the role
-                if cid in session.moderation.feeds and not may_moderate(session, cid):
-                    # Lost MODERATE: the moderator feed stops at once.
-                    session.moderation.feeds.discard(cid)
-                    self._remove(session, mod_topic(cid))
-            return True
-        if isinstance(event, MemberSanctioned):
-            # Sent to the member's own topic: their sessions' cached timeouts change, so
-            # the next send on any node is checked against the new state.
-            sanction = event.sanction
-            if sanction.kind is SanctionKind.TIMEOUT:
-                if event.lifted or sanction.expires_at is None:
-                    session.moderation.timeouts.pop(sanction.community_id, None)
-                else:
-                    session.moderation.timeouts[sanction.community_id] = sanction.expires_at
-            return True
-        if isinstance(event, PermissionsUpdated):
-            cid = event.community_id
-            if cid not in session.roles or (
-                    event.user_id is not None and event.user_id != session.user.id):
-                return False
-            self._schedule_refresh(session, cid)
-            return True
-        if isinstance(event, CommunityModerationUpdated):
-            if event.lockdown:
-                session.moderation.lockdowns[event.community_id] = (
-                    event.member_age_s, event.account_age_s)
-            else:
-                session.moderation.lockdowns.pop(event.community_id, None)
-            return True
-        return True
-
-    # ------------------------------------------------------------------ access refresh
-
-    def _schedule_refresh(self, session: Session, community_id: int) -> None:
-        """Re-read the session's access to a community, once at a time per session and
-        community (a change during a refresh runs one more after it)."""
-        if self.refresh_access is None:
-            return
-        key = (session, community_id)
-        if key in self._refreshing:
-            self._refreshing[key] = True
-            return
-        self._refreshing[key] = False
-        self._spawn(self._refresh(session, community_id))
-
-    async def _refresh(self, session: Session, community_id: int) -> None:
-        key = (session, community_id)
-        try:
-            while True:
-                assert self.refresh_access is not None
-                try:
-                    events = await self.refresh_access(session, community_id)
-                except Exception:
-                    log.exception("access refresh of %s failed", session.session_id)
-                    events = []
-                if not self._refreshing.get(key):
-                    break
-                self._refreshing[key] = False
-        finally:
-            self._refreshing.pop(key, None)
-        if session.is_superseded or community_id not in session.roles:
-            return
-        for event in events:
-            self._apply_gain_or_loss(session, event)
-        if self.after_control is not None:
-            self.after_control(session, None)
-        moderation = session.moderation
-        if community_id in moderation.feeds and not may_moderate(session, community_id):
-            moderation.feeds.discard(community_id)
-            self._remove(session, mod_topic(community_id))
-
-    def _apply_gain_or_loss(self, session: Session, event: Event) -> None:
-        """Apply one result of a refresh to the session and tell its client."""
-        if isinstance(event, ChannelCreated | ChannelUpdated):
-            channel = event.channel
-            known = channel.id in session.channels
-            session.channels[channel.id] = channel
-            if not known:
-                session.set_cursor(channel.id, channel.last_seq)
-                self._add(session, channel_topic(channel.id))
-        elif isinstance(event, ChannelDeleted):
-            if session.channels.pop(event.channel_id, None) is None:
-                return
-            self._remove(session, channel_topic(event.channel_id))
-        session.deliver(session.codec.encode_event(event))

@@ -75,6 +75,7 @@ from rooms.bus import channel_topic, community_topic, mod_topic, user_topic
 from rooms.chat import check_text
 from rooms.errors import RequestError, forbidden, not_found
 from rooms.hub import Hub
+from rooms.moderation_view import MODERATION, ModerationControl
 from rooms.permissions import Permission
 from rooms.sessions import Session
 
@@ -160,6 +161,8 @@ class ModerationService:
         self.hub = hub
         self.limits = limits
         self.access = access
+        self.control = ModerationControl(hub, hub.control)
+        """Keeps every session's timeouts, lockdowns and moderator feeds current."""
 
     # ---------------------------------------------------------------------- checks
 
@@ -662,16 +665,17 @@ class ModerationService:
 
     async def subscribe_feed(self, session: Session, community_id: int) -> None:
         """Start the live feed for this session (MODERATE, checked now; losing the role
-        ends it, see rooms/hub.py)."""
+        ends it, see rooms/moderation_view.py)."""
         await self.require(community_id, session.user.id, P.MODERATE)
         if community_id not in session.roles:
             raise not_found("unknown community")
-        session.moderation.feeds.add(community_id)
+        session.view(MODERATION).feeds.add(community_id)
         self.hub.subscribe(session, mod_topic(community_id))
 
     def unsubscribe_feed(self, session: Session, community_id: int) -> None:
-        if community_id in session.moderation.feeds:
-            session.moderation.feeds.discard(community_id)
+        view = session.peek(MODERATION)
+        if view is not None and community_id in view.feeds:
+            view.feeds.discard(community_id)
             self.hub.unsubscribe(session, mod_topic(community_id))
 
     # ------------------------------------------------------------------- gateway glue

@@ -67,7 +67,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -76,6 +76,8 @@ from persistence import communities as communities_db
 from persistence.database import Database
 from protocol.codes import ErrorCode
 from protocol.frames import (
+    CommunityAvailable,
+    CommunityUnavailable,
     Empty,
     FetchMembers,
     MembersResult,
@@ -87,9 +89,11 @@ from protocol.frames import (
 )
 from protocol.models import Presence, PresenceStatus
 from rooms.bus import presence_topic
+from rooms.control import ViewKey
 from rooms.errors import RequestError, not_found
 from rooms.hub import Hub
 from rooms.outages import ThrottledLog
+from rooms.redis_client import RedisClients
 from rooms.sessions import Session
 
 log = logging.getLogger(__name__)
@@ -344,11 +348,30 @@ async def installation_id(db: Database) -> str:
 Handler = Callable[[Session, Any], Awaitable[Result]]
 
 
+class PresenceView:
+    """The presence batches a session receives."""
+
+    __slots__ = ("communities", "requested")
+
+    def __init__(self) -> None:
+        self.communities: set[int] = set()
+        """Communities whose ``presence_update`` batches this session receives."""
+        self.requested: set[int] = set()
+        """Of those, the large ones it subscribed to (counted against the limit)."""
+
+    def topics(self, session: Session) -> Iterable[str]:
+        return (presence_topic(c) for c in self.communities if c in session.roles)
+
+
+PRESENCE = ViewKey("presence", PresenceView)
+
+
 class PresenceService:
     """This process's side of presence. See the module docstring."""
 
     def __init__(self, store: PresenceStore, hub: Hub, db: Database, *,
-                 connect_timeout_s: float = 2.0, max_subscriptions: int = 10) -> None:
+                 connect_timeout_s: float = 2.0, max_subscriptions: int = 10,
+                 auto_max_members: int = 1_000) -> None:
         if not 0 < store.ttl_s <= MAX_TTL_S:
             raise ValueError(f"HEARTH_PRESENCE_TTL_S must be in (0, {MAX_TTL_S:g}] so that "
                              f"users of a dead process go offline within 60 s; got "
@@ -364,6 +387,11 @@ class PresenceService:
         self.tick_s = min(0.25, store.batch_s / 6)
         self.connect_timeout_s = connect_timeout_s
         self.max_subscriptions = max_subscriptions
+        self.auto_max_members = auto_max_members
+        """A community joined live sends its presence unasked up to this size."""
+        hub.control.ephemeral(PresenceUpdated)
+        hub.control.on(CommunityAvailable, self._community_available)
+        hub.control.on(CommunityUnavailable, self._community_unavailable)
         self._sessions: dict[int, set[Session]] = {}
         self._synced: dict[int, frozenset[int]] = {}
         self._dirty: dict[int, None] = {}
@@ -408,13 +436,19 @@ class PresenceService:
                         "offline when its lease expires", exc_info=True)
 
     async def run(self) -> None:
-        """The background work (started and cancelled by the app's cleanup_ctx)."""
-        syncer = asyncio.create_task(self._sync_forever(), name="presence-sync")
+        """The background work (supervised by the app): syncing and housekeeping. If
+        either dies, this raises at once, so the supervisor reports it."""
+        tasks = [asyncio.create_task(self._sync_forever(), name="presence-sync"),
+                 asyncio.create_task(self._housekeep_forever(), name="presence-housekeeping")]
         try:
-            await self._housekeep_forever()
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # a crash propagates; a loop that returned is a bug too
+            raise RuntimeError("a presence loop returned")
         finally:
-            syncer.cancel()
-            await asyncio.wait([syncer], timeout=5.0)
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=5.0)
 
     # ---------------------------------------------------------- local sessions (sync)
 
@@ -608,6 +642,28 @@ class PresenceService:
         if self._dirty:
             self._wake.set()
 
+    # ---------------------------------------------------------------- control events
+
+    def _community_available(self, session: Session, topic: str,
+                             event: CommunityAvailable) -> bool:
+        snapshot = event.snapshot
+        if snapshot.member_count <= self.auto_max_members:
+            cid = snapshot.community.id
+            session.view(PRESENCE).communities.add(cid)
+            self.hub.subscribe(session, presence_topic(cid))
+        return True
+
+    def _community_unavailable(self, session: Session, topic: str,
+                               event: CommunityUnavailable) -> bool:
+        view = session.peek(PRESENCE)
+        if view is not None:
+            cid = event.community_id
+            view.requested.discard(cid)
+            if cid in view.communities:
+                view.communities.discard(cid)
+                self.hub.unsubscribe(session, presence_topic(cid))
+        return True
+
     # --------------------------------------------------------------------- requests
 
     async def set_presence(self, session: Session, req: SetPresence) -> Result:
@@ -623,19 +679,20 @@ class PresenceService:
         if cid not in session.roles:
             raise not_found("unknown community")
         topic = presence_topic(cid)
+        view = session.view(PRESENCE)
         if not req.subscribed:  # also opts out of a small community's presence
-            session.presence_requested.discard(cid)
-            if cid in session.presence_communities:
-                session.presence_communities.discard(cid)
+            view.requested.discard(cid)
+            if cid in view.communities:
+                view.communities.discard(cid)
                 self.hub.unsubscribe(session, topic)
             return Empty()
-        if cid not in session.presence_communities:
-            if len(session.presence_requested) >= self.max_subscriptions:
+        if cid not in view.communities:
+            if len(view.requested) >= self.max_subscriptions:
                 raise RequestError(ErrorCode.LIMIT_EXCEEDED,
                                    f"at most {self.max_subscriptions} presence "
                                    "subscriptions per session")
-            session.presence_communities.add(cid)
-            session.presence_requested.add(cid)
+            view.communities.add(cid)
+            view.requested.add(cid)
             self.hub.subscribe(session, topic)
         return Empty()
 
@@ -654,13 +711,13 @@ class PresenceService:
                              has_more=has_more)
 
 
-def make_store(redis_url: str | None, *, ttl_s: float, batch_s: float) -> PresenceStore:
-    """The Redis store when ``redis_url`` is set (first URL of a list), else in memory."""
-    if not redis_url:
+def make_store(redis: RedisClients | None, *, ttl_s: float, batch_s: float) -> PresenceStore:
+    """The Redis store when the process has Redis, else in memory."""
+    if redis is None:
         return MemoryPresenceStore(ttl_s=ttl_s, batch_s=batch_s)
     from rooms.redis_presence import RedisPresenceStore
 
-    return RedisPresenceStore(redis_url.split(",")[0].strip(), ttl_s=ttl_s, batch_s=batch_s)
+    return RedisPresenceStore(redis.url, ttl_s=ttl_s, batch_s=batch_s)
 
 
 __all__ = [

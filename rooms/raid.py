@@ -26,7 +26,7 @@ from protocol.moderation import RaidSignalKind
 from rooms.bus import mod_topic
 from rooms.hub import Hub
 from rooms.outages import ThrottledLog
-from rooms.redis_client import blocking_client
+from rooms.redis_client import RedisClients, blocking_client
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,5 @@ class RaidMonitor:
         await self.counter.close()
 
 
-def make_counter(redis_url: str | None) -> WindowCounter:
-    return RedisWindowCounter(redis_url.split(",")[0].strip()) if redis_url \
-        else LocalWindowCounter()
+def make_counter(redis: RedisClients | None) -> WindowCounter:
+    return RedisWindowCounter(redis.url) if redis is not None else LocalWindowCounter()

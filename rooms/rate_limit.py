@@ -18,7 +18,7 @@ import time
 import redis.asyncio as aioredis
 
 from rooms.outages import CircuitBreaker
-from rooms.redis_client import FAIL_OPEN_TIMEOUT_S, blocking_client
+from rooms.redis_client import FAIL_OPEN_TIMEOUT_S, RedisClients, blocking_client
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +101,12 @@ class RedisRateLimiter(RateLimiter):
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def make_limiter(redis: RedisClients | None, burst: int, window_ms: float) -> RateLimiter:
+    """``burst`` events per ``window_ms`` per key: shared through Redis when the process
+    has it, else for this process alone."""
+    interval_ms = window_ms / max(burst, 1)
+    if redis is None:
+        return LocalRateLimiter(burst, interval_ms)
+    return RedisRateLimiter(redis.url, burst, interval_ms)

@@ -14,7 +14,7 @@ delivers from PostgreSQL the messages published while no process held the sessio
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
@@ -31,7 +31,8 @@ from protocol.limits import Limits
 from protocol.models import Channel, CommunitySnapshot, Message, User
 from rooms.access import AccessResolver, fill_view, visible_of
 from rooms.hub import Hub
-from rooms.presence import PresenceService
+from rooms.moderation_view import MODERATION
+from rooms.presence import PRESENCE, PresenceService
 from rooms.session_mirror import SessionMirror
 from rooms.sessions import AccessView, Session, SessionRegistry, Sink
 
@@ -76,7 +77,8 @@ class SessionOpener:
                  mirror: SessionMirror | None = None,
                  fetch_missing: FetchMissing | None = None,
                  presence: PresenceService | None = None,
-                 access: AccessResolver | None = None) -> None:
+                 access: AccessResolver | None = None,
+                 on_close: Sequence[Callable[[Session], None]] = ()) -> None:
         self.db = db
         self.access = access or AccessResolver(db)
         """Resolves the channels a member may see and fills the session's access view."""
@@ -87,7 +89,7 @@ class SessionOpener:
         self.fetch_missing = fetch_missing
         self.presence = presence
         """Told when a session gains or loses its socket (rooms/presence.py)."""
-        self.on_close: list[Callable[[Session], None]] = []
+        self.on_close = list(on_close)
         """Told when a session is forgotten here for good (voice rooms leave); must
         not block."""
 
@@ -101,7 +103,7 @@ class SessionOpener:
             roles = await roles_db.roles_of_communities(conn, [c.id for c, _, _ in memberships])
             direct = await channels_db.direct_channels(conn, user_id)
             sanctions = await moderation_db.session_moderation(conn, user_id)
-        view = session.moderation
+        view = session.view(MODERATION)
         view.account_created_ms = sanctions.account_created_ms
         view.joined_ms = dict(sanctions.joined_ms)
         view.timeouts = dict(sanctions.timeouts)
@@ -127,7 +129,7 @@ class SessionOpener:
                 lockdown_account_age_s=lockdown[1] if lockdown else 0))
             session.roles[community.id] = role
             if count <= self.limits.presence_auto_max_members:
-                session.presence_communities.add(community.id)
+                session.view(PRESENCE).communities.add(community.id)
             for channel in channels:
                 session.channels[channel.id] = channel
         for channel in direct:

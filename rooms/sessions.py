@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import collections
 import secrets
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from protocol.codec import Codec
 from protocol.codes import CloseCode
 from protocol.models import Channel, ChannelKind, Role, User
-from rooms.bus import channel_topic, community_topic, mod_topic, presence_topic, user_topic
+from rooms.bus import channel_topic, community_topic, user_topic
+from rooms.control import SessionView, ViewKey
 from rooms.permissions import Override, Permission
+
+V = TypeVar("V", bound=SessionView)
 
 
 class Sink(Protocol):
@@ -42,24 +45,6 @@ class Mirror(Protocol):
     """Write-ahead copy of sessions for resume on another node (rooms/session_mirror.py)."""
 
     def mark_dirty(self, session: Session) -> None: ...
-
-
-class ModerationView:
-    """What a session knows to enforce sanctions without a query per send
-    (rooms/enforcement.py): loaded at identify, kept current by control events."""
-
-    __slots__ = ("account_created_ms", "feeds", "joined_ms", "lockdowns", "timeouts")
-
-    def __init__(self) -> None:
-        self.account_created_ms = 0
-        self.joined_ms: dict[int, int] = {}
-        """community id -> when the member joined (ms)."""
-        self.timeouts: dict[int, int] = {}
-        """community id -> when the member's timeout ends (ms)."""
-        self.lockdowns: dict[int, tuple[int, int]] = {}
-        """community id -> (member_age_s, account_age_s) while in lockdown."""
-        self.feeds: set[int] = set()
-        """Communities whose live moderator feed this session receives."""
 
 
 class MemberView:
@@ -109,9 +94,6 @@ class Session:
         "held",
         "is_superseded",
         "mirror",
-        "moderation",
-        "presence_communities",
-        "presence_requested",
         "replay",
         "replay_floor",
         "replay_size",
@@ -119,9 +101,9 @@ class Session:
         "seq",
         "session_id",
         "sink",
-        "typing_at",
         "unmirrored",
         "user",
+        "views",
     )
 
     def __init__(self, user: User, codec: Codec, replay_size: int,
@@ -142,7 +124,6 @@ class Session:
         """The newest seq no longer in the buffer; resume from below it is impossible."""
         self.sink: Sink | None = None
         self.detached_at: float | None = None
-        self.typing_at: dict[int, float] = {}
         self.cursors: dict[int, int] = {}
         """Per channel, the newest message seq delivered (duplicates are dropped)."""
         self.changed_cursors: dict[int, int] = {}
@@ -153,12 +134,9 @@ class Session:
         """While held: per channel, how far this process had delivered it when the
         session was attached (the catch-up must reach at least that far)."""
         self.is_superseded = False
-        self.moderation = ModerationView()
         self.access = AccessView()
-        self.presence_communities: set[int] = set()
-        """Communities whose ``presence_update`` batches this session receives."""
-        self.presence_requested: set[int] = set()
-        """Of those, the large ones it subscribed to (counted against the limit)."""
+        self.views: list[SessionView | None] | None = None
+        """Each domain's own state (moderation, presence...), by key index: :meth:`view`."""
 
     # ----------------------------------------------------------------- view of the world
 
@@ -170,14 +148,34 @@ class Session:
     def parent_of(self, channel: Channel) -> Channel | None:
         return self.channels.get(channel.parent_id) if channel.parent_id else None
 
+    def view(self, key: ViewKey[V]) -> V:
+        """The domain's view named ``key`` in this session, made empty on first use."""
+        views = self.views
+        index = key.index
+        if views is None:
+            views = self.views = [None] * (index + 1)
+        elif len(views) <= index:
+            views.extend([None] * (index + 1 - len(views)))
+        found = views[index]
+        if found is None:
+            found = views[index] = key.factory()
+        return found  # type: ignore[return-value]  # the key's factory made it
+
+    def peek(self, key: ViewKey[V]) -> V | None:
+        """The domain's view if this session has one (nothing is created)."""
+        views = self.views
+        if views is None or len(views) <= key.index:
+            return None
+        return views[key.index]  # type: ignore[return-value]
+
     def topics(self) -> set[str]:
         """Every bus topic this session listens to."""
         topics = {user_topic(self.user.id)}
         topics.update(community_topic(c) for c in self.roles)
-        topics.update(presence_topic(c) for c in self.presence_communities
-                      if c in self.roles)
         topics.update(channel_topic(c) for c in self.channels)
-        topics.update(mod_topic(c) for c in self.moderation.feeds if c in self.roles)
+        for view in self.views or ():
+            if view is not None:
+                topics.update(view.topics(self))
         return topics
 
     def community_channel_ids(self, community_id: int) -> list[int]:

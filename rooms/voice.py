@@ -21,20 +21,16 @@ One participation per member
 Sanctions and permission changes, on every node
     A participant lives on the node of its session. Timeouts, kicks, bans, lost
     channels and changed roles already reach every session of the member through the
-    hub's control events (``rooms/hub.py``); the hub then calls
-    :meth:`VoiceService.session_changed`, which re-checks the participant from the
+    hub's control events (``rooms/control.py``); the hub then calls
+    :meth:`VoiceService.session_changed` (a view listener), which re-checks the participant from the
     session's updated view: no view or no ``CONNECT_VOICE`` or timed out -> out at once
     (``sanctioned`` / ``permission``); ``SPEAK`` lost -> muted at the media worker at
     once (its packets are dropped there), role ``listener``.
 
-Moderation
-    ``voice_server_mute`` (``MUTE_MEMBERS`` at community level: the mute is stored per
-    community and holds in every voice room, so a channel override granting the bit
-    does not suffice), ``voice_disconnect`` and ``voice_move`` (``MOVE_MEMBERS`` in the
-    channel) are checked like the other sanctions (the actor must outrank the target,
-    ``rooms/moderation.py: sanction_rank``), audited in the same transaction as their
-    change, then carried to the node holding the target by a command on the
-    process-internal bus topic ``x.voice``; that node applies it.
+Moderation (``rooms/voice_moderation.py``)
+    ``voice_server_mute``, ``voice_disconnect`` and ``voice_move`` are checked like the
+    other sanctions, audited, then carried to the node holding the target by a command
+    on the process-internal bus topic ``x.voice``; that node applies it here.
 
 Events
     ``voice_state_update`` goes to the channel topic (every session that can view the
@@ -42,7 +38,7 @@ Events
     (skipped for a congested client). ``voice_move_request`` and ``voice_disconnected``
     go to the one session concerned.
 
-Media
+Media (``rooms/voice_media.py``)
     Coded against :class:`MediaBackend` (``rooms/media/pool.py`` satisfies it). Room
     ids are the channel id in decimal. Media events arrive through
     :meth:`VoiceService.media_speaking` and :meth:`VoiceService.media_participant_state`.
@@ -55,12 +51,11 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 import msgspec
 
-from persistence import audit as audit_db
 from persistence import moderation as moderation_db
 from persistence import voice as voice_db
 from persistence.database import Database
@@ -71,14 +66,11 @@ from protocol.frames import (
     Empty,
     Event,
     MemberSanctioned,
-    ModActionResult,
-    ModActionTaken,
     Result,
 )
 from protocol.limits import Limits
-from protocol.models import Channel, ChannelKind, Role
+from protocol.models import Channel, ChannelKind
 from protocol.voice import (
-    VoiceDisconnect,
     VoiceDisconnected,
     VoiceFetchStates,
     VoiceIceCandidate,
@@ -86,34 +78,48 @@ from protocol.voice import (
     VoiceJoined,
     VoiceLeave,
     VoiceLeaveReason,
-    VoiceMove,
     VoiceMoveRequested,
     VoiceParticipant,
     VoiceRole,
-    VoiceServerMute,
     VoiceSetState,
     VoiceSpeaking,
     VoiceStatesResult,
     VoiceStateUpdated,
 )
-from rooms.access import session_channel_bits, session_community_bits
-from rooms.bus import channel_topic, mod_topic
+from rooms.access import session_channel_bits
+from rooms.bus import channel_topic
 from rooms.enforcement import timeout_remaining_ms
 from rooms.errors import RequestError, forbidden, not_found
 from rooms.hub import Hub
-from rooms.moderation import Access, has, sanction_rank, wire_entry
-from rooms.moderation import _reason as check_reason
+from rooms.moderation import Access
 from rooms.permissions import Permission
 from rooms.rate_limit import RateLimiter
 from rooms.sessions import Session
+from rooms.voice_media import (
+    MediaBackend,
+    MediaLink,
+    StageOptions,
+    check_offer,
+    media_code,
+    room_id,
+)
+from rooms.voice_moderation import (
+    COMMAND_TOPIC,
+    VOICE_KINDS,
+    AnyCommand,
+    DropCommand,
+    MuteCommand,
+    RoleCommand,
+    VoiceModeration,
+    decode_command,
+    publish_command,
+    voice_channel,
+)
 from rooms.voice_roster import VoiceRoster
 
 log = logging.getLogger(__name__)
 
 P = Permission
-VOICE_KINDS = (ChannelKind.VOICE, ChannelKind.STAGE)
-COMMAND_TOPIC = "x.voice"
-"""Process-internal bus topic: voice commands every node receives (never sessions)."""
 ROOM_IDLE_CLOSE_S = 30.0
 """An empty room is closed on its media worker this long after its last participant
 left (unless someone joined meanwhile), so a quick re-join finds it still open."""
@@ -125,143 +131,6 @@ Handler = Callable[[Session, Any], Awaitable[Result]]
 PresenceCallback = Callable[[int, int, float], None]
 """(channel_id, user_id, at: unix seconds) -> nothing; must not block (live sessions
 batch their attendance writes)."""
-
-
-# --------------------------------------------------------------------------- media
-
-
-class MediaAnswer(Protocol):
-    """The media worker's answer to a join (``protocol/media_ipc.py: Answer``)."""
-
-    @property
-    def sdp(self) -> str: ...
-
-
-class StageOptions(Protocol):
-    """Live sessions (``rooms/live.py``) tell any process how to open a stage's room."""
-
-    async def stage_room_options(self, channel_id: int
-                                 ) -> tuple[int | None, str | None] | None:
-        """(mix_listeners_above, record_path) while the channel's session is live."""
-        ...
-
-
-class MediaBackend(Protocol):
-    """What voice rooms need from the media workers (``rooms/media/pool.py``).
-
-    Every method may raise; an exception whose ``code`` attribute is ``"capacity"``
-    means admission control refused the join (-> ``voice_capacity``), ``"invalid_offer"``
-    an offer the worker cannot use (-> ``invalid_argument``), any other that the media
-    side failed (-> ``voice_unavailable``). Event callbacks: the pool calls
-    :meth:`VoiceService.media_speaking` and :meth:`VoiceService.media_participant_state`
-    (wired in ``server/app.py``). Room ids are strings (the
-    channel id in decimal), participant ids the user ids."""
-
-    async def open_room(self, room_id: str, *, mix_listeners_above: int | None = None,
-                        record_path: str | None = None) -> object:
-        """Create the room on a worker (idempotent)."""
-
-    async def join(self, room_id: str, participant_id: int, offer_sdp: str, *,
-                   can_speak: bool, deafened: bool) -> MediaAnswer:
-        """Admit a participant with its client offer; returns the SDP answer."""
-
-    async def add_candidate(self, room_id: str, participant_id: int, candidate: str,
-                            sdp_mid: str | None, sdp_mline_index: int | None) -> object: ...
-
-    async def set_participant(self, room_id: str, participant_id: int, *, can_speak: bool,
-                              deafened: bool) -> object:
-        """``can_speak`` False: the participant's packets are dropped from now on."""
-
-    async def leave(self, room_id: str, participant_id: int) -> object: ...
-
-    async def close_room(self, room_id: str) -> object:
-        """Close the room; the result carries the recording path and duration."""
-
-    async def stats(self) -> object: ...
-
-
-def media_code(exc: BaseException) -> str | None:
-    """The media side's error code, if the exception carries one (``MediaError``)."""
-    code = getattr(exc, "code", None)
-    return code if isinstance(code, str) else None
-
-
-def room_id(channel_id: int) -> str:
-    return str(channel_id)
-
-
-# ---------------------------------------------------------------------- SDP checks
-
-
-def check_offer(sdp: str, receive_slots: int) -> None:
-    """The offer shape the SFU needs (see ``protocol/voice.py``), refused early with a
-    clear error instead of a failed negotiation: audio m-lines only, the first one
-    sending (``sendrecv`` or ``sendonly``), then 0..``receive_slots`` receive-only."""
-    directions: list[str] = []
-    kind: str | None = None
-    for raw in sdp.splitlines():
-        line = raw.strip()
-        if line.startswith("m="):
-            kind = line[2:].split(" ", 1)[0]
-            if kind != "audio":
-                raise RequestError(ErrorCode.INVALID_ARGUMENT,
-                                   f"the offer may carry audio only, not {kind}")
-            directions.append("sendrecv")
-        elif kind is not None and line in ("a=sendrecv", "a=sendonly", "a=recvonly",
-                                           "a=inactive"):
-            directions[-1] = line[2:]
-    if not sdp.startswith("v=0") or not directions:
-        raise RequestError(ErrorCode.INVALID_ARGUMENT, "not an SDP offer with audio")
-    if directions[0] not in ("sendrecv", "sendonly"):
-        raise RequestError(ErrorCode.INVALID_ARGUMENT,
-                           "the first audio m-line must send (the microphone)")
-    slots = directions[1:]
-    if any(d != "recvonly" for d in slots):
-        raise RequestError(ErrorCode.INVALID_ARGUMENT,
-                           "every audio m-line after the first must be recvonly")
-    if len(slots) > receive_slots:
-        raise RequestError(ErrorCode.INVALID_ARGUMENT,
-                           f"at most {receive_slots} receive slots (recvonly m-lines)")
-
-
-# ------------------------------------------------------------------ bus commands
-
-
-class Command(msgspec.Struct, frozen=True, tag_field="k"):
-    """A change every node hears on ``x.voice``; the node holding the participant
-    applies it."""
-
-
-class DropCommand(Command, frozen=True, tag="drop"):
-    user_id: int
-    channel_id: int | None
-    """None: whatever room the member is in."""
-    reason: VoiceLeaveReason
-    keep_token: str | None = None
-    """Do not drop this participation (the one that caused the drop)."""
-    to_channel_id: int | None = None
-    """A move: the dropped session gets ``voice_move_request`` to here."""
-    joining_channel_id: int | None = None
-    """The room the replacing participation joins: if it is the dropped one's room,
-    the joiner has already replaced it at the media worker (same participant id), so
-    the dropped side must not send the worker a ``leave`` that would cut the new one."""
-
-
-class MuteCommand(Command, frozen=True, tag="mute"):
-    community_id: int
-    user_id: int
-    muted: bool
-
-
-class RoleCommand(Command, frozen=True, tag="role"):
-    channel_id: int
-    user_id: int
-    speaker: bool
-
-
-AnyCommand = DropCommand | MuteCommand | RoleCommand
-_encode_command = msgspec.msgpack.Encoder().encode
-_decode_command = msgspec.msgpack.Decoder(AnyCommand).decode
 
 
 # --------------------------------------------------------------------- participants
@@ -299,15 +168,21 @@ class VoiceService:
     """Serves the voice requests and keeps this process's participants in line."""
 
     def __init__(self, db: Database, hub: Hub, limits: Limits, access: Access,
-                 roster: VoiceRoster, media: MediaBackend | None, *,
+                 roster: VoiceRoster, media: MediaLink | None = None, *,
                  enabled: bool = True, mix_listeners_above: int | None = None,
-                 join_limiter: RateLimiter | None = None) -> None:
+                 join_limiter: RateLimiter | None = None,
+                 stage_options: StageOptions | None = None,
+                 on_join: Sequence[PresenceCallback] = (),
+                 on_leave: Sequence[PresenceCallback] = ()) -> None:
         self.db = db
         self.hub = hub
         self.limits = limits
         self.access = access
         self.roster = roster
-        self.media = media
+        self.moderation = VoiceModeration(db, hub, limits, access, roster)
+        """Server mute, disconnect and move (``rooms/voice_moderation.py``)."""
+        self.workers = media or MediaLink()
+        """The node's media workers, once the server has reached them."""
         self.enabled = enabled
         self.mix_listeners_above = mix_listeners_above
         self.join_limiter = join_limiter
@@ -322,27 +197,27 @@ class VoiceService:
         self._speaking: dict[int, list[int]] = {}
         """channel id -> who the media worker last said is talking."""
         self._room_options: dict[int, tuple[int | None, str | None]] = {}
-        self.stage_options: StageOptions | None = None
+        self.stage_options = stage_options
         """Where a stage's room options come from on every process (live sessions),
         not only on the one that started the session."""
         self._room_community: dict[int, int] = {}
         """channel id -> community id of rooms this process joined someone to."""
         self._tasks: set[asyncio.Task[None]] = set()
-        self._on_join: list[PresenceCallback] = []
-        self._on_leave: list[PresenceCallback] = []
+        self._on_join = list(on_join)
+        """Told whenever a member enters a room on this process (live sessions:
+        attendance); ``(channel_id, user_id, at)``, must not block."""
+        self._on_leave = list(on_leave)
+        """Told whenever a member leaves a room on this process, for whatever reason."""
         hub.listen(COMMAND_TOPIC, self._on_command)
+        hub.control.on_view_changed(self.session_changed)
+        hub.control.ephemeral(VoiceSpeaking)
 
-    # ---------------------------------------------------------------- hooks (live)
+    @property
+    def media(self) -> MediaBackend | None:
+        """The media workers, or None while there are none (see :class:`MediaLink`)."""
+        return self.workers.backend
 
-    def on_join(self, callback: PresenceCallback) -> None:
-        """Call ``callback(channel_id, user_id, at)`` whenever a member enters a room on
-        this process (live sessions: attendance)."""
-        self._on_join.append(callback)
-
-    def on_leave(self, callback: PresenceCallback) -> None:
-        """Call ``callback(channel_id, user_id, at)`` whenever a member leaves a room on
-        this process, for whatever reason."""
-        self._on_leave.append(callback)
+    # ---------------------------------------------------------------- live sessions
 
     async def set_role(self, channel_id: int, user_id: int, speaker: bool) -> None:
         """Promote (``speaker``) or demote a member on a stage, wherever they are
@@ -449,14 +324,6 @@ class VoiceService:
 
     # ------------------------------------------------------------------ join/leave
 
-    def _voice_channel(self, session: Session, channel_id: int) -> Channel:
-        channel = session.channels.get(channel_id)
-        if channel is None or channel.community_id is None:
-            raise not_found("unknown channel")
-        if channel.kind not in VOICE_KINDS:
-            raise RequestError(ErrorCode.INVALID_ARGUMENT, "not a voice or stage channel")
-        return channel
-
     async def _not_visible(self, session: Session, channel_id: int) -> RequestError:
         """A channel the session does not see: ``banned`` if the member is banned
         from its community (they know it), else ``not_found``."""
@@ -478,7 +345,7 @@ class VoiceService:
             raise RequestError(ErrorCode.VOICE_UNAVAILABLE, "voice is disabled here")
         if req.channel_id not in session.channels:
             raise await self._not_visible(session, req.channel_id)
-        channel = self._voice_channel(session, req.channel_id)
+        channel = voice_channel(session, req.channel_id)
         assert channel.community_id is not None
         left = timeout_remaining_ms(session, channel.community_id)
         if left:
@@ -730,131 +597,18 @@ class VoiceService:
         return Empty()
 
     async def fetch_states(self, session: Session, req: VoiceFetchStates) -> VoiceStatesResult:
-        channel = self._voice_channel(session, req.channel_id)
+        channel = voice_channel(session, req.channel_id)
         return VoiceStatesResult(channel_id=channel.id,
                                  participants=await self.participants(channel.id))
-
-    # ------------------------------------------------------------------ moderation
-
-    async def _moderate(self, session: Session, channel_id: int, perm: Permission,
-                        user_id: int, *, community_wide: bool = False) -> Channel:
-        """The actor's right (``perm`` in the channel, from their view) and rank over
-        the target (from PostgreSQL, like every sanction). ``community_wide``: the
-        action's effect reaches every voice room of the community (a server mute), so
-        ``perm`` must also come from the actor's community-level roles; a channel
-        override granting it only makes them a moderator of that one channel."""
-        channel = self._voice_channel(session, channel_id)
-        assert channel.community_id is not None
-        if not has(session_channel_bits(session, channel), perm):
-            raise forbidden("you lack the permission for this")
-        if community_wide and not has(
-                session_community_bits(session, channel.community_id), perm):
-            raise forbidden("a server mute holds in every voice room of the community: "
-                            "it needs the permission community-wide, not in one channel")
-        if user_id == session.user.id:
-            raise RequestError(ErrorCode.INVALID_ARGUMENT, "not on yourself")
-        async with self.db.connection() as conn:
-            target = await moderation_db.member_state(conn, channel.community_id, user_id)
-            if target is None:
-                raise not_found("unknown member")
-            if target.role is Role.OWNER:
-                raise forbidden("nobody moderates the owner")
-            actor_rank = await sanction_rank(conn, channel.community_id, session.user.id)
-            target_rank = await sanction_rank(conn, channel.community_id, user_id)
-        if actor_rank is None:
-            raise not_found("unknown channel")
-        if target_rank is not None and not actor_rank > target_rank:
-            raise forbidden("you can only moderate members below your role")
-        return channel
-
-    async def _in_room(self, channel_id: int, user_id: int) -> VoiceParticipant:
-        for p in await self.roster.participants(channel_id):
-            if p.user_id == user_id:
-                return p
-        raise not_found("the member is not in this voice room")
-
-    async def _audited(self, community_id: int, actor_id: int, action: str, target_id: int,
-                       reason: str | None, before: dict[str, Any] | None,
-                       after: dict[str, Any] | None,
-                       change: Callable[[Any, int], Awaitable[None]] | None = None) -> int:
-        async with self.db.transaction(action) as conn:
-            audit_id = await audit_db.record(
-                conn, community_id=community_id, actor_id=actor_id, action=action,
-                target_type="user", target_id=target_id, reason=reason, before=before,
-                after=after)
-            if change is not None:
-                await change(conn, audit_id)
-            entry = await audit_db.get(conn, audit_id)
-        if entry is not None:
-            await self.hub.publish(mod_topic(community_id),
-                                   ModActionTaken(entry=wire_entry(entry)))
-        return audit_id
-
-    async def server_mute(self, session: Session, req: VoiceServerMute) -> ModActionResult:
-        reason = check_reason(req.reason, self.limits)
-        channel = await self._moderate(session, req.channel_id, P.MUTE_MEMBERS, req.user_id,
-                                       community_wide=True)
-        assert channel.community_id is not None
-        cid = channel.community_id
-
-        async def change(conn: Any, audit_id: int) -> None:
-            await voice_db.set_server_mute_txn(conn, community_id=cid, user_id=req.user_id,
-                                               muted=req.muted, actor_id=session.user.id,
-                                               audit_id=audit_id)
-
-        audit_id = await self._audited(
-            cid, session.user.id, "voice.mute" if req.muted else "voice.unmute",
-            req.user_id, reason, before={"server_mute": not req.muted},
-            after={"server_mute": req.muted, "channel_id": channel.id}, change=change)
-        await self._command(MuteCommand(community_id=cid, user_id=req.user_id,
-                                        muted=req.muted))
-        return ModActionResult(audit_id=audit_id)
-
-    async def disconnect(self, session: Session, req: VoiceDisconnect) -> ModActionResult:
-        reason = check_reason(req.reason, self.limits)
-        channel = await self._moderate(session, req.channel_id, P.MOVE_MEMBERS, req.user_id)
-        assert channel.community_id is not None
-        await self._in_room(channel.id, req.user_id)
-        audit_id = await self._audited(channel.community_id, session.user.id,
-                                       "voice.disconnect", req.user_id, reason, before=None,
-                                       after={"channel_id": channel.id})
-        await self._command(DropCommand(user_id=req.user_id, channel_id=channel.id,
-                                        reason=VoiceLeaveReason.MODERATOR))
-        return ModActionResult(audit_id=audit_id)
-
-    async def move(self, session: Session, req: VoiceMove) -> ModActionResult:
-        reason = check_reason(req.reason, self.limits)
-        channel = await self._moderate(session, req.channel_id, P.MOVE_MEMBERS, req.user_id)
-        if req.to_channel_id == channel.id:
-            raise RequestError(ErrorCode.INVALID_ARGUMENT, "already in that channel")
-        if req.to_channel_id not in session.channels:
-            raise not_found("unknown channel")
-        target = self._voice_channel(session, req.to_channel_id)
-        if target.community_id != channel.community_id:
-            raise RequestError(ErrorCode.INVALID_ARGUMENT, "move within one community")
-        if not has(session_channel_bits(session, target), P.MOVE_MEMBERS):
-            raise forbidden("you lack the permission for this in the target channel")
-        target_bits = await self.access.channel_permissions(target.id, req.user_id)
-        if not has(target_bits, P.VIEW_CHANNEL | P.CONNECT_VOICE):
-            raise forbidden("the member may not connect to the target channel")
-        await self._in_room(channel.id, req.user_id)
-        assert channel.community_id is not None
-        audit_id = await self._audited(channel.community_id, session.user.id, "voice.move",
-                                       req.user_id, reason, before={"channel_id": channel.id},
-                                       after={"channel_id": target.id})
-        await self._command(DropCommand(user_id=req.user_id, channel_id=channel.id,
-                                        reason=VoiceLeaveReason.MOVED,
-                                        to_channel_id=target.id))
-        return ModActionResult(audit_id=audit_id)
 
     # ----------------------------------------------------------------- commands
 
     async def _command(self, command: AnyCommand) -> None:
-        await self.hub.bus.publish(COMMAND_TOPIC, _encode_command(command))
+        await publish_command(self.hub, command)
 
     def _on_command(self, payload: bytes) -> None:
         try:
-            command = _decode_command(payload)
+            command = decode_command(payload)
         except msgspec.DecodeError:
             log.exception("undecodable voice command")
             return
@@ -996,18 +750,9 @@ class VoiceService:
         async def set_state(session: Session, req: VoiceSetState) -> Result:
             return await self.set_state(session, req)
 
-        async def mute(session: Session, req: VoiceServerMute) -> Result:
-            return await self.server_mute(session, req)
-
-        async def disconnect(session: Session, req: VoiceDisconnect) -> Result:
-            return await self.disconnect(session, req)
-
-        async def move(session: Session, req: VoiceMove) -> Result:
-            return await self.move(session, req)
-
         async def states(session: Session, req: VoiceFetchStates) -> Result:
             return await self.fetch_states(session, req)
 
         return {VoiceJoin: join, VoiceLeave: leave, VoiceIceCandidate: candidate,
-                VoiceSetState: set_state, VoiceServerMute: mute, VoiceDisconnect: disconnect,
-                VoiceMove: move, VoiceFetchStates: states}
+                VoiceSetState: set_state, VoiceFetchStates: states,
+                **self.moderation.handlers()}

@@ -29,7 +29,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from protocol.voice import VoiceParticipant
-from rooms.redis_client import blocking_client
+from rooms.redis_client import RedisClients, blocking_client
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,5 @@ class RedisRoster(VoiceRoster):
         await self._redis.aclose()
 
 
-def make_roster(redis_url: str | None, node: str) -> VoiceRoster:
-    return RedisRoster(redis_url.split(",")[0].strip(), node) if redis_url \
-        else MemoryRoster(node)
+def make_roster(redis: RedisClients | None, node: str) -> VoiceRoster:
+    return RedisRoster(redis.url, node) if redis is not None else MemoryRoster(node)

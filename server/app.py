@@ -23,32 +23,36 @@ from typing import cast
 import argon2
 from aiohttp import web
 
-from persistence import channels as channels_db
-from persistence import messages as messages_db
 from persistence.database import Connection, Database
 from persistence.embedded import EmbeddedPostgres
 from persistence.migrate import migrate
-from protocol.models import Message, User
+from protocol.models import User
 from protocol.moderation import RaidSignalKind
 from rooms.access import AccessResolver
 from rooms.automod_service import AutomodService
 from rooms.bus import Bus, InProcessBus
-from rooms.chat import ChatService
+from rooms.chat import ChatService, CommittedPublisher
 from rooms.communities import CommunityService
 from rooms.enforcement import PostGate, make_slowmode
+from rooms.gap_repair import MissedMessages, catch_up_after_reconnect
 from rooms.group_commit import GroupCommitWriter
 from rooms.hub import Hub
 from rooms.live import LiveService
+from rooms.live_attendance import AttendanceLog
+from rooms.live_stage import StageRoomOptions
 from rooms.moderation import ModerationService
 from rooms.presence import PresenceService, make_store
 from rooms.raid import RaidMonitor, make_counter
-from rooms.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from rooms.rate_limit import RateLimiter, make_limiter
 from rooms.ready import SessionOpener
+from rooms.redis_client import redis_clients
 from rooms.review import ReviewService
 from rooms.roles import RoleService
+from rooms.routing import Router
 from rooms.session_mirror import SessionMirror
 from rooms.sessions import SessionRegistry
-from rooms.voice import MediaBackend, VoiceService
+from rooms.voice import VoiceService
+from rooms.voice_media import MediaLink
 from rooms.voice_roster import make_roster
 from server.api_auth import add_auth_routes
 from server.api_automod import add_automod_routes
@@ -61,15 +65,13 @@ from server.config import Config, media_worker_count, secret_for
 from server.cors import cors_middleware
 from server.gateway import Gateway
 from server.gc_policy import GcPolicy
+from server.lifecycle import TaskSupervisor, Teardown
 from server.logs import request_id_middleware
 from server.metrics import Metrics, render
 from server.readiness import Check, Readiness
 from server.rest.openapi import add_openapi_route
 
 log = logging.getLogger(__name__)
-
-MAX_CATCH_UP = 1000
-"""Most messages one channel catch-up reads from PostgreSQL."""
 
 WEB_ROOT = Path(__file__).resolve().parent / "web"  # package data: found when installed too
 
@@ -81,23 +83,26 @@ class Services:
         self.config = config
         self.db = Database()
         self.metrics = Metrics()
+        self.redis = redis_clients(config.redis_url)
+        """Every plain Redis client comes from here (None: no Redis configured)."""
         self.bus: Bus = bus or self._make_bus(config)
-        self.hub = Hub(self.bus, fetch_missing=self._fetch_missing,
+        # permissions: the one resolver; permissions_update re-reads sessions through it
+        self.access = AccessResolver(self.db)
+        # gap repair (rooms/gap_repair.py): what the bus lost, read back from PostgreSQL
+        self.missed = MissedMessages(self.db)
+        self.hub = Hub(self.bus, fetch_missing=self.missed,
                        observe_latency=self.metrics.observe_latency_ms,
-                       presence_auto_max_members=config.limits.presence_auto_max_members)
+                       refresh_access=self.access.refresh_session)
         # moderation (issue 5): raid counters, slow mode, the resolver, the services
-        self.raid = RaidMonitor(self.hub, make_counter(config.redis_url),
+        self.raid = RaidMonitor(self.hub, make_counter(self.redis),
                                 joins=config.raid_joins,
                                 joins_window_s=config.raid_joins_window_s,
                                 messages=config.raid_messages,
                                 messages_window_s=config.raid_messages_window_s)
-        # permissions (issue 5): the one resolver; permissions_update re-reads sessions
-        self.access = AccessResolver(self.db)
-        self.hub.refresh_access = self.access.refresh_session
         self.communities = CommunityService(
             self.db, self.hub, config.limits, access=self.access,
             on_join=lambda cid: self.raid.note(cid, RaidSignalKind.JOINS))
-        self.slowmode = make_slowmode(config.redis_url)
+        self.slowmode = make_slowmode(self.redis)
         self.gate = PostGate(self.slowmode,
                              on_message=lambda cid: self.raid.note(cid, RaidSignalKind.MESSAGES))
         self.moderation = ModerationService(self.db, self.hub, config.limits, self.access)
@@ -112,14 +117,11 @@ class Services:
                                   access_ttl_s=config.access_token_ttl_s,
                                   loadtest_provisioning=config.loadtest_provisioning,
                                   on_register=self._on_register)
-        self.writer = GroupCommitWriter(self.db, self._publish_committed,
+        self.writer = GroupCommitWriter(self.db, CommittedPublisher(self.hub),
                                         window_ms=config.group_commit_window_ms)
         limits = config.limits
-        per_message_ms = limits.rate_window_ms / max(limits.user_messages_per_window, 1)
-        self.user_limiter: RateLimiter = RedisRateLimiter(
-            config.redis_url.split(",")[0].strip(), limits.user_messages_per_window,
-            per_message_ms) if config.redis_url else LocalRateLimiter(
-            limits.user_messages_per_window, per_message_ms)
+        self.user_limiter: RateLimiter = make_limiter(
+            self.redis, limits.user_messages_per_window, limits.rate_window_ms)
         # automod (issue 5): the resolver, B's moderation service, members' custom roles
         self.automod = AutomodService(self.db, self.hub, access=self.access,
                                       moderation=self.moderation,
@@ -127,75 +129,66 @@ class Services:
         self.chat = ChatService(self.db, self.hub, self.writer, config.limits,
                                 user_limiter=self.user_limiter, automod=self.automod,
                                 gate=self.gate)
-        per_report_ms = limits.report_window_ms / max(limits.reports_per_window, 1)
-        self.report_limiter: RateLimiter = RedisRateLimiter(
-            config.redis_url.split(",")[0].strip(), limits.reports_per_window,
-            per_report_ms) if config.redis_url else LocalRateLimiter(
-            limits.reports_per_window, per_report_ms)
+        self.report_limiter: RateLimiter = make_limiter(
+            self.redis, limits.reports_per_window, limits.report_window_ms)
         self.review = ReviewService(self.db, self.hub, config.limits, self.moderation,
                                     self.report_limiter)
         self.roles = RoleService(self.db, self.hub, config.limits, self.access)
-        for request_type, handler in (self.moderation.handlers()
-                                      | self.review.handlers() | self.roles.handlers()).items():
-            self.chat.register(request_type, handler)
         self.registry = SessionRegistry(config.limits.resume_window_ms)
         self.mirror: SessionMirror | None = None
-        if config.redis_url:
+        if self.redis is not None:
             self.mirror = SessionMirror(
-                config.redis_url.split(",")[0].strip(),
+                self.redis.url,
                 owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
                 ttl_ms=config.limits.resume_window_ms,
                 max_frames=config.limits.replay_buffer_events)
         # presence (rooms/presence.py): Redis with HEARTH_REDIS_URL, else in memory
         self.presence = PresenceService(make_store(
-            config.redis_url, ttl_s=config.presence_ttl_s,
+            self.redis, ttl_s=config.presence_ttl_s,
             batch_s=config.presence_batch_ms / 1000), self.hub, self.db,
-            max_subscriptions=limits.max_presence_subscriptions)
-        for request_type, handler in self.presence.handlers().items():
-            self.chat.register(request_type, handler)
-        # live sessions (issue 6): stage and Q&A ops (the voice rooms attach below)
-        per_question_ms = limits.rate_window_ms / max(limits.questions_per_window, 1)
-        self.question_limiter: RateLimiter = RedisRateLimiter(
-            config.redis_url.split(",")[0].strip(), limits.questions_per_window,
-            per_question_ms) if config.redis_url else LocalRateLimiter(
-            limits.questions_per_window, per_question_ms)
+            max_subscriptions=limits.max_presence_subscriptions,
+            auto_max_members=limits.presence_auto_max_members)
+        # voice rooms and live sessions (issue 6): the roster is shared like presence; the
+        # media workers are reached with the other I/O (_realtime) through media_link.
+        # Voice needs of live sessions only what reads PostgreSQL (stage room options,
+        # the attendance log), so live sessions can be given the voice rooms.
+        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.media_link = MediaLink()
+        self.stage_rooms = StageRoomOptions(self.db, config.data_path(),
+                                            mix_listeners_above=config.stage_mix_listeners_above)
+        self.attendance = AttendanceLog(self.db)
+        self.voice_join_limiter: RateLimiter = make_limiter(
+            self.redis, limits.voice_joins_per_window, limits.voice_join_window_ms)
+        self.voice = VoiceService(self.db, self.hub, config.limits, self.access,
+                                  make_roster(self.redis, self.node_id), self.media_link,
+                                  enabled=config.voice_enabled,
+                                  mix_listeners_above=config.voice_mix_listeners_above,
+                                  join_limiter=self.voice_join_limiter,
+                                  stage_options=self.stage_rooms,
+                                  on_join=[self.attendance.note_join],
+                                  on_leave=[self.attendance.note_leave])
+        self.question_limiter: RateLimiter = make_limiter(
+            self.redis, limits.questions_per_window, limits.rate_window_ms)
         self.live = LiveService(self.db, self.hub, limits, self.access,
                                 data_dir=config.data_path(), gate=self.gate,
                                 automod=self.automod, question_limiter=self.question_limiter,
                                 reminder_lead_s=config.live_reminder_lead_s,
                                 reminder_every_s=config.live_reminder_every_s,
-                                mix_listeners_above=config.stage_mix_listeners_above)
-        for request_type, handler in self.live.handlers().items():
-            self.chat.register(request_type, handler)
+                                stage_rooms=self.stage_rooms, attendance=self.attendance,
+                                voice=self.voice, rooms=self.voice)
         self.opener = SessionOpener(self.db, self.hub, self.registry, config.limits,
-                                    mirror=self.mirror, fetch_missing=self._fetch_missing,
-                                    presence=self.presence, access=self.access)
-        # voice rooms (issue 6): the roster is shared like presence; the media workers
-        # are started with the other I/O (_realtime), so media stays None until then.
-        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.media: MediaBackend | None = None
-        per_join_ms = limits.voice_join_window_ms / max(limits.voice_joins_per_window, 1)
-        self.voice_join_limiter: RateLimiter = RedisRateLimiter(
-            config.redis_url.split(",")[0].strip(), limits.voice_joins_per_window,
-            per_join_ms) if config.redis_url else LocalRateLimiter(
-            limits.voice_joins_per_window, per_join_ms)
-        self.voice = VoiceService(self.db, self.hub, config.limits, self.access,
-                                  make_roster(config.redis_url, self.node_id), None,
-                                  enabled=config.voice_enabled,
-                                  mix_listeners_above=config.voice_mix_listeners_above,
-                                  join_limiter=self.voice_join_limiter)
-        # live sessions take attendance and drive speakers through the voice rooms
-        self.live.attach_voice(self.voice)
-        self.live.rooms = self.voice
-        self.voice.stage_options = self.live
-        for request_type, handler in self.voice.handlers().items():
-            self.chat.register(request_type, handler)
-        self.hub.after_control = self.voice.session_changed
-        self.opener.on_close.append(self.voice.session_closed)
-        self._background: set[asyncio.Task[None]] = set()
+                                    mirror=self.mirror, fetch_missing=self.missed,
+                                    presence=self.presence, access=self.access,
+                                    on_close=[self.voice.session_closed])
+        self._reconnects: set[asyncio.Task[None]] = set()
+        self.tasks = TaskSupervisor()
+        """The process's background tasks; one that dies makes ``/readyz`` fail."""
         self.gc_policy = GcPolicy(freeze_interval_s=config.gc_freeze_interval_s,
                                   full_interval_s=config.gc_full_interval_s)
-        self.gateway = Gateway(auth=self.auth, opener=self.opener, chat=self.chat,
+        # The gateway's routing table: each domain lists the requests it serves.
+        self.router = Router([self.chat, self.moderation, self.review, self.roles,
+                              self.presence, self.live, self.voice])
+        self.gateway = Gateway(auth=self.auth, opener=self.opener, router=self.router,
                                limits=config.limits, allowed_origins=config.allowed_origins,
                                admission_per_s=config.admission_per_s)
         checks: dict[str, Check] = {"database": self.db.ping, "bus": self.bus.ping}
@@ -203,20 +196,23 @@ class Services:
             checks["sessions"] = self.mirror.ping
         self.readiness = Readiness(checks)
 
-    async def _publish_committed(self, messages: list[Message]) -> None:
-        await self.chat.publish_committed(messages)
-
     def _make_bus(self, config: Config) -> Bus:
-        if not config.redis_url:
+        if self.redis is None:
             return InProcessBus()
         from rooms.redis_bus import RedisBus
 
-        return RedisBus(config.redis_url, on_reconnect=self._bus_reconnected)
+        return RedisBus(self.redis.urls, on_reconnect=self._bus_reconnected)
 
     def _bus_reconnected(self) -> None:
         task = asyncio.get_running_loop().create_task(self.on_bus_reconnect())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._reconnects.add(task)
+        task.add_done_callback(self._reconnect_done)
+
+    def _reconnect_done(self, task: asyncio.Task[None]) -> None:
+        """A catch-up after a reconnect is one-off work: a failure is logged at once."""
+        self._reconnects.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("catch-up after a bus reconnect failed", exc_info=exc)
 
     def sample_metrics(self, m: Metrics) -> None:
         """Copy this process's counters into prometheus (every few seconds)."""
@@ -248,31 +244,10 @@ class Services:
                     gateway.stats["admission_refused"])
         m.add_delta(m.duplicates_dropped, "dups", hub.duplicates_dropped)
 
-    async def _fetch_missing(self, channel_id: int, after: int, upto: int) -> list[Message]:
-        """Messages the bus lost, from the record (bounded: a longer gap is left to the
-        clients, who see it by seq and page history themselves)."""
-        found: list[Message] = []
-        async with self.db.connection() as conn:
-            while after < upto and len(found) < MAX_CATCH_UP:
-                page, _ = await messages_db.history(
-                    conn, channel_id, before=None, after=after, around=None,
-                    limit=min(500, upto - after))
-                page = [m for m in page if m.seq <= upto]
-                if not page:
-                    break
-                found.extend(page)
-                after = page[-1].seq
-        return found
-
     async def on_bus_reconnect(self) -> None:
         """The bus came back: whatever it dropped meanwhile is read from PostgreSQL."""
         self.automod.invalidate_all()  # rule-change notices may have been lost too
-        channel_ids = self.hub.subscribed_channels()
-        if not channel_ids:
-            return
-        async with self.db.connection() as conn:
-            newest = await channels_db.last_seqs(conn, channel_ids)
-        self.hub.catch_up_all(newest)
+        await catch_up_after_reconnect(self.db, self.hub)
 
     async def _on_register(self, conn: Connection, user: User) -> None:
         """New people land in the starter community, so they have somewhere to talk.
@@ -311,46 +286,48 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _realtime(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
-    if services.config.starter_community:
-        services.starter_community_id = await services.communities.ensure_starter_community()
-    await services.bus.start()
-    await services.presence.start()
-    media_close = await _start_media(services)
-    background = [
-        asyncio.create_task(services.writer.run(), name="group-commit"),
-        asyncio.create_task(services.gateway.sweep_forever(), name="gateway-sweeper"),
-        asyncio.create_task(services.metrics.run(services.sample_metrics), name="metrics"),
-        asyncio.create_task(services.presence.run(), name="presence"),
-        asyncio.create_task(services.raid.run(), name="raid-signals"),
-        asyncio.create_task(audit_retention(services.db, services.config.audit_retention_days),
-                            name="audit-retention"),
-        asyncio.create_task(services.gc_policy.run(), name="gc-policy"),
-        asyncio.create_task(services.live.run(), name="live-sessions"),
-        asyncio.create_task(services.voice.run(), name="voice-roster"),
-        asyncio.create_task(services.readiness.run(), name="readiness"),
-    ]
+    teardown = Teardown()
+    # Pushed in opening order, run in reverse: each step runs even if one before failed.
+    teardown.push("raid", services.raid.close)
+    teardown.push("slowmode", services.slowmode.close)
+    teardown.push("user-limiter", services.user_limiter.close)
+    teardown.push("report-limiter", services.report_limiter.close)
+    teardown.push("question-limiter", services.question_limiter.close)
+    teardown.push("voice-join-limiter", services.voice_join_limiter.close)
+    if services.mirror is not None:
+        teardown.push("session-mirror", services.mirror.close)
     try:
+        if services.config.starter_community:
+            services.starter_community_id = \
+                await services.communities.ensure_starter_community()
+        await services.bus.start()
+        teardown.push("bus", services.bus.close)
+        teardown.push("hub", services.hub.close)
+        await services.presence.start()
+        # this process's users go offline (or elsewhere)
+        teardown.push("presence", services.presence.close)
+        media_close = await _start_media(services)
+        if media_close is not None:
+            teardown.push("media", media_close)
+        # this process's participants leave their rooms
+        teardown.push("voice", services.voice.close)
+        tasks = services.tasks
+        teardown.push("background-tasks", tasks.close)
+        tasks.start("group-commit", services.writer.run())
+        tasks.start("gateway-sweeper", services.gateway.sweep_forever())
+        tasks.start("metrics", services.metrics.run(services.sample_metrics))
+        tasks.start("presence", services.presence.run())
+        tasks.start("raid-signals", services.raid.run())
+        tasks.start("audit-retention",
+                    audit_retention(services.db, services.config.audit_retention_days))
+        tasks.start("gc-policy", services.gc_policy.run())
+        tasks.start("live-attendance", services.attendance.run())
+        tasks.start("live-reminders", services.live.run())
+        tasks.start("voice-roster", services.voice.run())
+        tasks.start("readiness", services.readiness.run())
         yield
     finally:
-        for task in background:
-            task.cancel()
-        for result in await asyncio.gather(*background, return_exceptions=True):
-            if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
-                log.error("background task failed at shutdown", exc_info=result)
-        await services.voice.close()  # this process's participants leave their rooms
-        if media_close is not None:
-            await media_close()
-        await services.presence.close()  # this process's users go offline (or elsewhere)
-        await services.hub.close()
-        await services.bus.close()
-        if services.mirror is not None:
-            await services.mirror.close()
-        await services.user_limiter.close()
-        await services.report_limiter.close()
-        await services.question_limiter.close()
-        await services.voice_join_limiter.close()
-        await services.slowmode.close()
-        await services.raid.close()
+        await teardown.run()
 
 
 MEDIA_SOCKETS_ENV = "HEARTH_MEDIA_SOCKETS"
@@ -395,10 +372,8 @@ async def _start_media(services: Services) -> Callable[[], Awaitable[None]] | No
     key = derive_key(secret_for(config))
     redis_client = None
     store: PlacementStore = LocalPlacement()
-    if config.redis_url:
-        import redis.asyncio as aioredis
-
-        redis_client = aioredis.from_url(config.redis_url.split(",")[0].strip())
+    if services.redis is not None:
+        redis_client = services.redis.client()
         # redis-py's stubs type every command as sync-or-async; the client is async.
         store = RedisPlacement(cast("RedisLike", redis_client))
     socket_dir: Path | None = None
@@ -420,10 +395,10 @@ async def _start_media(services: Services) -> Callable[[], Awaitable[None]] | No
         raise
     pool.on_event(on_event)
     pool.on_worker_gone(voice.media_worker_gone)
-    services.media = voice.media = pool
+    services.media_link.connected(pool)
 
     async def stop() -> None:
-        voice.media = None
+        services.media_link.disconnected()
         await pool.close()
         if redis_client is not None:
             await redis_client.aclose()
@@ -447,7 +422,8 @@ async def readyz(request: web.Request) -> web.Response:
     the checks' latest results (server/readiness.py), so it answers at once even while
     a store hangs."""
     services = request.app[SERVICES]
-    checks = await services.readiness.state()
+    checks = dict(await services.readiness.state())
+    checks["background"] = services.tasks.healthy
     ok = all(checks.values()) and not services.gateway.draining
     return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks},
                              status=200 if ok else 503)

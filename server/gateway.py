@@ -2,8 +2,8 @@
 
 Each connection feeds received messages to its :class:`protocol.session.GatewayProtocol`,
 acts on the events it yields (authenticate, open or resume a session, serve requests via
-:class:`rooms.chat.ChatService`) and writes what it produces. Requests of one connection
-are served one after another, so a client's messages keep their order.
+the routing table, :class:`rooms.routing.Router`) and writes what it produces. Requests
+of one connection are served one after another, so a client's messages keep their order.
 
 Writes bypass aiohttp's per-call send path: a frame is written as one
 ``transport.write`` of a prebuilt websocket header plus the payload, and the payload of
@@ -37,10 +37,10 @@ from protocol.session import (
     RequestReceived,
     ResumeRequested,
 )
-from rooms.chat import ChatService
 from rooms.errors import RequestError
 from rooms.outages import ThrottledLog, unavailable
 from rooms.ready import SessionOpener
+from rooms.routing import Router
 from rooms.sessions import Session
 from server.auth import Authenticator
 from server.cors import origin_allowed
@@ -199,7 +199,7 @@ class GatewayConnection:
         session = self.session
         assert session is not None
         try:
-            result = await self.gateway.chat.handle(session, request)
+            result = await self.gateway.router.handle(session, request)
         except RequestError as exc:
             self.protocol.reply_error(request.id, exc.code, exc.message, exc.retry_after_ms)
         except Exception as exc:
@@ -242,12 +242,12 @@ class GatewayConnection:
 class Gateway:
     """Every connection of this process, the sweeper, and shutdown."""
 
-    def __init__(self, *, auth: Authenticator, opener: SessionOpener, chat: ChatService,
+    def __init__(self, *, auth: Authenticator, opener: SessionOpener, router: Router,
                  limits: Limits, allowed_origins: list[str],
                  admission_per_s: int = 2000) -> None:
         self.auth = auth
         self.opener = opener
-        self.chat = chat
+        self.router = router
         self.limits = limits
         self.allowed_origins = allowed_origins
         self.connections: set[GatewayConnection] = set()

@@ -79,6 +79,7 @@ async def test_msgpack_sessions_get_one_transcoding() -> None:
 
 async def test_congested_client_skips_typing_without_a_seq_gap() -> None:
     hub = Hub(InProcessBus())
+    hub.control.ephemeral(TypingStarted)  # as rooms/chat.py registers it
     session, sink = _session(2)
     hub.attach(session)
     sink.behind = True

@@ -2,10 +2,10 @@
 transitions, permissions and prerequisites, the stage (hands, promotion, limits), Q&A
 (ordering, moderation), attendance totals and reminders.
 
-Here attendance is driven through LiveService.note_join/note_leave, the very methods the
-voice hooks call, so that intervals (before the start, rejoin, still in at the end) are
-exact; promotions are observed through a recording StageVoice attached with
-``attach_voice`` (the call the voice service's wiring makes). The same paths with real
+Here attendance is driven through AttendanceLog.note_join/note_leave, the very methods
+the voice hooks call, so that intervals (before the start, rejoin, still in at the end)
+are exact; promotions are observed through a recording StageVoice put in the place of
+the voice rooms the service was built with. The same paths with real
 voice joins, real media and a real recording: tests/test_live_media.py."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from rooms.live import LiveService, VoiceHook
+from rooms.live import LiveService
 from server.app import SERVICES
 from tests.conftest import RunningServer, app_server
 from tests.helpers import bearer, register
@@ -46,19 +46,11 @@ def service(server: RunningServer) -> LiveService:
 
 
 class RecordingVoice:
-    """Stands in for rooms/voice.py's VoiceService until it is merged: keeps the hooks
-    LiveService registers and records set_role calls."""
+    """Stands in for rooms/voice.py's VoiceService as the stage's StageVoice: records
+    set_role calls."""
 
     def __init__(self) -> None:
-        self.joins: list[VoiceHook] = []
-        self.leaves: list[VoiceHook] = []
         self.roles: list[tuple[int, int, bool]] = []
-
-    def on_join(self, cb: VoiceHook) -> None:
-        self.joins.append(cb)
-
-    def on_leave(self, cb: VoiceHook) -> None:
-        self.leaves.append(cb)
 
     async def set_role(self, channel_id: int, user_id: int, speaker: bool) -> None:
         self.roles.append((channel_id, user_id, speaker))
@@ -188,7 +180,7 @@ async def test_raise_hand_promote_and_the_speaker_limit(
     crew = await make_crew(http, live_server.url, live_server.ws_url, members=5)
     api = Api(http, live_server, crew)
     voice = RecordingVoice()
-    service(live_server).attach_voice(voice)
+    service(live_server).stage.voice = voice
     host = crew.mod
     session = await api.create(crew.admin.token, host_id=host.id)
     sid, channel_id = session["id"], session["channel_id"]
@@ -330,9 +322,7 @@ async def test_questions_votes_order_and_moderation(crew: Crew, api: Api,
 async def test_attendance_totals_with_rejoin_registered_attended_missed(
         crew: Crew, api: Api, live_server: RunningServer) -> None:
     live = service(live_server)
-    voice = RecordingVoice()
-    live.attach_voice(voice)
-    [join], [leave] = voice.joins, voice.leaves
+    join, leave = live.attendance_log.note_join, live.attendance_log.note_leave
     host = crew.mod
     a, b, c = crew.members
     session = await api.create(crew.admin.token, host_id=host.id)
@@ -371,7 +361,8 @@ async def test_attendance_totals_with_rejoin_registered_attended_missed(
     assert report["registered"] == sorted([a.id, b.id])
     assert report["attended"] == sorted([a.id, c.id])
     assert report["missed"] == [b.id]
-    assert live.notes_dropped == 0 and live.attendance_batches >= 1
+    assert live.attendance_log.notes_dropped == 0
+    assert live.attendance_log.attendance_batches >= 1
     # Only the host, co-hosts and managers read it.
     status, body = await api.call("GET", a.token, f"/{sid}/attendance")
     assert status == 403, body
@@ -444,8 +435,8 @@ async def test_refused_end_and_attendance_do_not_wait_for_the_attendance_writer(
     status, body = await api.call("POST", host.token, f"/{sid}/start")
     assert status == 200, body
     live = service(live_server)
-    async with live._write_lock:  # the writer is busy with a batch
-        live.note_join(session["channel_id"], member.id, time.time())
+    async with live.attendance_log._write_lock:  # the writer is busy with a batch
+        live.attendance_log.note_join(session["channel_id"], member.id, time.time())
         for method, path in (("POST", f"/{sid}/end"), ("GET", f"/{sid}/attendance")):
             status, body = await asyncio.wait_for(api.call(method, member.token, path), 3)
             assert status == 403, body

@@ -264,7 +264,7 @@ async def test_two_nodes_share_rooms_and_sanctions(two_nodes: list[RunningServer
 
 
 class CountingStageOptions:
-    """The server's own live service, counting how often the voice rooms ask it."""
+    """The server's own stage room options, counting how often the voice rooms ask."""
 
     def __init__(self, live: Any) -> None:
         self.live = live
@@ -284,7 +284,7 @@ async def test_plain_voice_rooms_do_not_ask_live_sessions(
     """Only a stage can carry a live session: joining a plain voice room costs no
     live-session query; joining a stage does ask."""
     services = server.app[SERVICES]
-    counting = CountingStageOptions(services.live)
+    counting = CountingStageOptions(services.stage_rooms)
     services.voice.stage_options = counting
     await join(crew.member.ws, voice, peers)
     assert counting.asked == []
