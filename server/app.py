@@ -82,7 +82,8 @@ class Services:
         self.bus: Bus = bus or self._make_bus(config)
         self.hub = Hub(self.bus, fetch_missing=self._fetch_missing,
                        observe_latency=self.metrics.observe_latency_ms,
-                       presence_auto_max_members=config.limits.presence_auto_max_members)
+                       presence_auto_max_members=config.limits.presence_auto_max_members,
+                       read_heads=self._read_heads)
         # moderation (issue 5): raid counters, slow mode, the resolver, the services
         self.raid = RaidMonitor(self.hub, make_counter(config.redis_url),
                                 joins=config.raid_joins,
@@ -258,15 +259,17 @@ class Services:
                 after = page[-1].seq
         return found
 
+    async def _read_heads(self, channel_ids: list[int]) -> dict[int, int]:
+        """Each channel's newest committed seq (how far a catch-up must reach)."""
+        if not channel_ids:
+            return {}
+        async with self.db.connection() as conn:
+            return await channels_db.last_seqs(conn, channel_ids)
+
     async def on_bus_reconnect(self) -> None:
         """The bus came back: whatever it dropped meanwhile is read from PostgreSQL."""
         self.automod.invalidate_all()  # rule-change notices may have been lost too
-        channel_ids = self.hub.subscribed_channels()
-        if not channel_ids:
-            return
-        async with self.db.connection() as conn:
-            newest = await channels_db.last_seqs(conn, channel_ids)
-        self.hub.catch_up_all(newest)
+        self.hub.catch_up_all(await self._read_heads(self.hub.subscribed_channels()))
 
     async def _on_register(self, conn: Connection, user: User) -> None:
         """New people land in the starter community, so they have somewhere to talk.
