@@ -106,6 +106,7 @@ class Session:
         "codec",
         "cursors",
         "detached_at",
+        "epoch",
         "held",
         "is_superseded",
         "mirror",
@@ -153,6 +154,9 @@ class Session:
         """While held: per channel, how far this process had delivered it when the
         session was attached (the catch-up must reach at least that far)."""
         self.is_superseded = False
+        self.epoch = 1
+        """Which claim of the session this copy is (rooms/session_mirror.py): 1 when
+        opened, the claim's epoch when resumed from the mirror."""
         self.moderation = ModerationView()
         self.access = AccessView()
         self.presence_communities: set[int] = set()
