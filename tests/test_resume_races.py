@@ -294,3 +294,22 @@ async def test_bouncing_between_nodes_never_loses_the_session(
         # Still the same session, still open: a request is answered.
         await client.ok("send_message", channel_id=general, content="still here")
         assert (await client.event("message_create"))["message"]["content"] == "still here"
+
+
+async def test_a_resume_with_another_users_token_takes_nothing_over(
+        database_url: str, redis_server: RedisServer, http: aiohttp.ClientSession) -> None:
+    """A session id is not enough: a resume by another user on another node is refused
+    without claiming the session, so its holder carries on."""
+    async with two_nodes(database_url, redis_server) as (a, b):
+        alice, bob, eve = [await register(http, a.url) for _ in range(3)]
+        sender = await GatewayClient.identified(http, a.ws_url, alice["access_token"])
+        general = sender.channel_named("general")["id"]
+        holder = await GatewayClient.identified(http, a.ws_url, bob["access_token"])
+        intruder = await GatewayClient.connect(http, b.ws_url)
+        await intruder.send({"op": "resume", "token": eve["access_token"],
+                             "session_id": holder.ready["session_id"], "seq": 0})
+        assert (await intruder.recv())["op"] == "invalid_session"
+        await sender.ok("send_message", channel_id=general, content="still yours")
+        got = (await holder.event("message_create"))["message"]
+        assert got["content"] == "still yours"
+        await holder.no_event("message_create")
