@@ -80,6 +80,13 @@ class Bus(abc.ABC):
     async def ping(self) -> bool:
         """True when the bus can carry messages (``/readyz``)."""
 
+    async def sync_subscriptions(self, timeout: float | None = None) -> None:
+        """Wait until every :meth:`subscribe` made so far is in effect: whatever is
+        published from now on to those topics reaches this process. Here at once (the
+        in-process bus subscribes synchronously); a bus that subscribes asynchronously
+        waits for its server's confirmation and raises when it cannot get it."""
+        return None
+
 
 class InProcessBus(Bus):
     """The bus of a single process: publish calls the handler directly, in order."""

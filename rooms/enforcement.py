@@ -26,8 +26,8 @@ from protocol.codes import ErrorCode
 from protocol.models import Channel, ChannelKind
 from rooms.access import session_community_bits
 from rooms.errors import RequestError
-from rooms.outages import CircuitBreaker
 from rooms.moderation_view import MODERATION
+from rooms.outages import CircuitBreaker
 from rooms.permissions import (
     ADMIN_BITS,
     ALL_BITS,

@@ -42,11 +42,20 @@ class MissedMessages:
         return found
 
 
-async def catch_up_after_reconnect(db: Database, hub: Hub) -> None:
+class ChannelHeads:
+    """The hub's ``read_heads``: (channel ids) -> each channel's newest committed seq,
+    how far a catch-up must reach (a new subscription's confirmation, a reconnect)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def __call__(self, channel_ids: list[int]) -> dict[int, int]:
+        if not channel_ids:
+            return {}
+        async with self.db.connection() as conn:
+            return await channels_db.last_seqs(conn, channel_ids)
+
+
+async def catch_up_after_reconnect(heads: ChannelHeads, hub: Hub) -> None:
     """The bus came back: every followed channel that moved on is repaired."""
-    channel_ids = hub.subscribed_channels()
-    if not channel_ids:
-        return
-    async with db.connection() as conn:
-        newest = await channels_db.last_seqs(conn, channel_ids)
-    hub.catch_up_all(newest)
+    hub.catch_up_all(await heads(hub.subscribed_channels()))

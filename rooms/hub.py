@@ -27,6 +27,17 @@ meanwhile wait behind them; one at or below the remembered seq is a duplicate an
 dropped. After the bus reconnects, :meth:`Hub.catch_up_all` does the same for every
 channel. Only messages are sequenced: a lost edit, reaction or typing event stays lost
 (clients see the current state in history).
+
+Attaching has the same hole at its start: a channel this process did not carry starts
+at the seq of the snapshot the first session read, and a message committed before the
+bus confirms the new subscription may never arrive, with nothing after it to reveal the
+gap (the last message of a conversation). So every channel newly subscribed is
+*confirmed*: once the bus says the subscription is live, the channel's head is read
+from PostgreSQL and anything between the start and the head is repaired like a gap.
+Whatever is committed after that read is published after the subscription was live,
+so the bus brings it. Sessions attaching to a channel the hub already carried are
+covered by the same confirmation (or, when the hub had delivered past their snapshot,
+by :meth:`rooms.ready.SessionOpener.catch_up`).
 """
 
 from __future__ import annotations
@@ -60,6 +71,8 @@ _event_decoder = msgspec.json.Decoder(Event)
 
 FetchMissing = Callable[[int, int, int], Awaitable[list[Message]]]
 """(channel id, after seq, up to seq inclusive) -> messages from PostgreSQL, in order."""
+ReadHeads = Callable[[list[int]], Awaitable[dict[int, int]]]
+"""(channel ids) -> channel id -> newest committed message seq, from PostgreSQL."""
 LatencyObserver = Callable[[float], None]
 
 
@@ -69,13 +82,21 @@ class Hub:
     def __init__(self, bus: Bus, fetch_missing: FetchMissing | None = None,
                  observe_latency: LatencyObserver | None = None, *,
                  refresh_access: RefreshAccess | None = None,
-                 control: ControlRegistry | None = None) -> None:
+                 control: ControlRegistry | None = None,
+                 read_heads: ReadHeads | None = None) -> None:
         self.bus = bus
         self.control = control or ControlRegistry()
         """The control-event handlers and view listeners the domains registered
         (``rooms/control.py``); the session's core view (channels, communities,
         access) registers first, here."""
         self.fetch_missing = fetch_missing
+        self.read_heads = read_heads
+        """How a newly subscribed channel is confirmed (see the module docstring);
+        without it (or ``fetch_missing``) channels are not confirmed."""
+        self._unconfirmed: set[int] = set()
+        self._confirming = False
+        self._targets: dict[int, int] = {}
+        """Channels whose repair is running: the head a later check wants reached."""
         self.observe_latency = observe_latency
         self._subscribers: dict[str, set[Session]] = {}
         self._last_seq: dict[int, int] = {}
@@ -147,6 +168,7 @@ class Hub:
                 # The member's snapshot says how far the channel was when it was read;
                 # anything newer that the bus does not bring is caught up from PostgreSQL.
                 self._last_seq[channel_id] = known.last_seq if known else 0
+                self._confirm_later(channel_id)
         subscribers.add(session)
 
     def _remove(self, session: Session, topic: str) -> None:
@@ -160,6 +182,7 @@ class Hub:
             if topic.startswith("ch."):
                 self._last_seq.pop(int(topic[3:]), None)
                 self._held.pop(int(topic[3:]), None)
+                self._targets.pop(int(topic[3:]), None)
 
     # ------------------------------------------------------------------------ receiving
 
@@ -233,14 +256,55 @@ class Hub:
     # ------------------------------------------------------------------------- catch-up
 
     def catch_up_all(self, newest: dict[int, int]) -> None:
-        """After a bus reconnect: repair every channel whose newest seq in PostgreSQL
-        (``newest``: channel id -> last_seq) is ahead of what was delivered here."""
+        """After a bus reconnect (or a new subscription's confirmation): repair every
+        channel whose newest seq in PostgreSQL (``newest``: channel id -> last_seq) is
+        ahead of what was delivered here. A channel whose repair is already running is
+        repaired again after it, if that one stopped short of ``last_seq``."""
         for channel_id, last_seq in newest.items():
             last = self._last_seq.get(channel_id)
-            if last is None or channel_id in self._held or last_seq <= last:
+            if last is None or last_seq <= last:
+                continue
+            if channel_id in self._held:
+                self._targets[channel_id] = max(last_seq, self._targets.get(channel_id, 0))
                 continue
             self._held[channel_id] = []
             self._spawn(self._repair(channel_id, last, last_seq))
+
+    def _confirm_later(self, channel_id: int) -> None:
+        if self.read_heads is None or self.fetch_missing is None:
+            return
+        self._unconfirmed.add(channel_id)
+        if not self._confirming:
+            self._confirming = True
+            self._spawn(self._confirm())
+
+    async def _confirm(self) -> None:
+        """Confirm the channels newly subscribed (batched: everything subscribed while
+        one confirmation runs waits for the next). Retried with back-off while the bus
+        or PostgreSQL cannot answer; a bus that reconnects also catches up every
+        channel (:meth:`catch_up_all`)."""
+        assert self.read_heads is not None
+        failures = 0
+        try:
+            while self._unconfirmed:
+                channel_ids, self._unconfirmed = self._unconfirmed, set()
+                try:
+                    await self.bus.sync_subscriptions()
+                    heads = await self.read_heads(
+                        [c for c in channel_ids if c in self._last_seq])
+                except Exception as exc:
+                    failures += 1
+                    self._unconfirmed |= {c for c in channel_ids if c in self._last_seq}
+                    if failures == 1:
+                        log.warning("confirming %d new channel subscription(s) failed "
+                                    "(%s: %s); retrying", len(channel_ids),
+                                    type(exc).__name__, exc)
+                    await asyncio.sleep(min(2.0, 0.05 * 2 ** failures))
+                    continue
+                failures = 0
+                self.catch_up_all(heads)
+        finally:
+            self._confirming = False
 
     def subscribed_channels(self) -> list[int]:
         return list(self._last_seq)
@@ -277,3 +341,6 @@ class Hub:
         self._last_seq[channel_id] = last
         for held_topic, payload in held:
             self._on_bus_message(held_topic, payload)
+        target = self._targets.pop(channel_id, 0)
+        if target:
+            self.catch_up_all({channel_id: target})

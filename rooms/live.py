@@ -53,11 +53,11 @@ from rooms.chat import check_text
 from rooms.enforcement import PostGate
 from rooms.errors import RequestError, forbidden, not_found
 from rooms.hub import Hub
-from rooms.outages import ThrottledLog
 from rooms.live_attendance import AttendanceLog
 from rooms.live_base import Access, LiveBase, VoiceHook, has, speakers_of
 from rooms.live_qa import LiveQa
 from rooms.live_stage import LiveStage, StageRoomOptions, StageRooms, StageVoice
+from rooms.outages import ThrottledLog
 from rooms.permissions import STAFF_SEES_TIERS, Permission
 from rooms.rate_limit import RateLimiter
 from rooms.sessions import Session

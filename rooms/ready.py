@@ -6,9 +6,15 @@ overrides that concern them, the channels the member may see (index-driven candi
 in SQL, resolved by :mod:`rooms.access`), DMs, and read states.
 
 Resume finds the session in this process, or, with a :class:`SessionMirror`, loads it
-from Redis after its process died: it replays the frames the client missed, then
-delivers from PostgreSQL the messages published while no process held the session
-(per-channel cursors say where each channel stood), then goes live.
+from Redis after its process died or the client moved: it replays the frames the client
+missed, then delivers from PostgreSQL the messages published while no process held the
+session (per-channel cursors say where each channel stood), then goes live.
+
+With a mirror, a copy held here is used only after Redis confirms it is still the
+owner (the client may have resumed on another node since, and come back): a stale copy
+is dropped and the session claimed from Redis instead, so a client bouncing between
+nodes resumes every time. A claim tells the previous owner at once (a notice on its
+process topic), which drops its copy and closes its socket, if any, with 4006.
 """
 
 from __future__ import annotations
@@ -33,7 +39,13 @@ from rooms.access import AccessResolver, fill_view, visible_of
 from rooms.hub import Hub
 from rooms.moderation_view import MODERATION
 from rooms.presence import PRESENCE, PresenceService
-from rooms.session_mirror import SessionMirror
+from rooms.session_mirror import (
+    MirroredSession,
+    SessionMirror,
+    decode_takeover,
+    encode_takeover,
+    takeover_topic,
+)
 from rooms.sessions import AccessView, Session, SessionRegistry, Sink
 
 log = logging.getLogger(__name__)
@@ -92,6 +104,8 @@ class SessionOpener:
         self.on_close = list(on_close)
         """Told when a session is forgotten here for good (voice rooms leave); must
         not block."""
+        if mirror is not None:
+            hub.listen(takeover_topic(mirror.owner), self._taken_over)
 
     async def _load_view(self, session: Session) -> tuple[list[CommunitySnapshot],
                                                            list[Channel]]:
@@ -170,13 +184,29 @@ class SessionOpener:
             session.hold(behind)
         return session, ready
 
-    def resume(self, user: User, session_id: str, seq: int, codec: Codec,
-               sink: Sink) -> tuple[Session, list[bytes]] | str:
-        """Reattach a session held by this process; returns it and the frames to
-        replay, or why not."""
+    async def resume(self, user: User, session_id: str, seq: int, codec: Codec,
+                     sink: Sink) -> tuple[Session, list[bytes], bool] | str:
+        """Reattach a session: the copy held here if it is still the owner, else (with
+        a mirror) the one in Redis. Returns the session, the frames to replay and
+        whether it came from Redis (it is then *held*: call :meth:`catch_up` once the
+        replay is written), or why not."""
         session = self.registry.get(session_id)
-        if session is None or session.user.id != user.id or session.is_superseded:
+        if session is not None and session.user.id != user.id:
             return "unknown or expired session"
+        if session is not None and not session.is_superseded and self.mirror is not None \
+                and await self.mirror.owns(session) is False:
+            session.superseded()  # claimed elsewhere; the notice is still on its way
+        if session is not None and session.is_superseded:
+            self.close(session)  # a stale copy is never resumed from
+            session = None
+        if session is None:
+            elsewhere = await self.resume_elsewhere(user, session_id, seq, codec, sink)
+            return elsewhere if isinstance(elsewhere, str) else (*elsewhere, True)
+        here = self._resume_here(session, seq, codec, sink)
+        return here if isinstance(here, str) else (*here, False)
+
+    def _resume_here(self, session: Session, seq: int, codec: Codec,
+                     sink: Sink) -> tuple[Session, list[bytes]] | str:
         if session.codec is not codec:
             return "resume must use the session's encoding"
         replay = session.replay_after(seq)
@@ -201,12 +231,12 @@ class SessionOpener:
         the replay is written."""
         if self.mirror is None:
             return "unknown or expired session"
-        mirrored = await self.mirror.claim(session_id)
-        if mirrored is None or mirrored.user_id != user.id:
-            return "unknown or expired session"
-        if mirrored.encoding != codec.encoding.value:
-            return "resume must use the session's encoding"
+        mirrored = await self.mirror.claim(session_id, user.id, codec.encoding.value)
+        if isinstance(mirrored, str):
+            return mirrored
+        await self._announce_takeover(session_id, mirrored)
         session = Session(user, codec, self.limits.replay_buffer_events, session_id=session_id)
+        session.epoch = mirrored.epoch
         session.load_replay(mirrored.frames, mirrored.seq)
         replay = session.replay_after(seq)
         if replay is None:
@@ -226,6 +256,33 @@ class SessionOpener:
         # the hub had already delivered here when the session attached.
         session.catch_up_upto = self.hub.attach(session)
         return session, replay
+
+    async def _announce_takeover(self, session_id: str, mirrored: MirroredSession) -> None:
+        """Tell the previous owner that its copy is superseded, so that it stops now
+        rather than at its next refused write."""
+        assert self.mirror is not None
+        notice = encode_takeover(session_id, mirrored.epoch)
+        previous = mirrored.previous_owner
+        if previous == self.mirror.owner:
+            self._taken_over(notice)
+        elif previous:
+            try:
+                await self.hub.bus.publish(takeover_topic(previous), notice)
+            except Exception as exc:  # it stops at its next write instead
+                log.warning("could not tell %s that session %s moved (%s: %s)", previous,
+                            session_id, type(exc).__name__, exc)
+
+    def _taken_over(self, payload: bytes) -> None:
+        """A session held here was claimed by a later epoch: stop this copy (its socket,
+        if any, is closed with 4006) and forget it."""
+        notice = decode_takeover(payload)
+        if notice is None:
+            return
+        session = self.registry.get(notice[0])
+        if session is None or session.epoch >= notice[1]:
+            return
+        session.superseded()
+        self.close(session)
 
     async def catch_up(self, session: Session) -> int:
         """After a resume elsewhere, or an identify that attached to channels the hub
@@ -259,7 +316,8 @@ class SessionOpener:
     def close(self, session: Session) -> None:
         """Forget a session here (expired, invalidated, closed, or taken over)."""
         self.hub.detach(session)
-        self.registry.remove(session.session_id)
+        if self.registry.get(session.session_id) is session:
+            self.registry.remove(session.session_id)
         if self.presence is not None:
             self.presence.detach(session)
         for callback in self.on_close:

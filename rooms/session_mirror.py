@@ -18,9 +18,17 @@ recipients, kept twice the resume window); per session a list of entries, each a
 replay size), and a hash (``hearth:s:<id>:m``) with the user, encoding, newest sequence
 number, owning process, and a cursor per channel (the newest message seq delivered) so
 the resuming process can also fetch from PostgreSQL the messages published while
-nobody held the session. One Lua call stores up to 256 sessions. Ownership: the process
-holding a session writes only while the hash still names it (the Lua checks it), so
-after a resume elsewhere the old copy stops writing and is dropped.
+nobody held the session. One Lua call stores up to 256 sessions.
+
+Ownership is an *epoch* in the hash: a session opens at epoch 1, and every claim (a
+resume on a process that does not hold it) increments it atomically with reading the
+session, so exactly one claimer gets each epoch. A copy writes only while the hash
+still has its epoch (and names its process; the Lua checks both), so a superseded copy
+can never write again. The holder of a superseded copy learns it three ways: at once,
+from the notice the claimer publishes on the old owner's process topic
+(:func:`takeover_topic`); before it would use the copy for a resume
+(:meth:`SessionMirror.owns`, checked by the opener); and, as a last resort, when a
+write is refused.
 
 Session keys expire ``resume_window_ms`` after the last write; live sessions are
 refreshed by the gateway sweeper so a quiet session stays resumable.
@@ -47,24 +55,27 @@ SESSIONS_PER_CALL = 256
 """Sessions stored by one Lua call (bounds the size of one Redis command)."""
 
 # KEYS: meta, list for each session. ARGV: owner, ttl_ms, max_entries, then per session:
-# seq, user, encoding, n_cursor_pairs, cursor pairs..., n_entries, entries...
-# Returns one 0/1 per session: 0 when another process owns it now.
+# epoch, seq, user, encoding, n_cursor_pairs, cursor pairs..., n_entries, entries...
+# Returns one 0/1 per session: 0 when another process or a later claim owns it now.
 _APPEND = """
 local owner, ttl, maxn = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local i = 4
 local result = {}
 for s = 1, #KEYS / 2 do
   local meta, list = KEYS[2 * s - 1], KEYS[2 * s]
+  local epoch = ARGV[i]
+  i = i + 1
   local seq, user, enc, ncur = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local cur = i + 4
   local nent = tonumber(ARGV[cur + 2 * ncur])
   local ent = cur + 2 * ncur + 1
   i = ent + nent
-  local held_by = redis.call('HGET', meta, 'owner')
-  if held_by and held_by ~= owner then
+  local held = redis.call('HMGET', meta, 'owner', 'epoch')
+  if (held[1] and held[1] ~= owner) or (held[2] and held[2] ~= epoch) then
     result[s] = 0
   else
-    redis.call('HSET', meta, 'owner', owner, 'seq', seq, 'user', user, 'enc', enc)
+    redis.call('HSET', meta, 'owner', owner, 'epoch', epoch, 'seq', seq, 'user', user,
+               'enc', enc)
     for c = 0, ncur - 1 do
       redis.call('HSET', meta, ARGV[cur + 2 * c], ARGV[cur + 2 * c + 1])
     end
@@ -80,6 +91,21 @@ end
 return result
 """
 
+# KEYS: meta, list. ARGV: owner, ttl_ms, user, encoding. Returns nil when there is no
+# such session of that user, 0 when it has another encoding (neither is claimed), else
+# {new epoch, previous owner, meta as a flat list, list entries}.
+_CLAIM = """
+local meta, list = KEYS[1], KEYS[2]
+local found = redis.call('HMGET', meta, 'user', 'enc')
+if found[1] ~= ARGV[3] then return false end
+if found[2] ~= ARGV[4] then return 0 end
+local previous = redis.call('HGET', meta, 'owner') or ''
+local epoch = redis.call('HINCRBY', meta, 'epoch', 1)
+redis.call('HSET', meta, 'owner', ARGV[1])
+redis.call('PEXPIRE', meta, ARGV[2])
+return {epoch, previous, redis.call('HGETALL', meta), redis.call('LRANGE', list, 0, -1)}
+"""
+
 _TOUCH = """
 for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 return #KEYS
@@ -91,6 +117,25 @@ def _keys(session_id: str) -> tuple[str, str]:
     return f"hearth:s:{session_id}:f", f"hearth:s:{session_id}:m"
 
 
+def takeover_topic(owner: str) -> str:
+    """The process-internal bus topic on which ``owner`` hears that a session it held
+    was claimed elsewhere (payload: :func:`encode_takeover`)."""
+    return f"x.sessions.{owner}"
+
+
+def encode_takeover(session_id: str, epoch: int) -> bytes:
+    return f"{epoch} {session_id}".encode()
+
+
+def decode_takeover(payload: bytes) -> tuple[str, int] | None:
+    """(session id, the epoch that claimed it), or None for a malformed notice."""
+    try:
+        epoch, session_id = payload.decode().split(" ", 1)
+        return session_id, int(epoch)
+    except ValueError:
+        return None
+
+
 class MirroredSession(msgspec.Struct, frozen=True):
     """A session as loaded from Redis by the process that resumes it (``frames``:
     (seq, event body) pairs, oldest first)."""
@@ -100,6 +145,10 @@ class MirroredSession(msgspec.Struct, frozen=True):
     seq: int
     frames: list[tuple[int, bytes]]
     cursors: dict[int, int]
+    epoch: int
+    """The epoch this claim got: the new copy's (:attr:`Session.epoch`)."""
+    previous_owner: str
+    """The process that owned it before the claim ("" if unknown)."""
 
 
 class SessionMirror:
@@ -111,6 +160,7 @@ class SessionMirror:
         self.ttl_ms = ttl_ms
         self.max_frames = max_frames
         self._append = self._redis.register_script(_APPEND)
+        self._claim = self._redis.register_script(_CLAIM)
         self._touch = self._redis.register_script(_TOUCH)
         self._dirty: dict[Session, None] = {}
         self._flushing = False
@@ -172,8 +222,8 @@ class SessionMirror:
             args: list[Any] = [self.owner, self.ttl_ms, self.max_frames]
             for session, entries, cursors in taken[start:start + SESSIONS_PER_CALL]:
                 keys.extend(_keys(session.session_id)[::-1])
-                args += [session.seq, session.user.id, session.codec.encoding.value,
-                         len(cursors)]
+                args += [session.epoch, session.seq, session.user.id,
+                         session.codec.encoding.value, len(cursors)]
                 for channel_id, seq in cursors.items():
                     args += [f"c{channel_id}", seq]
                 args.append(len(entries))
@@ -221,18 +271,35 @@ class SessionMirror:
 
     # ------------------------------------------------------------------------- reading
 
-    async def claim(self, session_id: str) -> MirroredSession | None:
-        """Load a session and make this process its owner (the old one stops writing)."""
-        frames_key, meta_key = _keys(session_id)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hgetall(meta_key)
-        pipe.lrange(frames_key, 0, -1)
-        pipe.hset(meta_key, "owner", self.owner)
-        pipe.pexpire(meta_key, self.ttl_ms)
-        meta, raw_entries, _, _ = await pipe.execute()
-        if not meta or b"user" not in meta:
-            await self._redis.delete(meta_key)
+    async def owns(self, session: Session) -> bool | None:
+        """Is ``session`` (a copy held here) still the session's owner? Checked before a
+        resume uses it. None when Redis cannot say (no such key: it expired, or was
+        never written; or Redis is away): the caller keeps the copy it has."""
+        try:
+            owner, epoch = await self._redis.hmget(_keys(session.session_id)[1],
+                                                   ["owner", "epoch"])
+        except Exception as exc:
+            log.warning("checking the owner of session %s failed (%s: %s)",
+                        session.session_id, type(exc).__name__, exc)
             return None
+        if owner is None and epoch is None:
+            return None
+        return owner in (None, self.owner.encode()) and int(epoch or 0) in (0, session.epoch)
+
+    async def claim(self, session_id: str, user_id: int, encoding: str) -> \
+            MirroredSession | str:
+        """Load a session of ``user_id`` with ``encoding`` and make this process its
+        owner under a new epoch (the old copy can no longer write); or why not (and
+        nothing was claimed)."""
+        frames_key, meta_key = _keys(session_id)
+        reply = await self._claim(keys=[meta_key, frames_key],
+                                  args=[self.owner, self.ttl_ms, user_id, encoding])
+        if reply == 0:
+            return "resume must use the session's encoding"
+        if not reply:
+            return "unknown or expired session"
+        epoch, previous, flat_meta, raw_entries = reply
+        meta: dict[bytes, bytes] = dict(zip(flat_meta[::2], flat_meta[1::2], strict=True))
         refs = [(_SEQ.unpack_from(e)[0], e[_SEQ.size:]) for e in raw_entries]
         bodies = await self._redis.mget([key for _, key in refs]) if refs else []
         frames: list[tuple[int, bytes]] = []
@@ -243,4 +310,5 @@ class SessionMirror:
             frames.append((int(seq), body))
         cursors = {int(k[1:]): int(v) for k, v in meta.items() if k.startswith(b"c")}
         return MirroredSession(user_id=int(meta[b"user"]), encoding=meta[b"enc"].decode(),
-                               seq=int(meta[b"seq"]), frames=frames, cursors=cursors)
+                               seq=int(meta[b"seq"]), frames=frames, cursors=cursors,
+                               epoch=int(epoch), previous_owner=previous.decode())

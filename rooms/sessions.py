@@ -91,6 +91,7 @@ class Session:
         "codec",
         "cursors",
         "detached_at",
+        "epoch",
         "held",
         "is_superseded",
         "mirror",
@@ -134,6 +135,9 @@ class Session:
         """While held: per channel, how far this process had delivered it when the
         session was attached (the catch-up must reach at least that far)."""
         self.is_superseded = False
+        self.epoch = 1
+        """Which claim of the session this copy is (rooms/session_mirror.py): 1 when
+        opened, the claim's epoch when resumed from the mirror."""
         self.access = AccessView()
         self.views: list[SessionView | None] | None = None
         """Each domain's own state (moderation, presence...), by key index: :meth:`view`."""

@@ -34,7 +34,7 @@ from rooms.bus import Bus, InProcessBus
 from rooms.chat import ChatService, CommittedPublisher
 from rooms.communities import CommunityService
 from rooms.enforcement import PostGate, make_slowmode
-from rooms.gap_repair import MissedMessages, catch_up_after_reconnect
+from rooms.gap_repair import ChannelHeads, MissedMessages, catch_up_after_reconnect
 from rooms.group_commit import GroupCommitWriter
 from rooms.hub import Hub
 from rooms.live import LiveService
@@ -90,9 +90,11 @@ class Services:
         self.access = AccessResolver(self.db)
         # gap repair (rooms/gap_repair.py): what the bus lost, read back from PostgreSQL
         self.missed = MissedMessages(self.db)
+        self.heads = ChannelHeads(self.db)
         self.hub = Hub(self.bus, fetch_missing=self.missed,
                        observe_latency=self.metrics.observe_latency_ms,
-                       refresh_access=self.access.refresh_session)
+                       refresh_access=self.access.refresh_session,
+                       read_heads=self.heads)
         # moderation (issue 5): raid counters, slow mode, the resolver, the services
         self.raid = RaidMonitor(self.hub, make_counter(self.redis),
                                 joins=config.raid_joins,
@@ -247,7 +249,7 @@ class Services:
     async def on_bus_reconnect(self) -> None:
         """The bus came back: whatever it dropped meanwhile is read from PostgreSQL."""
         self.automod.invalidate_all()  # rule-change notices may have been lost too
-        await catch_up_after_reconnect(self.db, self.hub)
+        await catch_up_after_reconnect(self.heads, self.hub)
 
     async def _on_register(self, conn: Connection, user: User) -> None:
         """New people land in the starter community, so they have somewhere to talk.

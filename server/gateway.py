@@ -176,18 +176,11 @@ class GatewayConnection:
             self.protocol.reject_authentication()
             return
         opener = self.gateway.opener
-        result = opener.resume(user, event.session_id, event.seq, self.codec, self)
-        elsewhere = False
-        if isinstance(result, str) and opener.mirror is not None \
-                and opener.registry.get(event.session_id) is None:
-            # Not held here: its process may have died. Take it over from the mirror.
-            result = await opener.resume_elsewhere(user, event.session_id, event.seq,
-                                                   self.codec, self)
-            elsewhere = True
+        result = await opener.resume(user, event.session_id, event.seq, self.codec, self)
         if isinstance(result, str):
             self.protocol.reject_resume(result)
             return
-        self.session, replay = result
+        self.session, replay, elsewhere = result
         self.gateway.stats["resume_successes"] += 1
         self.protocol.accept_resume(self.session.session_id, replay)
         self.flush()

@@ -1,0 +1,182 @@
+"""The hub confirms every channel it newly subscribes, without sockets.
+
+``Store`` stands in for the channel's log in PostgreSQL (what ``fetch_missing`` and
+``read_heads`` read): a message can be committed there without ever being published,
+which is what a message committed before a new subscription was live looks like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import msgspec
+
+from protocol.codec import JSON
+from protocol.codes import CloseCode
+from protocol.frames import MessageCreated, ServerFrame
+from protocol.models import Channel, ChannelKind, Message, User
+from rooms.bus import InProcessBus, channel_topic
+from rooms.hub import Hub
+from rooms.sessions import Session
+
+ALICE = User(id=1, username="alice", display_name="Alice")
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def write(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def fail(self, code: CloseCode, reason: str) -> None:
+        raise AssertionError(f"unexpected close {code}")
+
+    def congested(self) -> bool:
+        return False
+
+    def seqs(self) -> list[int]:
+        out = []
+        for frame in self.frames:
+            event = msgspec.json.decode(frame, type=ServerFrame).d  # type: ignore[union-attr]
+            assert isinstance(event, MessageCreated)
+            out.append(event.message.seq)
+        return out
+
+
+class Store:
+    """One channel's committed messages; ``gate`` (when set) holds every fetch."""
+
+    def __init__(self, channel_id: int) -> None:
+        self.channel_id = channel_id
+        self.messages: list[Message] = []
+        self.gate: asyncio.Event | None = None
+        self.fetches: list[tuple[int, int]] = []
+        self.head_failures = 0
+        self.head_reads: list[list[int]] = []
+
+    def commit(self) -> Message:
+        seq = len(self.messages) + 1
+        message = Message(id=100 + seq, channel_id=self.channel_id, seq=seq, author=ALICE,
+                          content=f"m{seq}", created_at=0)
+        self.messages.append(message)
+        return message
+
+    async def fetch_missing(self, channel_id: int, after: int, upto: int) -> list[Message]:
+        self.fetches.append((after, upto))
+        if self.gate is not None:
+            await self.gate.wait()
+        return [m for m in self.messages if after < m.seq <= upto]
+
+    async def read_heads(self, channel_ids: list[int]) -> dict[int, int]:
+        self.head_reads.append(channel_ids)
+        if self.head_failures:
+            self.head_failures -= 1
+            raise ConnectionError("PostgreSQL is away")
+        return {c: len(self.messages) for c in channel_ids if c == self.channel_id}
+
+
+class LateBus(InProcessBus):
+    """Subscriptions are confirmed only once ``live`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = asyncio.Event()
+
+    async def sync_subscriptions(self, timeout: float | None = None) -> None:
+        await self.live.wait()
+
+
+def member(channel: Channel) -> tuple[Session, RecordingSink]:
+    session = Session(User(id=2, username="bob", display_name="Bob"), JSON, replay_size=100)
+    session.channels[channel.id] = channel
+    session.set_cursor(channel.id, channel.last_seq)
+    sink = RecordingSink()
+    session.sink = sink
+    return session, sink
+
+
+async def until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.001)
+
+
+def channel_at(store: Store) -> Channel:
+    """The channel as a snapshot read now sees it."""
+    return Channel(id=store.channel_id, kind=ChannelKind.DM, name="dm", community_id=None,
+                   last_seq=len(store.messages))
+
+
+async def test_messages_committed_before_the_subscription_was_live_arrive() -> None:
+    store = Store(7)
+    store.commit()
+    bus = LateBus()
+    hub = Hub(bus, fetch_missing=store.fetch_missing, read_heads=store.read_heads)
+    session, sink = member(channel_at(store))  # snapshot: seq 1
+    hub.attach(session)
+    store.commit()  # published to nobody: the subscription is not live
+    store.commit()
+    await asyncio.sleep(0.01)
+    assert sink.frames == [] and store.fetches == []  # nothing before the bus confirms
+    bus.live.set()
+    await until(lambda: len(sink.frames) == 2)
+    assert sink.seqs() == [2, 3]
+    # Live from then on, once each.
+    await hub.publish(channel_topic(7), MessageCreated(message=store.commit()))
+    assert sink.seqs() == [2, 3, 4]
+    assert hub.gaps_repaired == 2
+    await hub.close()
+
+
+async def test_a_channel_already_confirmed_is_not_read_again() -> None:
+    store = Store(7)
+    hub = Hub(InProcessBus(), fetch_missing=store.fetch_missing, read_heads=store.read_heads)
+    first, _ = member(channel_at(store))
+    hub.attach(first)
+    await asyncio.sleep(0.01)
+    assert store.head_reads == [[7]]
+    second, _ = member(channel_at(store))
+    hub.attach(second)
+    await asyncio.sleep(0.01)
+    assert store.head_reads == [[7]]  # the hub already carried it, confirmed
+    assert store.fetches == []  # the head was where the snapshot said: nothing to repair
+    await hub.close()
+
+
+async def test_confirmation_is_retried_when_postgresql_cannot_answer() -> None:
+    store = Store(7)
+    store.head_failures = 2
+    hub = Hub(InProcessBus(), fetch_missing=store.fetch_missing, read_heads=store.read_heads)
+    session, sink = member(channel_at(store))
+    hub.attach(session)
+    store.commit()
+    await until(lambda: len(sink.frames) == 1)
+    assert sink.seqs() == [1] and store.head_failures == 0
+    await hub.close()
+
+
+async def test_a_head_seen_while_a_repair_runs_is_reached_after_it() -> None:
+    """A repair of (1, 2] is running when a check finds the head at 5: the channel is
+    repaired again after it, not skipped (the last messages would wait for a next one)."""
+    store = Store(7)
+    store.commit()
+    hub = Hub(InProcessBus(), fetch_missing=store.fetch_missing, read_heads=store.read_heads)
+    session, sink = member(channel_at(store))
+    hub.attach(session)
+    await asyncio.sleep(0.01)  # confirmed at seq 1
+    store.commit()  # 2: lost by the bus
+    store.gate = asyncio.Event()
+    await hub.publish(channel_topic(7), MessageCreated(message=store.commit()))  # 3: a gap
+    await until(lambda: store.fetches == [(1, 2)])
+    store.commit()  # 4 and 5: committed, never published
+    store.commit()
+    hub.catch_up_all({7: 5})
+    store.gate.set()
+    await until(lambda: len(sink.frames) == 4)
+    assert sink.seqs() == [2, 3, 4, 5]
+    assert store.fetches == [(1, 2), (3, 5)]
+    await hub.close()
