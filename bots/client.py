@@ -35,45 +35,47 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from protocol.codec import Codec, codec_for
-from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
-from protocol.frames import (
+from protocol.base import Request
+from protocol.chat import (
     AddReaction,
     ChannelResult,
-    ClientFrame,
     CreateThread,
     DeleteMessage,
-    Dispatch,
     EditMessage,
-    Empty,
-    Error,
-    Event,
     FetchHistory,
     FetchReactions,
-    Heartbeat,
-    HeartbeatAck,
-    Hello,
     HistoryResult,
-    Identify,
-    InvalidSession,
     JoinThread,
     LeaveThread,
     MarkRead,
     MessageResult,
-    Ok,
     ReadStateResult,
-    Ready,
-    Reconnect,
     RemoveReaction,
-    Request,
-    Result,
-    Resume,
-    Resumed,
     SendMessage,
-    ServerFrame,
     SetThreadArchived,
     StartTyping,
     UsersResult,
+)
+from protocol.codec import Codec, codec_for
+from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
+from protocol.frames import (
+    ClientFrame,
+    Dispatch,
+    Empty,
+    Error,
+    Event,
+    Heartbeat,
+    HeartbeatAck,
+    Hello,
+    Identify,
+    InvalidSession,
+    Ok,
+    Ready,
+    Reconnect,
+    Result,
+    Resume,
+    Resumed,
+    ServerFrame,
 )
 from protocol.limits import Limits
 from protocol.models import Attachment, Channel, Message, ReadState, User

@@ -20,7 +20,8 @@ import signal
 from collections.abc import Sequence
 
 from bots.client import HearthClient, HearthError
-from protocol.frames import Event, MessageCreated, SendMessage
+from protocol.chat import MessageCreated, SendMessage
+from protocol.frames import Event
 from protocol.models import Message
 
 PREFIX = "!echo"

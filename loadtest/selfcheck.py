@@ -22,8 +22,9 @@ from loadtest.accounting import SeqCursor
 from loadtest.client import READY
 from loadtest.ipc import ClientSpec, Plan
 from loadtest.worker import Generator
+from protocol.chat import MessageCreated
 from protocol.codec import JSON
-from protocol.frames import Dispatch, MessageCreated
+from protocol.frames import Dispatch
 from protocol.models import Message, User
 
 

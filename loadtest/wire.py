@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import msgspec
 
+from protocol.chat import SendMessage
 from protocol.codec import JSON
-from protocol.frames import Heartbeat, Identify, Resume, SendMessage
+from protocol.frames import Heartbeat, Identify, Resume
 
 CONTENT_PREFIX = "lt:"
 

@@ -3,7 +3,7 @@
 Plain functions over a connection. The writes are ``*_txn``: the caller opens the
 transaction so the audit entry (``persistence/audit.py``) commits with the change and
 the community's rule count is checked under a lock (:func:`lock_community_rules_txn`).
-Validation and compilation are not done here; ``rooms/automod.py`` does both before a
+Validation and compilation are not done here; ``rooms/moderation/automod.py`` does both before a
 rule is written and again when rules are loaded.
 """
 

@@ -120,7 +120,7 @@ async def visible_community_channels(conn: asyncpg.Connection, user_id: int,
        roles', or ``everyone``), through ``channel_overrides_target``;
     3. live threads of those private channels (``channels_parent``).
 
-    Tier gates and deny overrides are applied by the caller (:mod:`rooms.access`)
+    Tier gates and deny overrides are applied by the caller (:mod:`rooms.realtime.access`)
     with the member's view; this only leaves out what they could never see."""
     rows = await conn.fetch(VISIBLE_CHANNELS_SQL, user_id, community_id)
     return await _with_members(conn, rows)

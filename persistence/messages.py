@@ -8,7 +8,7 @@ Idempotency: ``(author_id, nonce)`` is unique. A batch first looks up nonces alr
 stored and returns those messages instead of inserting (consuming no seq); duplicates
 inside one batch collapse onto the first. A concurrent batch elsewhere can still store
 the same nonce between the look-up and the insert: the unique index then aborts this
-transaction whole, and the caller retries it (``rooms/group_commit.py`` does).
+transaction whole, and the caller retries it (``rooms/chat/group_commit.py`` does).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Custom roles, members' custom roles, channel overrides and membership tiers (issue 5).
 
-Reads here feed :mod:`rooms.access`; every write is called inside the transaction that
+Reads here feed :mod:`rooms.realtime.access`; every write is called inside the transaction that
 also records it in the audit log (persistence/audit.py).
 """
 

@@ -1,7 +1,7 @@
 """Voice rooms' durable state: server mutes (issue 6).
 
 Who is in a room right now is not here: it is live state, kept in Redis (or in
-memory for one process) by ``rooms/voice.py``. A server mute is a moderation decision
+memory for one process) by ``rooms/voice/voice.py``. A server mute is a moderation decision
 and must survive the muted member leaving and re-joining, and server restarts, so it is
 a row (``0006_voice_channels.sql``), written in the same transaction as its audit entry.
 """

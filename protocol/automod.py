@@ -3,7 +3,7 @@
 A rule is a *trigger* (what to look for: a tagged union on ``type``), a list of
 *actions* (what to do on a hit), a *scope* (the whole community or one channel and its
 threads) and *exemptions* (roles, channels, moderators). The server compiles every
-rule once when it is saved or loaded (``rooms/automod.py``); the limits below bound
+rule once when it is saved or loaded (``rooms/moderation/automod.py``); the limits below bound
 what one rule may cost, so that all rules of a community fit the per-message budget
 (5 ms p99, see docs/moderation.md).
 

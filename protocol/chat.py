@@ -1,7 +1,7 @@
 """Chat on the gateway: messages, reactions, typing, read states, history, threads and
 the channel events.
 
-Served by ``rooms/chat.py``; the records inside (``Message``, ``Channel``, ...) are in
+Served by ``rooms/chat/chat.py``; the records inside (``Message``, ``Channel``, ...) are in
 :mod:`protocol.models`. A message is sent once per nonce: a retry with the same nonce
 returns the stored message.
 """

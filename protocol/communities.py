@@ -1,7 +1,7 @@
 """Community membership on the gateway: the events that tell a session it joined or left
 a community, and that its members joined, changed or left.
 
-Published by ``rooms/communities.py`` and the moderation services (a kick or ban is a
+Published by ``rooms/chat/communities.py`` and the moderation services (a kick or ban is a
 ``community_unavailable`` carrying the sanction).
 """
 

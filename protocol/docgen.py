@@ -718,7 +718,7 @@ _RESULT_OF: Final[dict[StructT, StructT]] = {
     LeaveThread: ChannelResult,
     SetPresence: Empty,
     FetchMembers: MembersResult,
-    # moderation (rooms/moderation.py)
+    # moderation (rooms/moderation/moderation.py)
     moderation.PurgeMessages: moderation.ModActionResult,
     moderation.WarnMember: moderation.ModActionResult,
     moderation.TimeoutMember: moderation.ModActionResult,
@@ -740,7 +740,7 @@ _RESULT_OF: Final[dict[StructT, StructT]] = {
     moderation.ResolveAppeal: moderation.AppealResult,
     moderation.SubscribeModFeed: Empty,
     moderation.UnsubscribeModFeed: Empty,
-    # permissions (rooms/roles.py)
+    # permissions (rooms/moderation/roles.py)
     roles.FetchRoles: roles.RolesResult,
     roles.CreateRole: roles.RoleResult,
     roles.UpdateRole: roles.RoleResult,
@@ -752,7 +752,7 @@ _RESULT_OF: Final[dict[StructT, StructT]] = {
     roles.SetMemberTier: roles.MemberResult,
     roles.SetChannelTier: ChannelResult,
     SubscribePresence: Empty,
-    # live sessions (rooms/live.py)
+    # live sessions (rooms/voice/live.py)
     live.StageRaiseHand: live.StageResult,
     live.StageSetSpeaker: live.StageResult,
     live.StageSetCohost: live.StageResult,
@@ -761,7 +761,7 @@ _RESULT_OF: Final[dict[StructT, StructT]] = {
     live.QaVote: live.QuestionResult,
     live.QaSetState: live.QuestionResult,
     live.QaFetch: live.QuestionsResult,
-    # voice rooms (rooms/voice.py)
+    # voice rooms (rooms/voice/voice.py)
     VoiceJoin: VoiceJoined,
     voice.VoiceLeave: Empty,
     VoiceIceCandidate: Empty,
@@ -775,7 +775,7 @@ _RESULT_OF: Final[dict[StructT, StructT]] = {
 
 
 def _request_results() -> dict[StructT, StructT]:
-    """Which result each request's ``ok`` carries (as served by ``rooms/chat.py``)."""
+    """Which result each request's ``ok`` carries (as served by ``rooms/chat/chat.py``)."""
     return dict(_RESULT_OF)
 
 

@@ -304,7 +304,7 @@ LIVE_REQUEST_TYPES: tuple[type[Request], ...] = (
     StageRaiseHand, StageSetSpeaker, StageSetCohost, StageFetch, QaAsk, QaVote,
     QaSetState, QaFetch,
 )
-"""The live-session requests (served by rooms/live.py)."""
+"""The live-session requests (served by rooms/voice/live.py)."""
 
 
 # ----------------------------------------------------------------------------- results

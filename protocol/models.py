@@ -170,7 +170,7 @@ OverrideKind = Literal["everyone", "role", "member"]
 
 
 class CommunityRole(msgspec.Struct, frozen=True, kw_only=True):
-    """A custom role of a community: permission bits (``rooms.permissions.Permission``)
+    """A custom role of a community: permission bits (``rooms.realtime.permissions.Permission``)
     a member holds on top of their fixed role. A higher ``position`` outranks a lower."""
 
     id: Id

@@ -383,7 +383,7 @@ MODERATION_REQUEST_TYPES: tuple[type[Request], ...] = (
     ReportUser, FetchReviewQueue, ClaimReviewItem, ResolveReviewItem, SubmitAppeal,
     FetchAppeals, ResolveAppeal, SubscribeModFeed, UnsubscribeModFeed,
 )
-"""The moderation requests (served by rooms/moderation.py)."""
+"""The moderation requests (served by rooms/moderation/moderation.py)."""
 
 
 class ModActionResult(ResultBase, tag="mod_action"):

@@ -1,7 +1,7 @@
 """Presence on the gateway: a member's chosen status, the member list with presences,
 and the batched ``presence_update`` event.
 
-Served by ``rooms/presence.py`` (and ``rooms/redis_presence.py`` across nodes).
+Served by ``rooms/realtime/presence.py`` (and ``rooms/realtime/redis_presence.py`` across nodes).
 Presence is ephemeral: it is never stored in history and is skipped for congested
 sessions.
 """

@@ -1,11 +1,11 @@
 """Permissions on the gateway: custom roles, channel overrides and membership tiers.
 
-Permission bits are ``rooms.permissions.Permission`` values (docs/moderation.md,
+Permission bits are ``rooms.realtime.permissions.Permission`` values (docs/moderation.md,
 "Permissions"). Nobody grants bits they lack or manages a role at or above their own
 highest role. Every change lands in the audit log with ``reason`` and takes effect at
 once for connected members on every node (``permissions_update``, then
 ``channel_create`` / ``channel_delete`` for channels gained or lost). Served by
-``rooms/roles.py``.
+``rooms/moderation/roles.py``.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ PERMISSION_REQUEST_TYPES: tuple[type[Request], ...] = (
     FetchRoles, CreateRole, UpdateRole, DeleteRole, SetMemberRoles, FetchChannelOverrides,
     SetChannelOverride, ClearChannelOverride, SetMemberTier, SetChannelTier,
 )
-"""The permission requests (served by rooms/roles.py)."""
+"""The permission requests (served by rooms/moderation/roles.py)."""
 
 
 class RolesResult(ResultBase, tag="roles"):

@@ -184,7 +184,7 @@ VOICE_REQUEST_TYPES: tuple[type[Request], ...] = (
     VoiceJoin, VoiceLeave, VoiceIceCandidate, VoiceSetState, VoiceServerMute,
     VoiceDisconnect, VoiceMove, VoiceFetchStates,
 )
-"""The voice requests (served by rooms/voice.py)."""
+"""The voice requests (served by rooms/voice/voice.py)."""
 
 
 # -------------------------------------------------------------------------- results

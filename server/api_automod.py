@@ -1,6 +1,6 @@
 """REST for automod rules (``/api/v1/communities/{community_id}/automod/rules``).
 
-Thin handlers over :class:`rooms.automod_service.AutomodService`, which checks
+Thin handlers over :class:`rooms.moderation.automod_service.AutomodService`, which checks
 ``MANAGE_AUTOMOD``, compiles the rule (a rule that does not compile, e.g. a regular
 expression that could backtrack catastrophically, is a 400 ``invalid_argument`` whose
 message says why), writes it with its audit entry and tells every node.
@@ -20,7 +20,7 @@ from aiohttp import web
 from protocol.automod import AutomodRuleBody
 from protocol.models import Id
 from protocol.rest import AutomodRuleReply, AutomodRulesReply
-from rooms.automod_service import AutomodService
+from rooms.moderation.automod_service import AutomodService
 from server.api_auth import json_response, require_user
 from server.auth import Authenticator
 from server.rest.decoding import path_params, read_body

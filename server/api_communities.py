@@ -1,7 +1,7 @@
 """REST for communities, invites, members, channels, DMs and history (``/api/v1``).
 
 Thin handlers: decode the body, path and query into bounded msgspec types
-(:mod:`server.rest.decoding`), call :mod:`rooms.communities`, encode the records.
+(:mod:`server.rest.decoding`), call :mod:`rooms.chat.communities`, encode the records.
 Refusals raised by the domain become the documented JSON error (:mod:`server.rest.errors`).
 """
 
@@ -12,8 +12,9 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
-from protocol.frames import FetchHistory, FetchMembers
+from protocol.chat import FetchHistory
 from protocol.models import ChannelKind, Id, Role
+from protocol.presence import FetchMembers
 from protocol.rest import (
     ChannelReply,
     CommunitiesReply,
@@ -24,7 +25,7 @@ from protocol.rest import (
     MembersReply,
     SnapshotReply,
 )
-from rooms.communities import MAX_GROUP_DM, CommunityService
+from rooms.chat.communities import MAX_GROUP_DM, CommunityService
 from server.api_auth import json_response, require_user
 from server.auth import Authenticator
 from server.rest.decoding import body_of, path_params, query_op, read_body

@@ -1,4 +1,4 @@
-"""REST for live sessions (``/api/v1``); the checks are :class:`rooms.live.LiveService`'s,
+"""REST for live sessions (``/api/v1``); the checks are :class:`rooms.voice.live.LiveService`'s,
 the same the gateway's stage and Q&A ops run.
 
     POST   /communities/{cid}/live-sessions  LiveSessionCreate      -> 201 {"session"}
@@ -30,7 +30,7 @@ from protocol.live import (
 )
 from protocol.models import Id
 from rooms.errors import not_found
-from rooms.live import LiveService
+from rooms.voice.live import LiveService
 from server.api_auth import json_response, require_user
 from server.auth import Authenticator
 from server.rest.decoding import path_params, query_params, read_body

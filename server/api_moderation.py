@@ -5,7 +5,8 @@ streamed CSV export), appeals, and the audit retention task.
 websocket op of that name (without ``op`` and ``id``, decoded with the same type) and
 answers with the same result, so bots and tools that do not hold a gateway session can
 moderate; the checks are the ones the gateway runs
-(``rooms/moderation.py``, ``rooms/review.py``). Appeals have their own route because a
+(``rooms/moderation/moderation.py``, ``rooms/moderation/review.py``). Appeals have their own route
+because a
 banned member is no longer in the community and may hold no gateway session.
 """
 
@@ -25,15 +26,16 @@ from aiohttp import web
 from persistence import audit as audit_db
 from persistence import moderation as moderation_db
 from persistence.database import Database
-from protocol.frames import (
+from protocol.base import Request
+from protocol.chat import ChannelResult, DeleteMessage
+from protocol.frames import Empty, Result
+from protocol.models import Id, User
+from protocol.moderation import (
     AppealResult,
     AppealsResult,
     AuditLogResult,
     BanMember,
-    ChannelResult,
     ClaimReviewItem,
-    DeleteMessage,
-    Empty,
     FetchAppeals,
     FetchAuditLog,
     FetchReviewQueue,
@@ -43,10 +45,8 @@ from protocol.frames import (
     RemoveTimeout,
     ReportMessage,
     ReportUser,
-    Request,
     ResolveAppeal,
     ResolveReviewItem,
-    Result,
     ReviewItemResult,
     ReviewQueueResult,
     SetChannelLocked,
@@ -57,10 +57,9 @@ from protocol.frames import (
     UnbanMember,
     WarnMember,
 )
-from protocol.models import Id, User
-from rooms.moderation import ModerationService
-from rooms.permissions import Permission
-from rooms.review import ReviewService
+from rooms.moderation.moderation import ModerationService
+from rooms.moderation.review import ReviewService
+from rooms.realtime.permissions import Permission
 from server.api_auth import json_response, require_user
 from server.auth import Authenticator
 from server.rest.decoding import body_of, path_params, query_op, read_op

@@ -1,7 +1,7 @@
 """REST for custom roles, channel overrides and tiers (``/api/v1``).
 
 The bodies are the fields of the matching websocket request (protocol/frames.py,
-"Permissions"), the path carries the ids; the same :class:`rooms.roles.RoleService`
+"Permissions"), the path carries the ids; the same :class:`rooms.moderation.roles.RoleService`
 methods serve both, so the checks and the audit log are identical.
 
     GET    /communities/{community_id}/roles                      -> 200 {"roles": [CommunityRole]}
@@ -29,16 +29,6 @@ import msgspec
 from aiohttp import web
 
 from protocol.base import Reason
-from protocol.frames import (
-    ClearChannelOverride,
-    CreateRole,
-    DeleteRole,
-    SetChannelOverride,
-    SetChannelTier,
-    SetMemberRoles,
-    SetMemberTier,
-    UpdateRole,
-)
 from protocol.models import Id, OverrideKind
 from protocol.rest import (
     ChannelReply,
@@ -48,7 +38,17 @@ from protocol.rest import (
     RoleReply,
     RolesReply,
 )
-from rooms.roles import RoleService
+from protocol.roles import (
+    ClearChannelOverride,
+    CreateRole,
+    DeleteRole,
+    SetChannelOverride,
+    SetChannelTier,
+    SetMemberRoles,
+    SetMemberTier,
+    UpdateRole,
+)
+from rooms.moderation.roles import RoleService
 from server.api_auth import json_response, require_user
 from server.auth import Authenticator
 from server.rest.decoding import body_of, path_params, query_params, read_op

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from protocol.codes import ErrorCode
 from protocol.sidecar import CreateServiceKey, Scope, ServicePublish, ServiceSetTier
-from rooms.principals import Principal, PrincipalService
+from rooms.moderation.principals import Principal, PrincipalService
 from server.api_auth import answers_request_errors, error_response, json_response, require_user
 from server.auth import Authenticator
 

@@ -28,32 +28,32 @@ from persistence.embedded import EmbeddedPostgres
 from persistence.migrate import migrate
 from protocol.models import User
 from protocol.moderation import RaidSignalKind
-from rooms.access import AccessResolver
-from rooms.automod_service import AutomodService
-from rooms.bus import Bus, InProcessBus
-from rooms.chat import ChatService, CommittedPublisher
-from rooms.communities import CommunityService
-from rooms.enforcement import PostGate, make_slowmode
-from rooms.gap_repair import ChannelHeads, MissedMessages, catch_up_after_reconnect
-from rooms.group_commit import GroupCommitWriter
-from rooms.hub import Hub
-from rooms.live import LiveService
-from rooms.live_attendance import AttendanceLog
-from rooms.live_stage import StageRoomOptions
-from rooms.moderation import ModerationService
-from rooms.presence import PresenceService, make_store
-from rooms.raid import RaidMonitor, make_counter
-from rooms.rate_limit import RateLimiter, make_limiter
-from rooms.ready import SessionOpener
-from rooms.redis_client import redis_clients
-from rooms.review import ReviewService
-from rooms.roles import RoleService
-from rooms.routing import Router
-from rooms.session_mirror import SessionMirror
-from rooms.sessions import SessionRegistry
-from rooms.voice import VoiceService
-from rooms.voice_media import MediaLink
-from rooms.voice_roster import make_roster
+from rooms.chat.chat import ChatService, CommittedPublisher
+from rooms.chat.communities import CommunityService
+from rooms.chat.group_commit import GroupCommitWriter
+from rooms.moderation.automod_service import AutomodService
+from rooms.moderation.enforcement import PostGate, make_slowmode
+from rooms.moderation.moderation import ModerationService
+from rooms.moderation.raid import RaidMonitor, make_counter
+from rooms.moderation.review import ReviewService
+from rooms.moderation.roles import RoleService
+from rooms.realtime.access import AccessResolver
+from rooms.realtime.bus import Bus, InProcessBus
+from rooms.realtime.gap_repair import ChannelHeads, MissedMessages, catch_up_after_reconnect
+from rooms.realtime.hub import Hub
+from rooms.realtime.presence import PresenceService, make_store
+from rooms.realtime.rate_limit import RateLimiter, make_limiter
+from rooms.realtime.ready import SessionOpener
+from rooms.realtime.redis_client import redis_clients
+from rooms.realtime.routing import Router
+from rooms.realtime.session_mirror import SessionMirror
+from rooms.realtime.sessions import SessionRegistry
+from rooms.voice.live import LiveService
+from rooms.voice.live_attendance import AttendanceLog
+from rooms.voice.live_stage import StageRoomOptions
+from rooms.voice.voice import VoiceService
+from rooms.voice.voice_media import MediaLink
+from rooms.voice.voice_roster import make_roster
 from server.api_auth import add_auth_routes
 from server.api_automod import add_automod_routes
 from server.api_communities import add_community_routes
@@ -88,7 +88,7 @@ class Services:
         self.bus: Bus = bus or self._make_bus(config)
         # permissions: the one resolver; permissions_update re-reads sessions through it
         self.access = AccessResolver(self.db)
-        # gap repair (rooms/gap_repair.py): what the bus lost, read back from PostgreSQL
+        # gap repair (rooms/realtime/gap_repair.py): what the bus lost, read back from PostgreSQL
         self.missed = MissedMessages(self.db)
         self.heads = ChannelHeads(self.db)
         self.hub = Hub(self.bus, fetch_missing=self.missed,
@@ -144,7 +144,7 @@ class Services:
                 owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
                 ttl_ms=config.limits.resume_window_ms,
                 max_frames=config.limits.replay_buffer_events)
-        # presence (rooms/presence.py): Redis with HEARTH_REDIS_URL, else in memory
+        # presence (rooms/realtime/presence.py): Redis with HEARTH_REDIS_URL, else in memory
         self.presence = PresenceService(make_store(
             self.redis, ttl_s=config.presence_ttl_s,
             batch_s=config.presence_batch_ms / 1000), self.hub, self.db,
@@ -201,7 +201,7 @@ class Services:
     def _make_bus(self, config: Config) -> Bus:
         if self.redis is None:
             return InProcessBus()
-        from rooms.redis_bus import RedisBus
+        from rooms.realtime.redis_bus import RedisBus
 
         return RedisBus(self.redis.urls, on_reconnect=self._bus_reconnected)
 
@@ -477,7 +477,7 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     add_role_routes(app, services.auth, services.roles)
     add_live_routes(app, services.auth, services.live)
     # sidecars (server/sidecar_host.py): service keys, every sidecar's routes and tasks
-    from rooms.principals import PrincipalService
+    from rooms.moderation.principals import PrincipalService
     from server.sidecar_host import (
         SidecarCore,
         make_key_limiter,

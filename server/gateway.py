@@ -2,12 +2,12 @@
 
 Each connection feeds received messages to its :class:`protocol.session.GatewayProtocol`,
 acts on the events it yields (authenticate, open or resume a session, serve requests via
-the routing table, :class:`rooms.routing.Router`) and writes what it produces. Requests
+the routing table, :class:`rooms.realtime.routing.Router`) and writes what it produces. Requests
 of one connection are served one after another, so a client's messages keep their order.
 
 Writes bypass aiohttp's per-call send path: a frame is written as one
 ``transport.write`` of a prebuilt websocket header plus the payload, and the payload of
-a dispatch is the event encoded once for every recipient (``rooms/hub.py``). aiohttp
+a dispatch is the event encoded once for every recipient (``rooms/realtime/hub.py``). aiohttp
 still owns the read side, ping/pong and the close handshake; its uncompressed writes are
 whole frames too, so the two never interleave inside a frame.
 
@@ -38,10 +38,10 @@ from protocol.session import (
     ResumeRequested,
 )
 from rooms.errors import RequestError
-from rooms.outages import ThrottledLog, unavailable
-from rooms.ready import SessionOpener
-from rooms.routing import Router
-from rooms.sessions import Session
+from rooms.realtime.outages import ThrottledLog, unavailable
+from rooms.realtime.ready import SessionOpener
+from rooms.realtime.routing import Router
+from rooms.realtime.sessions import Session
 from server.auth import Authenticator
 from server.cors import origin_allowed
 
@@ -85,7 +85,7 @@ def close_frame(code: int, reason: str) -> bytes:
 
 
 class GatewayConnection:
-    """One websocket. Implements :class:`rooms.sessions.Sink` for its session."""
+    """One websocket. Implements :class:`rooms.realtime.sessions.Sink` for its session."""
 
     # One per connection: no per-instance __dict__.
     __slots__ = ("_binary", "_closing", "_congested_at", "_pending", "codec", "gateway",

@@ -6,7 +6,7 @@ from the client's, so a report can be matched to a log line).
 
 A REST request that fails because PostgreSQL or Redis is unreachable is answered 503
 ``unavailable`` with ``Retry-After`` (:func:`unavailable_response`) and logged once per
-store and interval, not with a traceback each (``rooms/outages.py``).
+store and interval, not with a traceback each (``rooms/realtime/outages.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from aiohttp import web
 
 from protocol.codes import ErrorCode
 from rooms.errors import RequestError
-from rooms.outages import ThrottledLog, outage_of, unavailable
+from rooms.realtime.outages import ThrottledLog, outage_of, unavailable
 
 _CONTEXT_FIELDS = ("session_id", "user_id", "request_id", "worker")
 _encoder = msgspec.json.Encoder()

@@ -38,14 +38,14 @@ from persistence.outbox import Consumer, OutboxNotifier, retention_forever
 from protocol.base import Request
 from protocol.frames import Result
 from protocol.sidecar import Scope, SidecarEvent
-from rooms.bus import Bus, InProcessBus, community_topic, user_topic
 from rooms.errors import RequestError
-from rooms.hub import Hub
-from rooms.principals import Principal, PrincipalRefused, PrincipalService
-from rooms.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
-from rooms.sessions import Session
-from rooms.voice import VoiceService
-from rooms.voice_attendance import VoiceAttendanceRecorder
+from rooms.moderation.principals import Principal, PrincipalRefused, PrincipalService
+from rooms.realtime.bus import Bus, InProcessBus, community_topic, user_topic
+from rooms.realtime.hub import Hub
+from rooms.realtime.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from rooms.realtime.sessions import Session
+from rooms.voice.voice import VoiceService
+from rooms.voice.voice_attendance import VoiceAttendanceRecorder
 from server.api_auth import bearer_token, error_response, require_user
 from server.api_service_keys import add_service_key_routes
 from server.auth import Authenticator
@@ -271,7 +271,7 @@ def build_sidecar_app(config: Config, only: Sequence[str], bus: Bus | None = Non
     db = Database()
     if bus is None:
         if config.redis_url:
-            from rooms.redis_bus import RedisBus
+            from rooms.realtime.redis_bus import RedisBus
 
             bus = RedisBus(config.redis_url)
         else:

@@ -191,7 +191,7 @@ async def app_server(database_url: str, bus: object | None = None,
     through ``.app``). ``overrides`` are configuration keys; ``bus`` a test's own bus."""
     from aiohttp import web
 
-    from rooms.bus import Bus
+    from rooms.realtime.bus import Bus
     from server.app import build_app
     from server.config import load_config
 

@@ -35,9 +35,9 @@ from persistence import channels as channels_db
 from persistence.accounts import create_user
 from persistence.database import Database
 from protocol.codec import JSON
-from rooms.access import AccessResolver, visible_of
-from rooms.permissions import Permission as P
-from rooms.sessions import Session
+from rooms.realtime.access import AccessResolver, visible_of
+from rooms.realtime.permissions import Permission as P
+from rooms.realtime.sessions import Session
 from tests.conftest import (
     RunningServer,
     server_nodes,
@@ -93,7 +93,7 @@ EXPECTED: dict[tuple[str, str], dict[str, Any]] = {
 
 COMMUNITY_OPS = ("manage_channels", "manage_roles", "set_member_roles", "set_tier",
                  "set_override", "set_channel_tier", "fetch_roles", "invite",
-                 # the moderation actions (rooms/moderation.py) through the same resolver
+                 # the moderation actions (rooms/moderation/moderation.py) through the same resolver
                  "warn_member", "timeout_member", "ban_and_unban", "fetch_audit_log",
                  "fetch_review_queue",
                  # service keys (server/api_service_keys.py): owner and admin only
@@ -675,9 +675,9 @@ async def test_visible_channel_query_costs_what_the_member_sees(db: Database) ->
 
 
 def test_resolution_order_pure() -> None:
-    """rooms.permissions.resolve in the documented order (docs/moderation.md)."""
+    """rooms.realtime.permissions.resolve in the documented order (docs/moderation.md)."""
     from protocol.models import ChannelKind, Role
-    from rooms.permissions import Override, base_bits, resolve, thread_bits
+    from rooms.realtime.permissions import Override, base_bits, resolve, thread_bits
 
     member = base_bits(Role.MEMBER)
     send = int(P.SEND_MESSAGES)

@@ -1,7 +1,7 @@
 """Automod rules, pure: each rule type hits what it should and lets the rest through.
 
 No server, no database: rules are compiled and messages evaluated in memory, exactly as
-the send path does (``rooms/automod.py``).
+the send path does (``rooms/moderation/automod.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from protocol.automod import (
     RegexTrigger,
 )
 from protocol.models import Role
-from rooms.automod import (
+from rooms.moderation.automod import (
     Author,
     RuleError,
     RuleSet,

@@ -18,21 +18,19 @@ import pytest
 from bots import echo_bot
 from bots.client import ConnectionLost, HearthClient, HearthClosed, HearthError
 from bots.rest import HearthRest, RestError, TokenPair
-from protocol.codec import JSON
-from protocol.codes import CloseCode, ErrorCode
-from protocol.frames import (
+from protocol.chat import (
     ChannelCreated,
-    Empty,
-    Event,
-    MemberLeft,
     MessageCreated,
     MessageDeleted,
     MessageUpdated,
     ReactionAdded,
-    Ready,
     SendMessage,
     TypingStarted,
 )
+from protocol.codec import JSON
+from protocol.codes import CloseCode, ErrorCode
+from protocol.communities import MemberLeft
+from protocol.frames import Empty, Event, Ready
 from protocol.limits import Limits
 from protocol.models import ChannelKind, Message, User
 from protocol.session import GatewayProtocol, IdentifyRequested, ResumeRequested, State

@@ -1,4 +1,4 @@
-"""Control events registered by a domain (rooms/control.py): a domain the hub has never
+"""Control events registered by a domain (rooms/realtime/control.py): a domain the hub has never
 heard of keeps its own per-session view current, decides who receives the event and
 names the topics its view subscribes to, without a branch in the hub or a slot in the
 session."""
@@ -9,18 +9,15 @@ from collections.abc import Iterable
 
 import msgspec
 
+from protocol.chat import TypingStarted
 from protocol.codec import JSON
-from protocol.frames import (
-    CommunityModerationUpdated,
-    Event,
-    ServerFrame,
-    TypingStarted,
-)
+from protocol.frames import Event, ServerFrame
 from protocol.models import Role, User
-from rooms.bus import InProcessBus, community_topic
-from rooms.control import ControlRegistry, ViewKey
-from rooms.hub import Hub
-from rooms.sessions import Session
+from protocol.moderation import CommunityModerationUpdated
+from rooms.realtime.bus import InProcessBus, community_topic
+from rooms.realtime.control import ControlRegistry, ViewKey
+from rooms.realtime.hub import Hub
+from rooms.realtime.sessions import Session
 from tests.test_hub import RecordingSink
 
 COMMUNITY = 3
@@ -41,7 +38,7 @@ RAIDS = ViewKey("raids", Raids)
 
 
 class RaidDomain:
-    """Registers itself in its constructor, the way rooms/moderation_view.py does."""
+    """Registers itself in its constructor, the way rooms/moderation/moderation_view.py does."""
 
     def __init__(self, hub: Hub, staff: set[int]) -> None:
         self.hub = hub

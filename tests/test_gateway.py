@@ -370,7 +370,7 @@ async def test_nul_is_refused_and_does_not_sink_a_batch(
 
 async def test_identical_history_reads_share_one_query(
         live_server: RunningServer, http: aiohttp.ClientSession) -> None:
-    from protocol.frames import FetchHistory, HistoryResult
+    from protocol.chat import FetchHistory, HistoryResult
     from server.app import SERVICES
 
     ca, _, _, _ = await two_members(http, live_server)

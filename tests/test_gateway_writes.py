@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+from protocol.chat import MessageCreated
 from protocol.codec import JSON
 from protocol.codes import CloseCode
-from protocol.frames import MessageCreated
 from protocol.limits import Limits
 from protocol.models import Channel, ChannelKind, Message, User
-from rooms.bus import InProcessBus, channel_topic
-from rooms.hub import Hub
-from rooms.sessions import Session
+from rooms.realtime.bus import InProcessBus, channel_topic
+from rooms.realtime.hub import Hub
+from rooms.realtime.sessions import Session
 from server.gateway import GatewayConnection, frame_header
 
 

@@ -9,8 +9,8 @@ import pytest
 from persistence.database import Database
 from protocol.codes import ErrorCode
 from protocol.models import Message
+from rooms.chat.group_commit import GroupCommitWriter
 from rooms.errors import RequestError
-from rooms.group_commit import GroupCommitWriter
 from tests.test_persistence import make_channel, make_community, make_user, new
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import msgspec
 
+from protocol.chat import MessageCreated, TypingStarted
 from protocol.codec import JSON, MSGPACK, Codec
 from protocol.codes import CloseCode
-from protocol.frames import MessageCreated, ServerFrame, TypingStarted
+from protocol.frames import ServerFrame
 from protocol.models import Channel, ChannelKind, Message, User
-from rooms.bus import InProcessBus, channel_topic
-from rooms.hub import Hub
-from rooms.sessions import Session
+from rooms.realtime.bus import InProcessBus, channel_topic
+from rooms.realtime.hub import Hub
+from rooms.realtime.sessions import Session
 
 
 class RecordingSink:
@@ -79,7 +80,7 @@ async def test_msgpack_sessions_get_one_transcoding() -> None:
 
 async def test_congested_client_skips_typing_without_a_seq_gap() -> None:
     hub = Hub(InProcessBus())
-    hub.control.ephemeral(TypingStarted)  # as rooms/chat.py registers it
+    hub.control.ephemeral(TypingStarted)  # as rooms/chat/chat.py registers it
     session, sink = _session(2)
     hub.attach(session)
     sink.behind = True

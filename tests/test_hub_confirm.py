@@ -12,13 +12,14 @@ from collections.abc import Callable
 
 import msgspec
 
+from protocol.chat import MessageCreated
 from protocol.codec import JSON
 from protocol.codes import CloseCode
-from protocol.frames import MessageCreated, ServerFrame
+from protocol.frames import ServerFrame
 from protocol.models import Channel, ChannelKind, Message, User
-from rooms.bus import InProcessBus, channel_topic
-from rooms.hub import Hub
-from rooms.sessions import Session
+from rooms.realtime.bus import InProcessBus, channel_topic
+from rooms.realtime.hub import Hub
+from rooms.realtime.sessions import Session
 
 ALICE = User(id=1, username="alice", display_name="Alice")
 

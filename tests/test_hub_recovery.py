@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from rooms.bus import InProcessBus
+from rooms.realtime.bus import InProcessBus
 from server.app import SERVICES
 from tests.conftest import app_server
 from tests.helpers import GatewayClient, register

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 
-from rooms.bus import InProcessBus
+from rooms.realtime.bus import InProcessBus
 from server.app import SERVICES
 from server.lifecycle import TaskSupervisor, Teardown
 from tests.conftest import RunningServer, app_server

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from rooms.live import LiveService
+from rooms.voice.live import LiveService
 from server.app import SERVICES
 from tests.conftest import RunningServer, app_server
 from tests.helpers import bearer, register
@@ -46,7 +46,7 @@ def service(server: RunningServer) -> LiveService:
 
 
 class RecordingVoice:
-    """Stands in for rooms/voice.py's VoiceService as the stage's StageVoice: records
+    """Stands in for rooms/voice/voice.py's VoiceService as the stage's StageVoice: records
     set_role calls."""
 
     def __init__(self) -> None:

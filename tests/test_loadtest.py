@@ -36,17 +36,9 @@ from loadtest.ipc import ClientSpec, Plan
 from loadtest.target import TargetError, check_target_url, free_port
 from loadtest.wire import decode_frame, encode_send, last_seqs_of_ready, sent_ns_of
 from loadtest.worker import Generator
+from protocol.chat import MessageCreated, MessageResult
 from protocol.codec import JSON
-from protocol.frames import (
-    Dispatch,
-    Hello,
-    InvalidSession,
-    MessageCreated,
-    MessageResult,
-    Ok,
-    Ready,
-    Resumed,
-)
+from protocol.frames import Dispatch, Hello, InvalidSession, Ok, Ready, Resumed
 from protocol.limits import Limits
 from protocol.models import Channel, ChannelKind, Community, CommunitySnapshot, Message, Role, User
 from tests.redis_fixture import ensure_redis_server

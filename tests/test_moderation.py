@@ -116,7 +116,7 @@ async def test_who_may_sanction_whom(crew: Crew, http: aiohttp.ClientSession,
 async def test_a_custom_role_can_sanction_only_below_it(crew: Crew) -> None:
     """A member holding a custom "helper" role with TIMEOUT_MEMBERS times out plain
     members, not moderators (fixed role first) nor a helper of the same position."""
-    from rooms.permissions import Permission
+    from rooms.realtime.permissions import Permission
 
     cid, admin = crew.community_id, crew.admin.ws
     helper, plain, peer = crew.members[0], crew.members[1], crew.members[2]

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from rooms.raid import LocalWindowCounter, RaidMonitor
+from rooms.moderation.raid import LocalWindowCounter, RaidMonitor
 from server.app import SERVICES, Services
 from tests.conftest import RunningServer
 from tests.helpers import GatewayClient, bearer, register

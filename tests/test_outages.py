@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from persistence.database import DatabaseUnavailable
 from persistence.embedded import EmbeddedPostgres
-from rooms.outages import CircuitBreaker, ThrottledLog, outage_of, unavailable
+from rooms.realtime.outages import CircuitBreaker, ThrottledLog, outage_of, unavailable
 from tests.conftest import RunningServer, start_server_process, stop_server_process
 from tests.helpers import GatewayClient, bearer, register
 from tests.redis_fixture import RedisServer

@@ -231,7 +231,7 @@ async def test_voice_room_joins_and_leaves_become_events(db: Database) -> None:
     from persistence.communities import create_community_txn
     from protocol.domain_events import AttendanceChange, VoiceAttended
     from protocol.models import ChannelKind
-    from rooms.voice_attendance import VoiceAttendanceRecorder
+    from rooms.voice.voice_attendance import VoiceAttendanceRecorder
 
     async with db.transaction("t") as conn:
         user = await create_user(conn, username="v1", display_name="v1", password_hash=None)

@@ -23,14 +23,14 @@ import aiohttp
 import pytest
 
 from protocol.models import PresenceStatus
-from rooms.presence import (
+from rooms.realtime.presence import (
     MAX_BATCH,
     LeaseLost,
     MemoryPresenceStore,
     PresenceStore,
     UserSync,
 )
-from rooms.redis_presence import RedisPresenceStore
+from rooms.realtime.redis_presence import RedisPresenceStore
 from tests.conftest import (
     RunningServer,
     server_nodes,
@@ -47,7 +47,7 @@ TEST_TTL_S = 3.0
 
 
 def offline_bound_s(ttl_s: float, batch_s: float = 1.5) -> float:
-    """The documented bound (rooms/presence.py): lease + reap period + batch + tick."""
+    """The documented bound (rooms/realtime/presence.py): lease + reap period + batch + tick."""
     return ttl_s + min(1.0, ttl_s / 3) + batch_s + min(0.25, batch_s / 6)
 
 

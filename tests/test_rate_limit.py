@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from rooms.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from rooms.realtime.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 
 
 async def _burst_then_wait(limiter: RateLimiter, key: str) -> None:

@@ -27,7 +27,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from rooms.redis_bus import (
+from rooms.realtime.redis_bus import (
     BusClosed,
     BusOverloaded,
     BusUnavailable,
@@ -660,7 +660,7 @@ def test_helpers() -> None:
 
 _SUBSCRIBER = """
 import asyncio, sys, time
-from rooms.redis_bus import RedisBus
+from rooms.realtime.redis_bus import RedisBus
 
 async def main(url: str, topic: str, count: int) -> None:
     bus = RedisBus(url)

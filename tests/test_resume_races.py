@@ -24,8 +24,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from rooms.redis_bus import RedisBus
-from rooms.sessions import Session
+from rooms.realtime.redis_bus import RedisBus
+from rooms.realtime.sessions import Session
 from server.app import SERVICES, Services
 from tests.conftest import RunningServer, app_server
 from tests.helpers import GatewayClient, bearer, register

@@ -1,4 +1,4 @@
-"""The gateway's routing table (rooms/routing.py): every request type of the protocol is
+"""The gateway's routing table (rooms/realtime/routing.py): every request type of the protocol is
 served by exactly one domain, and a second claim on a type is refused at wiring time."""
 
 from __future__ import annotations
@@ -7,11 +7,13 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
+from protocol.base import Request
+from protocol.chat import StartTyping
 from protocol.codes import ErrorCode
-from protocol.frames import Empty, Request, Result, StartTyping
+from protocol.frames import Empty, Result
 from rooms.errors import RequestError
-from rooms.routing import Handler, Router
-from rooms.sessions import Session
+from rooms.realtime.routing import Handler, Router
+from rooms.realtime.sessions import Session
 from server.app import Services
 from server.config import load_config
 from tests.conftest import TEST_SECRET

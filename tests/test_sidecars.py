@@ -22,8 +22,8 @@ from persistence import outbox
 from persistence.database import Database
 from protocol.domain_events import MessageSent
 from protocol.sidecar import ActivityKind, ActivityRecorded
-from rooms.hub import Hub
-from rooms.redis_bus import RedisBus
+from rooms.realtime.hub import Hub
+from rooms.realtime.redis_bus import RedisBus
 from server.config import load_config
 from server.sidecar_host import CoreHost, SidecarCore, discover, selected_sidecars
 from tests.conftest import TEST_SECRET, free_port, start_server_process, stop_server_process

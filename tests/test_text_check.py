@@ -11,8 +11,9 @@ import typing
 import msgspec
 import pytest
 
+from protocol.base import Request
 from protocol.codec import JSON
-from protocol.frames import ClientFrame, Error, Identify, Ready, Request, Resume
+from protocol.frames import ClientFrame, Error, Identify, Ready, Resume
 from protocol.limits import Limits
 from protocol.models import User
 from protocol.session import GatewayProtocol, IdentifyRequested, RequestReceived

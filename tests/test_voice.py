@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from rooms.permissions import Permission as P
+from rooms.realtime.permissions import Permission as P
 from tests.conftest import RunningServer, app_server
 from tests.helpers import GatewayClient, bearer, register
 from tests.mod_helpers import Crew, make_crew

@@ -18,7 +18,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
-from rooms.permissions import Permission as P
+from rooms.realtime.permissions import Permission as P
 from server.app import SERVICES
 from tests.conftest import RunningServer, app_server, server_nodes
 from tests.helpers import GatewayClient, bearer

@@ -85,7 +85,7 @@ function addSnapshot(snap) {
   for (const ch of snap.channels) state.channels.set(ch.id, ch);
 }
 
-// Bits of rooms/permissions.py Permission that open the moderator console.
+// Bits of rooms/realtime/permissions.py Permission that open the moderator console.
 const MOD_BITS = (1 << 10) | (1 << 11) | (1 << 12) | (1 << 13) | (1 << 16) | (1 << 17) | (1 << 30);
 const STAFF_ROLES = new Set(["moderator", "admin", "owner"]);
 

@@ -18,7 +18,7 @@ const MEMBER_PAGES = 10; // fetch_members pages of 100 loaded for the member too
 const AUDIT_PAGE = 50;
 const QUEUE_PAGE = 50;
 
-// Permission bits (rooms/permissions.py Permission).
+// Permission bits (rooms/realtime/permissions.py Permission).
 const P = {
   MANAGE_MESSAGES: 1 << 10, TIMEOUT_MEMBERS: 1 << 11, KICK_MEMBERS: 1 << 12,
   BAN_MEMBERS: 1 << 13, MANAGE_CHANNELS: 1 << 14, VIEW_AUDIT_LOG: 1 << 16, MODERATE: 1 << 17,

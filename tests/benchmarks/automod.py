@@ -7,7 +7,7 @@ lists, regular expressions, link and invite filters, mention, rate, duplicate an
 rules), then evaluates seeded, realistic chat messages (short lines, links, mentions,
 accents, Cyrillic, CJK, emoji, a few long pastes) and a set of adversarial ones (4,000
 characters built to make regular expressions and the link finder work hard), timing
-each :meth:`rooms.automod.RuleSet.evaluate` call. The budget is 5 ms p99 per message.
+each :meth:`rooms.moderation.automod.RuleSet.evaluate` call. The budget is 5 ms p99 per message.
 ``--engine re`` forces the standard library engine for regexes (what runs if google-re2
 is missing) to show what RE2 buys. Not a test: numbers go to docs/BENCHMARKS.md.
 """
@@ -36,8 +36,8 @@ from protocol.automod import (
     RegexTrigger,
 )
 from protocol.models import Role
-from rooms import automod_regex
-from rooms.automod import Author, RuleSet, SpamState, compile_rule, list_chars
+from rooms.moderation import automod_regex
+from rooms.moderation.automod import Author, RuleSet, SpamState, compile_rule, list_chars
 
 WORDS = ("the a to and of is in that it you for on was with be this have are not but at "
          "what all can we they so do just like if about one out get up when there time "
