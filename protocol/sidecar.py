@@ -142,6 +142,18 @@ class ServiceKeyCreated(msgspec.Struct, frozen=True, kw_only=True):
     """Send as ``Authorization: Bearer <secret>``; starts with ``hsk_``."""
 
 
+class ServiceKeysReply(msgspec.Struct, frozen=True, kw_only=True):
+    """The community's service keys (never their secrets)."""
+
+    keys: list[ServiceKey]
+
+
+class ServiceKeyReply(msgspec.Struct, frozen=True, kw_only=True):
+    """One service key, as changed."""
+
+    key: ServiceKey
+
+
 class ServicePublish(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``POST /api/v1/service/communities/{cid}/events`` (``events:publish``): deliver a
     typed sidecar event to one member (every session, every node) or, without

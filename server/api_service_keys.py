@@ -14,128 +14,105 @@ Acting as a principal (``Authorization: Bearer hsk_...``):
     POST   /service/communities/{community_id}/events  {event, user_id?}
            (scope ``events:publish``)                -> 204
 
-Errors are ``{"error": {"code", "message"}}``: 400 ``invalid_request`` (body or path),
-401 ``unauthorized`` (no, unknown, expired or revoked key/token), 403 ``forbidden``
-(not owner/admin; key of another community; missing scope), 404 ``not_found``, 409
-``limit_exceeded``, 429 ``rate_limited`` (with Retry-After).
+Bodies, paths and queries go through the shared decoder and errors through the one
+error middleware (``server/rest``): 401 ``unauthorized`` for no, an unknown, expired or
+revoked key (with ``WWW-Authenticate``), 403 ``forbidden`` for another community's key
+or a missing scope, 429 ``rate_limited`` over the key's rate (with ``Retry-After``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import msgspec
 from aiohttp import web
 
-from protocol.codes import ErrorCode
-from protocol.sidecar import CreateServiceKey, Scope, ServicePublish, ServiceSetTier
+from protocol.models import Id
+from protocol.rest import MemberReply
+from protocol.sidecar import (
+    CreateServiceKey,
+    Scope,
+    ServiceKeyCreated,
+    ServiceKeyReply,
+    ServiceKeysReply,
+    ServicePublish,
+    ServiceSetTier,
+)
 from rooms.moderation.principals import Principal, PrincipalService
-from server.api_auth import answers_request_errors, error_response, json_response, require_user
+from server.api_auth import json_response, require_user
 from server.auth import Authenticator
-
-_STATUS = {
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.LIMIT_EXCEEDED: 409,
-    ErrorCode.INTERNAL: 500,
-}
-_T = TypeVar("_T")
-MAX_BODY = 16 * 1024
+from server.rest.decoding import path_params, read_body
+from server.rest.openapi import rest_api
 
 Authenticate = Callable[[PrincipalService, web.Request, int, Scope], Awaitable[Principal]]
 
 
-class _Invalid(Exception):
-    pass
+class CommunityPath(msgspec.Struct):
+    community_id: Id
 
 
-def _id(request: web.Request, name: str) -> int | None:
-    raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 16 or not 0 < int(raw) < 2**53:
-        return None
-    return int(raw)
+class KeyPath(msgspec.Struct):
+    community_id: Id
+    key_id: Id
 
 
-async def _body(request: web.Request, model: type[_T]) -> _T:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise _Invalid("the body is too large")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise _Invalid("the body is too large")
-    try:
-        return msgspec.json.decode(raw, type=model)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise _Invalid(str(exc)) from None
-    except UnicodeDecodeError:
-        raise _Invalid("the body is not UTF-8") from None
+class MemberPath(msgspec.Struct):
+    community_id: Id
+    user_id: Id
 
 
 def add_service_key_routes(app: web.Application, auth: Authenticator,
                            principals: PrincipalService, authenticate: Authenticate) -> None:
-    v1 = "/api/v1"
-
-    @answers_request_errors(_STATUS)
     async def create(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        community_id = _id(request, "community_id")
-        if community_id is None:
-            return error_response(404, "not_found", "unknown community")
-        try:
-            req = await _body(request, CreateServiceKey)
-        except _Invalid as exc:
-            return error_response(400, "invalid_request", str(exc))
-        return json_response(await principals.create(user.id, community_id, req), status=201)
+        path = path_params(request, CommunityPath)
+        req = await read_body(request, CreateServiceKey)
+        return json_response(await principals.create(user.id, path.community_id, req),
+                             status=201)
 
-    @answers_request_errors(_STATUS)
     async def list_keys(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        community_id = _id(request, "community_id")
-        if community_id is None:
-            return error_response(404, "not_found", "unknown community")
-        return json_response({"keys": await principals.list_keys(user.id, community_id)})
+        path = path_params(request, CommunityPath)
+        keys = await principals.list_keys(user.id, path.community_id)
+        return json_response(ServiceKeysReply(keys=keys))
 
-    @answers_request_errors(_STATUS)
     async def revoke(request: web.Request) -> web.StreamResponse:
         user = await require_user(request, auth)
-        community_id = _id(request, "community_id")
-        key_id = _id(request, "key_id")
-        if community_id is None or key_id is None:
-            return error_response(404, "not_found", "unknown service key")
-        return json_response({"key": await principals.revoke(user.id, community_id, key_id)})
+        path = path_params(request, KeyPath)
+        key = await principals.revoke(user.id, path.community_id, path.key_id)
+        return json_response(ServiceKeyReply(key=key))
 
-    @answers_request_errors(_STATUS)
     async def set_tier(request: web.Request) -> web.StreamResponse:
-        community_id = _id(request, "community_id")
-        user_id = _id(request, "user_id")
-        if community_id is None or user_id is None:
-            return error_response(404, "not_found", "unknown member")
-        principal = await authenticate(principals, request, community_id, Scope.TIERS_WRITE)
-        try:
-            req = await _body(request, ServiceSetTier)
-        except _Invalid as exc:
-            return error_response(400, "invalid_request", str(exc))
-        member = await principals.set_member_tier(principal, user_id, req)
-        return json_response({"member": member})
+        path = path_params(request, MemberPath)
+        principal = await authenticate(principals, request, path.community_id,
+                                       Scope.TIERS_WRITE)
+        req = await read_body(request, ServiceSetTier)
+        member = await principals.set_member_tier(principal, path.user_id, req)
+        return json_response(MemberReply(member=member))
 
-    @answers_request_errors(_STATUS)
     async def publish(request: web.Request) -> web.StreamResponse:
-        community_id = _id(request, "community_id")
-        if community_id is None:
-            return error_response(404, "not_found", "unknown community")
-        principal = await authenticate(principals, request, community_id,
+        path = path_params(request, CommunityPath)
+        principal = await authenticate(principals, request, path.community_id,
                                        Scope.EVENTS_PUBLISH)
-        try:
-            req = await _body(request, ServicePublish)
-        except _Invalid as exc:
-            return error_response(400, "invalid_request", str(exc))
+        req = await read_body(request, ServicePublish)
         await principals.publish(principal, req.user_id, req.event)
         return web.Response(status=204)
 
-    keys = v1 + "/communities/{community_id}/service-keys"
-    app.router.add_post(keys, create)
-    app.router.add_get(keys, list_keys)
-    app.router.add_delete(keys + "/{key_id}", revoke)
-    app.router.add_put(v1 + "/service/communities/{community_id}/members/{user_id}/tier",
-                       set_tier)
-    app.router.add_post(v1 + "/service/communities/{community_id}/events", publish)
+    api = rest_api(app)
+    tag = "service keys"
+    keys = "/communities/{community_id}/service-keys"
+    api.route("POST", keys, create, tag=tag, body=CreateServiceKey, reply=ServiceKeyCreated,
+              status=201, summary="Create a service key (owner or admin); the secret is "
+                                  "shown in this reply only.")
+    api.route("GET", keys, list_keys, tag=tag, reply=ServiceKeysReply,
+              summary="The community's service keys, without secrets (owner or admin).")
+    api.route("DELETE", keys + "/{key_id}", revoke, tag=tag, reply=ServiceKeyReply,
+              summary="Revoke a service key (owner or admin); it is refused at once.")
+    api.route("PUT", "/service/communities/{community_id}/members/{user_id}/tier", set_tier,
+              tag=tag, body=ServiceSetTier, reply=MemberReply,
+              summary="As a service key with tiers:write: set a member's tier (no rank "
+                      "rule; audited naming the key).")
+    api.route("POST", "/service/communities/{community_id}/events", publish, tag=tag,
+              body=ServicePublish, status=204,
+              summary="As a service key with events:publish: deliver a sidecar event to "
+                      "one member or to every connected member of the community.")

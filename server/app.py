@@ -34,6 +34,7 @@ from rooms.chat.group_commit import GroupCommitWriter
 from rooms.moderation.automod_service import AutomodService
 from rooms.moderation.enforcement import PostGate, make_slowmode
 from rooms.moderation.moderation import ModerationService
+from rooms.moderation.principals import PrincipalService
 from rooms.moderation.raid import RaidMonitor, make_counter
 from rooms.moderation.review import ReviewService
 from rooms.moderation.roles import RoleService
@@ -52,6 +53,7 @@ from rooms.voice.live import LiveService
 from rooms.voice.live_attendance import AttendanceLog
 from rooms.voice.live_stage import StageRoomOptions
 from rooms.voice.voice import VoiceService
+from rooms.voice.voice_attendance import VoiceAttendanceRecorder
 from rooms.voice.voice_media import MediaLink
 from rooms.voice.voice_roster import make_roster
 from server.api_auth import add_auth_routes
@@ -70,6 +72,14 @@ from server.logs import request_id_middleware
 from server.metrics import Metrics, render
 from server.readiness import Check, Readiness
 from server.rest.openapi import add_openapi_route
+from server.sidecar_host import (
+    SidecarCore,
+    SidecarRequests,
+    load_sidecars,
+    make_key_limiter,
+    mount_sidecars,
+    selected_sidecars,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +169,8 @@ class Services:
         self.stage_rooms = StageRoomOptions(self.db, config.data_path(),
                                             mix_listeners_above=config.stage_mix_listeners_above)
         self.attendance = AttendanceLog(self.db)
+        self.voice_attendance = VoiceAttendanceRecorder(self.db)
+        """Voice joins and leaves as ``voice_attended`` domain events (the outbox)."""
         self.voice_join_limiter: RateLimiter = make_limiter(
             self.redis, limits.voice_joins_per_window, limits.voice_join_window_ms)
         self.voice = VoiceService(self.db, self.hub, config.limits, self.access,
@@ -167,8 +179,10 @@ class Services:
                                   mix_listeners_above=config.voice_mix_listeners_above,
                                   join_limiter=self.voice_join_limiter,
                                   stage_options=self.stage_rooms,
-                                  on_join=[self.attendance.note_join],
-                                  on_leave=[self.attendance.note_leave])
+                                  on_join=[self.attendance.note_join,
+                                           self.voice_attendance.joined],
+                                  on_leave=[self.attendance.note_leave,
+                                            self.voice_attendance.left])
         self.question_limiter: RateLimiter = make_limiter(
             self.redis, limits.questions_per_window, limits.rate_window_ms)
         self.live = LiveService(self.db, self.hub, limits, self.access,
@@ -187,9 +201,15 @@ class Services:
         """The process's background tasks; one that dies makes ``/readyz`` fail."""
         self.gc_policy = GcPolicy(freeze_interval_s=config.gc_freeze_interval_s,
                                   full_interval_s=config.gc_full_interval_s)
+        # sidecars (server/sidecar_host.py): made here, so that their gateway requests
+        # are in the routing table; their routes and tasks are mounted by build_app.
+        self.principals = PrincipalService(self.db, self.hub, make_key_limiter(self.redis))
+        self.sidecar_core = SidecarCore(config, self.db, self.hub, self.auth, self.principals)
+        self.sidecars = load_sidecars(self.sidecar_core, selected_sidecars(config))
         # The gateway's routing table: each domain lists the requests it serves.
         self.router = Router([self.chat, self.moderation, self.review, self.roles,
-                              self.presence, self.live, self.voice])
+                              self.presence, self.live, self.voice,
+                              SidecarRequests(self.sidecars)])
         self.gateway = Gateway(auth=self.auth, opener=self.opener, router=self.router,
                                limits=config.limits, allowed_origins=config.allowed_origins,
                                admission_per_s=config.admission_per_s)
@@ -324,6 +344,7 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
                     audit_retention(services.db, services.config.audit_retention_days))
         tasks.start("gc-policy", services.gc_policy.run())
         tasks.start("live-attendance", services.attendance.run())
+        tasks.start("voice-attendance", services.voice_attendance.run())
         tasks.start("live-reminders", services.live.run())
         tasks.start("voice-roster", services.voice.run())
         tasks.start("readiness", services.readiness.run())
@@ -477,19 +498,7 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     add_role_routes(app, services.auth, services.roles)
     add_live_routes(app, services.auth, services.live)
     # sidecars (server/sidecar_host.py): service keys, every sidecar's routes and tasks
-    from rooms.moderation.principals import PrincipalService
-    from server.sidecar_host import (
-        SidecarCore,
-        make_key_limiter,
-        mount_sidecars,
-        selected_sidecars,
-    )
-
-    mount_sidecars(app, SidecarCore(config, services.db, services.hub, services.auth,
-                                    PrincipalService(services.db, services.hub,
-                                                     make_key_limiter(config)),
-                                    services.chat.register, services.voice),
-                   selected_sidecars(config))
+    mount_sidecars(app, services.sidecar_core, services.sidecars)
     add_openapi_route(app)  # last: it documents every REST route added above
     if (WEB_ROOT / "index.html").is_file():
         app.router.add_get("/", index)

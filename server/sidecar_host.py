@@ -1,9 +1,13 @@
 """Mounting sidecars: in ``hearth serve`` (all of them) or alone (``--only NAME``).
 
 :class:`CoreHost` implements :class:`sidecars.api.Host` over the core's collaborators;
-:func:`mount_sidecars` adds the service-key routes, every sidecar's routes, and one
-cleanup context that applies the sidecars' migrations (each in its own namespace) and
-runs their outbox subscribers, tasks, the outbox listener and the retention purge.
+:func:`load_sidecars` makes the chosen sidecars; :class:`SidecarRequests` is their
+gateway requests as one domain of the routing table (``rooms/realtime/routing.py``),
+given to the :class:`~rooms.realtime.routing.Router` when a gateway process builds it;
+:func:`mount_sidecars` adds the service-key routes and every sidecar's routes to the
+REST route table (so they are in the OpenAPI document), and one cleanup context that
+applies the sidecars' migrations (each in its own namespace) and runs their outbox
+subscribers, tasks, the outbox listener and the retention purge.
 :func:`build_sidecar_app` is the whole process for ``--only``: PostgreSQL, the bus (to
 reach users connected to the gateway processes), health checks and the chosen
 sidecars, without a gateway.
@@ -21,13 +25,12 @@ import contextlib
 import importlib
 import logging
 import pkgutil
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import asyncpg
-import msgspec
 from aiohttp import web
 
 import sidecars
@@ -36,31 +39,42 @@ from persistence.database import Database
 from persistence.migrate import migrate
 from persistence.outbox import Consumer, OutboxNotifier, retention_forever
 from protocol.base import Request
+from protocol.codes import ErrorCode
 from protocol.frames import Result
 from protocol.sidecar import Scope, SidecarEvent
 from rooms.errors import RequestError
 from rooms.moderation.principals import Principal, PrincipalRefused, PrincipalService
 from rooms.realtime.bus import Bus, InProcessBus, community_topic, user_topic
 from rooms.realtime.hub import Hub
-from rooms.realtime.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from rooms.realtime.rate_limit import RateLimiter, make_limiter
+from rooms.realtime.redis_client import RedisClients, redis_clients
+from rooms.realtime.routing import Handler
 from rooms.realtime.sessions import Session
-from rooms.voice.voice import VoiceService
-from rooms.voice.voice_attendance import VoiceAttendanceRecorder
-from server.api_auth import bearer_token, error_response, require_user
+from server.api_auth import bearer_token, require_user
 from server.api_service_keys import add_service_key_routes
 from server.auth import Authenticator
 from server.config import Config, secret_for
-from sidecars.api import GatewayHandler, Host, MemberInfo, PrincipalInfo, Sidecar, SidecarError
+from server.rest import decoding
+from server.rest.errors import ApiError, retry_after_header
+from server.rest.openapi import RestApi, add_openapi_route, rest_api
+from sidecars.api import (
+    GatewayHandler,
+    Host,
+    MemberInfo,
+    PrincipalInfo,
+    Route,
+    RouteHandler,
+    Sidecar,
+    SidecarError,
+)
 
 log = logging.getLogger(__name__)
 
 SERVICE_KEY_BURST = 120
-SERVICE_KEY_INTERVAL_MS = 100.0
+SERVICE_KEY_WINDOW_MS = 12_000.0
 """Per key: 120 requests at once, then 10 per second."""
 
-
-RegisterRequest = Callable[
-    [type[Request], Callable[[Session, Any], Coroutine[Any, Any, Result]]], None]
+T = TypeVar("T")
 
 
 def discover() -> dict[str, type[Sidecar]]:
@@ -87,11 +101,9 @@ def selected_sidecars(config: Config) -> list[str] | None:
     return list(names)
 
 
-def make_key_limiter(config: Config) -> RateLimiter:
-    if config.redis_url:
-        return RedisRateLimiter(config.redis_url.split(",")[0].strip(), SERVICE_KEY_BURST,
-                                SERVICE_KEY_INTERVAL_MS)
-    return LocalRateLimiter(SERVICE_KEY_BURST, SERVICE_KEY_INTERVAL_MS)
+def make_key_limiter(redis: RedisClients | None) -> RateLimiter:
+    """The per-key rate of service keys (shared through Redis when there is one)."""
+    return make_limiter(redis, SERVICE_KEY_BURST, SERVICE_KEY_WINDOW_MS)
 
 
 @dataclass
@@ -103,11 +115,6 @@ class SidecarCore:
     hub: Hub
     auth: Authenticator
     principals: PrincipalService
-    register_request: RegisterRequest | None = None
-    """How a gateway process serves a request type (``ChatService.register``); None in
-    a process without a gateway (``--only``)."""
-    voice: VoiceService | None = None
-    """A gateway's voice rooms, whose joins and leaves become ``voice_attended``."""
 
 
 class CoreHost(Host):
@@ -150,35 +157,31 @@ class CoreHost(Host):
             Principal(principal.key_id, principal.community_id, principal.name,
                       principal.scopes), action, dict(detail))
 
-    @staticmethod
-    def error(status: int, code: str, message: str) -> web.Response:
-        return error_response(status, code, message)
+    def path_params(self, request: web.Request, model: type[T]) -> T:
+        return decoding.path_params(request, model)
+
+    def query_params(self, request: web.Request, model: type[T]) -> T:
+        return decoding.query_params(request, model)
+
+    async def read_body(self, request: web.Request, model: type[T]) -> T:
+        return await decoding.read_body(request, model)
 
 
 async def authenticate_principal(principals: PrincipalService, request: web.Request,
                                  community_id: int, scope: Scope) -> Principal:
-    """The request's service key for ``scope``, or raise its documented error reply."""
+    """The request's service key for ``scope``; a refusal is raised for the error
+    middleware (a 401 names the scheme, a 429 says when to retry)."""
     try:
         return await principals.authenticate(bearer_token(request), scope, community_id)
     except PrincipalRefused as exc:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
-        if exc.retry_after_ms is not None:
-            headers["Retry-After"] = str(max(1, -(-exc.retry_after_ms // 1000)))
-        error = _REFUSALS.get(exc.status, web.HTTPForbidden)
-        raise error(text=msgspec.json.encode(
-            {"error": {"code": exc.code, "message": exc.message}}).decode(),
-            content_type="application/json", headers=headers) from None
+        headers = retry_after_header(exc.retry_after_ms)
+        if exc.code is ErrorCode.UNAUTHORIZED:
+            headers["WWW-Authenticate"] = "Bearer"
+        raise ApiError(exc.code, exc.message, headers=headers) from None
 
 
-_REFUSALS: dict[int, type[web.HTTPException]] = {
-    401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 429: web.HTTPTooManyRequests}
-
-
-def mount_sidecars(app: web.Application, core: SidecarCore,
-                   only: Sequence[str] | None = None) -> list[Sidecar]:
-    """Mount the service-key routes and the sidecars (all, or those named in ``only``)
-    on ``app``; their I/O starts with the app (after the core's cleanup contexts)."""
-    add_service_key_routes(app, core.auth, core.principals, authenticate_principal)
+def load_sidecars(core: SidecarCore, only: Sequence[str] | None = None) -> list[Sidecar]:
+    """The sidecars (all, or those named in ``only``), made over ``core``; no I/O."""
     available = discover()
     names = list(available) if only is None else list(only)
     unknown = [n for n in names if n not in available]
@@ -186,12 +189,43 @@ def mount_sidecars(app: web.Application, core: SidecarCore,
         raise ValueError(f"unknown sidecar(s): {', '.join(unknown)}; "
                          f"available: {', '.join(sorted(available)) or 'none'}")
     host = CoreHost(core)
-    mounted = [available[n](host) for n in names]
-    for sidecar in mounted:
-        app.router.add_routes(sidecar.routes())
-        if core.register_request is not None:
+    return [available[n](host) for n in names]
+
+
+class SidecarRequests:
+    """The gateway requests of the mounted sidecars, as one domain of the routing
+    table: a gateway process hands it to its ``Router`` with the core's domains."""
+
+    def __init__(self, sidecars: Sequence[Sidecar]) -> None:
+        self.sidecars = list(sidecars)
+
+    def handlers(self) -> Mapping[type[Request], Handler]:
+        served: dict[type[Request], Handler] = {}
+        for sidecar in self.sidecars:
             for request_type, handler in sidecar.gateway_handlers().items():
-                core.register_request(request_type, _gateway(handler))
+                if request_type in served:
+                    raise ValueError(f"{request_type.__name__} is served by two sidecars")
+                served[request_type] = _gateway(handler)
+        return served
+
+
+def add_sidecar_route(api: RestApi, sidecar: Sidecar, route: Route) -> None:
+    """One sidecar route into the REST route table (documented like the core's)."""
+    api.route(route.method, route.path, _rest(route.handler), summary=route.summary,
+              tag=sidecar.name, body=route.body, query=route.query, reply=route.reply,
+              status=route.status, auth=route.auth)
+
+
+def mount_sidecars(app: web.Application, core: SidecarCore,
+                   mounted: Sequence[Sidecar]) -> None:
+    """Add the service-key routes and the sidecars' routes to ``app``; their I/O starts
+    with the app (after the core's cleanup contexts). Their gateway requests are not
+    here: a gateway process gives :class:`SidecarRequests` to its routing table."""
+    add_service_key_routes(app, core.auth, core.principals, authenticate_principal)
+    api = rest_api(app)
+    for sidecar in mounted:
+        for route in sidecar.routes():
+            add_sidecar_route(api, sidecar, route)
 
     async def run(app: web.Application) -> AsyncIterator[None]:
         namespaces = {s.name: s.migrations for s in mounted if s.migrations is not None}
@@ -205,12 +239,6 @@ def mount_sidecars(app: web.Application, core: SidecarCore,
                 retention_forever(core.db, core.config.outbox_retention_days),
                 name="outbox-retention")),
         ]
-        if core.voice is not None:
-            recorder = VoiceAttendanceRecorder(core.db)
-            core.voice.on_join(recorder.joined)
-            core.voice.on_leave(recorder.left)
-            jobs.append(("voice-attendance", asyncio.create_task(
-                recorder.run(), name="voice-attendance")))
         for sidecar in mounted:
             for sub in sidecar.subscribers():
                 consumer = Consumer(core.db, sub.name, sub.handle, sub.after_commit, notifier)
@@ -233,18 +261,27 @@ def mount_sidecars(app: web.Application, core: SidecarCore,
             await core.principals.limiter.close()
 
     app.cleanup_ctx.append(run)
-    return mounted
 
 
-def _gateway(handler: GatewayHandler,
-             ) -> Callable[[Session, Any], Coroutine[Any, Any, Result]]:
-    """A sidecar's gateway handler as the chat router serves it: the session becomes
+def _gateway(handler: GatewayHandler) -> Handler:
+    """A sidecar's gateway handler as the routing table serves it: the session becomes
     the caller's id, a :class:`SidecarError` the documented error reply."""
     async def serve(session: Session, request: Any) -> Result:
         try:
             return cast(Result, await handler(session.user.id, request))
         except SidecarError as exc:
             raise RequestError(exc.code, exc.message) from None
+    return serve
+
+
+def _rest(handler: RouteHandler) -> RouteHandler:
+    """A sidecar's REST handler: a :class:`SidecarError` becomes the error middleware's
+    reply (its code, its code's status)."""
+    async def serve(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except SidecarError as exc:
+            raise ApiError(exc.code, exc.message) from None
     return serve
 
 
@@ -280,7 +317,7 @@ def build_sidecar_app(config: Config, only: Sequence[str], bus: Bus | None = Non
             bus = InProcessBus()
     hub = Hub(bus)
     auth = Authenticator(db, secret_for(config), access_ttl_s=config.access_token_ttl_s)
-    principals = PrincipalService(db, hub, make_key_limiter(config))
+    principals = PrincipalService(db, hub, make_key_limiter(redis_clients(config.redis_url)))
     core = SidecarCore(config, db, hub, auth, principals)
     app = web.Application(client_max_size=1024 * 1024)
     app[SIDECAR_CORE] = core
@@ -320,5 +357,6 @@ def build_sidecar_app(config: Config, only: Sequence[str], bus: Bus | None = Non
     app.cleanup_ctx.append(resources)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    mount_sidecars(app, core, only)
+    mount_sidecars(app, core, load_sidecars(core, only))
+    add_openapi_route(app)  # last: it documents the routes above
     return app

@@ -14,6 +14,11 @@ A sidecar imports ``protocol``, this module and its own modules: never ``rooms/`
   node, or to a community's members;
 - reading a member's role and tier;
 - authenticating a request as a user (bearer token) or as a service key with a scope;
+- REST routes (:class:`Route`): the host adds each to the REST route table, so it is
+  in ``/api/v1/openapi.json`` and ``docs/rest.md``, decodes paths, queries and bodies
+  with the shared decoder (:meth:`Host.path_params`, :meth:`Host.query_params`,
+  :meth:`Host.read_body`: bounded types, the text check) and answers a
+  :class:`SidecarError` with the documented error body and its code's HTTP status;
 - consuming the domain-event outbox (:class:`Subscriber`, see ``docs/events.md``);
 - serving gateway requests (``protocol.sidecar.SidecarRequest``) on the gateway
   processes that mount it (:meth:`Sidecar.gateway_handlers`; errors as
@@ -23,11 +28,11 @@ A sidecar imports ``protocol``, this module and its own modules: never ``rooms/`
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 from aiohttp import web
@@ -39,7 +44,10 @@ from protocol.models import Role
 from protocol.sidecar import Scope, SidecarEvent
 
 __all__ = ["AfterCommit", "Delivered", "GatewayHandler", "Handler", "Host", "MemberInfo",
-           "PrincipalInfo", "Scope", "Sidecar", "SidecarError", "Subscriber", "Task"]
+           "PrincipalInfo", "Route", "RouteHandler", "Scope", "Sidecar", "SidecarError",
+           "Subscriber", "Task"]
+
+T = TypeVar("T")
 
 Task = Callable[[], Coroutine[Any, Any, None]]
 """A background task: runs until cancelled; an exception is logged at once."""
@@ -50,12 +58,35 @@ GatewayHandler = Callable[[int, Any], Coroutine[Any, Any, ResultBase]]
 
 
 class SidecarError(Exception):
-    """A gateway request refused with a documented error code."""
+    """A gateway or REST request refused with a documented error code (over REST, the
+    status is the code's, from the core's one table)."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Route:
+    """A REST route of a sidecar, as the OpenAPI route table records it: the handler
+    decodes with exactly the types named here (``body``, ``query``, path parameters
+    ending in ``_id`` are ids), so the contract cannot drift from the code."""
+
+    method: str
+    path: str
+    """Under ``/api/v1`` (``/communities/{community_id}/...``)."""
+    handler: RouteHandler
+    summary: str
+    reply: Any
+    """The success reply's type (a msgspec Struct)."""
+    body: Any = None
+    query: Any = None
+    status: int = 200
+    auth: bool = True
 
 
 @dataclass(frozen=True)
@@ -130,10 +161,18 @@ class Host(abc.ABC):
                         detail: dict[str, object]) -> None:
         """Record a service key's use in the community's audit log."""
 
-    @staticmethod
     @abc.abstractmethod
-    def error(status: int, code: str, message: str) -> web.Response:
-        """The documented error reply ``{"error": {"code", "message"}}``."""
+    def path_params(self, request: web.Request, model: type[T]) -> T:
+        """The path's parameters as ``model``; one that does not decode: 404."""
+
+    @abc.abstractmethod
+    def query_params(self, request: web.Request, model: type[T]) -> T:
+        """The query string as ``model``, every value checked as text; else 400."""
+
+    @abc.abstractmethod
+    async def read_body(self, request: web.Request, model: type[T]) -> T:
+        """The JSON body as ``model``, every string and integer checked; else 400
+        (413 too large, 415 not JSON)."""
 
 
 class Sidecar(abc.ABC):
@@ -146,7 +185,7 @@ class Sidecar(abc.ABC):
     def __init__(self, host: Host) -> None:
         self.host = host
 
-    def routes(self) -> list[web.RouteDef]:
+    def routes(self) -> list[Route]:
         """REST routes (under ``/api/v1``), mounted on the serving application."""
         return []
 

@@ -60,16 +60,9 @@ class Principal:
     scopes: frozenset[Scope]
 
 
-class PrincipalRefused(Exception):
-    """A request with a service key that is refused: ``status`` is the HTTP status."""
-
-    def __init__(self, status: int, code: str, message: str,
-                 retry_after_ms: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after_ms = retry_after_ms
+class PrincipalRefused(RequestError):
+    """A request with a service key that is refused (``unauthorized``, ``forbidden`` or
+    ``rate_limited``; REST gives each code its one status)."""
 
 
 def hash_secret(secret: str) -> bytes:
@@ -140,29 +133,30 @@ class PrincipalService:
     async def authenticate(self, secret: str | None, scope: Scope,
                            community_id: int) -> Principal:
         """The principal behind ``secret`` if it may use ``scope`` in ``community_id``
-        now; else :class:`PrincipalRefused` (401 unknown/expired/revoked, 403 another
-        community or a missing scope, 429 over the key's rate)."""
+        now; else :class:`PrincipalRefused`: ``unauthorized`` (unknown, expired,
+        revoked), ``forbidden`` (another community, a missing scope), ``rate_limited``
+        (over the key's rate, with ``retry_after_ms``)."""
         if secret is None or not secret.startswith(KEY_PREFIX) or len(secret) > 200:
-            raise PrincipalRefused(401, "unauthorized", "a valid service key is required")
+            raise PrincipalRefused(ErrorCode.UNAUTHORIZED, "a valid service key is required")
         async with self.db.connection() as conn:
             found = await keys_db.find_by_hash(conn, hash_secret(secret))
         if found is None:
-            raise PrincipalRefused(401, "unauthorized", "a valid service key is required")
+            raise PrincipalRefused(ErrorCode.UNAUTHORIZED, "a valid service key is required")
         key, now = found
         now_ms = int(now.timestamp() * 1000)
         if key.revoked_at is not None:
-            raise PrincipalRefused(401, "unauthorized", "this service key was revoked")
+            raise PrincipalRefused(ErrorCode.UNAUTHORIZED, "this service key was revoked")
         if key.expires_at is not None and key.expires_at <= now_ms:
-            raise PrincipalRefused(401, "unauthorized", "this service key has expired")
+            raise PrincipalRefused(ErrorCode.UNAUTHORIZED, "this service key has expired")
         if key.community_id != community_id:
-            raise PrincipalRefused(403, "forbidden", "this key belongs to another community")
+            raise PrincipalRefused(ErrorCode.FORBIDDEN, "this key belongs to another community")
         if scope not in key.scopes:
             log.warning("service key %d (%s) refused: missing scope %s", key.id, key.name,
                         scope.value)
-            raise PrincipalRefused(403, "forbidden", f"this key lacks the scope {scope.value}")
+            raise PrincipalRefused(ErrorCode.FORBIDDEN, f"this key lacks the scope {scope.value}")
         wait_ms = await self.limiter.check(f"sk:{key.id}")
         if wait_ms is not None:
-            raise PrincipalRefused(429, "rate_limited", "too many requests with this key",
+            raise PrincipalRefused(ErrorCode.RATE_LIMITED, "too many requests with this key",
                                    retry_after_ms=wait_ms)
         return Principal(key.id, key.community_id, key.name, frozenset(key.scopes))
 

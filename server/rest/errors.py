@@ -76,6 +76,7 @@ HTTP_STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.INTERNAL: 500,
     ErrorCode.VOICE_CAPACITY: 503,
     ErrorCode.VOICE_UNAVAILABLE: 503,
+    ErrorCode.UNAVAILABLE: 503,
 }
 """The HTTP status of every error code; REST replies use no other pairing."""
 

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aiohttp import web
-
 from protocol.base import Request
 from protocol.sidecar import ActivityResult, FetchActivity
 from sidecars.activity import http
 from sidecars.activity.service import ActivityService
-from sidecars.api import GatewayHandler, Host, Sidecar, Subscriber
+from sidecars.api import GatewayHandler, Host, Route, Sidecar, Subscriber
 
 
 class ActivitySidecar(Sidecar):
@@ -26,7 +24,7 @@ class ActivitySidecar(Sidecar):
         super().__init__(host)
         self.service = ActivityService(host)
 
-    def routes(self) -> list[web.RouteDef]:
+    def routes(self) -> list[Route]:
         return http.routes(self.host, self.service)
 
     def subscribers(self) -> list[Subscriber]:

@@ -1,7 +1,7 @@
 """The activity sidecar's REST route.
 
     GET /api/v1/communities/{community_id}/members/{user_id}/activity?limit=50
-        -> 200 {"activity": [ActivityItem], "totals": {kind: count}}
+        -> 200 ActivityReply {"activity": [ActivityEntry], "totals": {kind: count}}
 
 A member of the community may read any member's activity (a user bearer token); a
 service key needs ``members:read`` in that community, and each read is audited.
@@ -10,46 +10,59 @@ Anyone else: 404 ``not_found`` (the community's existence is not disclosed).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 from aiohttp import web
 
-from protocol.sidecar import Scope
+from protocol.codes import ErrorCode
+from protocol.models import Id
+from protocol.sidecar import ActivityEntry, Scope
 from sidecars.activity.service import ActivityService
-from sidecars.api import Host
+from sidecars.api import Host, Route, SidecarError
 
 MAX_LIMIT = 200
 
 
-def _int(raw: str | None, default: int | None = None) -> int | None:
-    if raw is None:
-        return default
-    if not raw.isdigit() or len(raw) > 16:
-        return None
-    return int(raw)
+class MemberPath(msgspec.Struct):
+    community_id: Id
+    user_id: Id
 
 
-def routes(host: Host, service: ActivityService) -> list[web.RouteDef]:
+class ActivityQuery(msgspec.Struct, kw_only=True):
+    """How much to read."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT,
+                                       description="At most this many, newest first.")] = 50
+
+
+class ActivityReply(msgspec.Struct, frozen=True, kw_only=True):
+    """A member's recent activity in a community and their totals."""
+
+    activity: Annotated[list[ActivityEntry], msgspec.Meta(description="Newest first.")]
+    totals: Annotated[dict[str, int], msgspec.Meta(
+        description="The member's count of each kind in the community.")]
+
+
+def routes(host: Host, service: ActivityService) -> list[Route]:
     async def member_activity(request: web.Request) -> web.StreamResponse:
-        community_id = _int(request.match_info["community_id"])
-        user_id = _int(request.match_info["user_id"])
-        if not community_id or not user_id or community_id >= 2**53 or user_id >= 2**53:
-            return host.error(404, "not_found", "unknown member")
-        limit = _int(request.query.get("limit"), 50)
-        if limit is None or not 1 <= limit <= MAX_LIMIT:
-            return host.error(400, "invalid_request",
-                              f"limit is an integer from 1 to {MAX_LIMIT}")
+        path = host.path_params(request, MemberPath)
+        query = host.query_params(request, ActivityQuery)
         if request.headers.get("Authorization", "").lower().startswith("bearer hsk_"):
-            principal = await host.principal(request, community_id, Scope.MEMBERS_READ)
-            await host.audit_use(principal, "activity.read", {"user_id": user_id})
+            principal = await host.principal(request, path.community_id, Scope.MEMBERS_READ)
+            await host.audit_use(principal, "activity.read", {"user_id": path.user_id})
         else:
             caller = await host.user_id(request)
-            if await host.member(community_id, caller) is None:
-                return host.error(404, "not_found", "unknown community")
-        if await host.member(community_id, user_id) is None:
-            return host.error(404, "not_found", "unknown member")
-        body = {"activity": await service.recent(community_id, user_id, limit),
-                "totals": await service.totals(community_id, user_id)}
+            if await host.member(path.community_id, caller) is None:
+                raise SidecarError(ErrorCode.NOT_FOUND, "unknown community")
+        if await host.member(path.community_id, path.user_id) is None:
+            raise SidecarError(ErrorCode.NOT_FOUND, "unknown member")
+        body = ActivityReply(
+            activity=await service.recent(path.community_id, path.user_id, query.limit),
+            totals=await service.totals(path.community_id, path.user_id))
         return web.Response(body=msgspec.json.encode(body), content_type="application/json")
 
-    return [web.get("/api/v1/communities/{community_id}/members/{user_id}/activity",
-                    member_activity)]
+    return [Route(method="GET", path="/communities/{community_id}/members/{user_id}/activity",
+                  handler=member_activity, query=ActivityQuery, reply=ActivityReply,
+                  summary="A member's recent activity and totals (members, or a service "
+                          "key with members:read).")]
