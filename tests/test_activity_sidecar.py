@@ -34,10 +34,10 @@ async def test_activity_over_the_gateway(live_server: RunningServer) -> None:
         assert got["totals"]["message"] == 3 and got["totals"]["joined"] == 1
         other = await GatewayClient.identified(http, live_server.ws_url,
                                                outsider["access_token"])
-        reply = await other.request("fetch_activity", community_id=cid,
-                                    user_id=me["user"]["id"])
-        assert reply["op"] == "error" and reply["code"] == "not_found", reply
-        reply = await client.request("fetch_activity", community_id=cid, limit=0)
-        assert reply["op"] == "error", reply
+        refused = await other.request("fetch_activity", community_id=cid,
+                                      user_id=me["user"]["id"])
+        assert refused["op"] == "error" and refused["code"] == "not_found", refused
+        refused = await client.request("fetch_activity", community_id=cid, limit=0)
+        assert refused["op"] == "error", refused
         await other.close()
         await client.close()

@@ -96,7 +96,7 @@ async def test_teardown_runs_every_step_in_reverse_and_reports_each_failure(
 async def test_a_crashed_background_task_makes_readyz_fail(
         live_server: RunningServer, http: aiohttp.ClientSession,
         caplog: pytest.LogCaptureFixture) -> None:
-    services = live_server.app[SERVICES]  # type: ignore[index]
+    services = live_server.app[SERVICES]
     assert {"group-commit", "gateway-sweeper", "presence", "live-attendance",
             "live-reminders"} <= set(services.tasks.names())
     async with http.get(f"{live_server.url}/readyz") as reply:
@@ -120,7 +120,7 @@ async def test_the_server_tears_down_every_step_after_one_fails(
         database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="server.lifecycle")
     async with app_server(database_url, bus=BusThatFailsToClose()) as server:
-        services = server.app[SERVICES]  # type: ignore[index]
+        services = server.app[SERVICES]
     # No exception escaped the shutdown; the failure was reported by name...
     assert any(r.levelno == logging.ERROR and "teardown step bus failed" in r.getMessage()
                for r in caplog.records)

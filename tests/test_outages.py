@@ -156,9 +156,12 @@ class OwnPostgres:
         return self.dsn
 
     def _pg_ctl(self, *args: str) -> None:
-        import pgserver  # loaded (its warnings silenced) by EmbeddedPostgres.start
+        # loaded (its warnings silenced) by EmbeddedPostgres.start; the package makes its
+        # command functions at import time, so they are reached through their factory
+        from pgserver._commands import create_command_function
 
-        pgserver.pg_ctl(list(args), pgdata=self.data_dir, user=self._user, timeout=30)
+        pg_ctl = create_command_function("pg_ctl")
+        pg_ctl(list(args), pgdata=self.data_dir, user=self._user, timeout=30)
 
     def stop_immediately(self) -> None:
         self._pg_ctl("-w", "-m", "immediate", "stop")

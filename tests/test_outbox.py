@@ -77,8 +77,7 @@ async def test_an_older_open_transaction_holds_back_newer_events(db: Database) -
     a faster one was consumed. The reader waits for every older transaction instead."""
     async with db.transaction("t") as conn:
         await outbox.register_subscriber(conn, "h")
-    slow = await db.pool.acquire()
-    try:
+    async with db.connection() as slow:
         tx = slow.transaction()
         await tx.start()
         await outbox.append_txn(slow, [_left(1)])  # older xid, not committed yet
@@ -86,8 +85,6 @@ async def test_an_older_open_transaction_holds_back_newer_events(db: Database) -
             await outbox.append_txn(conn, [_left(2)])  # newer, committed
         assert await _collect(db, "h") == []  # would skip #1 forever if delivered now
         await tx.commit()
-    finally:
-        await db.pool.release(slow)
     assert [d.event for d in await _collect(db, "h", 2)] == [_left(1), _left(2)]
 
 
