@@ -249,6 +249,8 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
             "responses": {f"Error{s}": _error_response(s) for s in ERROR_STATUSES},
             "securitySchemes": {"bearer": {
                 "type": "http", "scheme": "bearer",
-                "description": "An access token (JWT) or a bot token."}},
+                "description": "An access token (JWT) or a bot token; on `/service/` "
+                               "routes and where a route says so, a service key "
+                               "(`hsk_...`)."}},
         },
     }
