@@ -109,10 +109,10 @@ def add_service_key_routes(app: web.Application, auth: Authenticator,
     api.route("DELETE", keys + "/{key_id}", revoke, tag=tag, reply=ServiceKeyReply,
               summary="Revoke a service key (owner or admin); it is refused at once.")
     api.route("PUT", "/service/communities/{community_id}/members/{user_id}/tier", set_tier,
-              tag=tag, body=ServiceSetTier, reply=MemberReply,
+              tag=tag, body=ServiceSetTier, reply=MemberReply, credentials=("serviceKey",),
               summary="As a service key with tiers:write: set a member's tier (no rank "
                       "rule; audited naming the key).")
     api.route("POST", "/service/communities/{community_id}/events", publish, tag=tag,
-              body=ServicePublish, status=204,
+              body=ServicePublish, status=204, credentials=("serviceKey",),
               summary="As a service key with events:publish: deliver a sidecar event to "
                       "one member or to every connected member of the community.")

@@ -213,7 +213,8 @@ def add_sidecar_route(api: RestApi, sidecar: Sidecar, route: Route) -> None:
     """One sidecar route into the REST route table (documented like the core's)."""
     api.route(route.method, route.path, _rest(route.handler), summary=route.summary,
               tag=sidecar.name, body=route.body, query=route.query, reply=route.reply,
-              status=route.status, auth=route.auth)
+              status=route.status, auth=route.auth,
+              credentials=("bearer", "serviceKey") if route.service_key else ("bearer",))
 
 
 def mount_sidecars(app: web.Application, core: SidecarCore,

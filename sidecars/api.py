@@ -87,6 +87,9 @@ class Route:
     query: Any = None
     status: int = 200
     auth: bool = True
+    service_key: bool = False
+    """Whether a service key (:meth:`Host.principal`) is taken too, besides a user's
+    bearer token."""
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,9 @@ within its field's bounds (ids are 1 to 2^53-1). Fields not in a body's schema a
 ignored. Ops that mirror a websocket op take the same fields (without `op` and `id`)
 with the same limits, and answer with the same result.
 
-Auth: `Authorization: Bearer <access JWT or bot token>` on every route marked so.
+Auth: `Authorization: Bearer <access JWT or bot token>` on every route marked `bearer`;
+`Authorization: Bearer <service key>` (`hsk_...`, with the scope the route names) on
+every route marked `service key`.
 """
 
 ERRORS = """\
@@ -188,7 +190,8 @@ def render_rest_markdown(document: dict[str, Any]) -> str:
             if body and not body["required"]:
                 body_text += " (optional)"
             rows.append([method.upper(), f"`{path.removeprefix('/api/v1')}`",
-                         "bearer" if op["security"] else "none",
+                         " or ".join(_CREDENTIAL[next(iter(c))] for c in op["security"])
+                         or "none",
                          body_text + (f"; query {query}" if query else ""),
                          _reply_text(op), _cell(_rst(op["summary"]))])
         lines.extend(_table(["method", "path", "auth", "request", "reply", "what"], rows))
@@ -219,6 +222,9 @@ def render_rest_markdown(document: dict[str, Any]) -> str:
             lines.append(f"One of: {type_text(schema)}\n")
     lines.append(TOKENS)
     return "\n".join(lines)
+
+
+_CREDENTIAL = {"bearer": "bearer", "serviceKey": "service key"}
 
 
 def current_document() -> dict[str, Any]:

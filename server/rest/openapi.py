@@ -54,6 +54,9 @@ class Operation:
     """The success reply's type; :class:`NoContent` for an empty 204."""
     status: int = 200
     auth: bool = True
+    credentials: tuple[str, ...] = ("bearer",)
+    """Which credentials the route takes when ``auth``: ``bearer`` (a user's access
+    token or a bot token), ``serviceKey`` (a service key, ``hsk_...``), or both."""
     media_type: str = "application/json"
     path_types: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Types of path parameters; a name ending in ``_id`` is an :data:`Id` unless given."""
@@ -230,7 +233,7 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
         for status in _statuses(op):
             responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
         entry["responses"] = responses
-        entry["security"] = [{"bearer": []}] if op.auth else []
+        entry["security"] = [{name: []} for name in op.credentials] if op.auth else []
         paths.setdefault(op.path, {})[op.method.lower()] = entry
 
     return {
@@ -247,10 +250,12 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
         "components": {
             "schemas": dict(sorted(components.items())),
             "responses": {f"Error{s}": _error_response(s) for s in ERROR_STATUSES},
-            "securitySchemes": {"bearer": {
-                "type": "http", "scheme": "bearer",
-                "description": "An access token (JWT) or a bot token; on `/service/` "
-                               "routes and where a route says so, a service key "
-                               "(`hsk_...`)."}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "An access token (JWT) or a bot token."},
+                "serviceKey": {"type": "http", "scheme": "bearer",
+                               "description": "A service key (`hsk_...`) of the "
+                                              "community, with the scope the route "
+                                              "names."}},
         },
     }

@@ -64,5 +64,6 @@ def routes(host: Host, service: ActivityService) -> list[Route]:
 
     return [Route(method="GET", path="/communities/{community_id}/members/{user_id}/activity",
                   handler=member_activity, query=ActivityQuery, reply=ActivityReply,
+                  service_key=True,
                   summary="A member's recent activity and totals (members, or a service "
                           "key with members:read).")]
