@@ -10,7 +10,8 @@ Whatever route a value comes by, it passes the same checks before any handler se
 - every string anywhere in it, and every path and query parameter, passes the text
   check the gateway runs too (:mod:`protocol.text`: no NUL, no lone surrogate, a length
   limit; every integer fits a ``bigint``), else 400 ``invalid_argument``;
-- a path parameter that does not decode (``/communities/abc``) names nothing: 404.
+- a path parameter that does not decode (``/communities/abc``), or an id not spelled
+  plainly (``/communities/1e3``), names nothing: 404.
 
 Requests that mirror a websocket op take that op's frame type (:func:`read_op`), so
 REST and the gateway accept exactly the same fields with exactly the same limits.
@@ -155,9 +156,16 @@ def path_params(request: web.Request, model: type[T]) -> T:
         if text_problem(value) is not None:
             raise ApiError(ErrorCode.NOT_FOUND, f"unknown {name}")
     try:
-        return msgspec.convert(raw, model, strict=False)
+        params = msgspec.convert(raw, model, strict=False)
     except msgspec.ValidationError as exc:
         raise ApiError(ErrorCode.NOT_FOUND, f"not found ({exc})") from None
+    # One spelling per id: the decoder also reads "1e3" and "1.0" as integers.
+    for name, text in raw.items():
+        decoded = getattr(params, name, None)
+        if isinstance(decoded, int) and not isinstance(decoded, bool) \
+                and str(decoded) != text:
+            raise ApiError(ErrorCode.NOT_FOUND, f"unknown {name}")
+    return params
 
 
 def query_params(request: web.Request, model: type[T]) -> T:
