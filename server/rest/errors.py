@@ -9,6 +9,9 @@ status :data:`HTTP_STATUS` gives it, in the body ``{"error": {"code", "message"}
     AuthError (server/auth.py)          -> its code, Retry-After when throttled
     web.HTTPException (aiohttp's own)   -> the code of its status (404 not_found,
                                            405 method_not_allowed, 413 payload_too_large)
+    PostgreSQL or Redis out of reach    -> 503 unavailable with Retry-After, logged
+                                           once per store and interval, no traceback
+                                           (rooms/realtime/outages.py)
     anything else                       -> 500 internal, logged once with its traceback
 
 The table is the one place a status is chosen: adding a code adds one line here (a
@@ -29,10 +32,12 @@ from aiohttp.typedefs import Handler
 
 from protocol.codes import ErrorCode
 from rooms.errors import RequestError
+from rooms.realtime.outages import ThrottledLog, outage_of, unavailable
 from server.auth import AuthError, TooManyAttempts
 from server.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
+_OUTAGES = ThrottledLog(log)
 
 HTTP_STATUS: Mapping[ErrorCode, int] = {
     # the request itself is wrong
@@ -181,11 +186,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _from_http_exception(exc)
     except (asyncio.CancelledError, ConnectionError):
         raise  # the client went away: nothing to answer
-    except Exception:
+    except Exception as exc:
         if _answered(request):
             raise  # a stream or websocket already under way: aiohttp logs and closes
-        log.exception("%s %s failed", request.method, request.path,
-                      extra={"request_id": request.get(REQUEST_ID, "")})
+        extra = {"request_id": request.get(REQUEST_ID, "")}
+        store = outage_of(exc)
+        if store is not None:
+            _OUTAGES.failure(exc, f"{request.method} {request.path}", extra=extra)
+            error = unavailable(store)
+            return error_response(error.code, error.message,
+                                  retry_after_header(error.retry_after_ms))
+        log.exception("%s %s failed", request.method, request.path, extra=extra)
         return error_response(ErrorCode.INTERNAL, "internal error; nothing was applied")
 
 
