@@ -37,11 +37,12 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncpg
 import msgspec
 
-from persistence.database import Database
+from persistence.database import Database, DatabaseUnavailable
 from protocol.domain_events import (
     DomainEvent,
     MessageSent,
@@ -52,6 +53,26 @@ from protocol.domain_events import (
 from protocol.models import Message
 
 log = logging.getLogger(__name__)
+
+
+class FailureLog(Protocol):
+    """How the background loops here report a failure (the core's
+    ``rooms.realtime.outages.ThrottledLog``): returns what store is out when the failure
+    is an outage (logged once per interval, no traceback), None for anything else
+    (logged with its traceback). Outages are waited out: they count toward nothing."""
+
+    def failure(self, exc: BaseException, doing: str) -> str | None: ...
+
+
+class _Tracebacks:
+    """Without a :class:`FailureLog`: every failure with its traceback, none an outage."""
+
+    def failure(self, exc: BaseException, doing: str) -> str | None:
+        log.error("%s failed", doing, exc_info=exc)
+        return None
+
+
+_TRACEBACKS = _Tracebacks()
 
 NOTIFY_CHANNEL = "hearth_outbox"
 _encoder = msgspec.json.Encoder()
@@ -209,6 +230,7 @@ class OutboxNotifier:
 
     db: Database
     retry_s: float = 5.0
+    failures: FailureLog = _TRACEBACKS
     _waiters: set[asyncio.Event] = field(default_factory=set)
 
     def waiter(self) -> asyncio.Event:
@@ -232,15 +254,15 @@ class OutboxNotifier:
                     try:
                         self._wake()  # whatever was committed while not listening
                         await lost  # until cancelled or the connection dies
-                        raise ConnectionError("the listening connection was lost")
+                        raise DatabaseUnavailable("the listening connection was lost")
                     finally:
                         with contextlib.suppress(Exception):
                             await conn.remove_listener(NOTIFY_CHANNEL, self._wake)
                             await conn.execute(f"UNLISTEN {NOTIFY_CHANNEL}")
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("outbox listener failed; consumers poll until it is back")
+            except Exception as exc:
+                self.failures.failure(exc, "outbox listener (consumers poll until it is back)")
                 await asyncio.sleep(self.retry_s)
 
 
@@ -262,13 +284,29 @@ class Consumer:
     """...and failures of that one event in a row after which it is set aside
     (``outbox_dead_letters``)."""
     backoff_s: float = 0.5
+    failure_log: FailureLog = _TRACEBACKS
     handled: int = 0
     failures: int = 0
     dead_lettered: int = 0
 
+    async def _outage(self, exc: Exception, doing: str, backoff: float) -> bool:
+        """Report ``exc``; if it is an outage, wait ``backoff`` and say so."""
+        if self.failure_log.failure(exc, f"outbox subscriber {self.name}: {doing}") is None:
+            return False
+        await asyncio.sleep(backoff)
+        return True
+
     async def run(self) -> None:
-        async with self.db.transaction("outbox.register") as conn:
-            await register_subscriber(conn, self.name)
+        backoff = self.backoff_s
+        while True:
+            try:
+                async with self.db.transaction("outbox.register") as conn:
+                    await register_subscriber(conn, self.name)
+                break
+            except Exception as exc:
+                if not await self._outage(exc, "registering", backoff):
+                    raise
+                backoff = min(backoff * 2, 30.0)
         wake = self.notifier.waiter() if self.notifier is not None else asyncio.Event()
         backoff = self.backoff_s
         in_a_row = 0  # failures in a row
@@ -281,6 +319,11 @@ class Consumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                # PostgreSQL out of reach: the same batch once it is back; no event is
+                # to blame, so nothing counts toward setting one aside.
+                if await self._outage(exc, "handling a batch", backoff):
+                    backoff = min(backoff * 2, 30.0)
+                    continue
                 # The batch rolled back whole; the same events come again. After a few
                 # failures they come one at a time, and the one that still fails is set
                 # aside: one poison event must not stop the subscriber for good.
@@ -290,15 +333,19 @@ class Consumer:
                     single_left, in_a_row = self.batch, 0
                     continue
                 if single_left and in_a_row >= self.dead_letter_after:
-                    event_id = await dead_letter(self.db, self.name, repr(exc), in_a_row)
+                    try:
+                        event_id = await dead_letter(self.db, self.name, repr(exc),
+                                                     in_a_row)
+                    except Exception as exc2:
+                        if not await self._outage(exc2, "setting an event aside", backoff):
+                            raise
+                        continue  # the same event fails again once PostgreSQL is back
                     self.dead_lettered += event_id is not None
                     log.error("outbox subscriber %s: event %s set aside after %d failures",
                               self.name, event_id, in_a_row)
                     single_left, in_a_row, backoff = single_left - 1, 0, self.backoff_s
                     continue
-                log.exception("outbox subscriber %s failed; retrying in %.1f s",
-                              self.name, backoff)
-                await asyncio.sleep(backoff)
+                await asyncio.sleep(backoff)  # reported by _outage above
                 backoff = min(backoff * 2, 30.0)
                 continue
             backoff = self.backoff_s
@@ -315,14 +362,20 @@ class Consumer:
                                       self.name)
                 continue  # there may be more
             wait_s = self.poll_s
-            if await held_back(self.db, self.name):
-                wait_s = min(self.poll_s, 0.1)
+            try:
+                if await held_back(self.db, self.name):
+                    wait_s = min(self.poll_s, 0.1)
+            except Exception as exc:
+                if not await self._outage(exc, "checking for older transactions",
+                                          self.backoff_s):
+                    raise
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), wait_s)
 
 
 async def retention_forever(db: Database, older_than_days: float,
-                            every_s: float = 3600.0) -> None:
+                            every_s: float = 3600.0,
+                            failures: FailureLog = _TRACEBACKS) -> None:
     """The periodic purge (run by every process; deleting twice deletes nothing)."""
     while True:
         try:
@@ -332,8 +385,8 @@ async def retention_forever(db: Database, older_than_days: float,
                 log.info("outbox retention removed %d events", removed)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("outbox retention failed")
+        except Exception as exc:
+            failures.failure(exc, "outbox retention")
         await asyncio.sleep(every_s)
 
 

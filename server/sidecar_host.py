@@ -46,6 +46,7 @@ from rooms.errors import RequestError
 from rooms.moderation.principals import Principal, PrincipalRefused, PrincipalService
 from rooms.realtime.bus import Bus, InProcessBus, community_topic, user_topic
 from rooms.realtime.hub import Hub
+from rooms.realtime.outages import ThrottledLog
 from rooms.realtime.rate_limit import RateLimiter, make_limiter
 from rooms.realtime.redis_client import RedisClients, redis_clients
 from rooms.realtime.routing import Handler
@@ -233,16 +234,19 @@ def mount_sidecars(app: web.Application, core: SidecarCore,
         applied = await migrate(core.db.pool, namespaces)
         if applied:
             log.info("sidecar migrations applied: %s", ", ".join(applied))
-        notifier = OutboxNotifier(core.db)
+        failures = ThrottledLog(log)  # a PostgreSQL outage: one line, not a traceback each
+        notifier = OutboxNotifier(core.db, failures=failures)
         jobs: list[tuple[str, asyncio.Task[None]]] = [
             ("outbox-listener", asyncio.create_task(notifier.run(), name="outbox-listener")),
             ("outbox-retention", asyncio.create_task(
-                retention_forever(core.db, core.config.outbox_retention_days),
+                retention_forever(core.db, core.config.outbox_retention_days,
+                                  failures=failures),
                 name="outbox-retention")),
         ]
         for sidecar in mounted:
             for sub in sidecar.subscribers():
-                consumer = Consumer(core.db, sub.name, sub.handle, sub.after_commit, notifier)
+                consumer = Consumer(core.db, sub.name, sub.handle, sub.after_commit, notifier,
+                                    failure_log=failures)
                 jobs.append((sub.name, asyncio.create_task(consumer.run(), name=sub.name)))
             for i, task in enumerate(sidecar.tasks()):
                 name = f"{sidecar.name}.task{i}"

@@ -16,6 +16,7 @@ from collections import deque
 from persistence import outbox
 from persistence.database import Database
 from protocol.domain_events import AttendanceChange, VoiceAttended
+from rooms.realtime.outages import ThrottledLog
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ class VoiceAttendanceRecorder:
         self._wake = asyncio.Event()
         self.dropped = 0
         self.written = 0
+        self.lost = 0
+        """Notes whose write failed (PostgreSQL out of reach, most likely)."""
+        self._failures = ThrottledLog(log)
 
     def joined(self, channel_id: int, user_id: int, at: float) -> None:
         self._note(channel_id, user_id, AttendanceChange.JOINED, at)
@@ -71,5 +75,7 @@ class VoiceAttendanceRecorder:
                                   change=change, at=at)
                     for cid, uid, change, at in batch if community.get(cid) is not None])
             self.written += len(batch)
-        except Exception:
-            log.exception("writing %d voice attendance events failed", len(batch))
+        except Exception as exc:
+            # lost either way; an outage is one line per interval, not a traceback each
+            self.lost += len(batch)
+            self._failures.failure(exc, "writing voice attendance events")
