@@ -5,6 +5,7 @@ writing their events."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import aiohttp
@@ -12,7 +13,7 @@ import asyncpg
 import pytest
 
 from persistence import outbox
-from persistence.database import Database
+from persistence.database import Database, DatabaseUnavailable
 from protocol.domain_events import (
     LoggedIn,
     MemberJoined,
@@ -21,6 +22,7 @@ from protocol.domain_events import (
     MessageSent,
     ReactionAdded,
 )
+from rooms.realtime.outages import ThrottledLog
 from tests.conftest import app_server
 from tests.helpers import GatewayClient, bearer, register
 
@@ -312,3 +314,37 @@ async def test_a_poison_event_is_set_aside_and_the_rest_handled_once(db: Databas
     assert '"user_id": 3' in dead[0]["payload"]
     assert "cannot handle member 3" in dead[0]["error"]
     assert dead[0]["attempts"] == 3
+
+
+async def test_an_outage_sets_no_event_aside(db: Database) -> None:
+    """PostgreSQL out of reach fails every batch the same way; with the core's failure
+    log that is waited out: every event is handled once it is back, none set aside."""
+    async with db.transaction("t") as conn:
+        await outbox.append_txn(conn, [_left(n) for n in range(1, 4)])
+    outages_left = 10  # far more than isolate_after + dead_letter_after
+    seen: list[int] = []
+
+    async def handle(conn: asyncpg.Connection, item: outbox.Delivered) -> None:
+        nonlocal outages_left
+        assert isinstance(item.event, MemberLeft)
+        if outages_left:
+            outages_left -= 1
+            raise DatabaseUnavailable("PostgreSQL is restarting")
+        seen.append(item.event.user_id)
+
+    failures = ThrottledLog(logging.getLogger("test.outbox"))
+    consumer = outbox.Consumer(db, "o", handle, backoff_s=0.001, poll_s=0.1,
+                               failure_log=failures)
+    task = asyncio.create_task(consumer.run())
+    try:
+        deadline = time.monotonic() + 20
+        while consumer.handled < 3:
+            assert time.monotonic() < deadline, (consumer.handled, outages_left)
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert seen == [1, 2, 3] and outages_left == 0
+    assert consumer.dead_lettered == 0 and consumer.failures == 0
+    async with db.connection() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM outbox_dead_letters") == 0
