@@ -98,7 +98,7 @@ async def test_a_crashed_background_task_makes_readyz_fail(
         caplog: pytest.LogCaptureFixture) -> None:
     services = live_server.app[SERVICES]
     assert {"group-commit", "gateway-sweeper", "presence", "live-attendance",
-            "live-reminders"} <= set(services.tasks.names())
+            "live-reminders", "voice-attendance"} <= set(services.tasks.names())
     async with http.get(f"{live_server.url}/readyz") as reply:
         assert reply.status == 200, await reply.text()
     go = asyncio.Event()

@@ -10,10 +10,13 @@ The media pool is ``rooms/media/pool.py`` with real worker processes."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
@@ -99,7 +102,8 @@ async def join(client: GatewayClient, channel_id: int, peers: list[Peer],
     return data
 
 
-async def test_join_events_state_and_leave(crew: Crew, voice: int, peers: list[Peer]) -> None:
+async def test_join_events_state_and_leave(server: RunningServer, crew: Crew, voice: int,
+                                          peers: list[Peer]) -> None:
     a, b = crew.members[0], crew.members[1]
     data = await join(a.ws, voice, peers)
     assert [p["user_id"] for p in data["participants"]] == [a.id]
@@ -117,6 +121,21 @@ async def test_join_events_state_and_leave(crew: Crew, voice: int, peers: list[P
     await b.ws.event("voice_state_update", user_id=a.id, joined=False)
     states = await crew.owner.ws.ok("voice_fetch_states", channel_id=voice)
     assert [p["user_id"] for p in states["participants"]] == [b.id]
+    # the join and the leave are domain events for the sidecars (voice_attended)
+    conn = await asyncpg.connect(server.database_url)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            changes = [r["change"] for r in await conn.fetch(
+                "SELECT payload->>'change' AS change FROM outbox_events"
+                " WHERE type = 'voice_attended' AND (payload->>'user_id')::bigint = $1"
+                " AND (payload->>'channel_id')::bigint = $2 ORDER BY id", a.id, voice)]
+            if changes == ["joined", "left"]:
+                break
+            assert time.monotonic() < deadline, changes
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
     # ICE candidates are bounded per join
     for _ in range(50):
         await b.ws.ok("voice_ice_candidate", channel_id=voice,
