@@ -90,6 +90,7 @@ Metrics
     plus ``publish_errors``, ``publish_rejected`` (``BusOverloaded``),
     ``topology_refreshes`` and the properties ``pending_publishes`` (queue depth) and
     ``subscriptions``.
+
 Modules
     This module holds :class:`RedisBus` (the API, the routing table, cluster topology)
     and :class:`Shard` (one primary). The parts, each a module because it is a concern
