@@ -27,16 +27,15 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from rooms.realtime.redis_bus import (
+from rooms.realtime.redis_bus import RedisBus
+from rooms.realtime.redis_bus_connections import backoff_delay
+from rooms.realtime.redis_bus_errors import (
     BusClosed,
     BusOverloaded,
     BusUnavailable,
     PublishTimeout,
-    RedisBus,
-    backoff_delay,
-    redact_url,
-    split_urls,
 )
+from rooms.realtime.redis_bus_routing import redact_url, split_urls
 from tests.redis_fixture import RedisCluster, RedisServer, free_port
 
 MakeBus = Callable[..., Awaitable[RedisBus]]
@@ -449,7 +448,7 @@ async def test_publish_during_long_outage_raises_and_is_withdrawn(
         await a.publish(topic, b"refused")
     assert 0.4 < time.monotonic() - started < 2
     assert a.pending_publishes == 0 or all(  # withdrawn: nothing left to send later
-        e[2].future.done() for s in a._shards.values() for e in s.queue)
+        e[2].future.done() for s in a._shards.values() for e in s.publisher.queue)
     assert not await a.ping()
 
     await asyncio.to_thread(redis_server.start)

@@ -55,7 +55,7 @@ def _closed_connection(exc: BaseException) -> bool:
 def _bus_errors() -> tuple[type[BaseException], ...]:
     """The Redis bus's "Redis is not taking publishes" errors (imported late: a process
     without Redis never loads the bus module)."""
-    from rooms.realtime.redis_bus import BusOverloaded, BusUnavailable, PublishTimeout
+    from rooms.realtime.redis_bus_errors import BusOverloaded, BusUnavailable, PublishTimeout
 
     return (BusOverloaded, BusUnavailable, PublishTimeout)
 

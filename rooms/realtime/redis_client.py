@@ -44,7 +44,8 @@ class RedisClients:
     keys on the first one, so every process agrees where a key lives."""
 
     def __init__(self, redis_url: str) -> None:
-        # The same rule as the bus's (``rooms.realtime.redis_bus.split_urls``): commas or spaces.
+        # The same rule as the bus's (``rooms.realtime.redis_bus_routing.split_urls``):
+        # commas or spaces.
         self.urls = [u for u in re.split(r"[,\s]+", redis_url) if u]
         if not self.urls:
             raise ValueError("empty Redis URL")
