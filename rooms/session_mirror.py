@@ -111,6 +111,8 @@ for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 return #KEYS
 """
 TOUCH_KEYS_PER_CALL = 2048
+WRITTEN_TIMEOUT_S = 2.0
+"""Longest an identify waits for its session's first write to Redis."""
 
 
 def _keys(session_id: str) -> tuple[str, str]:
@@ -165,6 +167,7 @@ class SessionMirror:
         self._dirty: dict[Session, None] = {}
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
         self.flushes = 0
         self.failures = 0
         self.lost_ownership = 0
@@ -189,18 +192,39 @@ class SessionMirror:
             self._flushing = True
             self._task = asyncio.get_running_loop().create_task(self._flush())
 
+    async def written(self, session: Session, timeout: float = WRITTEN_TIMEOUT_S) -> None:
+        """Wait until ``session`` as it is now is in Redis (or the write failed, or
+        ``timeout`` passed: availability first). The opener waits for it before
+        ``ready``, so a session is resumable on any node from its first frame on, like
+        every dispatch after it (write-ahead)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.mark_dirty(session)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            log.warning("session %s not written to Redis within %.1f s; going on",
+                        session.session_id, timeout)
+
     async def _flush(self) -> None:
         try:
             while self._dirty:
                 batch, self._dirty = list(self._dirty), {}
-                taken = [(s, s.take_unmirrored(), s.take_cursor_changes()) for s in batch]
-                results = await self._store(taken)
-                for (session, frames, _), owned in zip(taken, results, strict=True):
-                    if not owned:
-                        self.lost_ownership += 1
-                        session.superseded()
-                        continue
-                    session.write_out(frames)
+                waiters, self._waiters = self._waiters, []
+                try:
+                    taken = [(s, s.take_unmirrored(), s.take_cursor_changes()) for s in batch]
+                    results = await self._store(taken)
+                    for (session, frames, _), owned in zip(taken, results, strict=True):
+                        if not owned:
+                            self.lost_ownership += 1
+                            session.superseded()
+                            continue
+                        session.write_out(frames)
+                finally:
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_result(None)
         finally:
             self._flushing = False
 
