@@ -30,6 +30,8 @@ from the notice the claimer publishes on the old owner's process topic
 (:meth:`SessionMirror.owns`, checked by the opener); and, as a last resort, when a
 write is refused.
 
+A new session is written once before its ``ready`` goes out
+(:meth:`SessionMirror.written`), so it is resumable elsewhere from its first frame.
 Session keys expire ``resume_window_ms`` after the last write; live sessions are
 refreshed by the gateway sweeper so a quiet session stays resumable.
 """
