@@ -104,6 +104,28 @@ class AfterSnapshot:
         self.opener._load_view = self.load_view  # type: ignore[method-assign]
 
 
+class GatedWrites:
+    """Wraps a node's session-mirror writes: each waits until ``opened`` is set."""
+
+    def __init__(self, services: Services) -> None:
+        assert services.mirror is not None
+        self.mirror = services.mirror
+        self.store = self.mirror._store
+        self.opened = asyncio.Event()
+
+    async def __call__(self, taken: Any) -> list[bool]:
+        await self.opened.wait()
+        return await self.store(taken)
+
+    def __enter__(self) -> GatedWrites:
+        self.mirror._store = self  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.mirror._store = self.store  # type: ignore[method-assign]
+        self.opened.set()
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
@@ -235,6 +257,24 @@ async def test_resume_elsewhere_gets_a_dm_sent_before_its_subscription_is_live(
 
 
 # ------------------------------------------------------- resume is idempotent across nodes
+
+
+async def test_a_session_is_resumable_elsewhere_from_ready_on(
+        database_url: str, redis_server: RedisServer, http: aiohttp.ClientSession) -> None:
+    """``ready`` is sent once the session is in Redis: a client that dies right after
+    it resumes on another node instead of being told the session is unknown."""
+    async with two_nodes(database_url, redis_server) as (a, b):
+        bob = await register(http, a.url)
+        with GatedWrites(services(a)) as gate:
+            client = await GatewayClient.connect(http, a.ws_url)
+            await client.send({"op": "identify", "token": bob["access_token"]})
+            with pytest.raises(TimeoutError):  # not before the session is written
+                await client.recv(timeout=0.5)
+            gate.opened.set()
+            client.ready = await client.recv()
+            assert client.ready["op"] == "ready"
+            drop(client)
+        await resume_on(http, b, bob, client)
 
 
 async def test_a_node_learns_at_once_that_its_copy_was_taken_over(

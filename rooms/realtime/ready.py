@@ -173,7 +173,9 @@ class SessionOpener:
         session.sink = sink
         if self.mirror is not None:
             session.mirror = self.mirror
-            self.mirror.mark_dirty(session)  # store the cursors: resumable from now on
+            # Resumable anywhere from `ready` on. Not attached yet, so nothing can be
+            # dispatched before `ready` meanwhile.
+            await self.mirror.written(session)
         self.registry.add(session)
         delivered = self.hub.attach(session)
         # Messages the hub delivered here between reading the snapshot and attaching

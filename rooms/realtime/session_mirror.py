@@ -30,6 +30,8 @@ from the notice the claimer publishes on the old owner's process topic
 (:meth:`SessionMirror.owns`, checked by the opener); and, as a last resort, when a
 write is refused.
 
+A new session is written once before its ``ready`` goes out
+(:meth:`SessionMirror.written`), so it is resumable elsewhere from its first frame.
 Session keys expire ``resume_window_ms`` after the last write; live sessions are
 refreshed by the gateway sweeper so a quiet session stays resumable.
 """
@@ -111,6 +113,8 @@ for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 return #KEYS
 """
 TOUCH_KEYS_PER_CALL = 2048
+WRITTEN_TIMEOUT_S = 2.0
+"""Longest an identify waits for its session's first write to Redis."""
 
 
 def _keys(session_id: str) -> tuple[str, str]:
@@ -165,6 +169,7 @@ class SessionMirror:
         self._dirty: dict[Session, None] = {}
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
         self.flushes = 0
         self.failures = 0
         self.lost_ownership = 0
@@ -189,18 +194,39 @@ class SessionMirror:
             self._flushing = True
             self._task = asyncio.get_running_loop().create_task(self._flush())
 
+    async def written(self, session: Session, timeout: float = WRITTEN_TIMEOUT_S) -> None:
+        """Wait until ``session`` as it is now is in Redis (or the write failed, or
+        ``timeout`` passed: availability first). The opener waits for it before
+        ``ready``, so a session is resumable on any node from its first frame on, like
+        every dispatch after it (write-ahead)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.mark_dirty(session)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            log.warning("session %s not written to Redis within %.1f s; going on",
+                        session.session_id, timeout)
+
     async def _flush(self) -> None:
         try:
             while self._dirty:
                 batch, self._dirty = list(self._dirty), {}
-                taken = [(s, s.take_unmirrored(), s.take_cursor_changes()) for s in batch]
-                results = await self._store(taken)
-                for (session, frames, _), owned in zip(taken, results, strict=True):
-                    if not owned:
-                        self.lost_ownership += 1
-                        session.superseded()
-                        continue
-                    session.write_out(frames)
+                waiters, self._waiters = self._waiters, []
+                try:
+                    taken = [(s, s.take_unmirrored(), s.take_cursor_changes()) for s in batch]
+                    results = await self._store(taken)
+                    for (session, frames, _), owned in zip(taken, results, strict=True):
+                        if not owned:
+                            self.lost_ownership += 1
+                            session.superseded()
+                            continue
+                        session.write_out(frames)
+                finally:
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_result(None)
         finally:
             self._flushing = False
 
