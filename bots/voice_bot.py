@@ -1,7 +1,7 @@
 """A voice-room participant in Python: joins a Hearth voice (or stage) channel over WebRTC
 with aiortc, speaks a tone or a WAV file, and measures what it hears.
 
-It speaks the same gateway protocol as the web page (server/web/voice.js) and nothing else: log
+It speaks the same gateway protocol as the web page (web/voice.js) and nothing else: log
 in, identify, ``voice_join`` with a client-made offer of ONE ``sendrecv`` audio
 transceiver (its microphone) followed by N ``recvonly`` transceivers (the receive slots
 the server forwards speakers into), apply the answer, ``voice_set_state`` to mute, and

@@ -23,6 +23,7 @@ from typing import cast
 import argon2
 from aiohttp import web
 
+import web as web_pages
 from persistence.database import Connection, Database
 from persistence.embedded import EmbeddedPostgres
 from persistence.migrate import migrate
@@ -83,7 +84,7 @@ from server.sidecar_host import (
 
 log = logging.getLogger(__name__)
 
-WEB_ROOT = Path(__file__).resolve().parent / "web"  # package data: found when installed too
+WEB_ROOT = Path(web_pages.__file__).resolve().parent  # package data: found when installed too
 
 
 class Services:
@@ -466,13 +467,13 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def mod_console(request: web.Request) -> web.StreamResponse:
-    """The moderator console page (server/web/mod.html); every action it takes is checked
+    """The moderator console page (web/mod.html); every action it takes is checked
     server-side, so the page itself is public like the chat page."""
     return web.FileResponse(WEB_ROOT / "mod.html")
 
 
 async def voice_page(request: web.Request) -> web.StreamResponse:
-    """The voice rooms page (server/web/voice.html): joins voice and stage channels over WebRTC;
+    """The voice rooms page (web/voice.html): joins voice and stage channels over WebRTC;
     every op it sends is checked on the server like any client's."""
     return web.FileResponse(WEB_ROOT / "voice.html")
 

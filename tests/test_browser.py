@@ -1,4 +1,4 @@
-"""The web client (server/web/) in headless Chromium against a real ``hearth serve`` process.
+"""The web client (web/) in headless Chromium against a real ``hearth serve`` process.
 
 Two browser contexts are two people (tokens live in sessionStorage, per context). The
 tests drive the page the way a person would and assert what each one sees; every

@@ -1,4 +1,4 @@
-"""The moderator console (server/web/mod.html) in headless Chromium against a real ``hearth
+"""The moderator console (web/mod.html) in headless Chromium against a real ``hearth
 serve`` process, real PostgreSQL, and real websocket clients (issue 5).
 
 Moderators log in on the chat page the way a person does and open the console from its

@@ -1,4 +1,4 @@
-"""Voice rooms and stages (issue 6) end to end: server/web/voice.html in headless Chromium, an
+"""Voice rooms and stages (issue 6) end to end: web/voice.html in headless Chromium, an
 aiortc peer (bots/voice_bot.py), a real ``hearth serve`` process with its real media
 worker, real PostgreSQL.
 
