@@ -138,8 +138,7 @@ async def test_a_channel_already_confirmed_is_not_read_again() -> None:
     hub = Hub(InProcessBus(), fetch_missing=store.fetch_missing, read_heads=store.read_heads)
     first, _ = member(channel_at(store))
     hub.attach(first)
-    await asyncio.sleep(0.01)
-    assert store.head_reads == [[7]]
+    await until(lambda: store.head_reads == [[7]])
     second, _ = member(channel_at(store))
     hub.attach(second)
     await asyncio.sleep(0.01)
@@ -168,7 +167,8 @@ async def test_a_head_seen_while_a_repair_runs_is_reached_after_it() -> None:
     hub = Hub(InProcessBus(), fetch_missing=store.fetch_missing, read_heads=store.read_heads)
     session, sink = member(channel_at(store))
     hub.attach(session)
-    await asyncio.sleep(0.01)  # confirmed at seq 1
+    await until(lambda: store.head_reads == [[7]])  # confirmed at seq 1
+    await asyncio.sleep(0.01)  # and the (empty) catch-up after the read has run
     store.commit()  # 2: lost by the bus
     store.gate = asyncio.Event()
     await hub.publish(channel_topic(7), MessageCreated(message=store.commit()))  # 3: a gap
