@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
 from persistence._rows import millis
+from protocol.models import Role
 from protocol.sidecar import Scope, ServiceKey
 
 _COLUMNS = ("id, community_id, name, scopes, created_by, created_at, expires_at, revoked_at,"
@@ -56,12 +58,28 @@ async def revoke_txn(conn: asyncpg.Connection, community_id: int,
     return _key(row) if row is not None else None
 
 
-async def find_by_hash(conn: asyncpg.Connection,
-                       key_hash: bytes) -> tuple[ServiceKey, dt.datetime] | None:
-    """The key with this hash and the database's clock (expiry is judged by it)."""
-    row = await conn.fetchrow(f"SELECT {_COLUMNS}, now() AS now FROM service_keys"
-                              " WHERE key_hash = $1", key_hash)
-    return (_key(row), row["now"]) if row is not None else None
+@dataclass(frozen=True)
+class FoundKey:
+    key: ServiceKey
+    now: dt.datetime
+    """The database's clock: expiry is judged by it."""
+    creator_role: Role | None
+    """The creator's role in the key's community now; None once they left it."""
+
+
+async def find_by_hash(conn: asyncpg.Connection, key_hash: bytes) -> FoundKey | None:
+    """The key with this hash, with the role its creator holds now (one query: a key
+    may do no more than the member who made it still may)."""
+    row = await conn.fetchrow(
+        f"SELECT {', '.join('k.' + c.strip() for c in _COLUMNS.split(','))},"
+        " now() AS now, m.role AS creator_role FROM service_keys k"
+        " LEFT JOIN community_members m"
+        "   ON m.community_id = k.community_id AND m.user_id = k.created_by"
+        " WHERE k.key_hash = $1", key_hash)
+    if row is None:
+        return None
+    role = row["creator_role"]
+    return FoundKey(_key(row), row["now"], Role(role) if role is not None else None)
 
 
 async def touch_txn(conn: asyncpg.Connection, key_id: int) -> None:

@@ -16,8 +16,10 @@ Acting as a principal (``Authorization: Bearer hsk_...``):
 
 Bodies, paths and queries go through the shared decoder and errors through the one
 error middleware (``server/rest``): 401 ``unauthorized`` for no, an unknown, expired or
-revoked key (with ``WWW-Authenticate``), 403 ``forbidden`` for another community's key
-or a missing scope, 429 ``rate_limited`` over the key's rate (with ``Retry-After``).
+revoked key, or one whose creator is no longer owner or admin (with
+``WWW-Authenticate``), 403 ``forbidden`` for another community's key, a missing scope
+or a target its creator may not touch (an admin's key: the owner or an admin), 429
+``rate_limited`` over the key's rate (with ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -111,7 +113,8 @@ def add_service_key_routes(app: web.Application, auth: Authenticator,
     api.route("PUT", "/service/communities/{community_id}/members/{user_id}/tier", set_tier,
               tag=tag, body=ServiceSetTier, reply=MemberReply, credentials=("serviceKey",),
               summary="As a service key with tiers:write: set a member's tier (no rank "
-                      "rule; audited naming the key).")
+                      "rule among members, but a key made by an admin cannot change the "
+                      "owner's or an admin's; audited naming the key).")
     api.route("POST", "/service/communities/{community_id}/events", publish, tag=tag,
               body=ServicePublish, status=204, credentials=("serviceKey",),
               summary="As a service key with events:publish: deliver a sidecar event to "

@@ -31,9 +31,11 @@ async def _json(http: aiohttp.ClientSession, method: str, url: str,
         return reply.status, body
 
 
-async def _community(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    """An owner, an admin, a member and an outsider around one community."""
-    people = {n: await register(http, base) for n in ("owner", "admin", "member", "outsider")}
+async def _community(http: aiohttp.ClientSession, base: str,
+                     admins: tuple[str, ...] = ("admin",)) -> dict[str, Any]:
+    """An owner, an admin (or the ``admins`` named), a member and an outsider around one
+    community."""
+    people = {n: await register(http, base) for n in ("owner", *admins, "member", "outsider")}
     token = people["owner"]["access_token"]
     status, created = await _json(http, "POST", f"{base}/api/v1/communities",
                                   bearer(token), json={"name": "keys"})
@@ -42,14 +44,16 @@ async def _community(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
     status, invite = await _json(http, "POST", f"{base}/api/v1/communities/{cid}/invites",
                                  bearer(token), json={})
     assert status == 201, invite
-    for name in ("admin", "member"):
+    for name in (*admins, "member"):
         async with http.post(f"{base}/api/v1/invites/{invite['code']}/join",
                              headers=bearer(people[name]["access_token"])) as reply:
             assert reply.status in (200, 201), await reply.text()
-    uid = people["admin"]["user"]["id"]
-    status, body = await _json(http, "PATCH", f"{base}/api/v1/communities/{cid}/members/{uid}",
-                               bearer(token), json={"role": "admin"})
-    assert status == 200, body
+    for name in admins:
+        uid = people[name]["user"]["id"]
+        status, body = await _json(http, "PATCH",
+                                   f"{base}/api/v1/communities/{cid}/members/{uid}",
+                                   bearer(token), json={"role": "admin"})
+        assert status == 200, body
     return {"cid": cid, "people": people, "general": created["channels"][0]["id"]}
 
 
@@ -190,6 +194,64 @@ async def test_a_principal_sets_a_tier_without_outranking_and_is_audited(
                               bearer(expiring["secret"]), json={"tier": 1})
     assert status == 401 and "expired" in err["error"]["message"]
     await member_session.close()
+
+
+async def test_a_key_never_outranks_its_creator(
+        live_server: RunningServer, http: aiohttp.ClientSession) -> None:
+    """An admin may not change the owner's or another admin's tier, so neither may a
+    key they made; and a key stops working once its creator no longer manages the
+    community (demoted or gone), as a revoked key does."""
+    base = live_server.url
+    c = await _community(http, base, admins=("admin", "admin2", "admin3"))
+    cid = c["cid"]
+    keys = f"{base}/api/v1/communities/{cid}/service-keys"
+    made: dict[str, str] = {}
+    for who in ("owner", "admin", "admin3"):
+        status, created = await _json(http, "POST", keys, _tok(c, who),
+                                      json={"name": f"by-{who}", "scopes": ["tiers:write"]})
+        assert status == 201, created
+        made[who] = created["secret"]
+    ids = {n: p["user"]["id"] for n, p in c["people"].items()}
+    tier_url = f"{base}/api/v1/service/communities/{cid}/members/{{}}/tier"
+
+    async def set_tier(key: str, target: str, tier: int) -> tuple[int, Any]:
+        return await _json(http, "PUT", tier_url.format(ids[target]), bearer(made[key]),
+                           json={"tier": tier})
+
+    for target in ("owner", "admin2", "admin"):  # the owner, another admin, the creator
+        status, err = await set_tier("admin", target, 1)
+        assert (status, err["error"]["code"]) == (403, "forbidden"), (target, err)
+    status, body = await set_tier("admin", "member", 1)
+    assert status == 200 and body["member"]["tier"] == 1, body
+    for target, tier in (("owner", 2), ("admin2", 2), ("member", 3)):
+        status, body = await set_tier("owner", target, tier)
+        assert status == 200 and body["member"]["tier"] == tier, (target, body)
+
+    # the creator demoted: their key is refused like a revoked one
+    status, body = await _json(http, "PATCH", f"{base}/api/v1/communities/{cid}/members/"
+                               f"{ids['admin']}", _tok(c, "owner"), json={"role": "member"})
+    assert status == 200, body
+    status, err = await set_tier("admin", "member", 2)
+    assert (status, err["error"]["code"]) == (401, "unauthorized"), err
+    # the creator gone (kicked): the same
+    assert (await set_tier("admin3", "member", 2))[0] == 200
+    status, body = await _json(http, "POST", f"{base}/api/v1/moderation/kick_member",
+                               _tok(c, "owner"), json={"community_id": cid,
+                                                       "user_id": ids["admin3"]})
+    assert status == 200, body
+    status, err = await set_tier("admin3", "member", 1)
+    assert (status, err["error"]["code"]) == (401, "unauthorized"), err
+
+    conn = await asyncpg.connect(live_server.database_url)
+    try:  # the refused attempts changed and audited nothing
+        tiers = {r["user_id"]: r["tier"] for r in await conn.fetch(
+            "SELECT user_id, tier FROM community_members WHERE community_id = $1", cid)}
+        audited = await conn.fetchval("SELECT count(*) FROM audit_log WHERE community_id = $1"
+                                      " AND action = 'member.tier'", cid)
+    finally:
+        await conn.close()
+    assert (tiers[ids["owner"]], tiers[ids["admin2"]], tiers[ids["member"]]) == (2, 2, 2)
+    assert audited == 5
 
 
 async def test_a_key_is_rate_limited(live_server: RunningServer,

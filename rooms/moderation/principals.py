@@ -7,7 +7,10 @@ may expire, can be revoked, is rate-limited per key, and every action taken with
 audited with the key named (actor NULL, the key in ``after``), in the transaction of the
 change, together with the key's ``last_used_at``.
 
-Only a community's owner or an admin creates, lists or revokes keys (audited too). A
+Only a community's owner or an admin creates, lists or revokes keys (audited too), and
+a key never does more than its creator still may: it stops working once they are no
+longer owner or admin of its community, and an admin's key cannot change the owner's or
+another admin's tier (an owner's can). A
 secret is ``hsk_`` + 43 url-safe characters (256 random bits), shown once; its SHA-256
 is what PostgreSQL keeps.
 """
@@ -58,6 +61,8 @@ class Principal:
     community_id: int
     name: str
     scopes: frozenset[Scope]
+    creator_role: Role = Role.ADMIN
+    """The creator's role now (owner or admin): what the key may not outrank."""
 
 
 class PrincipalRefused(RequestError):
@@ -134,20 +139,25 @@ class PrincipalService:
                            community_id: int) -> Principal:
         """The principal behind ``secret`` if it may use ``scope`` in ``community_id``
         now; else :class:`PrincipalRefused`: ``unauthorized`` (unknown, expired,
-        revoked), ``forbidden`` (another community, a missing scope), ``rate_limited``
-        (over the key's rate, with ``retry_after_ms``)."""
+        revoked, or its creator is no longer owner or admin there), ``forbidden``
+        (another community, a missing scope), ``rate_limited`` (over the key's rate, with
+        ``retry_after_ms``)."""
         if secret is None or not secret.startswith(KEY_PREFIX) or len(secret) > 200:
             raise PrincipalRefused(ErrorCode.UNAUTHORIZED, "a valid service key is required")
         async with self.db.connection() as conn:
             found = await keys_db.find_by_hash(conn, hash_secret(secret))
         if found is None:
             raise PrincipalRefused(ErrorCode.UNAUTHORIZED, "a valid service key is required")
-        key, now = found
+        key, now = found.key, found.now
         now_ms = int(now.timestamp() * 1000)
         if key.revoked_at is not None:
             raise PrincipalRefused(ErrorCode.UNAUTHORIZED, "this service key was revoked")
         if key.expires_at is not None and key.expires_at <= now_ms:
             raise PrincipalRefused(ErrorCode.UNAUTHORIZED, "this service key has expired")
+        if found.creator_role not in (Role.OWNER, Role.ADMIN):
+            # an admin who was demoted or left takes their keys' power with them
+            raise PrincipalRefused(ErrorCode.UNAUTHORIZED,
+                                   "this service key's creator no longer manages the community")
         if key.community_id != community_id:
             raise PrincipalRefused(ErrorCode.FORBIDDEN, "this key belongs to another community")
         if scope not in key.scopes:
@@ -158,15 +168,18 @@ class PrincipalService:
         if wait_ms is not None:
             raise PrincipalRefused(ErrorCode.RATE_LIMITED, "too many requests with this key",
                                    retry_after_ms=wait_ms)
-        return Principal(key.id, key.community_id, key.name, frozenset(key.scopes))
+        assert found.creator_role is not None
+        return Principal(key.id, key.community_id, key.name, frozenset(key.scopes),
+                         found.creator_role)
 
     # ------------------------------------------------------------------------ actions
 
     async def set_member_tier(self, principal: Principal, user_id: int,
                               req: ServiceSetTier) -> Member:
-        """Set a member's tier as the service: no rank rule (the key's scope is the
-        permission), audited as ``member.tier`` naming the key, then the same live
-        re-resolution as a moderator's change."""
+        """Set a member's tier as the service: the key's scope is the permission, with no
+        rank rule among members, but a key never outranks its creator (an admin's key
+        cannot touch the owner or an admin: ``forbidden``); audited as ``member.tier``
+        naming the key, then the same live re-resolution as a moderator's change."""
         if Scope.TIERS_WRITE not in principal.scopes:
             raise forbidden(f"this key lacks the scope {Scope.TIERS_WRITE.value}")
         if req.reason is not None and "\x00" in req.reason:
@@ -176,6 +189,13 @@ class PrincipalService:
         if req.reason:
             reason += f": {req.reason}"
         async with self.db.transaction("service.member.tier") as conn:
+            target = await roles_db.member_access(conn, community_id, user_id)
+            if target is None:
+                raise not_found("unknown member")
+            if (principal.creator_role is not Role.OWNER
+                    and target.role in (Role.OWNER, Role.ADMIN)):
+                raise forbidden("a key made by an admin cannot change the owner's or an "
+                                "admin's tier")
             before = await roles_db.set_member_tier(conn, community_id, user_id, req.tier)
             if before is None:
                 raise not_found("unknown member")
