@@ -66,8 +66,10 @@ class ActivityEntry(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FetchActivity(Request, tag="fetch_activity"):
-    """A member's recent activity in a community (the activity sidecar; members only)
-    -> ``activity``."""
+    """A member's recent activity in a community (the activity sidecar) -> ``activity``.
+    Yours, or as the owner, an admin or a moderator anyone's; another member's:
+    ``forbidden`` (it names messages in channels you may not see); not a member:
+    ``not_found``."""
 
     community_id: Id
     user_id: Annotated[Id | None, msgspec.Meta(
@@ -93,6 +95,10 @@ SIDECAR_RESULT_OF: dict[type[msgspec.Struct], type[msgspec.Struct]] = {
 
 
 # ------------------------------------------------------------------------ service keys
+
+
+SERVICE_KEY_PREFIX = "hsk_"
+"""How every service key's secret starts (a user's token never does)."""
 
 
 class Scope(enum.StrEnum):
@@ -139,7 +145,8 @@ class ServiceKeyCreated(msgspec.Struct, frozen=True, kw_only=True):
 
     key: ServiceKey
     secret: str
-    """Send as ``Authorization: Bearer <secret>``; starts with ``hsk_``."""
+    """Send as ``Authorization: Bearer <secret>``; starts with ``hsk_``
+    (:data:`SERVICE_KEY_PREFIX`)."""
 
 
 class ServiceKeysReply(msgspec.Struct, frozen=True, kw_only=True):

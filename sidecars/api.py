@@ -13,7 +13,8 @@ A sidecar imports ``protocol``, this module and its own modules: never ``rooms/`
 - publishing typed events (``protocol.sidecar.SidecarEvent``) to a user, on every
   node, or to a community's members;
 - reading a member's role and tier;
-- authenticating a request as a user (bearer token) or as a service key with a scope;
+- telling a service key from a user's token (:meth:`Host.is_service_key`), and
+  authenticating a request as a user (bearer token) or as a service key with a scope;
 - REST routes (:class:`Route`): the host adds each to the REST route table, so it is
   in ``/api/v1/openapi.json`` and ``docs/rest.md``, decodes paths, queries and bodies
   with the shared decoder (:meth:`Host.path_params`, :meth:`Host.query_params`,
@@ -41,7 +42,7 @@ from persistence.outbox import AfterCommit, Delivered, Handler
 from protocol.base import Request, ResultBase
 from protocol.codes import ErrorCode
 from protocol.models import Role
-from protocol.sidecar import Scope, SidecarEvent
+from protocol.sidecar import SERVICE_KEY_PREFIX, Scope, SidecarEvent
 
 __all__ = ["AfterCommit", "Delivered", "GatewayHandler", "Handler", "Host", "MemberInfo",
            "PrincipalInfo", "Route", "RouteHandler", "Scope", "Sidecar", "SidecarError",
@@ -152,6 +153,13 @@ class Host(abc.ABC):
     async def user_id(self, request: web.Request) -> int:
         """The caller's user id from their bearer token; raises the 401 reply."""
 
+    def is_service_key(self, request: web.Request) -> bool:
+        """Whether the request's bearer credential is a service key (then use
+        :meth:`principal`) rather than a user's token (:meth:`user_id`). Says nothing
+        of its validity: each of those checks it."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and token.strip().startswith(SERVICE_KEY_PREFIX)
+
     @abc.abstractmethod
     async def principal(self, request: web.Request, community_id: int,
                         scope: Scope) -> PrincipalInfo:
@@ -162,7 +170,8 @@ class Host(abc.ABC):
     @abc.abstractmethod
     async def audit_use(self, principal: PrincipalInfo, action: str,
                         detail: dict[str, object]) -> None:
-        """Record a service key's use in the community's audit log."""
+        """Record a service key's use in the community's audit log (not pushed to the
+        moderators' live feed: a sidecar's use of the core is a read)."""
 
     @abc.abstractmethod
     def path_params(self, request: web.Request, model: type[T]) -> T:

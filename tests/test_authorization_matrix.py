@@ -98,7 +98,8 @@ COMMUNITY_OPS = ("manage_channels", "manage_roles", "set_member_roles", "set_tie
                  "fetch_review_queue",
                  # service keys (server/api_service_keys.py): owner and admin only
                  "create_service_key", "list_service_keys", "revoke_service_key",
-                 # the activity sidecar's read (sidecars/activity/http.py): any member
+                 # the activity sidecar's read of another member (sidecars/activity/http.py):
+                 # staff only (it names messages in channels the reader may not see)
                  "read_activity")
 STAFF_OPS = {"warn_member": OK, "timeout_member": OK, "fetch_audit_log": OK,
              "fetch_review_queue": OK}
@@ -107,12 +108,10 @@ COMMUNITY_EXPECTED: dict[str, dict[str, str]] = {
     "admin": dict.fromkeys(COMMUNITY_OPS, OK),
     "moderator": dict.fromkeys(COMMUNITY_OPS, FORBIDDEN) | STAFF_OPS | {
         "fetch_roles": OK, "invite": OK, "read_activity": OK},
-    "member": dict.fromkeys(COMMUNITY_OPS, FORBIDDEN) | {"fetch_roles": OK, "invite": OK,
-                                                        "read_activity": OK},
+    "member": dict.fromkeys(COMMUNITY_OPS, FORBIDDEN) | {"fetch_roles": OK, "invite": OK},
     # helper grants VIEW_AUDIT_LOG, nothing else at community level
     "custom": dict.fromkeys(COMMUNITY_OPS, FORBIDDEN) | {"fetch_roles": OK, "invite": OK,
-                                                        "fetch_audit_log": OK,
-                                                        "read_activity": OK},
+                                                        "fetch_audit_log": OK},
     "outsider": dict.fromkeys(COMMUNITY_OPS, HIDDEN),
 }
 

@@ -34,6 +34,7 @@ from protocol.models import Member, Role
 from protocol.moderation import ModActionTaken
 from protocol.roles import PermissionsUpdated
 from protocol.sidecar import (
+    SERVICE_KEY_PREFIX,
     CreateServiceKey,
     Scope,
     ServiceKey,
@@ -49,7 +50,6 @@ from rooms.realtime.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "hsk_"
 MAX_KEYS_PER_COMMUNITY = 100
 
 
@@ -97,7 +97,7 @@ class PrincipalService:
         name = req.name.strip()
         if not name or any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in name):
             raise RequestError(ErrorCode.INVALID_ARGUMENT, "a key needs a printable name")
-        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        secret = SERVICE_KEY_PREFIX + secrets.token_urlsafe(32)
         async with self.db.transaction("service_key.create") as conn:
             await self._require_admin(conn, community_id, actor_id)
             count = await conn.fetchval("SELECT count(*) FROM service_keys WHERE "
@@ -142,7 +142,8 @@ class PrincipalService:
         revoked, or its creator is no longer owner or admin there), ``forbidden``
         (another community, a missing scope), ``rate_limited`` (over the key's rate, with
         ``retry_after_ms``)."""
-        if secret is None or not secret.startswith(KEY_PREFIX) or len(secret) > 200:
+        if (secret is None or not secret.startswith(SERVICE_KEY_PREFIX)
+                or len(secret) > 200):
             raise PrincipalRefused(ErrorCode.UNAUTHORIZED, "a valid service key is required")
         async with self.db.connection() as conn:
             found = await keys_db.find_by_hash(conn, hash_secret(secret))
@@ -228,19 +229,23 @@ class PrincipalService:
                     raise not_found("unknown member")
         tag = type(event).__struct_config__.tag
         await self.record_use(principal, "service.publish",
-                              {"user_id": user_id, "type": tag})
+                              {"user_id": user_id, "type": tag}, live=True)
         topic = community_topic(community_id) if user_id is None else user_topic(user_id)
         await self.hub.publish(topic, event)
 
     async def record_use(self, principal: Principal, action: str,
-                         detail: dict[str, Any]) -> None:
-        """Audit a use that changes nothing in the core (a sidecar's read or publish)."""
+                         detail: dict[str, Any], *, live: bool = False) -> None:
+        """Audit a use that changes nothing in the core (a sidecar's read or publish).
+        Only with ``live`` (a publish: members saw something) is the entry also pushed
+        to the moderators' live feed; a read is just recorded, as a key polling a
+        member's activity would otherwise flood the feed."""
         async with self.db.transaction("service_key.use") as conn:
             events = await self._audit(conn, principal.community_id, None, action,
                                        principal.key_id, None,
                                        detail | {"service_key_id": principal.key_id})
             await keys_db.touch_txn(conn, principal.key_id)
-        await self.hub.publish_many(events)
+        if live:
+            await self.hub.publish_many(events)
 
     async def _audit(self, conn: Connection, community_id: int, actor_id: int | None,
                      action: str, target_id: int, before: dict[str, Any] | None,

@@ -3,9 +3,10 @@
     GET /api/v1/communities/{community_id}/members/{user_id}/activity?limit=50
         -> 200 ActivityReply {"activity": [ActivityEntry], "totals": {kind: count}}
 
-A member of the community may read any member's activity (a user bearer token); a
-service key needs ``members:read`` in that community, and each read is audited.
-Anyone else: 404 ``not_found`` (the community's existence is not disclosed).
+With a user's bearer token, a member reads their own activity and staff (owner, admin,
+moderator) anyone's; another member's: 403 ``forbidden``. A service key needs
+``members:read`` in that community, and each read is audited. Anyone else: 404
+``not_found`` (the community's existence is not disclosed).
 """
 
 from __future__ import annotations
@@ -48,13 +49,12 @@ def routes(host: Host, service: ActivityService) -> list[Route]:
     async def member_activity(request: web.Request) -> web.StreamResponse:
         path = host.path_params(request, MemberPath)
         query = host.query_params(request, ActivityQuery)
-        if request.headers.get("Authorization", "").lower().startswith("bearer hsk_"):
+        if host.is_service_key(request):
             principal = await host.principal(request, path.community_id, Scope.MEMBERS_READ)
             await host.audit_use(principal, "activity.read", {"user_id": path.user_id})
         else:
-            caller = await host.user_id(request)
-            if await host.member(path.community_id, caller) is None:
-                raise SidecarError(ErrorCode.NOT_FOUND, "unknown community")
+            await service.require_reader(path.community_id, await host.user_id(request),
+                                         path.user_id)
         if await host.member(path.community_id, path.user_id) is None:
             raise SidecarError(ErrorCode.NOT_FOUND, "unknown member")
         body = ActivityReply(
@@ -65,5 +65,6 @@ def routes(host: Host, service: ActivityService) -> list[Route]:
     return [Route(method="GET", path="/communities/{community_id}/members/{user_id}/activity",
                   handler=member_activity, query=ActivityQuery, reply=ActivityReply,
                   service_key=True,
-                  summary="A member's recent activity and totals (members, or a service "
-                          "key with members:read).")]
+                  summary="A member's recent activity and totals (your own; anyone's as "
+                          "owner, admin or moderator, or with a service key with "
+                          "members:read).")]

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncpg
 
 from protocol.codes import ErrorCode
+from protocol.models import Role
 from protocol.sidecar import ActivityEntry, ActivityRecorded, ActivityResult, FetchActivity
 from sidecars.activity import store
 from sidecars.activity.events import Activity, activity_of
 from sidecars.api import Delivered, Host, SidecarError, Subscriber
 
 SUBSCRIBER = "activity.recorder"
+STAFF = frozenset({Role.OWNER, Role.ADMIN, Role.MODERATOR})
+"""Who reads another member's activity."""
 
 
 class ActivityService:
@@ -43,6 +46,17 @@ class ActivityService:
                 community_id=activity.community_id, kind=activity.kind, total=total,
                 at=activity.at_ms or item.created_at_ms))
 
+    async def require_reader(self, community_id: int, caller_id: int, user_id: int) -> None:
+        """A member reads their own activity; only staff read another's, since it names
+        messages (ids, times, totals) in private and tier-gated channels the caller may
+        not see. Not a member: ``not_found`` (the community is not disclosed)."""
+        caller = await self.host.member(community_id, caller_id)
+        if caller is None:
+            raise SidecarError(ErrorCode.NOT_FOUND, "unknown community")
+        if user_id != caller_id and caller.role not in STAFF:
+            raise SidecarError(ErrorCode.FORBIDDEN,
+                               "only staff read another member's activity")
+
     async def recent(self, community_id: int, user_id: int,
                      limit: int) -> list[ActivityEntry]:
         async with self.host.connection() as conn:
@@ -53,11 +67,11 @@ class ActivityService:
             return await store.totals(conn, community_id, user_id)
 
     async def fetch(self, caller_id: int, req: FetchActivity) -> ActivityResult:
-        """``fetch_activity`` over the gateway: same rule as the REST read (members of
-        the community read any member's activity; anyone else: not found)."""
+        """``fetch_activity`` over the gateway: the REST read's rule
+        (:meth:`require_reader`)."""
         user_id = req.user_id or caller_id
-        if (await self.host.member(req.community_id, caller_id) is None
-                or await self.host.member(req.community_id, user_id) is None):
+        await self.require_reader(req.community_id, caller_id, user_id)
+        if await self.host.member(req.community_id, user_id) is None:
             raise SidecarError(ErrorCode.NOT_FOUND, "unknown member")
         return ActivityResult(items=await self.recent(req.community_id, user_id, req.limit),
                               totals=await self.totals(req.community_id, user_id))
