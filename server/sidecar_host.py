@@ -55,6 +55,8 @@ from server.api_auth import bearer_token, require_user
 from server.api_service_keys import add_service_key_routes
 from server.auth import Authenticator
 from server.config import Config, secret_for
+from server.cors import cors_middleware
+from server.logs import request_id_middleware
 from server.rest import decoding
 from server.rest.errors import ApiError, retry_after_header
 from server.rest.openapi import RestApi, add_openapi_route, rest_api
@@ -324,7 +326,10 @@ def build_sidecar_app(config: Config, only: Sequence[str], bus: Bus | None = Non
     auth = Authenticator(db, secret_for(config), access_ttl_s=config.access_token_ttl_s)
     principals = PrincipalService(db, hub, make_key_limiter(redis_clients(config.redis_url)))
     core = SidecarCore(config, db, hub, auth, principals)
-    app = web.Application(client_max_size=1024 * 1024)
+    # the gateway app's middlewares (the error middleware is added with the routes)
+    app = web.Application(middlewares=[request_id_middleware,
+                                       cors_middleware(config.allowed_origins)],
+                          client_max_size=1024 * 1024)
     app[SIDECAR_CORE] = core
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
