@@ -321,7 +321,11 @@ class _Renderer:
              "to parse"],
         ])
         d.para(
-            "Any other `encoding` value is refused before the upgrade (HTTP 400). Every "
+            "Any other `encoding` value is refused before the upgrade (HTTP 400 "
+            "`invalid_argument`); a node that is draining or admitting too many new "
+            "connections at once answers HTTP 503 `unavailable` with `Retry-After` "
+            "(seconds), and a page from an origin not allowed HTTP 403 "
+            "`origin_not_allowed`, each in the REST error body. Every "
             "websocket message carries exactly one frame; frames are never split or "
             "batched. A frame larger than `limits.max_frame_bytes` "
             f"({_num(self.limits.max_frame_bytes)} bytes by default) closes the connection "

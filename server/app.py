@@ -205,7 +205,8 @@ class Services:
         # sidecars (server/sidecar_host.py): made here, so that their gateway requests
         # are in the routing table; their routes and tasks are mounted by build_app.
         self.principals = PrincipalService(self.db, self.hub, make_key_limiter(self.redis))
-        self.sidecar_core = SidecarCore(config, self.db, self.hub, self.auth, self.principals)
+        self.sidecar_core = SidecarCore(config, self.db, self.hub, self.auth, self.principals,
+                                       self.tasks)
         self.sidecars = load_sidecars(self.sidecar_core, selected_sidecars(config))
         # The gateway's routing table: each domain lists the requests it serves.
         self.router = Router([self.chat, self.moderation, self.review, self.roles,

@@ -44,6 +44,7 @@ from rooms.realtime.routing import Router
 from rooms.realtime.sessions import Session
 from server.auth import Authenticator
 from server.cors import origin_allowed
+from server.rest.errors import error_response, retry_after_header
 
 log = logging.getLogger(__name__)
 
@@ -288,23 +289,18 @@ class Gateway:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if not origin_allowed(request, self.allowed_origins):
-            return web.json_response({"error": {"code": "origin_not_allowed",
-                                                "message": "origin not allowed"}}, status=403)
+            return error_response(ErrorCode.ORIGIN_NOT_ALLOWED, "origin not allowed")
         codec = codec_for(request.query.get("encoding"))
         if codec is None:
-            return web.json_response({"error": {"code": "invalid_encoding",
-                                                "message": "encoding is json or msgpack"}},
-                                     status=400)
+            return error_response(ErrorCode.INVALID_ARGUMENT, "encoding is json or msgpack")
         if self.draining:
-            return web.json_response({"error": {"code": "draining",
-                                                "message": "node is draining"}}, status=503,
-                                     headers={"Retry-After": "1"})
+            return error_response(ErrorCode.UNAVAILABLE, "node is draining; connect to another",
+                                  retry_after_header(DRAIN_WINDOW_MS))
         if not self._admit():
             # A reconnect storm: refuse before any websocket work, and spread the retries.
             self.stats["admission_refused"] += 1
-            return web.json_response(
-                {"error": {"code": "busy", "message": "too many new connections; retry"}},
-                status=503, headers={"Retry-After": str(random.randint(1, 5))})
+            return error_response(ErrorCode.UNAVAILABLE, "too many new connections; retry",
+                                  retry_after_header(random.randint(1, 5) * 1000))
         # aiohttp refuses a frame of exactly max_msg_size; the documented limit is the
         # largest frame accepted, so one byte more is the first refused.
         ws = web.WebSocketResponse(max_msg_size=self.limits.max_frame_bytes + 1, autoping=True,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -64,11 +64,24 @@ class TaskSupervisor:
                       exc_info=exc)
         self.failed[name] = exc
 
+    async def stop(self, names: Iterable[str]) -> list[tuple[str, BaseException]]:
+        """Cancel the named tasks and wait for them (a part of the process shutting
+        down before the rest, like the sidecars before the stores they use); returns
+        (and logs) the failures not already reported."""
+        tasks = [self._tasks.pop(name) for name in names if name in self._tasks]
+        for task in tasks:
+            task.remove_done_callback(self._done)
+        return await self._cancel(tasks)
+
     async def close(self) -> list[tuple[str, BaseException]]:
         """Cancel every task and wait for them; returns (and logs) the failures that
         were not already reported when they happened."""
         self._closing = True
-        tasks = list(self._tasks.values())
+        failures = await self._cancel(list(self._tasks.values()))
+        self._tasks.clear()
+        return failures
+
+    async def _cancel(self, tasks: list[asyncio.Task[None]]) -> list[tuple[str, BaseException]]:
         for task in tasks:
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -81,7 +94,6 @@ class TaskSupervisor:
                 if name not in self.failed:
                     log.error("background task %s failed at shutdown", name,
                               exc_info=result)
-        self._tasks.clear()
         return failures
 
 

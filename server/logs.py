@@ -4,15 +4,15 @@ Records carry context where there is one: ``session_id`` and ``user_id`` for gat
 work, ``request_id`` for REST (also returned as the ``X-Request-Id`` header, or taken
 from the client's, so a report can be matched to a log line).
 
-A REST request that fails because PostgreSQL or Redis is unreachable is answered 503
-``unavailable`` with ``Retry-After`` (:func:`unavailable_response`) and logged once per
-store and interval, not with a traceback each (``rooms/realtime/outages.py``).
+Failed REST requests are answered and logged by the error middleware
+(``server/rest/errors.py``), inside this one: a PostgreSQL or Redis outage as 503
+``unavailable`` logged once per store and interval, anything else once with its
+traceback. What reaches this middleware still raising is logged here.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -20,9 +20,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import web
 
-from protocol.codes import ErrorCode
-from rooms.errors import RequestError
-from rooms.realtime.outages import ThrottledLog, outage_of, unavailable
+from rooms.realtime.outages import outage_of
 
 _CONTEXT_FIELDS = ("session_id", "user_id", "request_id", "worker")
 _encoder = msgspec.json.Encoder()
@@ -95,20 +93,6 @@ class _WorkerFilter(logging.Filter):
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_LOG = logging.getLogger("hearth.http")
 REQUEST_ID = web.RequestKey("request_id", str)
-_OUTAGE_LOG = ThrottledLog(REQUEST_LOG)
-
-UNAVAILABLE_STATUS = 503
-"""The HTTP status of ``ErrorCode.UNAVAILABLE`` (with ``Retry-After``)."""
-
-
-def unavailable_response(error: RequestError) -> web.Response:
-    """``ErrorCode.UNAVAILABLE`` over REST: 503, ``Retry-After`` in whole seconds
-    (rounded up from ``retry_after_ms``) and the contract's error body."""
-    assert error.code is ErrorCode.UNAVAILABLE
-    retry_s = max(1, math.ceil((error.retry_after_ms or 1000) / 1000))
-    body = _encoder.encode({"error": {"code": error.code.value, "message": error.message}})
-    return web.Response(body=body, status=UNAVAILABLE_STATUS, content_type="application/json",
-                        headers={"Retry-After": str(retry_s)})
 
 
 @web.middleware
@@ -124,15 +108,10 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     except web.HTTPException as exc:
         exc.headers["X-Request-Id"] = request_id
         raise
-    except Exception as exc:
-        store = outage_of(exc)
-        if store is None:
-            REQUEST_LOG.exception("%s %s failed", request.method, request.path,
-                                  extra={"request_id": request_id})
-            raise
-        _OUTAGE_LOG.failure(exc, f"{request.method} {request.path}",
-                            extra={"request_id": request_id})
-        response = unavailable_response(unavailable(store))
+    except Exception:
+        REQUEST_LOG.exception("%s %s failed", request.method, request.path,
+                              extra={"request_id": request_id})
+        raise
     elapsed = time.monotonic() - started
     if elapsed > 1.0 and not isinstance(response, web.WebSocketResponse):
         REQUEST_LOG.warning("%s %s took %.2f s", request.method, request.path, elapsed,

@@ -55,6 +55,10 @@ from server.api_auth import bearer_token, require_user
 from server.api_service_keys import add_service_key_routes
 from server.auth import Authenticator
 from server.config import Config, secret_for
+from server.cors import cors_middleware
+from server.lifecycle import TaskSupervisor
+from server.logs import request_id_middleware
+from server.readiness import Readiness
 from server.rest import decoding
 from server.rest.errors import ApiError, retry_after_header
 from server.rest.openapi import RestApi, add_openapi_route, rest_api
@@ -116,6 +120,9 @@ class SidecarCore:
     hub: Hub
     auth: Authenticator
     principals: PrincipalService
+    tasks: TaskSupervisor
+    """The process's supervised background tasks: the sidecars' run there, so one that
+    dies is logged at once and makes ``/readyz`` fail."""
 
 
 class CoreHost(Host):
@@ -236,33 +243,26 @@ def mount_sidecars(app: web.Application, core: SidecarCore,
             log.info("sidecar migrations applied: %s", ", ".join(applied))
         failures = ThrottledLog(log)  # a PostgreSQL outage: one line, not a traceback each
         notifier = OutboxNotifier(core.db, failures=failures)
-        jobs: list[tuple[str, asyncio.Task[None]]] = [
-            ("outbox-listener", asyncio.create_task(notifier.run(), name="outbox-listener")),
-            ("outbox-retention", asyncio.create_task(
-                retention_forever(core.db, core.config.outbox_retention_days,
-                                  failures=failures),
-                name="outbox-retention")),
-        ]
+        tasks = core.tasks
+        names = ["outbox-listener", "outbox-retention"]
+        tasks.start("outbox-listener", notifier.run())
+        tasks.start("outbox-retention", retention_forever(
+            core.db, core.config.outbox_retention_days, failures=failures))
         for sidecar in mounted:
             for sub in sidecar.subscribers():
                 consumer = Consumer(core.db, sub.name, sub.handle, sub.after_commit, notifier,
                                     failure_log=failures)
-                jobs.append((sub.name, asyncio.create_task(consumer.run(), name=sub.name)))
+                tasks.start(sub.name, consumer.run())
+                names.append(sub.name)
             for i, task in enumerate(sidecar.tasks()):
                 name = f"{sidecar.name}.task{i}"
-                jobs.append((name, asyncio.create_task(task(), name=name)))
-        for _, job in jobs:
-            job.add_done_callback(_report_crash)
+                tasks.start(name, task())
+                names.append(name)
         try:
             yield
         finally:
-            for _, job in jobs:
-                job.cancel()
-            for (name, _), result in zip(
-                    jobs, await asyncio.gather(*(j for _, j in jobs), return_exceptions=True),
-                    strict=True):
-                if isinstance(result, Exception):
-                    log.error("sidecar task %s failed", name, exc_info=result)
+            # before the stores they use close (cleanup contexts end in reverse)
+            await tasks.stop(names)
             await core.principals.limiter.close()
 
     app.cleanup_ctx.append(run)
@@ -290,17 +290,6 @@ def _rest(handler: RouteHandler) -> RouteHandler:
     return serve
 
 
-def _report_crash(task: asyncio.Task[None]) -> None:
-    """A sidecar task must run until cancelled: one that ends is reported at once."""
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        log.error("sidecar task %s crashed", task.get_name(), exc_info=exc)
-    else:
-        log.error("sidecar task %s ended", task.get_name())
-
-
 # ------------------------------------------------------------------- hearth serve --only
 
 SIDECAR_CORE = web.AppKey("sidecar_core", SidecarCore)
@@ -323,8 +312,13 @@ def build_sidecar_app(config: Config, only: Sequence[str], bus: Bus | None = Non
     hub = Hub(bus)
     auth = Authenticator(db, secret_for(config), access_ttl_s=config.access_token_ttl_s)
     principals = PrincipalService(db, hub, make_key_limiter(redis_clients(config.redis_url)))
-    core = SidecarCore(config, db, hub, auth, principals)
-    app = web.Application(client_max_size=1024 * 1024)
+    tasks = TaskSupervisor()
+    readiness = Readiness({"database": db.ping, "bus": hub.bus.ping})
+    core = SidecarCore(config, db, hub, auth, principals, tasks)
+    # the gateway app's middlewares (the error middleware is added with the routes)
+    app = web.Application(middlewares=[request_id_middleware,
+                                       cors_middleware(config.allowed_origins)],
+                          client_max_size=1024 * 1024)
     app[SIDECAR_CORE] = core
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -339,9 +333,11 @@ def build_sidecar_app(config: Config, only: Sequence[str], bus: Bus | None = Non
             await db.open(dsn, min_size=2, max_size=config.db_pool_size)
             await migrate(db.pool)  # the core's first: sidecars read its tables
             await hub.bus.start()
+            tasks.start("readiness", readiness.run())
             try:
                 yield
             finally:
+                await tasks.close()
                 with contextlib.suppress(Exception):
                     await hub.close()
                 await hub.bus.close()
@@ -354,7 +350,10 @@ def build_sidecar_app(config: Config, only: Sequence[str], bus: Bus | None = Non
         return web.json_response({"status": "ok", "sidecars": list(only)})
 
     async def readyz(request: web.Request) -> web.Response:
-        checks = {"database": await db.ping(), "bus": await hub.bus.ping()}
+        """From the checks' latest results (server/readiness.py), so it answers at once
+        while a store hangs; 503 too once a supervised task has died."""
+        checks = dict(await readiness.state())
+        checks["background"] = tasks.healthy
         ok = all(checks.values())
         return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks,
                                   "sidecars": list(only)}, status=200 if ok else 503)

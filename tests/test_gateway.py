@@ -393,7 +393,7 @@ async def test_new_connections_beyond_the_admission_rate_are_told_to_retry(
         database_url: str, http: aiohttp.ClientSession) -> None:
     from aiohttp import web
 
-    from server.app import build_app
+    from server.app import SERVICES, build_app
     from server.config import load_config
     from tests.conftest import TEST_SECRET, free_port
 
@@ -410,6 +410,24 @@ async def test_new_connections_beyond_the_admission_rate_are_told_to_retry(
             await http.ws_connect(url)
         assert refused.value.status == 503
         assert 1 <= int(refused.value.headers["Retry-After"]) <= 5  # type: ignore[index]
+        # the refusal is the documented REST error body (a plain GET reads it)
+        async with http.get(f"http://127.0.0.1:{port}/gateway") as reply:
+            assert reply.status == 503
+            assert (await reply.json())["error"]["code"] == "unavailable"
+            assert 1 <= int(reply.headers["Retry-After"]) <= 5
+        # a wrong encoding is a documented code too, whatever the admission state
+        async with http.get(f"http://127.0.0.1:{port}/gateway?encoding=xml") as reply:
+            assert reply.status == 400
+            assert (await reply.json())["error"]["code"] == "invalid_argument"
+        services = runner.app[SERVICES]
+        services.gateway.draining = True
+        try:
+            async with http.get(f"http://127.0.0.1:{port}/gateway") as reply:
+                assert reply.status == 503
+                assert (await reply.json())["error"]["code"] == "unavailable"
+                assert reply.headers["Retry-After"] == "1"
+        finally:
+            services.gateway.draining = False
         await asyncio.sleep(0.5)  # the bucket refills at 3/s
         late = await http.ws_connect(url)
         for ws in [*admitted, late]:

@@ -138,3 +138,69 @@ async def test_the_server_tears_down_every_step_after_one_fails(
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+# ------------------------------------------------------------------- sidecar tasks
+
+
+@pytest.fixture
+def crashing_sidecar_task(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """The activity sidecar given one task more, which crashes once the event is set."""
+    from sidecars.activity import ActivitySidecar
+
+    go = asyncio.Event()
+    monkeypatch.setattr(ActivitySidecar, "tasks", lambda self: [lambda: _crash_after(go)])
+    return go
+
+
+async def _readyz_fails_once_the_sidecar_task_crashed(
+        url: str, go: asyncio.Event, http: aiohttp.ClientSession,
+        caplog: pytest.LogCaptureFixture) -> None:
+    deadline = time.monotonic() + 10
+    while True:  # the first readiness round may still be under way
+        async with http.get(f"{url}/readyz") as reply:
+            if reply.status == 200:
+                break
+        assert time.monotonic() < deadline, await reply.text()
+        await asyncio.sleep(0.05)
+    go.set()
+    await _until(lambda: _crash_logged(caplog, "activity.task0"), "the crash to be logged")
+    async with http.get(f"{url}/readyz") as reply:
+        body = await reply.json()
+        assert reply.status == 503, body
+        assert body["checks"]["background"] is False, body
+
+
+async def test_a_crashed_sidecar_task_makes_the_gateway_apps_readyz_fail(
+        database_url: str, http: aiohttp.ClientSession, crashing_sidecar_task: asyncio.Event,
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with app_server(database_url) as server:
+        tasks = server.app[SERVICES].tasks
+        assert {"outbox-listener", "outbox-retention", "activity.task0"} <= set(tasks.names())
+        await _readyz_fails_once_the_sidecar_task_crashed(server.url, crashing_sidecar_task,
+                                                          http, caplog)
+
+
+async def test_a_crashed_sidecar_task_makes_an_only_apps_readyz_fail(
+        database_url: str, http: aiohttp.ClientSession, crashing_sidecar_task: asyncio.Event,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from aiohttp import web
+
+    from server.config import load_config
+    from server.sidecar_host import SIDECAR_CORE, build_sidecar_app
+    from tests.conftest import TEST_SECRET, free_port
+
+    config = load_config(overrides={"database_url": database_url, "secret": TEST_SECRET},
+                         environ={})
+    app = build_sidecar_app(config, ["activity"])
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        assert {"readiness", "outbox-listener", "activity.task0"} <= set(
+            app[SIDECAR_CORE].tasks.names())
+        await _readyz_fails_once_the_sidecar_task_crashed(f"http://127.0.0.1:{port}",
+                                                          crashing_sidecar_task, http, caplog)
+    finally:
+        await runner.cleanup()

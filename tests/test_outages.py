@@ -439,3 +439,101 @@ async def test_drained_nodes_clients_are_back_within_a_second(
     finally:
         stop_server_process(node_a)
         stop_server_process(node_b)
+
+
+# ------------------------------------------- PostgreSQL outage: the REST error model
+
+
+ORIGIN = "https://app.example"
+
+
+async def _assert_unavailable_with_cors(http: aiohttp.ClientSession, method: str, url: str,
+                                        **kwargs: Any) -> None:
+    async with http.request(method, url, headers={"Origin": ORIGIN, **kwargs.pop(
+            "headers", {})}, **kwargs) as reply:
+        body = await reply.json()
+        assert reply.status == 503, body
+        assert body["error"]["code"] == "unavailable", body
+        assert 1 <= int(reply.headers["Retry-After"]) <= 2
+        # the error middleware answers inside the CORS middleware: a browser can read it
+        assert reply.headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert reply.headers["X-Request-Id"]
+
+
+async def test_a_postgres_outage_is_a_503_with_cors_on_the_gateway_and_an_only_app(
+        own_postgres: OwnPostgres, http: aiohttp.ClientSession,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL stopped: REST requests of the gateway app and of a ``--only`` sidecar
+    app are answered by the one error middleware, 503 ``unavailable`` with Retry-After
+    and CORS headers, logged without a traceback (not aiohttp's text 500)."""
+    from aiohttp import web
+
+    from server.config import load_config
+    from server.sidecar_host import build_sidecar_app
+    from tests.conftest import TEST_SECRET, app_server, free_port
+
+    caplog.set_level(logging.INFO)
+    config = load_config(overrides={"database_url": own_postgres.dsn, "secret": TEST_SECRET,
+                                    "allowed_origins": [ORIGIN],
+                                    "data_dir": tempfile.mkdtemp(prefix="hearth-data-")},
+                         environ={})
+    sidecar_runner = web.AppRunner(build_sidecar_app(config, ["activity"]),
+                                   handle_signals=False, shutdown_timeout=2)
+    await sidecar_runner.setup()
+    port = free_port()
+    await web.TCPSite(sidecar_runner, "127.0.0.1", port).start()
+    sidecar_url = f"http://127.0.0.1:{port}/api/v1/communities/1/members/1/activity"
+    try:
+        async with app_server(own_postgres.dsn, allowed_origins=[ORIGIN]) as node:
+            await asyncio.to_thread(own_postgres.stop_immediately)
+            try:
+                # the first use of a pooled connection finds it closed; the next ones
+                # cannot connect at all (DatabaseUnavailable, a ConnectionError)
+                for i in range(4):
+                    await _assert_unavailable_with_cors(
+                        http, "POST", f"{node.url}/api/v1/auth/register",
+                        json={"username": f"outage{i}", "password": "correct horse battery"})
+                    await _assert_unavailable_with_cors(
+                        http, "GET", sidecar_url, headers={"Authorization": "Bearer hsk_x"})
+            finally:
+                await asyncio.to_thread(own_postgres.start_again)
+    finally:
+        await sidecar_runner.cleanup()
+    tracebacks = [r for r in caplog.records if r.exc_info and r.exc_info[1] is not None
+                  and outage_of(r.exc_info[1]) is not None
+                  and r.name != "asyncpg.pool"]  # its filter is set by setup_logging
+    assert not tracebacks, [r.getMessage() for r in tracebacks]
+
+
+async def test_database_unavailable_is_a_503_not_a_client_that_went_away(
+        http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
+    """:class:`DatabaseUnavailable` is a ``ConnectionError``, like a client that went
+    away: the error middleware still answers it 503 ``unavailable`` (CORS included),
+    with one line and no traceback, whichever route raises it."""
+    from aiohttp import web
+
+    from server.cors import cors_middleware
+    from server.logs import request_id_middleware
+    from server.rest.openapi import add_openapi_route
+    from tests.conftest import free_port
+
+    async def down(request: web.Request) -> web.StreamResponse:
+        raise DatabaseUnavailable("cannot connect to PostgreSQL: refused")
+
+    app = web.Application(middlewares=[request_id_middleware, cors_middleware([ORIGIN])])
+    app.router.add_get("/api/v1/down", down)
+    add_openapi_route(app)  # adds the error middleware, as on every Hearth app
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        for _ in range(3):
+            await _assert_unavailable_with_cors(http, "GET",
+                                                f"http://127.0.0.1:{port}/api/v1/down")
+    finally:
+        await runner.cleanup()
+    assert not [r for r in caplog.records if r.exc_info is not None]
+    # one line per store and interval (none if an earlier test's outage is that recent)
+    lines = [r for r in caplog.records if "DatabaseUnavailable" in r.getMessage()]
+    assert len(lines) <= 1, [r.getMessage() for r in lines]

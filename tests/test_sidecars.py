@@ -25,6 +25,7 @@ from protocol.sidecar import ActivityKind, ActivityRecorded
 from rooms.realtime.hub import Hub
 from rooms.realtime.redis_bus import RedisBus
 from server.config import load_config
+from server.lifecycle import TaskSupervisor
 from server.sidecar_host import CoreHost, SidecarCore, discover, selected_sidecars
 from tests.conftest import TEST_SECRET, free_port, start_server_process, stop_server_process
 from tests.helpers import GatewayClient, bearer, register
@@ -238,7 +239,8 @@ async def test_a_sidecar_event_reaches_the_member_on_a_gateway_process(
             await bus.start()
             try:
                 hub = Hub(bus)
-                host = CoreHost(SidecarCore(config, Database(), hub, None, None))  # type: ignore[arg-type]
+                host = CoreHost(SidecarCore(config, Database(), hub, None, None,  # type: ignore[arg-type]
+                                            TaskSupervisor()))
                 await host.publish_to_user(me["user"]["id"], ActivityRecorded(
                     community_id=community_id, kind=ActivityKind.LIVE, total=7, at=1))
                 got = await client.event("activity_recorded", timeout=10, kind="live")

@@ -29,15 +29,11 @@ from aiohttp.typedefs import Handler
 
 from protocol.codes import ErrorCode
 from protocol.text import text_problem, value_problem
-from server.rest.errors import ApiError
+from server.rest.errors import ApiError, invalid_request
 
 T = TypeVar("T")
 
 JSON_TYPES = ("application/json",)
-
-
-def invalid_request(message: str) -> ApiError:
-    return ApiError(ErrorCode.INVALID_REQUEST, message)
 
 
 def check_text(value: str, where: str) -> None:

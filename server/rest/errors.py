@@ -184,18 +184,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400 or _answered(request):
             raise  # redirects are answers; after a reply began, aiohttp closes it
         return _from_http_exception(exc)
-    except (asyncio.CancelledError, ConnectionError):
+    except asyncio.CancelledError:
         raise  # the client went away: nothing to answer
     except Exception as exc:
         if _answered(request):
             raise  # a stream or websocket already under way: aiohttp logs and closes
         extra = {"request_id": request.get(REQUEST_ID, "")}
+        # Before the client-went-away case: a store out of reach may be a
+        # ConnectionError too (persistence.database.DatabaseUnavailable).
         store = outage_of(exc)
         if store is not None:
             _OUTAGES.failure(exc, f"{request.method} {request.path}", extra=extra)
             error = unavailable(store)
             return error_response(error.code, error.message,
                                   retry_after_header(error.retry_after_ms))
+        if isinstance(exc, ConnectionError):
+            raise  # the client went away: nothing to answer
         log.exception("%s %s failed", request.method, request.path, extra=extra)
         return error_response(ErrorCode.INTERNAL, "internal error; nothing was applied")
 
