@@ -109,6 +109,9 @@ class Delivered:
 
 Handler = Callable[[asyncpg.Connection, Delivered], Awaitable[None]]
 """Handle one event inside the subscriber's transaction (write with ``conn`` only)."""
+BatchHandler = Callable[[asyncpg.Connection, list[Delivered]], Awaitable[None]]
+"""Handle a whole batch inside the subscriber's transaction, after ``Handler`` ran for
+each event: a subscriber that writes for every event does it in one statement."""
 AfterCommit = Callable[[list[Delivered]], Awaitable[None]]
 """Work after a batch committed (publishing); at least once, never before the commit."""
 
@@ -120,8 +123,9 @@ async def register_subscriber(conn: asyncpg.Connection, name: str) -> None:
                        "ON CONFLICT (name) DO NOTHING", name)
 
 
-async def handle_batch(db: Database, name: str, handler: Handler, *,
-                       limit: int = 100) -> list[Delivered]:
+async def handle_batch(db: Database, name: str, handler: Handler | None, *,
+                       limit: int = 100,
+                       batch_handler: BatchHandler | None = None) -> list[Delivered]:
     """One round for subscriber ``name`` (see the module docstring); returns what was
     handled (and committed)."""
     async with db.transaction(f"outbox.{name}") as conn:
@@ -148,8 +152,11 @@ async def handle_batch(db: Database, name: str, handler: Handler, *,
             if event is None:  # written by a newer version: not ours to read
                 continue
             item = Delivered(f"{r['xid']}:{r['id']}", event, r["at"])
-            await handler(conn, item)
+            if handler is not None:
+                await handler(conn, item)
             delivered.append(item)
+        if batch_handler is not None and delivered:
+            await batch_handler(conn, delivered)
         last = rows[-1]
         await conn.execute(
             "UPDATE outbox_subscribers SET last_xid = $2::text::xid8, last_id = $3, "
@@ -272,7 +279,7 @@ class Consumer:
 
     db: Database
     name: str
-    handler: Handler
+    handler: Handler | None
     after_commit: AfterCommit | None = None
     notifier: OutboxNotifier | None = None
     poll_s: float = 2.0
@@ -285,6 +292,7 @@ class Consumer:
     (``outbox_dead_letters``)."""
     backoff_s: float = 0.5
     failure_log: FailureLog = _TRACEBACKS
+    batch_handler: BatchHandler | None = None
     handled: int = 0
     failures: int = 0
     dead_lettered: int = 0
@@ -315,7 +323,8 @@ class Consumer:
             wake.clear()
             limit = 1 if single_left else self.batch
             try:
-                done = await handle_batch(self.db, self.name, self.handler, limit=limit)
+                done = await handle_batch(self.db, self.name, self.handler, limit=limit,
+                                          batch_handler=self.batch_handler)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

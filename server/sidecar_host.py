@@ -251,7 +251,7 @@ def mount_sidecars(app: web.Application, core: SidecarCore,
         for sidecar in mounted:
             for sub in sidecar.subscribers():
                 consumer = Consumer(core.db, sub.name, sub.handle, sub.after_commit, notifier,
-                                    failure_log=failures)
+                                    failure_log=failures, batch_handler=sub.handle_batch)
                 tasks.start(sub.name, consumer.run())
                 names.append(sub.name)
             for i, task in enumerate(sidecar.tasks()):

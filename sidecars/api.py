@@ -38,15 +38,15 @@ from typing import Any, ClassVar, TypeVar
 import asyncpg
 from aiohttp import web
 
-from persistence.outbox import AfterCommit, Delivered, Handler
+from persistence.outbox import AfterCommit, BatchHandler, Delivered, Handler
 from protocol.base import Request, ResultBase
 from protocol.codes import ErrorCode
 from protocol.models import Role
 from protocol.sidecar import SERVICE_KEY_PREFIX, Scope, SidecarEvent
 
-__all__ = ["AfterCommit", "Delivered", "GatewayHandler", "Handler", "Host", "MemberInfo",
-           "PrincipalInfo", "Route", "RouteHandler", "Scope", "Sidecar", "SidecarError",
-           "Subscriber", "Task"]
+__all__ = ["AfterCommit", "BatchHandler", "Delivered", "GatewayHandler", "Handler", "Host",
+           "MemberInfo", "PrincipalInfo", "Route", "RouteHandler", "Scope", "Sidecar",
+           "SidecarError", "Subscriber", "Task"]
 
 T = TypeVar("T")
 
@@ -122,8 +122,11 @@ class Subscriber:
     (``<sidecar>.<purpose>``)."""
 
     name: str
-    handle: Handler
+    handle: Handler | None
     after_commit: AfterCommit | None = None
+    handle_batch: BatchHandler | None = None
+    """Optional: the whole batch at once, after ``handle`` ran for each event (one
+    statement for a batch instead of one per event)."""
 
 
 class Host(abc.ABC):

@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 
+import sidecars.activity
+from persistence.database import Database
+from persistence.migrate import migrate
+from protocol.sidecar import ActivityKind
+from sidecars.activity import store
+from sidecars.activity.events import Activity
 from tests.conftest import RunningServer
 from tests.helpers import GatewayClient, bearer, register
 
@@ -26,11 +33,12 @@ async def test_activity_over_the_gateway(live_server: RunningServer) -> None:
         for i in range(3):
             await client.ok("send_message", channel_id=channel_id, content=f"m{i}",
                             nonce=f"n{i}")
-        last = {}
+        totals = []
         for _ in range(3):
-            last = await client.event("activity_recorded", timeout=20, kind="message",
-                                      community_id=cid)
-        assert last["total"] == 3
+            got = await client.event("activity_recorded", timeout=20, kind="message",
+                                     community_id=cid)
+            totals.append(got["total"])
+        assert totals == [1, 2, 3]  # each event's own total, batched or not
         got = await client.ok("fetch_activity", community_id=cid, limit=2)
         assert got["type"] == "activity"
         assert [i["kind"] for i in got["items"]] == ["message", "message"]
@@ -135,3 +143,30 @@ async def test_only_staff_or_a_key_read_another_members_activity(
         assert reads == 1
         for client in (member, moderator, owner):
             await client.close()
+
+
+async def test_a_batch_is_recorded_in_one_statement_with_each_items_own_total(
+        database_url: str) -> None:
+    """The recorder writes a whole outbox batch at once; each item still gets the total
+    as it stood after it (what ``activity_recorded`` tells the member), members and
+    kinds apart."""
+    db = Database()
+    await db.open(database_url)
+    try:
+        await migrate(db.pool, {"activity": Path(sidecars.activity.__file__).parent
+                                / "migrations"})
+        message, joined = ActivityKind.MESSAGE, ActivityKind.JOINED
+        items = [("e1", Activity(1, 7, message, 100, None), 1),
+                 ("e2", Activity(1, 8, message, 101, None), 2),
+                 ("e3", Activity(1, 7, message, 102, None), 3),
+                 ("e4", Activity(1, 7, joined, None, None), 4),
+                 ("e5", Activity(1, 7, message, 103, None), 5)]
+        async with db.transaction("t") as conn:
+            assert await store.record_batch_txn(conn, items) == [1, 1, 2, 1, 3]
+        async with db.transaction("t") as conn:
+            assert await store.record_batch_txn(conn, items[:2]) == [4, 2]
+            assert await store.totals(conn, 1, 7) == {"message": 4, "joined": 1}
+            assert [e.event_id for e in await store.recent(conn, 1, 7, 10)] == [
+                "e1", "e5", "e4", "e3", "e1"]
+    finally:
+        await db.close()

@@ -27,14 +27,16 @@ class ActivityService:
         the same events come again."""
 
     def subscriber(self) -> Subscriber:
-        return Subscriber(SUBSCRIBER, self.handle, self.after_commit)
+        return Subscriber(SUBSCRIBER, None, self.after_commit, handle_batch=self.handle)
 
-    async def handle(self, conn: asyncpg.Connection, item: Delivered) -> None:
-        activity = activity_of(item.event)
-        if activity is None:
-            return
-        total = await store.record_txn(conn, item.event_id, activity, item.created_at_ms)
-        self._pending[item.event_id] = (activity, total)
+    async def handle(self, conn: asyncpg.Connection, batch: list[Delivered]) -> None:
+        """Record a batch of events in the subscriber's transaction (one statement)."""
+        found = [(item, activity) for item in batch
+                 if (activity := activity_of(item.event)) is not None]
+        totals = await store.record_batch_txn(
+            conn, [(item.event_id, activity, item.created_at_ms) for item, activity in found])
+        for (item, activity), total in zip(found, totals, strict=True):
+            self._pending[item.event_id] = (activity, total)
 
     async def after_commit(self, batch: list[Delivered]) -> None:
         for item in batch:
