@@ -99,6 +99,11 @@ class Hub:
         self._targets: dict[int, int] = {}
         """Channels whose repair is running: the head a later check wants reached."""
         self.observe_latency = observe_latency
+        self.before_publish: Callable[[int], Awaitable[None]] | None = None
+        """Awaited with the channel id before any event but a ``message_create`` is
+        published to a channel topic: the group-commit writer's ``after_creates``, so
+        an edit, reaction or delete never overtakes the create it refers to on the bus
+        (see ``rooms/chat/group_commit.py``)."""
         self._subscribers: dict[str, set[Session]] = {}
         self._last_seq: dict[int, int] = {}
         self._held: dict[int, list[tuple[str, bytes]]] = {}
@@ -124,10 +129,22 @@ class Hub:
         return topic, header + JSON.encode_event(event)
 
     async def publish(self, topic: str, event: Event) -> None:
+        if self.before_publish is not None and topic.startswith("ch."):
+            await self.before_publish(int(topic[3:]))
         await self.bus.publish(*self.encode(topic, event))
 
     async def publish_many(self, items: list[tuple[str, Event]]) -> None:
+        if self.before_publish is not None:
+            for channel_id in {int(t[3:]) for t, _ in items if t.startswith("ch.")}:
+                await self.before_publish(channel_id)
         await self.bus.publish_many([self.encode(t, e) for t, e in items])
+
+    async def publish_created(self, messages: list[Message]) -> None:
+        """Publish committed messages as ``message_create`` events, in the order given
+        (the group-commit writer's publisher; not held by :attr:`before_publish`)."""
+        await self.bus.publish_many([self.encode(channel_topic(m.channel_id),
+                                                 MessageCreated(message=m))
+                                     for m in messages])
 
     # ---------------------------------------------------------------------- subscribing
 
