@@ -108,6 +108,16 @@ redis.call('PEXPIRE', meta, ARGV[2])
 return {epoch, previous, redis.call('HGETALL', meta), redis.call('LRANGE', list, 0, -1)}
 """
 
+# KEYS: meta, list. ARGV: owner, epoch. Deletes both unless another process or a later
+# claim owns the session now (a copy whose takeover notice was lost must not delete the
+# new owner's keys). Returns 1 when deleted, 0 when left to its owner.
+_FORGET = """
+local held = redis.call('HMGET', KEYS[1], 'owner', 'epoch')
+if (held[1] and held[1] ~= ARGV[1]) or (held[2] and held[2] ~= ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+"""
+
 _TOUCH = """
 for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 return #KEYS
@@ -166,6 +176,7 @@ class SessionMirror:
         self._append = self._redis.register_script(_APPEND)
         self._claim = self._redis.register_script(_CLAIM)
         self._touch = self._redis.register_script(_TOUCH)
+        self._forget = self._redis.register_script(_FORGET)
         self._dirty: dict[Session, None] = {}
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
@@ -289,11 +300,16 @@ class SessionMirror:
             log.warning("refreshing %d mirrored sessions failed", len(keys) // 2,
                         exc_info=True)
 
-    async def forget(self, session_id: str) -> None:
+    async def forget(self, session_id: str, epoch: int) -> bool:
+        """Delete the session's keys if this process still owns them at ``epoch``
+        (checked and deleted atomically); whether they were deleted."""
+        frames_key, meta_key = _keys(session_id)
         try:
-            await self._redis.delete(*_keys(session_id))
+            return bool(await self._forget(keys=[meta_key, frames_key],
+                                           args=[self.owner, epoch]))
         except Exception:
             log.warning("could not delete mirrored session %s", session_id, exc_info=True)
+            return False
 
     # ------------------------------------------------------------------------- reading
 
