@@ -58,6 +58,7 @@ from protocol.models import Message
 from rooms.realtime.bus import Bus, channel_topic
 from rooms.realtime.control import ControlRegistry
 from rooms.realtime.member_view import MemberViewControl, RefreshAccess
+from rooms.realtime.outages import ThrottledLog
 from rooms.realtime.sessions import Session
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class Hub:
         self._last_seq: dict[int, int] = {}
         self._held: dict[int, list[tuple[str, bytes]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._repair_log = ThrottledLog(log)
         self._listeners: dict[str, Callable[[bytes], None]] = {}
         self.member_views = MemberViewControl(self, self.control,
                                               refresh_access=refresh_access,
@@ -338,14 +340,30 @@ class Hub:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _repair(self, channel_id: int, after: int, upto: int) -> None:
-        """Deliver messages (after, upto] from PostgreSQL, then whatever waited."""
+        """Deliver messages (after, upto] from PostgreSQL, then whatever waited.
+
+        While PostgreSQL cannot answer, the channel stays held (what arrives meanwhile
+        waits behind the repair) and the read is retried with back-off, logged once per
+        interval: going on without the missing messages would find the same gap in
+        what was held and start another repair at once, a tight loop."""
         assert self.fetch_missing is not None
         topic = channel_topic(channel_id)
-        try:
-            missing = await self.fetch_missing(channel_id, after, upto)
-        except Exception:
-            log.exception("catch-up of channel %d from seq %d failed", channel_id, after)
-            missing = []
+        mine = self._held.get(channel_id)
+        failures = 0
+        while True:
+            try:
+                missing = await self.fetch_missing(channel_id, after, upto)
+                break
+            except Exception as exc:
+                failures += 1
+                self._repair_log.warning(
+                    "catch-up", "catch-up of channel %d from seq %d failed (%s: %s); "
+                    "retrying", channel_id, after, type(exc).__name__, exc)
+                await asyncio.sleep(min(2.0, 0.05 * 2 ** failures))
+                if self._held.get(channel_id) is not mine:
+                    return  # unsubscribed meanwhile (a later repair owns it now, if any)
+        if failures:
+            self._repair_log.resolved("catch-up")
         held = self._held.pop(channel_id, [])
         if topic not in self._subscribers:
             return
