@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 
 from persistence.database import Database
+from protocol.chat import MessageDeleted, MessageUpdated
 from protocol.codes import ErrorCode
+from protocol.limits import Limits
 from protocol.models import Message
+from rooms.chat.chat import ChatService, CommittedPublisher
 from rooms.chat.group_commit import GroupCommitWriter
 from rooms.errors import RequestError
+from rooms.realtime.bus import InProcessBus, channel_topic
+from rooms.realtime.hub import Hub
 from tests.test_persistence import make_channel, make_community, make_user, new
 
 
@@ -70,3 +76,60 @@ async def test_full_queue_refuses_fast(db: Database) -> None:
     runner.cancel()
     with pytest.raises(asyncio.CancelledError):
         await runner
+
+
+class HeldBus(InProcessBus):
+    """Records what reaches it, in order; the publish of a ``message_create`` waits for
+    ``release`` (Redis slow), everything else goes through at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+        self.seen: list[tuple[str, str]] = []
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        event = msgspec.json.decode(payload[17:])
+        kind = event["t"]
+        if kind == "message_create":
+            self.holding.set()
+            await self.release.wait()
+        self.seen.append((topic, kind))
+        await super().publish(topic, payload)
+
+
+async def test_nothing_overtakes_a_create_acknowledged_early(db: Database) -> None:
+    owner = await make_user(db)
+    community = await make_community(db, owner)
+    channel = await make_channel(db, community, owner)
+    topic = channel_topic(channel.id)
+    bus = HeldBus()
+    hub = Hub(bus)
+    writer = GroupCommitWriter(db, CommittedPublisher(hub), ack_after_s=0.01)
+    ChatService(db, hub, writer, Limits())  # wires the hub to the writer
+    runner = asyncio.create_task(writer.run())
+    try:
+        message = await writer.submit(new(channel, owner, "hi"))
+        assert bus.holding.is_set() and bus.seen == []  # acknowledged by the timer
+        edit = asyncio.create_task(hub.publish(topic, MessageUpdated(
+            message=msgspec.structs.replace(message, content="edited"))))
+        delete = asyncio.create_task(hub.publish_many([(topic, MessageDeleted(
+            channel_id=channel.id, message_id=message.id, seq=message.seq))]))
+        elsewhere = channel_topic(channel.id + 1)
+        # A task started after them runs after their first steps (tasks start in order).
+        await asyncio.create_task(hub.publish(elsewhere, MessageUpdated(message=message)))
+        # Another channel is not held; the edit and the delete had their turn and wait.
+        assert bus.seen == [(elsewhere, "message_update")]
+        assert not edit.done() and not delete.done()
+        bus.release.set()
+        await asyncio.gather(edit, delete)
+        assert [kind for t, kind in bus.seen if t == topic] == [
+            "message_create", "message_update", "message_delete"]
+        # Nothing waiting any more: straight through.
+        await hub.publish(topic, MessageUpdated(message=message))
+        assert bus.seen[-1] == (topic, "message_update")
+    finally:
+        bus.release.set()
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner

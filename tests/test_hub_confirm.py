@@ -8,9 +8,11 @@ which is what a message committed before a new subscription was live looks like.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 import msgspec
+import pytest
 
 from protocol.chat import MessageCreated
 from protocol.codec import JSON
@@ -55,6 +57,7 @@ class Store:
         self.gate: asyncio.Event | None = None
         self.fetches: list[tuple[int, int]] = []
         self.head_failures = 0
+        self.fetch_failures = 0
         self.head_reads: list[list[int]] = []
 
     def commit(self) -> Message:
@@ -66,6 +69,9 @@ class Store:
 
     async def fetch_missing(self, channel_id: int, after: int, upto: int) -> list[Message]:
         self.fetches.append((after, upto))
+        if self.fetch_failures:
+            self.fetch_failures -= 1
+            raise ConnectionError("PostgreSQL is away")
         if self.gate is not None:
             await self.gate.wait()
         return [m for m in self.messages if after < m.seq <= upto]
@@ -180,4 +186,31 @@ async def test_a_head_seen_while_a_repair_runs_is_reached_after_it() -> None:
     await until(lambda: len(sink.frames) == 4)
     assert sink.seqs() == [2, 3, 4, 5]
     assert store.fetches == [(1, 2), (3, 5)]
+    await hub.close()
+
+
+async def test_a_gap_repair_waits_out_postgresql_without_spinning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """While the read of the missing messages fails, the channel stays held and the read
+    is retried with back-off, one log line for the outage: not a new repair (and a
+    traceback) per failure, found again at once in what was held."""
+    store = Store(7)
+    hub = Hub(InProcessBus(), fetch_missing=store.fetch_missing, read_heads=store.read_heads)
+    session, sink = member(channel_at(store))
+    hub.attach(session)
+    await until(lambda: store.head_reads == [[7]])
+    await until(lambda: not hub._confirming)
+    store.commit()  # 1: lost by the bus
+    store.fetch_failures = 3
+    with caplog.at_level(logging.WARNING, logger="rooms.realtime.hub"):
+        await hub.publish(channel_topic(7), MessageCreated(message=store.commit()))  # 2
+        await until(lambda: len(store.fetches) == 2)
+        # Arriving during the outage: waits behind the repair.
+        await hub.publish(channel_topic(7), MessageCreated(message=store.commit()))  # 3
+        assert sink.frames == []
+        await until(lambda: len(sink.frames) == 3)
+    assert sink.seqs() == [1, 2, 3]
+    assert store.fetches == [(0, 1)] * 4  # one repair, retried; nothing else spawned
+    failed = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is None
     await hub.close()

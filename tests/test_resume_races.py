@@ -113,7 +113,7 @@ class GatedWrites:
         self.store = self.mirror._store
         self.opened = asyncio.Event()
 
-    async def __call__(self, taken: Any) -> list[bool]:
+    async def __call__(self, taken: Any) -> list[bool] | None:
         await self.opened.wait()
         return await self.store(taken)
 

@@ -33,7 +33,6 @@ from protocol.chat import (
     JoinThread,
     LeaveThread,
     MarkRead,
-    MessageCreated,
     MessageResult,
     MessageUpdated,
     ReactionAdded,
@@ -88,8 +87,7 @@ class CommittedPublisher:
         self.hub = hub
 
     async def __call__(self, messages: list[Message]) -> None:
-        await self.hub.publish_many(
-            [(channel_topic(m.channel_id), MessageCreated(message=m)) for m in messages])
+        await self.hub.publish_created(messages)
 
 
 class TypingView:
@@ -142,6 +140,8 @@ class ChatService:
         self.user_limiter = user_limiter
         self.hub = hub
         self.writer = writer
+        # Edits, reactions and deletes wait for the creates they refer to (group_commit.py).
+        hub.before_publish = writer.after_creates
         self.limits = limits
         self._history_in_flight: dict[tuple[int, int | None, int | None, int | None, int],
                                       asyncio.Future[tuple[list[Message], bool]]] = {}

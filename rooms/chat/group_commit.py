@@ -22,6 +22,15 @@ commit, whichever comes first: the commit is the durability point and receivers 
 by seq from PostgreSQL, so a sender need not wait out a Redis outage (the bus holds a
 publish up to 5 s before giving up on it), only a bounded moment.
 
+The early ack must not let what refers to a message overtake it: a sender acknowledged
+by the timer may edit, react to or delete the message while its ``message_create`` still
+waits behind a slow publish, and a receiver would then get an update for a message it
+does not have (or see a deleted message reappear). So :meth:`GroupCommitWriter.after_creates`
+waits, for one channel, until every ``message_create`` committed in it so far has been
+handed to the bus (or its publish failed); the hub calls it before publishing any other
+event to a channel topic (``Hub.before_publish``), and the bus keeps per-topic order
+from there. A channel with nothing waiting costs one dict lookup.
+
 Bounded: at most ``max_pending`` messages wait (to be committed or published); beyond
 that ``submit`` fails fast with ``rate_limited`` instead of growing memory.
 
@@ -72,6 +81,13 @@ class GroupCommitWriter:
         """Committed, not yet published, in commit order."""
         self._unpublished = 0
         self._publish_wake = asyncio.Event()
+        self._batches_committed = 0
+        self._batches_published = 0
+        """Batches are published strictly in commit order: a count says how far."""
+        self._channel_batch: dict[int, int] = {}
+        """Channel id -> number of the newest committed batch that created a message in
+        it, while that batch is not yet published."""
+        self._publish_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._failures = ThrottledLog(log)
         self.batches = 0
         self.committed = 0
@@ -164,11 +180,44 @@ class GroupCommitWriter:
         self.committed += created
         self.last_batch_size = created
         self._committed.append((batch, stored))
+        self._batches_committed += 1
+        for s in stored:
+            if s.created:
+                self._channel_batch[s.message.channel_id] = self._batches_committed
         self._unpublished += len(batch)
         self._publish_wake.set()
         if self._ack_after is not None:
             asyncio.get_running_loop().call_later(self._ack_after, self._acknowledge,
                                                   batch, stored)
+
+    async def after_creates(self, channel_id: int) -> None:
+        """Return once every ``message_create`` committed in ``channel_id`` so far has been
+        published (or its publish failed); at once if none is waiting. Whatever is
+        published to the channel's topic after this comes after those creates on the bus."""
+        target = self._channel_batch.get(channel_id)
+        if target is None:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._publish_waiters.append((target, future))
+        await future
+
+    def _published(self, taken: list[tuple[list[_Item], list[Stored]]]) -> None:
+        """``taken`` (the oldest unpublished batches) is published: release the channels
+        and the :meth:`after_creates` callers waiting for it."""
+        self._batches_published += len(taken)
+        done = self._batches_published
+        for _, stored in taken:
+            for s in stored:
+                channel_id = s.message.channel_id
+                if self._channel_batch.get(channel_id, done + 1) <= done:
+                    del self._channel_batch[channel_id]
+        waiting = []
+        for target, future in self._publish_waiters:
+            if target > done:
+                waiting.append((target, future))
+            elif not future.done():
+                future.set_result(None)
+        self._publish_waiters = waiting
 
     @staticmethod
     def _acknowledge(batch: list[_Item], stored: list[Stored]) -> None:
@@ -200,6 +249,7 @@ class GroupCommitWriter:
             self._failures.failure(exc, f"publishing {len(fresh)} committed message(s)")
         else:
             self._failures.resolved("redis")
+        self._published(taken)
         for batch, stored in taken:
             self._unpublished -= len(batch)
             self._acknowledge(batch, stored)

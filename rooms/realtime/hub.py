@@ -58,6 +58,7 @@ from protocol.models import Message
 from rooms.realtime.bus import Bus, channel_topic
 from rooms.realtime.control import ControlRegistry
 from rooms.realtime.member_view import MemberViewControl, RefreshAccess
+from rooms.realtime.outages import ThrottledLog
 from rooms.realtime.sessions import Session
 
 log = logging.getLogger(__name__)
@@ -99,10 +100,16 @@ class Hub:
         self._targets: dict[int, int] = {}
         """Channels whose repair is running: the head a later check wants reached."""
         self.observe_latency = observe_latency
+        self.before_publish: Callable[[int], Awaitable[None]] | None = None
+        """Awaited with the channel id before any event but a ``message_create`` is
+        published to a channel topic: the group-commit writer's ``after_creates``, so
+        an edit, reaction or delete never overtakes the create it refers to on the bus
+        (see ``rooms/chat/group_commit.py``)."""
         self._subscribers: dict[str, set[Session]] = {}
         self._last_seq: dict[int, int] = {}
         self._held: dict[int, list[tuple[str, bytes]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._repair_log = ThrottledLog(log)
         self._listeners: dict[str, Callable[[bytes], None]] = {}
         self.member_views = MemberViewControl(self, self.control,
                                               refresh_access=refresh_access,
@@ -124,10 +131,22 @@ class Hub:
         return topic, header + JSON.encode_event(event)
 
     async def publish(self, topic: str, event: Event) -> None:
+        if self.before_publish is not None and topic.startswith("ch."):
+            await self.before_publish(int(topic[3:]))
         await self.bus.publish(*self.encode(topic, event))
 
     async def publish_many(self, items: list[tuple[str, Event]]) -> None:
+        if self.before_publish is not None:
+            for channel_id in {int(t[3:]) for t, _ in items if t.startswith("ch.")}:
+                await self.before_publish(channel_id)
         await self.bus.publish_many([self.encode(t, e) for t, e in items])
+
+    async def publish_created(self, messages: list[Message]) -> None:
+        """Publish committed messages as ``message_create`` events, in the order given
+        (the group-commit writer's publisher; not held by :attr:`before_publish`)."""
+        await self.bus.publish_many([self.encode(channel_topic(m.channel_id),
+                                                 MessageCreated(message=m))
+                                     for m in messages])
 
     # ---------------------------------------------------------------------- subscribing
 
@@ -321,14 +340,30 @@ class Hub:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _repair(self, channel_id: int, after: int, upto: int) -> None:
-        """Deliver messages (after, upto] from PostgreSQL, then whatever waited."""
+        """Deliver messages (after, upto] from PostgreSQL, then whatever waited.
+
+        While PostgreSQL cannot answer, the channel stays held (what arrives meanwhile
+        waits behind the repair) and the read is retried with back-off, logged once per
+        interval: going on without the missing messages would find the same gap in
+        what was held and start another repair at once, a tight loop."""
         assert self.fetch_missing is not None
         topic = channel_topic(channel_id)
-        try:
-            missing = await self.fetch_missing(channel_id, after, upto)
-        except Exception:
-            log.exception("catch-up of channel %d from seq %d failed", channel_id, after)
-            missing = []
+        mine = self._held.get(channel_id)
+        failures = 0
+        while True:
+            try:
+                missing = await self.fetch_missing(channel_id, after, upto)
+                break
+            except Exception as exc:
+                failures += 1
+                self._repair_log.warning(
+                    "catch-up", "catch-up of channel %d from seq %d failed (%s: %s); "
+                    "retrying", channel_id, after, type(exc).__name__, exc)
+                await asyncio.sleep(min(2.0, 0.05 * 2 ** failures))
+                if self._held.get(channel_id) is not mine:
+                    return  # unsubscribed meanwhile (a later repair owns it now, if any)
+        if failures:
+            self._repair_log.resolved("catch-up")
         held = self._held.pop(channel_id, [])
         if topic not in self._subscribers:
             return

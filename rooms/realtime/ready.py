@@ -243,7 +243,7 @@ class SessionOpener:
         session.load_replay(mirrored.frames, mirrored.seq)
         replay = session.replay_after(seq)
         if replay is None:
-            await self.mirror.forget(session_id)
+            await self.mirror.forget(session_id, mirrored.epoch)
             return "too far behind; identify and fetch history"
         await self._load_view(session)
         for channel in session.channels.values():
@@ -327,7 +327,9 @@ class SessionOpener:
             callback(session)
 
     async def forget(self, session: Session) -> None:
-        """The session ended for good (the client closed normally): drop its mirror."""
+        """The session ended for good (the client closed normally): drop its mirror,
+        unless another process claimed it meanwhile (checked in Redis, not only by the
+        local mark: the takeover notice may have been lost)."""
         self.close(session)
         if self.mirror is not None and not session.is_superseded:
-            await self.mirror.forget(session.session_id)
+            await self.mirror.forget(session.session_id, session.epoch)

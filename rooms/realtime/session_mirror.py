@@ -47,6 +47,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
+from rooms.realtime.outages import ThrottledLog
 from rooms.realtime.redis_client import blocking_client
 from rooms.realtime.sessions import Session
 
@@ -108,11 +109,23 @@ redis.call('PEXPIRE', meta, ARGV[2])
 return {epoch, previous, redis.call('HGETALL', meta), redis.call('LRANGE', list, 0, -1)}
 """
 
+# KEYS: meta, list. ARGV: owner, epoch. Deletes both unless another process or a later
+# claim owns the session now (a copy whose takeover notice was lost must not delete the
+# new owner's keys). Returns 1 when deleted, 0 when left to its owner.
+_FORGET = """
+local held = redis.call('HMGET', KEYS[1], 'owner', 'epoch')
+if (held[1] and held[1] ~= ARGV[1]) or (held[2] and held[2] ~= ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+"""
+
 _TOUCH = """
 for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 return #KEYS
 """
 TOUCH_KEYS_PER_CALL = 2048
+RETRY_UNSTORED_S = 1.0
+"""How soon frames a failed write left are written again (with or without new ones)."""
 WRITTEN_TIMEOUT_S = 2.0
 """Longest an identify waits for its session's first write to Redis."""
 
@@ -166,10 +179,15 @@ class SessionMirror:
         self._append = self._redis.register_script(_APPEND)
         self._claim = self._redis.register_script(_CLAIM)
         self._touch = self._redis.register_script(_TOUCH)
+        self._forget = self._redis.register_script(_FORGET)
         self._dirty: dict[Session, None] = {}
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
         self._waiters: list[asyncio.Future[None]] = []
+        self._unstored: dict[str, tuple[Session, list[tuple[int, bytes]], dict[int, int]]] = {}
+        """Session id -> (the copy, frames and cursor changes a failed write left)."""
+        self._retry_scheduled = False
+        self._failure_log = ThrottledLog(log)
         self.flushes = 0
         self.failures = 0
         self.lost_ownership = 0
@@ -215,14 +233,7 @@ class SessionMirror:
                 batch, self._dirty = list(self._dirty), {}
                 waiters, self._waiters = self._waiters, []
                 try:
-                    taken = [(s, s.take_unmirrored(), s.take_cursor_changes()) for s in batch]
-                    results = await self._store(taken)
-                    for (session, frames, _), owned in zip(taken, results, strict=True):
-                        if not owned:
-                            self.lost_ownership += 1
-                            session.superseded()
-                            continue
-                        session.write_out(frames)
+                    await self._flush_batch(batch)
                 finally:
                     for waiter in waiters:
                         if not waiter.done():
@@ -230,10 +241,48 @@ class SessionMirror:
         finally:
             self._flushing = False
 
+    async def _flush_batch(self, batch: list[Session]) -> None:
+        """Store the sessions' new frames and cursors (with whatever an earlier failed
+        write left), then write the new frames out. A failed write still writes them out
+        (availability first) but keeps what it could not store for the next flush, one
+        is scheduled: otherwise the mirror would lack them for good, and a resume
+        elsewhere would miss them."""
+        new = [(s, s.take_unmirrored(), s.take_cursor_changes()) for s in batch]
+        taken = []
+        for session, frames, cursors in new:
+            left = self._unstored.pop(session.session_id, None)
+            if left is not None and left[0] is session:
+                taken.append((session, left[1] + frames, {**left[2], **cursors}))
+            else:
+                taken.append((session, frames, cursors))
+        results = await self._store(taken)
+        if results is None:
+            for (session, frames, cursors) in taken:
+                self._unstored[session.session_id] = (
+                    session, frames[-self.max_frames:], cursors)
+            for session, frames, _ in new:
+                session.write_out(frames)
+            if not self._retry_scheduled:
+                self._retry_scheduled = True
+                asyncio.get_running_loop().call_later(RETRY_UNSTORED_S, self._retry)
+            return
+        for (session, frames, _), owned in zip(new, results, strict=True):
+            if not owned:
+                self.lost_ownership += 1
+                session.superseded()
+                continue
+            session.write_out(frames)
+
+    def _retry(self) -> None:
+        self._retry_scheduled = False
+        for session, _, _ in list(self._unstored.values()):
+            self.mark_dirty(session)
+
     async def _store(self, taken: list[tuple[Session, list[tuple[int, bytes]],
-                                             dict[int, int]]]) -> list[bool]:
+                                             dict[int, int]]]) -> list[bool] | None:
         """One pipeline: each distinct event body once (shared by every recipient),
-        then the sessions' entries (seq + body key) in a few Lua calls."""
+        then the sessions' entries (seq + body key) in a few Lua calls. Whether each
+        session is still owned here; None when Redis could not be written."""
         pipe = self._redis.pipeline(transaction=False)
         body_keys: dict[int, bytes] = {}
         prefix = f"hearth:e:{self.owner}:{self.flushes}:"
@@ -257,12 +306,16 @@ class SessionMirror:
             await self._append(keys=keys, args=args, client=pipe)
         try:
             replies = await pipe.execute()
-        except Exception:
+        except Exception as exc:
+            await pipe.reset()  # type: ignore[no-untyped-call]  # a failed execute may keep its connection
             # Availability first: the events still go out; these sessions just may not
             # be resumable elsewhere until the next successful write.
             self.failures += 1
-            log.exception("mirroring %d sessions to Redis failed", len(taken))
-            return [True] * len(taken)
+            self._failure_log.warning("redis", "mirroring %d sessions to Redis failed "
+                                      "(%s: %s); kept for the next write", len(taken),
+                                      type(exc).__name__, exc)
+            return None
+        self._failure_log.resolved("redis")
         self.flushes += 1
         owned: list[bool] = []
         for reply in replies[len(body_keys):]:
@@ -289,11 +342,17 @@ class SessionMirror:
             log.warning("refreshing %d mirrored sessions failed", len(keys) // 2,
                         exc_info=True)
 
-    async def forget(self, session_id: str) -> None:
+    async def forget(self, session_id: str, epoch: int) -> bool:
+        """Delete the session's keys if this process still owns them at ``epoch``
+        (checked and deleted atomically); whether they were deleted."""
+        self._unstored.pop(session_id, None)
+        frames_key, meta_key = _keys(session_id)
         try:
-            await self._redis.delete(*_keys(session_id))
+            return bool(await self._forget(keys=[meta_key, frames_key],
+                                           args=[self.owner, epoch]))
         except Exception:
             log.warning("could not delete mirrored session %s", session_id, exc_info=True)
+            return False
 
     # ------------------------------------------------------------------------- reading
 
