@@ -14,7 +14,7 @@ from collections.abc import Callable
 import msgspec
 import pytest
 
-from protocol.chat import MessageCreated
+from protocol.chat import MessageCreated, MessageUpdated
 from protocol.codec import JSON
 from protocol.codes import CloseCode
 from protocol.frames import ServerFrame
@@ -38,6 +38,16 @@ class RecordingSink:
 
     def congested(self) -> bool:
         return False
+
+    def kinds(self) -> list[str]:
+        """Each frame's event as ``create <seq>`` or ``update <seq>``."""
+        out = []
+        for frame in self.frames:
+            event = msgspec.json.decode(frame, type=ServerFrame).d  # type: ignore[union-attr]
+            assert isinstance(event, MessageCreated | MessageUpdated)
+            word = "create" if isinstance(event, MessageCreated) else "update"
+            out.append(f"{word} {event.message.seq}")
+        return out
 
     def seqs(self) -> list[int]:
         out = []
@@ -212,4 +222,26 @@ async def test_a_gap_repair_waits_out_postgresql_without_spinning(
     assert store.fetches == [(0, 1)] * 4  # one repair, retried; nothing else spawned
     failed = [r for r in caplog.records if "failed" in r.getMessage()]
     assert len(failed) == 1 and failed[0].exc_info is None
+    await hub.close()
+
+
+async def test_an_edit_arriving_during_a_repair_waits_behind_it() -> None:
+    """While the hub repairs a gap, an edit of the message being repaired (no seq of its
+    own) is held with the creates: clients never get an update for a message they do
+    not have."""
+    store = Store(7)
+    hub = Hub(InProcessBus(), fetch_missing=store.fetch_missing, read_heads=store.read_heads)
+    session, sink = member(channel_at(store))
+    hub.attach(session)
+    await until(lambda: store.head_reads == [[7]])
+    lost = store.commit()  # 1: lost by the bus
+    store.gate = asyncio.Event()
+    await hub.publish(channel_topic(7), MessageCreated(message=store.commit()))  # 2: a gap
+    await until(lambda: store.fetches == [(0, 1)])
+    edited = msgspec.structs.replace(lost, content="edited")
+    await hub.publish(channel_topic(7), MessageUpdated(message=edited))
+    assert sink.frames == []  # held behind the repair, not delivered ahead of it
+    store.gate.set()
+    await until(lambda: len(sink.frames) == 3)
+    assert sink.kinds() == ["create 1", "create 2", "update 1"]
     await hub.close()

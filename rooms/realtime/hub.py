@@ -224,12 +224,16 @@ class Hub:
         kind, published_at, seq = _HEADER.unpack_from(payload)
         if self.observe_latency is not None:
             self.observe_latency(time.time() * 1000.0 - published_at)
-        if seq:
-            channel_id = int(topic[3:])
-            held = self._held.get(channel_id)
-            if held is not None:  # a catch-up is running: wait behind it
+        if self._held and topic.startswith("ch."):
+            held = self._held.get(int(topic[3:]))
+            if held is not None:
+                # A catch-up is running: everything on the channel waits behind it, not
+                # only the sequenced creates, or an edit, reaction or delete would reach
+                # clients before the message it refers to.
                 held.append((topic, payload))
                 return
+        if seq:
+            channel_id = int(topic[3:])
             last = self._last_seq.get(channel_id, 0)
             if seq <= last:
                 self.duplicates_dropped += 1
