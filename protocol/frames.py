@@ -87,8 +87,10 @@ from protocol.live import (
 from protocol.models import (
     Channel,
     CommunitySnapshot,
+    Id,
     PresenceStatus,
     ReadState,
+    Seq,
     SessionSeq,
     User,
 )
@@ -187,12 +189,29 @@ class Identify(ClientFrameBase, tag="identify"):
     """Free-form client name and version, for logs."""
 
 
+Positions = Annotated[dict[Id, Seq], msgspec.Meta(
+    max_length=1_000,
+    description="Per channel id, the newest message seq the client has; "
+                "limits.max_resume_positions.")]
+
+
 class Resume(ClientFrameBase, tag="resume"):
-    """First frame of a reconnect: continue ``session_id`` after dispatch ``seq``."""
+    """First frame of a reconnect: continue ``session_id`` after dispatch ``seq``.
+
+    ``positions``: per channel, the newest message ``seq`` the client has received
+    (start from the ready snapshot's channels' ``last_seq``, set it from every event
+    that brings a channel, advance it with every ``message_create``). With them, a
+    resume on another node delivers every missed message exactly once. Channels left
+    out (an older client, or more than ``limits.max_resume_positions``) are resumed
+    from the server's record of what it sent, which may repeat messages the client
+    already has: drop a ``message_create`` whose (channel id, seq) you have. Too many
+    entries, or a malformed map, is an ``invalid_frame`` error like any undecodable
+    frame (the connection stays open for another resume or identify)."""
 
     token: Token
     session_id: Annotated[str, msgspec.Meta(max_length=64)]
     seq: SessionSeq
+    positions: Positions = {}
 
 
 class Heartbeat(ClientFrameBase, tag="heartbeat"):

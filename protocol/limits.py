@@ -48,6 +48,10 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """How long a disconnected session stays resumable."""
     replay_buffer_events: int = 2_000
     """Events kept per session for resume; a longer gap needs a fresh identify."""
+    max_resume_positions: int = 1_000
+    """Most channel positions one ``resume`` may carry (more: ``invalid_frame``); send
+    the channels you read most recently, the others resume from the server's record
+    (possibly with duplicates to drop by channel and seq). Fixed by the wire schema."""
     typing_ttl_ms: int = 10_000
     """A typing indicator expires this long after the last ``typing`` request."""
     max_reason_chars: int = 512

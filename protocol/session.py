@@ -25,7 +25,7 @@ from __future__ import annotations
 import collections
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -74,6 +74,8 @@ class ResumeRequested:
     token: str
     session_id: str
     seq: int
+    positions: dict[int, int] = field(default_factory=dict)
+    """Per channel id, the newest message seq the client has (``resume.positions``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +172,8 @@ class GatewayProtocol:
             if isinstance(frame, Identify):
                 self._events.append(IdentifyRequested(frame.token, frame.client))
             else:
-                self._events.append(ResumeRequested(frame.token, frame.session_id, frame.seq))
+                self._events.append(ResumeRequested(frame.token, frame.session_id, frame.seq,
+                                                    frame.positions))
             return
         # Every other frame is a request.
         assert isinstance(frame, Request)

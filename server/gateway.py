@@ -71,7 +71,9 @@ def frame_header(length: int, binary: bool) -> bytes:
 SLOW_CLOSE_GRACE_S = 2.0
 """How long a slow consumer has to read its 4008 close frame before the socket is cut."""
 MIRROR_TOUCH_EVERY = 20
-"""Sweeps between refreshes of live sessions' mirror TTLs (well inside the window)."""
+"""Sweeps between the mirror's interval writes (rooms/realtime/session_mirror.py): the
+cursors of sessions that only received message creates, and live sessions' TTLs (well
+inside the resume window)."""
 CLOSE_TIMEOUT_S = 5.0
 """Longest a close handshake may take before the socket is cut."""
 DRAIN_WINDOW_MS = 1000
@@ -177,7 +179,8 @@ class GatewayConnection:
             self.protocol.reject_authentication()
             return
         opener = self.gateway.opener
-        result = await opener.resume(user, event.session_id, event.seq, self.codec, self)
+        result = await opener.resume(user, event.session_id, event.seq, self.codec, self,
+                                     event.positions)
         if isinstance(result, str):
             self.protocol.reject_resume(result)
             return
@@ -370,7 +373,9 @@ class Gateway:
             ticks += 1
             mirror = self.opener.mirror
             if mirror is not None and ticks % MIRROR_TOUCH_EVERY == 0:
-                await mirror.touch(s for s in self.opener.registry.all() if s.sink is not None)
+                # The interval write: seq and cursors of sessions that only received
+                # message creates since (nothing else wrote them), TTLs of the rest.
+                await mirror.refresh(self.opener.registry.all())
             now = _now_ms()
             for conn in list(self.connections):
                 if conn.protocol.close_code() is None:

@@ -34,6 +34,9 @@ class GatewayClient:
         self.hello: dict[str, Any] = {}
         self.ready: dict[str, Any] = {}
         self.last_seq = 0
+        self.positions: dict[int, int] = {}
+        """Per channel, the newest message seq received (sent with ``resume``)."""
+        self._jump_allowed = False
         self._ids = itertools.count(1)
         self.backlog: list[dict[str, Any]] = []
 
@@ -69,9 +72,53 @@ class GatewayClient:
         assert msg.type is aiohttp.WSMsgType.TEXT, msg
         frame = json.loads(msg.data)
         if frame.get("op") == "dispatch":
-            assert frame["s"] == self.last_seq + 1, (frame["s"], self.last_seq)
+            # Consecutive, except that a resume on another node may number its replay
+            # after a jump (never backwards).
+            if self._jump_allowed:
+                assert frame["s"] > self.last_seq, (frame["s"], self.last_seq)
+            else:
+                assert frame["s"] == self.last_seq + 1, (frame["s"], self.last_seq)
+            self._jump_allowed = False
             self.last_seq = frame["s"]
+            self.track(frame["d"])
+        elif frame.get("op") == "resumed":
+            self._jump_allowed = True
+        elif frame.get("op") == "ready":
+            for snapshot in frame["communities"]:
+                self.bring(snapshot["channels"])
+            self.bring(frame["private_channels"])
         return dict(frame)
+
+    def bring(self, channels: list[dict[str, Any]]) -> None:
+        for channel in channels:
+            self.positions.setdefault(channel["id"], channel["last_seq"])
+
+    def track(self, event: dict[str, Any]) -> None:
+        """Keep ``positions`` as a client must for an exactly-once resume elsewhere."""
+        kind = event.get("t")
+        if kind == "message_create":
+            message = event["message"]
+            channel_id = message["channel_id"]
+            if message["seq"] > self.positions.get(channel_id, 0):
+                self.positions[channel_id] = message["seq"]
+        elif kind in ("channel_create", "channel_update"):
+            self.bring([event["channel"]])
+        elif kind == "community_available":
+            self.bring(event["snapshot"]["channels"])
+
+    def resume_frame(self, token: str, session_id: str | None = None,
+                     seq: int | None = None) -> dict[str, Any]:
+        """A ``resume`` continuing this client's session, with its positions."""
+        return {"op": "resume", "token": token,
+                "session_id": session_id or self.ready["session_id"],
+                "seq": self.last_seq if seq is None else seq,
+                "positions": {str(c): s for c, s in self.positions.items()}}
+
+    def continue_from(self, old: GatewayClient) -> None:
+        """This new connection resumes ``old``'s session: take over what it knows."""
+        self.last_seq = old.last_seq
+        self.ready = old.ready
+        self.positions = dict(old.positions)
 
     async def identify(self, token: str) -> dict[str, Any]:
         await self.send({"op": "identify", "token": token})

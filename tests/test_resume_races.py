@@ -164,10 +164,8 @@ def drop(client: GatewayClient) -> None:
 async def resume_on(http: aiohttp.ClientSession, node: RunningServer,
                     account: dict[str, Any], old: GatewayClient) -> GatewayClient:
     client = await GatewayClient.connect(http, node.ws_url)
-    client.last_seq = old.last_seq
-    client.ready = old.ready
-    await client.send({"op": "resume", "token": account["access_token"],
-                       "session_id": old.ready["session_id"], "seq": old.last_seq})
+    client.continue_from(old)
+    await client.send(old.resume_frame(account["access_token"]))
     resumed = await client.recv()
     assert resumed["op"] == "resumed", resumed
     return client

@@ -180,9 +180,9 @@ async def test_kill_9_under_traffic_then_resume_on_another_node(
                        if f.get("op") == "dispatch" and f["d"].get("t") == "message_create"]
             received[index].extend(pending)
             again = await GatewayClient.connect(http, node_b.ws_url)
-            again.last_seq = seq
-            await again.send({"op": "resume", "token": readers[index]["access_token"],
-                              "session_id": session_id, "seq": seq})
+            again.continue_from(client)
+            await again.send(client.resume_frame(readers[index]["access_token"],
+                                                 session_id, seq))
             resumed = await again.recv()
             assert resumed["op"] == "resumed", resumed
             clients[index] = again

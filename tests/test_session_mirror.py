@@ -80,9 +80,9 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0)
 
 
 async def test_what_a_failed_write_left_is_written_later(redis_server: RedisServer) -> None:
-    """Frames delivered while Redis is away still go out, once; they reach the mirror
-    with the next write (scheduled even if nothing else is delivered), so a resume
-    elsewhere gets them."""
+    """Mirrored events delivered while Redis is away still go out, once; they reach the
+    mirror with the next write (scheduled even if nothing else is delivered), so a
+    resume elsewhere gets them, each with its channel and position."""
     a = SessionMirror(redis_server.url, owner="node-a", ttl_ms=60_000, max_frames=100)
     b = SessionMirror(redis_server.url, owner="node-b", ttl_ms=60_000, max_frames=100)
     try:
@@ -91,12 +91,14 @@ async def test_what_a_failed_write_left_is_written_later(redis_server: RedisServ
         session.sink = sink
         session.mirror = a
         await a.written(session)
+        session.deliver(b'{"t":"message_create","n":0}', 7, 5)  # not mirrored: out at once
+        assert len(sink.frames) == 1
         redis_server.stop()
-        session.deliver(b'{"t":"x","n":1}', 7, 1)
-        session.deliver(b'{"t":"x","n":2}', 7, 2)
+        session.deliver(b'{"t":"x","n":1}', 7)
+        session.deliver(b'{"t":"x","n":2}', 7)
         await a.written(session)
         assert a.failures >= 1
-        assert len(sink.frames) == 2  # availability first
+        assert len(sink.frames) == 3  # availability first
         redis_server.start()
 
         async def stored() -> bool:
@@ -107,9 +109,11 @@ async def test_what_a_failed_write_left_is_written_later(redis_server: RedisServ
         await until(stored)
         claimed = await b.claim(session.session_id, ALICE.id, JSON.encoding.value)
         assert not isinstance(claimed, str)
-        assert [seq for seq, _ in claimed.frames] == [1, 2]
-        assert claimed.cursors == {7: 2}
-        assert len(sink.frames) == 2  # not written out twice
+        assert [(e.seq, e.channel_id, e.position) for e in claimed.entries] == \
+            [(2, 7, 5), (3, 7, 5)]
+        assert claimed.cursors == {7: 5}
+        assert claimed.seq == 3
+        assert len(sink.frames) == 3  # not written out twice
     finally:
         await a.close()
         await b.close()

@@ -245,7 +245,10 @@ class Hub:
             self._last_seq[channel_id] = seq
             self._deliver(topic, kind, payload[_HEADER.size:], channel_id, seq)
             return
-        self._deliver(topic, kind, payload[_HEADER.size:])
+        # Unsequenced events on a channel (edits, deletes, reactions...) name their
+        # channel too: a mirrored session records where they stood among its creates.
+        self._deliver(topic, kind, payload[_HEADER.size:],
+                      int(topic[3:]) if topic.startswith("ch.") else 0)
 
     def _deliver(self, topic: str, kind: bytes, body: bytes, channel_id: int = 0,
                  seq: int = 0) -> None:

@@ -5,10 +5,16 @@ communities: memberships with their member counts, the member's roles, tiers and
 overrides that concern them, the channels the member may see (index-driven candidates
 in SQL, resolved by :mod:`rooms.realtime.access`), DMs, and read states.
 
-Resume finds the session in this process, or, with a :class:`SessionMirror`, loads it
-from Redis after its process died or the client moved: it replays the frames the client
-missed, then delivers from PostgreSQL the messages published while no process held the
-session (per-channel cursors say where each channel stood), then goes live.
+Resume finds the session in this process (and replays from its in-memory buffer), or,
+with a :class:`SessionMirror`, claims it from Redis after its process died or the client
+moved. Message creates are not mirrored, so a resume elsewhere rebuilds what the client
+missed from two sources (:meth:`SessionOpener.resume_elsewhere`): the mirrored entries
+after the client's seq, and the creates fetched from PostgreSQL after the client's
+position in each channel (the positions it sends; for channels it does not name, the
+mirror's cursors, lowered by how far the client may be behind them), merged so that
+each entry tied to a channel comes after the creates it followed. The replay is
+numbered anew after the newest seq either side knows, stored in the mirror under those
+numbers before it goes out, then the session goes live.
 
 With a mirror, a copy held here is used only after Redis confirms it is still the
 owner (the client may have resumed on another node since, and come back): a stale copy
@@ -19,6 +25,7 @@ process topic), which drops its copy and closes its socket, if any, with 4006.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -41,13 +48,14 @@ from rooms.realtime.access import AccessResolver, fill_view, visible_of
 from rooms.realtime.hub import Hub
 from rooms.realtime.presence import PRESENCE, PresenceService
 from rooms.realtime.session_mirror import (
+    MirroredEntry,
     MirroredSession,
     SessionMirror,
     decode_takeover,
     encode_takeover,
     takeover_topic,
 )
-from rooms.realtime.sessions import AccessView, Session, SessionRegistry, Sink
+from rooms.realtime.sessions import NOT_STORED, AccessView, Session, SessionRegistry, Sink
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +196,8 @@ class SessionOpener:
         return session, ready
 
     async def resume(self, user: User, session_id: str, seq: int, codec: Codec,
-                     sink: Sink) -> tuple[Session, list[bytes], bool] | str:
+                     sink: Sink, positions: dict[int, int] | None = None) -> \
+            tuple[Session, list[bytes], bool] | str:
         """Reattach a session: the copy held here if it is still the owner, else (with
         a mirror) the one in Redis. Returns the session, the frames to replay and
         whether it came from Redis (it is then *held*: call :meth:`catch_up` once the
@@ -203,7 +212,8 @@ class SessionOpener:
             self.close(session)  # a stale copy is never resumed from
             session = None
         if session is None:
-            elsewhere = await self.resume_elsewhere(user, session_id, seq, codec, sink)
+            elsewhere = await self.resume_elsewhere(user, session_id, seq, codec, sink,
+                                                    positions)
             return elsewhere if isinstance(elsewhere, str) else (*elsewhere, True)
         here = self._resume_here(session, seq, codec, sink)
         return here if isinstance(here, str) else (*here, False)
@@ -228,37 +238,70 @@ class SessionOpener:
         return session, replay
 
     async def resume_elsewhere(self, user: User, session_id: str, seq: int, codec: Codec,
-                               sink: Sink) -> tuple[Session, list[bytes]] | str:
+                               sink: Sink, positions: dict[int, int] | None = None) -> \
+            tuple[Session, list[bytes]] | str:
         """Take over a session another process held (it may be dead) from the mirror.
-        The session is returned *holding* its deliveries: call :meth:`catch_up` once
-        the replay is written."""
+
+        The replay is the mirrored entries after ``seq`` merged with the message
+        creates fetched from PostgreSQL after each channel's starting position
+        (:func:`starting_positions`) up to its head: before an entry tied to channel C
+        at position p come the fetched creates of C up to p; after the last entry, the
+        rest (per channel in seq order, channels interleaved by message id). It is
+        numbered from ``max(seq, mirrored seq) + 1`` (a client may hold creates newer
+        than the mirror's seq; the mirror's list holds entries up to its seq) and stored
+        in the mirror under those numbers (replacing the list) before it goes out, so a
+        second failover resumes from what the client then has.
+
+        The session is returned *holding* its live deliveries: call :meth:`catch_up`
+        once the replay is written."""
         if self.mirror is None:
             return "unknown or expired session"
         mirrored = await self.mirror.claim(session_id, user.id, codec.encoding.value)
         if isinstance(mirrored, str):
             return mirrored
         await self._announce_takeover(session_id, mirrored)
-        session = Session(user, codec, self.limits.replay_buffer_events, session_id=session_id)
-        session.epoch = mirrored.epoch
-        session.load_replay(mirrored.frames, mirrored.seq)
-        replay = session.replay_after(seq)
-        if replay is None:
+        if seq < mirrored.floor:
             await self.mirror.forget(session_id, mirrored.epoch)
             return "too far behind; identify and fetch history"
+        session = Session(user, codec, self.limits.replay_buffer_events, session_id=session_id)
+        session.epoch = mirrored.epoch
         await self._load_view(session)
-        for channel in session.channels.values():
-            session.cursors[channel.id] = mirrored.cursors.get(channel.id, channel.last_seq)
-        session.changed_cursors = dict(session.cursors)
-        session.mirror = self.mirror
-        session.sink = sink
         session.hold()
         self.registry.add(session)
+        # Live deliveries wait (held) from here; the fetch reaches at least as far as
+        # the hub had delivered here when the session attached.
+        delivered_here = self.hub.attach(session)
+        starts = starting_positions(session, mirrored, seq, positions)
+        fetched: dict[int, list[Message]] = {}
+        try:
+            for channel in list(session.channels.values()):
+                upto = max(channel.last_seq, delivered_here.get(channel.id, 0))
+                start = min(starts[channel.id], upto)
+                found = await self.fetch_missing(channel.id, start, upto) \
+                    if self.fetch_missing is not None and start < upto else []
+                fetched[channel.id] = found
+                session.cursors[channel.id] = found[-1].seq if found else start
+        except Exception:
+            self.close(session)  # nothing written: a retry claims it again, unchanged
+            raise
+        merged = merge_replay(mirrored, seq, fetched, codec)
+        base = max(seq, mirrored.seq)
+        numbered = [(base + i, item) for i, item in enumerate(merged, start=1)]
+        session.load_replay([(n, body) for n, (body, _, _) in numbered],
+                            base + len(numbered), floor=seq)
+        session.unmirrored = [(n, body, channel_id, position)
+                              for n, (body, channel_id, position) in numbered
+                              if position != NOT_STORED]
+        session.changed_cursors = dict(session.cursors)
+        session.rewrite_mirror = True
+        session.mirror = self.mirror
+        # Write-ahead: the renumbered entries are in Redis before the replay goes out
+        # (no socket is attached yet, so the write sends nothing itself).
+        await self.mirror.written(session)
+        session.sink = sink
         if self.presence is not None:
             self.presence.attach(session)
-        # catch_up fetches from the cursors to whichever is newer, the snapshot or what
-        # the hub had already delivered here when the session attached.
-        session.catch_up_upto = self.hub.attach(session)
-        return session, replay
+        return session, [codec.dispatch_frame(n, body) for n, (body, _, _) in numbered]
 
     async def _announce_takeover(self, session_id: str, mirrored: MirroredSession) -> None:
         """Tell the previous owner that its copy is superseded, so that it stops now
@@ -288,17 +331,19 @@ class SessionOpener:
         self.close(session)
 
     async def catch_up(self, session: Session) -> int:
-        """After a resume elsewhere, or an identify that attached to channels the hub
-        was already carrying: messages the session missed (published while nobody held
-        it, or delivered here between its snapshot and attaching), from PostgreSQL,
-        then whatever arrived meanwhile. Returns how many were fetched."""
+        """After an identify that attached to channels the hub was already carrying:
+        messages delivered here between its snapshot and attaching, from PostgreSQL;
+        then (also after a resume elsewhere, whose replay fetched what it missed)
+        whatever arrived meanwhile. Returns how many were fetched."""
         first: list[tuple[bytes, int, int]] = []
         try:
             if self.fetch_missing is not None:
                 upto_by_channel = session.catch_up_upto or {}
                 for channel in list(session.channels.values()):
+                    if channel.id not in upto_by_channel:
+                        continue  # at its snapshot (a resume elsewhere fetched already)
                     cursor = session.cursors.get(channel.id, channel.last_seq)
-                    upto = max(channel.last_seq, upto_by_channel.get(channel.id, 0))
+                    upto = max(channel.last_seq, upto_by_channel[channel.id])
                     if cursor >= upto:
                         continue
                     for message in await self.fetch_missing(channel.id, cursor, upto):
@@ -333,3 +378,58 @@ class SessionOpener:
         self.close(session)
         if self.mirror is not None and not session.is_superseded:
             await self.mirror.forget(session.session_id, session.epoch)
+
+
+def starting_positions(session: Session, mirrored: MirroredSession, seq: int,
+                       positions: dict[int, int] | None) -> dict[int, int]:
+    """Per channel of the resumed session, the newest message seq the client has: the
+    position it sent; else the mirror's cursor, lowered by how many dispatches the
+    client may lack of those the cursors had counted (the cursors were written at
+    session seq ``mirrored.cursors_at``; each create took one seq, so a client at
+    ``seq`` lacks at most ``cursors_at - seq`` creates of any channel) and raised to the
+    position of any mirrored entry the client did get (it had every create before
+    it); else the channel's snapshot seq (a channel the old session never wrote).
+    Without positions this may start below what the client has (duplicates it drops
+    by channel and seq), never above it."""
+    lag = max(0, mirrored.cursors_at - seq)
+    seen: dict[int, int] = {}
+    for entry in mirrored.entries:
+        if entry.seq <= seq and entry.channel_id:
+            seen[entry.channel_id] = max(seen.get(entry.channel_id, 0), entry.position)
+    given = positions or {}
+    starts: dict[int, int] = {}
+    for channel in session.channels.values():
+        cid = channel.id
+        if cid in given:
+            starts[cid] = given[cid]
+        elif cid in mirrored.cursors:
+            starts[cid] = max(mirrored.cursors[cid] - lag, seen.get(cid, 0), 0)
+        else:
+            starts[cid] = channel.last_seq
+    return starts
+
+
+def merge_replay(mirrored: MirroredSession, seq: int, fetched: dict[int, list[Message]],
+                 codec: Codec) -> list[tuple[bytes, int, int]]:
+    """The replay of a resume elsewhere, in order, as (body, channel id, position) with
+    position :data:`NOT_STORED` for a fetched create: mirrored entries after ``seq``,
+    each preceded by the fetched creates of its channel up to its position; then the
+    remaining creates (each channel in seq order, channels interleaved by message id)."""
+    queues = {cid: list(reversed(found)) for cid, found in fetched.items() if found}
+    out: list[tuple[bytes, int, int]] = []
+
+    def create(message: Message) -> tuple[bytes, int, int]:
+        return (codec.encode_event(MessageCreated(message=message)), message.channel_id,
+                NOT_STORED)
+
+    entry: MirroredEntry
+    for entry in mirrored.entries:
+        if entry.seq <= seq:
+            continue
+        queue = queues.get(entry.channel_id) if entry.channel_id else None
+        while queue and queue[-1].seq <= entry.position:
+            out.append(create(queue.pop()))
+        out.append((entry.body, entry.channel_id, entry.position))
+    rest = [list(reversed(queue)) for queue in queues.values() if queue]
+    out.extend(create(m) for m in heapq.merge(*rest, key=lambda m: m.id))
+    return out

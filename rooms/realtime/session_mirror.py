@@ -1,24 +1,40 @@
-"""Resume on any node: sessions mirrored to Redis, write-ahead.
+"""Resume on any node: what PostgreSQL cannot replay is mirrored to Redis, write-ahead.
 
-With Redis configured, every dispatch a session produces is copied to Redis *before* it
-is written to the socket. So whatever a client has seen is in Redis, and if its gateway
-process dies (even ``kill -9``), the client can reconnect to any process on any node and
-``resume``: that process loads the session's frames and replays exactly what the client
-missed, numbered as before.
+A client whose gateway process died (even ``kill -9``) reconnects to any process on any
+node and ``resume``s: that process rebuilds exactly what the client missed, in order,
+from two sources, and its Redis cost grows with the sessions, not with the deliveries:
 
-Cost is kept off the per-recipient path: deliveries only append to the session's
-pending list and mark it dirty; once per event-loop pass one pipelined round-trip
-stores every dirty session's new frames (``RPUSH`` + ``LTRIM`` to the replay size, a
-hash of metadata, TTL refreshes), then the frames go out to the sockets. Delivery is
-delayed by that one round-trip (well under a millisecond on a LAN).
+* **Message creates are not mirrored.** Each carries its channel's gap-free seq and is
+  in PostgreSQL, so the resuming process fetches them again
+  (:class:`rooms.realtime.gap_repair.MissedMessages`) after the client's position in
+  each channel. A create goes to the socket at once, or, while mirrored entries of the
+  session wait for their write, behind them (written out with them, not stored).
+* **Every other dispatch is mirrored write-ahead** (edits, deletes, reactions, channel,
+  community and user events: a small share of the traffic): appended to the session's
+  pending entries, stored by the next flush, and only then written to the socket. An
+  entry records its session seq, the channel it belongs to (0 if none) and that
+  channel's position when it was delivered (the newest create before it), so that a
+  resume can put the fetched creates back where they were.
+* **Cursors per interval.** Per channel, the newest create delivered (a *cursor*) is
+  written with any flush that happens anyway, and otherwise by the gateway sweeper's
+  periodic :meth:`SessionMirror.refresh` (only sessions that changed). So a session
+  that only receives creates costs one bounded write per interval. The stored cursors
+  and session seq may be stale; they are always written together, so the stored seq
+  says at which point of the session the cursors held, which tells a resume how far
+  the client may be behind them.
+
+Cost is kept off the per-recipient path: once per event-loop pass one pipelined
+round-trip stores every dirty session (``RPUSH`` + ``LTRIM`` to the replay size, a hash
+of metadata, TTL refreshes), then the entries go out to the sockets.
 
 What is stored: each event body once per flush (``hearth:e:...``, shared by all its
-recipients, kept twice the resume window); per session a list of entries, each an
-8-byte sequence number and the key of its body (``hearth:s:<id>:f``, trimmed to the
-replay size), and a hash (``hearth:s:<id>:m``) with the user, encoding, newest sequence
-number, owning process, and a cursor per channel (the newest message seq delivered) so
-the resuming process can also fetch from PostgreSQL the messages published while
-nobody held the session. One Lua call stores up to 256 sessions.
+recipients, kept twice the resume window); per session a list of entries
+(``hearth:s:<id>:f``, trimmed to the replay size), each the 24-byte header
+:data:`ENTRY` (seq, channel, position) and the key of its body; and a hash
+(``hearth:s:<id>:m``) with the user, encoding, session seq, the seq of the newest
+entry trimmed away (``floor``: a client behind it cannot resume), owning process,
+ownership epoch and a cursor per channel (``c<channel id>``). One Lua call stores up to
+256 sessions.
 
 Ownership is an *epoch* in the hash: a session opens at epoch 1, and every claim (a
 resume on a process that does not hold it) increments it atomically with reading the
@@ -30,6 +46,11 @@ from the notice the claimer publishes on the old owner's process topic
 (:meth:`SessionMirror.owns`, checked by the opener); and, as a last resort, when a
 write is refused.
 
+A resume elsewhere renumbers what it replays (rooms/realtime/ready.py), so its first
+write *replaces* the list (:attr:`Session.rewrite_mirror`) with the replayed entries
+under their new numbers before the replay goes out: a second failover right after
+finds the session as the client knows it.
+
 A new session is written once before its ``ready`` goes out
 (:meth:`SessionMirror.written`), so it is resumable elsewhere from its first frame.
 Session keys expire ``resume_window_ms`` after the last write; live sessions are
@@ -39,6 +60,7 @@ refreshed by the gateway sweeper so a quiet session stays resumable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 from collections.abc import Iterable
@@ -49,27 +71,31 @@ import redis.asyncio as aioredis
 
 from rooms.realtime.outages import ThrottledLog
 from rooms.realtime.redis_client import blocking_client
-from rooms.realtime.sessions import Session
+from rooms.realtime.sessions import NOT_STORED, Entry, Session
 
 log = logging.getLogger(__name__)
 
-_SEQ = struct.Struct("!Q")
+_FLOOR = struct.Struct("!Q")
+ENTRY = struct.Struct("!QQQ")
+"""An entry's header in the session's Redis list: session seq, channel id (0 if none),
+the channel's position when it was delivered; the body's key follows."""
 SESSIONS_PER_CALL = 256
 """Sessions stored by one Lua call (bounds the size of one Redis command)."""
 
 # KEYS: meta, list for each session. ARGV: owner, ttl_ms, max_entries, then per session:
-# epoch, seq, user, encoding, n_cursor_pairs, cursor pairs..., n_entries, entries...
-# Returns one 0/1 per session: 0 when another process or a later claim owns it now.
+# epoch, seq, user, encoding, rewrite (1: replace the list), n_cursor_pairs,
+# cursor pairs..., n_entries, entries... Entries trimmed away leave the newest one's
+# header in 'floor'. Returns one 0/1 per session: 0 when another process or a later
+# claim owns it now.
 _APPEND = """
 local owner, ttl, maxn = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local i = 4
 local result = {}
 for s = 1, #KEYS / 2 do
   local meta, list = KEYS[2 * s - 1], KEYS[2 * s]
-  local epoch = ARGV[i]
-  i = i + 1
-  local seq, user, enc, ncur = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local cur = i + 4
+  local epoch, seq, user, enc = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local rewrite, ncur = ARGV[i + 4], tonumber(ARGV[i + 5])
+  local cur = i + 6
   local nent = tonumber(ARGV[cur + 2 * ncur])
   local ent = cur + 2 * ncur + 1
   i = ent + nent
@@ -79,12 +105,20 @@ for s = 1, #KEYS / 2 do
   else
     redis.call('HSET', meta, 'owner', owner, 'epoch', epoch, 'seq', seq, 'user', user,
                'enc', enc)
+    if rewrite == '1' then
+      redis.call('DEL', list)
+      redis.call('HDEL', meta, 'floor')
+    end
     for c = 0, ncur - 1 do
       redis.call('HSET', meta, ARGV[cur + 2 * c], ARGV[cur + 2 * c + 1])
     end
     if nent > 0 then
-      redis.call('RPUSH', list, unpack(ARGV, ent, ent + nent - 1))
-      redis.call('LTRIM', list, -maxn, -1)
+      local len = redis.call('RPUSH', list, unpack(ARGV, ent, ent + nent - 1))
+      if len > maxn then
+        local dropped = redis.call('LINDEX', list, len - maxn - 1)
+        redis.call('HSET', meta, 'floor', string.sub(dropped, 1, 8))
+        redis.call('LTRIM', list, -maxn, -1)
+      end
     end
     redis.call('PEXPIRE', list, ttl)
     redis.call('PEXPIRE', meta, ttl)
@@ -153,19 +187,41 @@ def decode_takeover(payload: bytes) -> tuple[str, int] | None:
         return None
 
 
+class MirroredEntry(msgspec.Struct, frozen=True, array_like=True):
+    """One mirrored dispatch as loaded by a claim."""
+
+    seq: int
+    body: bytes
+    channel_id: int
+    """The channel it belongs to (0: a user- or community-level event)."""
+    position: int
+    """That channel's newest message seq delivered to the session before it."""
+
+
 class MirroredSession(msgspec.Struct, frozen=True):
-    """A session as loaded from Redis by the process that resumes it (``frames``:
-    (seq, event body) pairs, oldest first)."""
+    """A session as loaded from Redis by the process that resumes it (``entries``:
+    mirrored dispatches, oldest first; message creates are not among them)."""
 
     user_id: int
     encoding: str
     seq: int
-    frames: list[tuple[int, bytes]]
+    """The session's seq as of the last write (may be behind what the client got)."""
+    entries: list[MirroredEntry]
     cursors: dict[int, int]
+    cursors_at: int
+    """The session seq at which ``cursors`` were taken: a client that has at least this
+    seq has every create up to each cursor."""
+    floor: int
+    """The newest entry seq trimmed away (or whose body expired): a client behind it
+    cannot be resumed."""
     epoch: int
     """The epoch this claim got: the new copy's (:attr:`Session.epoch`)."""
     previous_owner: str
     """The process that owned it before the claim ("" if unknown)."""
+
+
+Taken = tuple[Session, list[Entry], dict[int, int]]
+"""A session with the entries (only those to store) and cursor changes one write takes."""
 
 
 class SessionMirror:
@@ -184,13 +240,15 @@ class SessionMirror:
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
         self._waiters: list[asyncio.Future[None]] = []
-        self._unstored: dict[str, tuple[Session, list[tuple[int, bytes]], dict[int, int]]] = {}
-        """Session id -> (the copy, frames and cursor changes a failed write left)."""
+        self._unstored: dict[str, Taken] = {}
+        """Session id -> (the copy, entries and cursor changes a failed write left)."""
         self._retry_scheduled = False
         self._failure_log = ThrottledLog(log)
         self.flushes = 0
         self.failures = 0
         self.lost_ownership = 0
+        self.script_calls = 0
+        """Lua store calls made (each stores up to :data:`SESSIONS_PER_CALL` sessions)."""
 
     async def close(self) -> None:
         if self._task is not None:
@@ -242,52 +300,65 @@ class SessionMirror:
             self._flushing = False
 
     async def _flush_batch(self, batch: list[Session]) -> None:
-        """Store the sessions' new frames and cursors (with whatever an earlier failed
-        write left), then write the new frames out. A failed write still writes them out
-        (availability first) but keeps what it could not store for the next flush, one
-        is scheduled: otherwise the mirror would lack them for good, and a resume
-        elsewhere would miss them."""
-        new = [(s, s.take_unmirrored(), s.take_cursor_changes()) for s in batch]
-        taken = []
-        for session, frames, cursors in new:
+        """Store the sessions' new entries and cursors (with whatever an earlier failed
+        write left), then write the new entries, and the creates queued behind them,
+        out. A session whose batch is only such creates is written out at once, without
+        a Redis write. A failed write still writes them out (availability first) but
+        keeps what it could not store for the next flush, one is scheduled: otherwise
+        the mirror would lack them for good, and a resume elsewhere would miss them."""
+        new: list[tuple[Session, list[Entry]]] = []
+        taken: list[Taken] = []
+        for session in batch:
+            entries = session.take_unmirrored()
+            stored = [e for e in entries if e[3] != NOT_STORED]
             left = self._unstored.pop(session.session_id, None)
-            if left is not None and left[0] is session:
-                taken.append((session, left[1] + frames, {**left[2], **cursors}))
+            if left is not None and left[0] is not session:
+                left = None
+            if entries and not stored and left is None and not session.rewrite_mirror:
+                session.write_out(entries)  # only creates that waited behind a write
+                continue
+            new.append((session, entries))
+            cursors = session.take_cursor_changes()
+            session.stored_seq = session.seq
+            if left is not None:
+                taken.append((session, left[1] + stored, {**left[2], **cursors}))
             else:
-                taken.append((session, frames, cursors))
+                taken.append((session, stored, cursors))
+        if not taken:
+            return
         results = await self._store(taken)
         if results is None:
-            for (session, frames, cursors) in taken:
+            for session, entries, cursors in taken:
                 self._unstored[session.session_id] = (
-                    session, frames[-self.max_frames:], cursors)
-            for session, frames, _ in new:
-                session.write_out(frames)
+                    session, entries[-self.max_frames:], cursors)
+            for session, entries in new:
+                session.write_out(entries)
             if not self._retry_scheduled:
                 self._retry_scheduled = True
                 asyncio.get_running_loop().call_later(RETRY_UNSTORED_S, self._retry)
             return
-        for (session, frames, _), owned in zip(new, results, strict=True):
+        for (session, entries), owned in zip(new, results, strict=True):
             if not owned:
                 self.lost_ownership += 1
                 session.superseded()
                 continue
-            session.write_out(frames)
+            session.rewrite_mirror = False
+            session.write_out(entries)
 
     def _retry(self) -> None:
         self._retry_scheduled = False
         for session, _, _ in list(self._unstored.values()):
             self.mark_dirty(session)
 
-    async def _store(self, taken: list[tuple[Session, list[tuple[int, bytes]],
-                                             dict[int, int]]]) -> list[bool] | None:
+    async def _store(self, taken: list[Taken]) -> list[bool] | None:
         """One pipeline: each distinct event body once (shared by every recipient),
-        then the sessions' entries (seq + body key) in a few Lua calls. Whether each
+        then the sessions' entries (header + body key) in a few Lua calls. Whether each
         session is still owned here; None when Redis could not be written."""
         pipe = self._redis.pipeline(transaction=False)
         body_keys: dict[int, bytes] = {}
         prefix = f"hearth:e:{self.owner}:{self.flushes}:"
         for _, entries, _ in taken:
-            for _, body in entries:
+            for _, body, _, _ in entries:
                 if id(body) not in body_keys:
                     key = f"{prefix}{len(body_keys)}".encode()
                     body_keys[id(body)] = key
@@ -297,12 +368,15 @@ class SessionMirror:
             args: list[Any] = [self.owner, self.ttl_ms, self.max_frames]
             for session, entries, cursors in taken[start:start + SESSIONS_PER_CALL]:
                 keys.extend(_keys(session.session_id)[::-1])
-                args += [session.epoch, session.seq, session.user.id,
-                         session.codec.encoding.value, len(cursors)]
+                args += [session.epoch, session.stored_seq,
+                         session.user.id, session.codec.encoding.value,
+                         1 if session.rewrite_mirror else 0, len(cursors)]
                 for channel_id, seq in cursors.items():
                     args += [f"c{channel_id}", seq]
                 args.append(len(entries))
-                args += [_SEQ.pack(seq) + body_keys[id(body)] for seq, body in entries]
+                args += [ENTRY.pack(seq, channel_id, position) + body_keys[id(body)]
+                         for seq, body, channel_id, position in entries]
+            self.script_calls += 1
             await self._append(keys=keys, args=args, client=pipe)
         try:
             replies = await pipe.execute()
@@ -321,6 +395,33 @@ class SessionMirror:
         for reply in replies[len(body_keys):]:
             owned.extend(bool(r) for r in reply)
         return owned
+
+    async def refresh(self, sessions: Iterable[Session],
+                      timeout: float = WRITTEN_TIMEOUT_S) -> None:
+        """The periodic write (the gateway sweeper, every ``MIRROR_TOUCH_EVERY``
+        sweeps): sessions whose seq or cursors moved since their last write (message
+        creates only, or nothing else would have written them) get one write, through
+        the flush so that writes of one session never race; the other live ones only
+        have their keys' TTL refreshed. Bounded by the number of sessions, whatever
+        the number of deliveries."""
+        changed: list[Session] = []
+        quiet: list[Session] = []
+        for session in sessions:
+            if session.is_superseded or session.mirror is not self:
+                continue
+            if session.changed_cursors or session.seq != session.stored_seq:
+                changed.append(session)
+            elif session.sink is not None:
+                quiet.append(session)
+        if changed:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            for session in changed:
+                self.mark_dirty(session)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await waiter
+        await self.touch(quiet)
 
     async def touch(self, sessions: Iterable[Session]) -> None:
         """Keep live sessions' keys from expiring (called every few seconds).
@@ -385,15 +486,20 @@ class SessionMirror:
             return "unknown or expired session"
         epoch, previous, flat_meta, raw_entries = reply
         meta: dict[bytes, bytes] = dict(zip(flat_meta[::2], flat_meta[1::2], strict=True))
-        refs = [(_SEQ.unpack_from(e)[0], e[_SEQ.size:]) for e in raw_entries]
+        refs = [(ENTRY.unpack_from(e), e[ENTRY.size:]) for e in raw_entries]
         bodies = await self._redis.mget([key for _, key in refs]) if refs else []
-        frames: list[tuple[int, bytes]] = []
-        for (seq, _), body in zip(refs, bodies, strict=True):
+        floor_raw = meta.get(b"floor")
+        floor = _FLOOR.unpack(floor_raw)[0] if floor_raw and len(floor_raw) == 8 else 0
+        entries: list[MirroredEntry] = []
+        for (header, _), body in zip(refs, bodies, strict=True):
             if not isinstance(body, bytes):  # expired: only what follows can be replayed
-                frames.clear()
+                entries.clear()
+                floor = max(floor, int(header[0]))
                 continue
-            frames.append((int(seq), body))
-        cursors = {int(k[1:]): int(v) for k, v in meta.items() if k.startswith(b"c")}
+            entries.append(MirroredEntry(int(header[0]), body, int(header[1]), int(header[2])))
+        cursors = {int(k[1:]): int(v) for k, v in meta.items()
+                   if k.startswith(b"c") and k[1:].isdigit()}
         return MirroredSession(user_id=int(meta[b"user"]), encoding=meta[b"enc"].decode(),
-                               seq=int(meta[b"seq"]), frames=frames, cursors=cursors,
+                               seq=int(meta[b"seq"]), entries=entries, cursors=cursors,
+                               cursors_at=int(meta[b"seq"]), floor=floor,
                                epoch=int(epoch), previous_owner=previous.decode())

@@ -27,6 +27,12 @@ from rooms.realtime.permissions import Override, Permission
 
 V = TypeVar("V", bound=SessionView)
 
+Entry = tuple[int, bytes, int, int]
+"""(session seq, event body, channel id or 0, position): the position is the channel's
+newest message seq delivered before the event, or :data:`NOT_STORED` for a message create
+that only waits behind mirrored entries to keep the socket order."""
+NOT_STORED = -1
+
 
 class Sink(Protocol):
     """Where a session's frames go: the live websocket (server/gateway.py)."""
@@ -86,6 +92,7 @@ class Session:
 
     __slots__ = (
         "access",
+        "awaiting_store",
         "catch_up_upto",
         "changed_cursors",
         "channels",
@@ -96,13 +103,16 @@ class Session:
         "held",
         "is_superseded",
         "mirror",
+        "out_seq",
         "replay",
         "replay_floor",
         "replay_size",
+        "rewrite_mirror",
         "roles",
         "seq",
         "session_id",
         "sink",
+        "stored_seq",
         "unmirrored",
         "user",
         "views",
@@ -130,7 +140,19 @@ class Session:
         """Per channel, the newest message seq delivered (duplicates are dropped)."""
         self.changed_cursors: dict[int, int] = {}
         self.mirror: Mirror | None = None
-        self.unmirrored: list[tuple[int, bytes]] = []
+        self.unmirrored: list[Entry] = []
+        """Delivered, not yet written out: mirrored entries (written out once the
+        mirror has them) and the message creates queued behind them (position -1: not
+        stored, only written out with them so that the socket order never changes)."""
+        self.awaiting_store = 0
+        """Batches taken by the mirror and not yet written out (creates queue behind)."""
+        self.out_seq = 0
+        """The newest seq handed to the socket (or that would have been, if detached)."""
+        self.stored_seq = 0
+        """``seq`` as of the last write to the mirror (the sweeper writes a changed one)."""
+        self.rewrite_mirror = False
+        """The next mirror write replaces the session's list (set by a resume elsewhere,
+        whose replay renumbers what it replays)."""
         self.held: list[tuple[bytes, int, int]] | None = None
         self.catch_up_upto: dict[int, int] | None = None
         """While held: per channel, how far this process had delivered it when the
@@ -195,30 +217,49 @@ class Session:
 
     def deliver(self, event_body: bytes, channel_id: int = 0, channel_seq: int = 0) -> None:
         """Number an encoded event, keep it for resume, and write it if connected.
-        ``channel_seq`` is the message's seq for ``message_create`` (0 otherwise); a
-        message this session already got is dropped."""
+
+        ``channel_seq`` is the message's seq for ``message_create`` (0 otherwise): a
+        message this session already got is dropped. ``channel_id`` is the channel an
+        event belongs to (0 for user- or community-level events).
+
+        With a mirror, a message create is *not* mirrored (PostgreSQL can replay it by
+        its channel seq): it goes to the socket at once, or, while mirrored entries of
+        this session wait for their write, behind them. Every other event is mirrored
+        write-ahead, with its channel and that channel's position (the newest create
+        delivered before it), so that a resume elsewhere interleaves the creates it
+        fetches exactly where they were (rooms/realtime/session_mirror.py)."""
         if self.held is not None:
             self.held.append((event_body, channel_id, channel_seq))
             return
+        cursors = self.cursors
         if channel_seq:
-            if channel_seq <= self.cursors.get(channel_id, 0):
+            if channel_seq <= cursors.get(channel_id, 0):
                 return
-            self.cursors[channel_id] = channel_seq
+            cursors[channel_id] = channel_seq
             self.changed_cursors[channel_id] = channel_seq
         self.seq += 1
+        seq = self.seq
         replay = self.replay
         if replay is None:
             replay = self.replay = collections.deque(maxlen=self.replay_size)
         elif len(replay) == replay.maxlen:
             self.replay_floor = replay[0][0]
-        replay.append((self.seq, event_body))
-        if self.mirror is not None:
-            self.unmirrored.append((self.seq, event_body))
-            self.mirror.mark_dirty(self)
-            return
+        replay.append((seq, event_body))
+        mirror = self.mirror
+        if mirror is not None:
+            if not channel_seq:
+                self.unmirrored.append((seq, event_body, channel_id,
+                                        cursors.get(channel_id, 0) if channel_id else 0))
+                mirror.mark_dirty(self)
+                return
+            if self.unmirrored or self.awaiting_store:
+                self.unmirrored.append((seq, event_body, channel_id, NOT_STORED))
+                mirror.mark_dirty(self)
+                return
+        self.out_seq = seq
         sink = self.sink
         if sink is not None:
-            sink.write(self.codec.dispatch_frame(self.seq, event_body))
+            sink.write(self.codec.dispatch_frame(seq, event_body))
 
     def congested(self) -> bool:
         """Skip ephemeral events for a client that is behind (or detached): they would
@@ -234,20 +275,28 @@ class Session:
 
     # -------------------------------------------------------- mirroring (write-ahead)
 
-    def take_unmirrored(self) -> list[tuple[int, bytes]]:
-        frames, self.unmirrored = self.unmirrored, []
-        return frames
+    def take_unmirrored(self) -> list[Entry]:
+        """What the mirror writes now; written out by :meth:`write_out` afterwards."""
+        entries, self.unmirrored = self.unmirrored, []
+        if entries:
+            self.awaiting_store += 1
+        return entries
 
     def take_cursor_changes(self) -> dict[int, int]:
         changes, self.changed_cursors = self.changed_cursors, {}
         return changes
 
-    def write_out(self, entries: list[tuple[int, bytes]]) -> None:
-        """Events now safe in the mirror go to the socket."""
+    def write_out(self, entries: list[Entry]) -> None:
+        """Entries now safe in the mirror (and the creates queued behind them) go to
+        the socket."""
+        if not entries:
+            return
+        self.awaiting_store = max(self.awaiting_store - 1, 0)
+        self.out_seq = max(self.out_seq, entries[-1][0])
         sink = self.sink
         if sink is not None:
             dispatch_frame = self.codec.dispatch_frame
-            for seq, body in entries:
+            for seq, body, _, _ in entries:
                 sink.write(dispatch_frame(seq, body))
 
     def superseded(self) -> None:
@@ -270,16 +319,22 @@ class Session:
             self.deliver(body, channel_id, channel_seq)
 
     def replay_after(self, seq: int) -> list[bytes] | None:
-        """Frames after ``seq``, or None when they are no longer all buffered."""
+        """Frames after ``seq`` that were written out (or would have been, detached),
+        or None when they are no longer all buffered. Frames still waiting for the
+        mirror are not included: its write sends them to whichever socket is attached."""
         if seq > self.seq or seq < self.replay_floor:
             return None
-        return [self.codec.dispatch_frame(s, body) for s, body in self.replay or () if s > seq]
+        upto = self.out_seq if self.mirror is not None else self.seq
+        return [self.codec.dispatch_frame(s, body) for s, body in self.replay or ()
+                if seq < s <= upto]
 
-    def load_replay(self, frames: list[tuple[int, bytes]], seq: int) -> None:
-        """A session resumed from the mirror: its buffered frames and newest seq."""
+    def load_replay(self, frames: list[tuple[int, bytes]], seq: int, floor: int) -> None:
+        """A session resumed from the mirror: the frames its replay sends (numbered
+        after ``floor``, the client's seq) and its newest seq."""
         self.seq = seq
+        self.out_seq = seq
         self.replay = collections.deque(frames[-self.replay_size:], maxlen=self.replay_size)
-        self.replay_floor = self.replay[0][0] - 1 if self.replay else seq
+        self.replay_floor = floor if len(frames) <= self.replay_size else self.replay[0][0] - 1
 
     def acknowledged(self, seq: int) -> None:
         """The client has everything up to ``seq``: drop it from the buffer."""
