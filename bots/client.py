@@ -38,7 +38,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from protocol.base import Request
 from protocol.chat import (
     AddReaction,
+    ChannelCreated,
+    ChannelDeleted,
     ChannelResult,
+    ChannelUpdated,
     CreateThread,
     DeleteMessage,
     EditMessage,
@@ -48,6 +51,7 @@ from protocol.chat import (
     JoinThread,
     LeaveThread,
     MarkRead,
+    MessageCreated,
     MessageResult,
     ReadStateResult,
     RemoveReaction,
@@ -58,6 +62,7 @@ from protocol.chat import (
 )
 from protocol.codec import Codec, codec_for
 from protocol.codes import RESUMABLE_CLOSE_CODES, CloseCode, ErrorCode
+from protocol.communities import CommunityAvailable
 from protocol.frames import (
     ClientFrame,
     Dispatch,
@@ -206,8 +211,14 @@ class HearthClient:
         """The latest ``ready`` (replaced when the session had to be identified anew)."""
         self.session_id: str | None = None
         self.last_seq = 0
-        """The ``s`` of the last dispatch received."""
+        """The ``s`` of the last dispatch received (it grows, but may jump after a
+        resume on another node, which numbers its replay anew)."""
+        self.positions: dict[int, int] = {}
+        """Per channel, the newest message seq received, most recently advanced last:
+        sent with ``resume`` so that a resume on any node is exactly-once."""
         self.dropped_events = 0
+        self.duplicates_dropped = 0
+        """``message_create`` events received twice (see :meth:`_track`), not delivered."""
         self.reconnects = 0
         """Connections opened after the first one."""
         self.resumes = 0
@@ -506,7 +517,8 @@ class HearthClient:
                 self.hello = hello
                 if resume and self.session_id is not None:
                     await self._send(Resume(token=self.token, session_id=self.session_id,
-                                            seq=self.last_seq))
+                                            seq=self.last_seq,
+                                            positions=self._resume_positions()))
                 else:
                     await self._send(Identify(token=self.token, client=self.client_name))
                 while True:
@@ -545,12 +557,44 @@ class HearthClient:
         self.ready = ready
         self.session_id = ready.session_id
         self.last_seq = 0
+        self.positions = {}
+        for snapshot in ready.communities:
+            self._bring(snapshot.channels)
+        self._bring(ready.private_channels)
         self.identifies += 1
         for callback in self._on_ready:
             try:
                 callback(ready)
             except Exception:
                 log.exception("on_ready callback failed")
+
+    def _bring(self, channels: list[Channel]) -> None:
+        for channel in channels:
+            self.positions.setdefault(channel.id, channel.last_seq)
+
+    def _track(self, event: Event) -> bool:
+        """Keep :attr:`positions`; False for a ``message_create`` already received (a
+        resume may repeat one for a channel whose position it was not sent)."""
+        if isinstance(event, MessageCreated):
+            message = event.message
+            if message.seq <= self.positions.get(message.channel_id, -1):
+                self.duplicates_dropped += 1
+                return False
+            self.positions.pop(message.channel_id, None)  # most recent last
+            self.positions[message.channel_id] = message.seq
+        elif isinstance(event, ChannelCreated | ChannelUpdated):
+            self._bring([event.channel])
+        elif isinstance(event, CommunityAvailable):
+            self._bring(event.snapshot.channels)
+        elif isinstance(event, ChannelDeleted):
+            self.positions.pop(event.channel_id, None)
+        return True
+
+    def _resume_positions(self) -> dict[int, int]:
+        """The most recently advanced positions, within the server's limit."""
+        limit = self.limits.max_resume_positions
+        items = list(self.positions.items())
+        return dict(items[-limit:]) if limit > 0 else {}
 
     async def _discard(self, ws: ClientConnection) -> None:
         if self._ws is ws:
@@ -628,7 +672,8 @@ class HearthClient:
                 if frame.s <= self.last_seq:
                     continue  # already seen (never expected; resume replays after seq)
                 self.last_seq = frame.s
-                self._deliver(frame.d)
+                if self._track(frame.d):
+                    self._deliver(frame.d)
             elif isinstance(frame, Ok):
                 future = self._pending.get(frame.id)
                 if future is not None and not future.done():

@@ -83,6 +83,7 @@ class Connection(asyncio.Protocol):
         "framing",
         "heartbeat_due",
         "index",
+        "jump_ok",
         "last_s",
         "resume",
         "retry_after_s",
@@ -115,10 +116,19 @@ class Connection(asyncio.Protocol):
         self.transport: Wire | None = None
         self.state = CONNECTING
         self.last_s = 0
+        self.jump_ok = False
+        """The next dispatch may skip numbers: the first after a resume (a resume on
+        another node numbers its replay after everything either side knows)."""
         self.cursor: object | None = None
         """The generator's per-channel state for this recipient (a SeqCursor)."""
         self.heartbeat_due = 0.0
         self.started_ns = 0
+
+    def positions(self) -> dict[int, int]:
+        """The ``resume`` positions: the followed channel's newest seq received (the
+        generator's cursor), so a resume on another node repeats nothing."""
+        last = getattr(self.cursor, "last", None)
+        return {self.channel_id: last} if isinstance(last, int) else {}
 
     def reset(self) -> None:
         """Ready for a new TCP connection (a reconnect): fresh websocket state; the
@@ -204,7 +214,8 @@ class Connection(asyncio.Protocol):
             self.sink.on_hello(self, frame)
             if self.resume and self.session_id is not None:
                 self.state = RESUMING
-                self.send(encode_resume(self.token, self.session_id, self.last_s))
+                self.send(encode_resume(self.token, self.session_id, self.last_s,
+                                        self.positions()))
             else:
                 self.state = IDENTIFYING
                 self.send(encode_identify(self.token))
@@ -214,6 +225,7 @@ class Connection(asyncio.Protocol):
             self.sink.on_ready(self, frame, now_ns)
         elif op == "resumed" and self.state == RESUMING:
             self.state = READY
+            self.jump_ok = True
             self.sink.on_resumed(self, frame, now_ns)
         elif op == "invalid_session" and self.state == RESUMING:
             self.session_id = None  # the next attempt identifies

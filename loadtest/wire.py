@@ -93,8 +93,12 @@ def encode_identify(token: str) -> bytes:
     return JSON.encode_client(Identify(token=token, client="hearth-loadtest"))
 
 
-def encode_resume(token: str, session_id: str, seq: int) -> bytes:
-    return JSON.encode_client(Resume(token=token, session_id=session_id, seq=seq))
+def encode_resume(token: str, session_id: str, seq: int,
+                  positions: dict[int, int] | None = None) -> bytes:
+    """``positions``: per channel, the newest message seq received (what makes a
+    resume on another node exactly-once)."""
+    return JSON.encode_client(Resume(token=token, session_id=session_id, seq=seq,
+                                     positions=positions or {}))
 
 
 def encode_heartbeat(seq: int | None) -> bytes:

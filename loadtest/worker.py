@@ -211,8 +211,9 @@ class Generator:
     def on_dispatch(self, conn: Connection, frame: FrameView, now_ns: int) -> None:
         s = frame.s
         if s is not None:
-            if s != conn.last_s + 1:
+            if s != conn.last_s + 1 and not (conn.jump_ok and s > conn.last_s):
                 self.session_gaps += 1
+            conn.jump_ok = False
             conn.last_s = s
         event = frame.d
         if event is None or event.t != "message_create" or event.message is None:

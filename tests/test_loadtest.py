@@ -222,6 +222,7 @@ def test_a_reconnected_client_resumes_and_resends_what_went_unanswered() -> None
     gen = Generator(plan, io.BytesIO(), 0)
     conn = gen.conns[0]
     conn.session_id, conn.last_s = "sess-1", 41
+    conn.cursor = SeqCursor(12)
     unanswered = encode_send(5, 7, time.monotonic_ns(), "0.5", "")
     gen.pending[5] = (1, 7, conn.index, unanswered)
     gen.reconnects[conn.index] = None  # type: ignore[assignment]  # a reconnect under way
@@ -233,7 +234,7 @@ def test_a_reconnected_client_resumes_and_resends_what_went_unanswered() -> None
     conn.data_received(_frame(hello))
     assert conn.state == RESUMING
     assert wire.frames() == [{"op": "resume", "token": "tok", "session_id": "sess-1",
-                              "seq": 41}]
+                              "seq": 41, "positions": {"7": 12}}]
     conn.data_received(_frame(JSON.encode(Resumed(session_id="sess-1", replayed=0))))
     assert conn.state == READY and gen.resumed == 1 and gen.retried == 1 and gen.open == 1
     resent = wire.frames()[1]

@@ -118,6 +118,7 @@ export async function ensureFreshToken() {
 
 export const gw = {
   ws: null, ready: false, seq: 0, sessionId: null, nextId: 1, requests: new Map(),
+  positions: new Map(), // channel id -> newest message seq received (sent with resume)
   heartbeat: null, acked: true, attempt: 0, timer: null, stopped: true, retryAfter: null,
   client: "hearth-web/1",
 };
@@ -168,13 +169,16 @@ function onFrame(f) {
       ensureFreshToken().then(() => {
         const token = store.get("access");
         sendRaw(gw.sessionId
-          ? { op: "resume", token, session_id: gw.sessionId, seq: gw.seq }
+          ? { op: "resume", token, session_id: gw.sessionId, seq: gw.seq, positions: resumePositions() }
           : { op: "identify", token, client: gw.client });
       });
       break;
     case "ready":
       gw.sessionId = f.session_id;
       gw.seq = 0;
+      gw.positions = new Map();
+      for (const c of f.communities) bringChannels(c.channels);
+      bringChannels(f.private_channels);
       hooks.ready(f);
       opened();
       break;
@@ -202,13 +206,45 @@ function onFrame(f) {
       break;
     }
     case "dispatch":
+      // `s` grows but may jump (a resume on another node numbers its replay anew).
       if (f.s <= gw.seq) break; // already seen (replay overlap)
       gw.seq = f.s;
+      if (!trackPosition(f.d)) break; // a message we have (resume without our position)
       hooks.event(f.d);
       break;
     default:
       break;
   }
+}
+
+const MAX_RESUME_POSITIONS = 1000; // limits.max_resume_positions
+
+function bringChannels(channels) {
+  for (const c of channels) if (!gw.positions.has(c.id)) gw.positions.set(c.id, c.last_seq);
+}
+
+/** Keep the per-channel positions a resume sends (exactly-once on any node); false
+ * for a message_create we already have, which is dropped. */
+function trackPosition(d) {
+  if (d.t === "message_create") {
+    const m = d.message;
+    if (m.seq <= (gw.positions.get(m.channel_id) ?? -1)) return false;
+    gw.positions.delete(m.channel_id); // re-inserted last: most recent first to send
+    gw.positions.set(m.channel_id, m.seq);
+  } else if (d.t === "channel_create" || d.t === "channel_update") {
+    bringChannels([d.channel]);
+  } else if (d.t === "community_available") {
+    bringChannels(d.snapshot.channels);
+  } else if (d.t === "channel_delete") {
+    gw.positions.delete(d.channel_id);
+  }
+  return true;
+}
+
+/** The most recently advanced positions, within limits.max_resume_positions. */
+function resumePositions() {
+  const entries = [...gw.positions].slice(-MAX_RESUME_POSITIONS);
+  return Object.fromEntries(entries);
 }
 
 function opened() {
