@@ -205,6 +205,50 @@ def test_resume_accepted_replays_missed_dispatches_in_order(codec: Codec) -> Non
 
 
 @CODECS
+def test_resume_carries_the_clients_channel_positions(codec: Codec) -> None:
+    proto = new(codec)
+    positions = {42: 10, 43: 0}
+    limit = Limits().max_resume_positions
+    send(proto, op="resume", token="tok", session_id="sess-1", seq=4, positions=positions)
+    assert proto.events() == [ResumeRequested("tok", "sess-1", 4, positions)]
+    proto = new(codec)
+    many = {i: i for i in range(1, limit + 1)}  # exactly the limit is accepted
+    send(proto, op="resume", token="tok", session_id="sess-1", seq=4, positions=many)
+    assert proto.events() == [ResumeRequested("tok", "sess-1", 4, many)]
+
+
+@CODECS
+@pytest.mark.parametrize("positions", [
+    {i: 1 for i in range(1, Limits().max_resume_positions + 2)},  # one too many
+    {0: 5},  # not a channel id
+    {42: -1},  # not a seq
+    {42: "5"},
+    [42, 5],
+], ids=["too-many", "bad-id", "negative-seq", "string-seq", "not-a-map"])
+def test_an_oversized_or_malformed_positions_map_is_an_invalid_frame(
+        codec: Codec, positions: object) -> None:
+    """Nothing is resumed; the error is the documented one for an undecodable frame,
+    the connection stays open for a corrected resume, and enough of them in a row
+    close it with 4001, as for any undecodable frame."""
+    proto = new(codec)
+    frame = {"op": "resume", "token": "tok", "session_id": "sess-1", "seq": 4,
+             "positions": positions}
+    send(proto, **frame)
+    [err] = errors(out(proto))
+    assert err.code == ErrorCode.INVALID_FRAME and err.id is None
+    assert "positions" in err.message
+    assert proto.events() == [] and proto.close_code() is None
+    assert proto.state is State.AWAITING_IDENTIFY
+    send(proto, op="resume", token="tok", session_id="sess-1", seq=4)  # corrected
+    assert proto.events() == [ResumeRequested("tok", "sess-1", 4)]
+    proto = new(codec)
+    for _ in range(Limits().max_invalid_frames + 1):
+        send(proto, **frame)
+    assert proto.close_code() is not None
+    assert proto.close_code()[0] == CloseCode.DECODE_ERROR  # type: ignore[index]
+
+
+@CODECS
 def test_resume_rejected_sends_invalid_session_then_closes_4006(codec: Codec) -> None:
     proto = new(codec)
     send(proto, op="resume", token="tok", session_id="gone", seq=0)

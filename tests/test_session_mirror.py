@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
 from protocol.codec import JSON
 from protocol.models import User
-from rooms.realtime.session_mirror import SessionMirror, _keys
+from rooms.realtime.session_mirror import ENTRY, SessionMirror, _keys
 from rooms.realtime.sessions import Session
 from tests.redis_fixture import RedisServer
 
@@ -117,3 +118,122 @@ async def test_what_a_failed_write_left_is_written_later(redis_server: RedisServ
     finally:
         await a.close()
         await b.close()
+
+
+async def _commands(r: aioredis.Redis) -> int:
+    """Commands this Redis has executed (INFO and CONFIG, the test's own, left out)."""
+    stats = await r.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items()
+               if k not in ("cmdstat_info", "cmdstat_config"))
+
+
+def _create(channel_id: int, seq: int) -> bytes:
+    return f'{{"t":"message_create","c":{channel_id},"s":{seq}}}'.encode()
+
+
+async def test_message_creates_cost_redis_nothing_but_the_interval_write(
+        redis_server: RedisServer) -> None:
+    """N sessions each receiving M message creates: no Redis command until the
+    periodic refresh, whose cost (one Lua call for all N, the same commands inside it)
+    does not depend on M; the creates went to the sockets at once. An edit is still
+    mirrored write-ahead."""
+    sessions_n = 30
+    mirror = SessionMirror(redis_server.url, owner="node-a", ttl_ms=60_000, max_frames=100)
+    check = aioredis.Redis.from_url(redis_server.url)
+    try:
+        sessions, sinks = [], []
+        for _ in range(sessions_n):
+            session, sink = Session(ALICE, JSON, 10_000), Frames()
+            session.sink, session.mirror = sink, mirror
+            session.set_cursor(7, 0)
+            sessions.append(session)
+            sinks.append(sink)
+        for session in sessions:
+            await mirror.written(session)
+        seq = 0
+        costs: list[tuple[int, int]] = []
+        for creates in (20, 400):
+            before, calls_before = await _commands(check), mirror.script_calls
+            for seq in range(seq + 1, seq + creates + 1):
+                body = _create(7, seq)
+                for session in sessions:
+                    session.deliver(body, 7, seq)
+            assert all(len(sink.frames) == seq for sink in sinks)  # out at once
+            await asyncio.sleep(0)  # a flush, had one been scheduled, would run now
+            assert await _commands(check) == before
+            assert mirror.script_calls == calls_before
+            await mirror.refresh(sessions)  # the interval write
+            costs.append((mirror.script_calls - calls_before,
+                          await _commands(check) - before))
+            frames_key, meta_key = _keys(sessions[0].session_id)
+            assert await check.hmget(meta_key, ["seq", "c7"]) == \
+                [str(seq).encode(), str(seq).encode()]
+            assert await check.llen(frames_key) == 0  # creates are not stored
+        assert costs[0] == costs[1]  # 20 times the creates, the same cost
+        assert costs[0][0] == 1  # one Lua call stores all 30 sessions
+        assert costs[0][1] <= 1 + 6 * sessions_n  # the call and its commands per session
+        calls_before = mirror.script_calls
+        await mirror.refresh(sessions)  # nothing moved: only TTLs, no store
+        assert mirror.script_calls == calls_before
+
+        # An edit is mirrored write-ahead: not on the socket before it is in Redis.
+        edit = b'{"t":"message_update","n":1}'
+        sessions[0].deliver(edit, 7)
+        assert len(sinks[0].frames) == seq
+        await mirror.written(sessions[0])
+        assert len(sinks[0].frames) == seq + 1
+        [entry] = await check.lrange(_keys(sessions[0].session_id)[0], 0, -1)
+        assert ENTRY.unpack_from(entry) == (seq + 1, 7, seq)
+    finally:
+        await check.aclose()
+        await mirror.close()
+
+
+async def test_a_create_waits_behind_a_pending_mirrored_entry(redis_url: str) -> None:
+    """The socket order never changes: a create delivered while an edit waits for its
+    write goes out after it (not stored), even while that write is in flight."""
+    mirror = SessionMirror(redis_url, owner="node-a", ttl_ms=60_000, max_frames=100)
+    try:
+        session, sink = Session(ALICE, JSON, 100), Frames()
+        session.sink, session.mirror = sink, mirror
+        await mirror.written(session)
+        session.deliver(b'{"t":"reaction_add","n":1}', 7)
+        session.deliver(_create(7, 1), 7, 1)
+        await asyncio.sleep(0)  # the flush has taken the reaction; its write is in flight
+        session.deliver(_create(7, 2), 7, 2)
+        assert sink.frames == []
+        await mirror.written(session)
+        await until(lambda: _true(len(sink.frames) == 3))
+        assert [json.loads(f)["s"] for f in sink.frames] == [1, 2, 3]
+        assert [json.loads(f)["d"]["t"] for f in sink.frames] == \
+            ["reaction_add", "message_create", "message_create"]
+        claimed = await mirror.claim(session.session_id, ALICE.id, JSON.encoding.value)
+        assert not isinstance(claimed, str)
+        assert [(e.seq, e.channel_id, e.position) for e in claimed.entries] == [(1, 7, 0)]
+    finally:
+        await mirror.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_entries_trimmed_away_leave_a_floor(redis_url: str) -> None:
+    """A client behind an entry the list no longer holds cannot be resumed: the claim
+    says how far back the list reaches although creates leave gaps in its seqs."""
+    mirror = SessionMirror(redis_url, owner="node-a", ttl_ms=60_000, max_frames=3)
+    try:
+        session, sink = Session(ALICE, JSON, 100), Frames()
+        session.sink, session.mirror = sink, mirror
+        await mirror.written(session)
+        for n in range(1, 6):
+            session.deliver(_create(7, n), 7, n)  # seqs 1, 3, 5, 7, 9
+            session.deliver(b'{"t":"message_update","n":%d}' % n, 7)  # seqs 2, 4, ...
+            await mirror.written(session)
+        claimed = await mirror.claim(session.session_id, ALICE.id, JSON.encoding.value)
+        assert not isinstance(claimed, str)
+        assert [e.seq for e in claimed.entries] == [6, 8, 10]
+        assert [e.position for e in claimed.entries] == [3, 4, 5]
+        assert claimed.floor == 4
+    finally:
+        await mirror.close()
