@@ -36,6 +36,7 @@ class GatewayClient:
         self.last_seq = 0
         self.positions: dict[int, int] = {}
         """Per channel, the newest message seq received (sent with ``resume``)."""
+        self.positions_at_ready: dict[int, int] = {}
         self._jump_allowed = False
         self._ids = itertools.count(1)
         self.backlog: list[dict[str, Any]] = []
@@ -87,6 +88,7 @@ class GatewayClient:
             for snapshot in frame["communities"]:
                 self.bring(snapshot["channels"])
             self.bring(frame["private_channels"])
+            self.positions_at_ready = dict(self.positions)
         return dict(frame)
 
     def bring(self, channels: list[dict[str, Any]]) -> None:

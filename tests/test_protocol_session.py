@@ -231,8 +231,8 @@ def test_an_oversized_or_malformed_positions_map_is_an_invalid_frame(
     the connection stays open for a corrected resume, and enough of them in a row
     close it with 4001, as for any undecodable frame."""
     proto = new(codec)
-    frame = {"op": "resume", "token": "tok", "session_id": "sess-1", "seq": 4,
-             "positions": positions}
+    frame: dict[str, Any] = {"op": "resume", "token": "tok", "session_id": "sess-1",
+                             "seq": 4, "positions": positions}
     send(proto, **frame)
     [err] = errors(out(proto))
     assert err.code == ErrorCode.INVALID_FRAME and err.id is None

@@ -154,7 +154,8 @@ async def test_message_creates_cost_redis_nothing_but_the_interval_write(
         costs: list[tuple[int, int]] = []
         for creates in (20, 400):
             before, calls_before = await _commands(check), mirror.script_calls
-            for seq in range(seq + 1, seq + creates + 1):
+            first = seq + 1
+            for seq in range(first, first + creates):
                 body = _create(7, seq)
                 for session in sessions:
                     session.deliver(body, 7, seq)
@@ -183,6 +184,7 @@ async def test_message_creates_cost_redis_nothing_but_the_interval_write(
         await mirror.written(sessions[0])
         assert len(sinks[0].frames) == seq + 1
         [entry] = await check.lrange(_keys(sessions[0].session_id)[0], 0, -1)
+        assert isinstance(entry, bytes)
         assert ENTRY.unpack_from(entry) == (seq + 1, 7, seq)
     finally:
         await check.aclose()
