@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from rooms.realtime.session_mirror import _keys
 from tests.conftest import RunningServer, server_nodes
 from tests.helpers import GatewayClient, bearer, register
 
@@ -244,7 +245,7 @@ async def test_positions_ahead_of_the_mirrors_cursors_bring_no_duplicates(
         # write (every 20 s) is made to have not happened, whatever the timing.
         check = aioredis.Redis.from_url(redis_url)
         try:
-            meta = f"hearth:s:{reader.ready['session_id']}:m"
+            meta = _keys(reader.ready["session_id"])[1]
             assert int(await check.hget(meta, f"c{general}") or 0) <= positions[general]
             await check.hset(meta, f"c{general}", at_ready)
         finally:

@@ -298,6 +298,9 @@ class SessionOpener:
         # Write-ahead: the renumbered entries are in Redis before the replay goes out
         # (no socket is attached yet, so the write sends nothing itself).
         await self.mirror.written(session)
+        if session.is_superseded:  # claimed again meanwhile (its write was refused)
+            self.close(session)
+            return "session resumed on another connection"
         session.sink = sink
         if self.presence is not None:
             self.presence.attach(session)

@@ -29,9 +29,9 @@ of metadata, TTL refreshes), then the entries go out to the sockets.
 
 What is stored: each event body once per flush (``hearth:e:...``, shared by all its
 recipients, kept twice the resume window); per session a list of entries
-(``hearth:s:<id>:f``, trimmed to the replay size), each the 24-byte header
+(``hearth:s2:<id>:f``, trimmed to the replay size), each the 24-byte header
 :data:`ENTRY` (seq, channel, position) and the key of its body; and a hash
-(``hearth:s:<id>:m``) with the user, encoding, session seq, the seq of the newest
+(``hearth:s2:<id>:m``) with the user, encoding, session seq, the seq of the newest
 entry trimmed away (``floor``: a client behind it cannot resume), owning process,
 ownership epoch and a cursor per channel (``c<channel id>``). One Lua call stores up to
 256 sessions.
@@ -165,7 +165,9 @@ WRITTEN_TIMEOUT_S = 2.0
 
 
 def _keys(session_id: str) -> tuple[str, str]:
-    return f"hearth:s:{session_id}:f", f"hearth:s:{session_id}:m"
+    # "s2": the entry layout of this version. A session mirrored by an older process
+    # (8-byte entries, every create stored) is simply not found: identify again.
+    return f"hearth:s2:{session_id}:f", f"hearth:s2:{session_id}:m"
 
 
 def takeover_topic(owner: str) -> str:
