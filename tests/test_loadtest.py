@@ -237,6 +237,11 @@ def test_a_reconnected_client_resumes_and_resends_what_went_unanswered() -> None
                               "seq": 41, "positions": {"7": 12}}]
     conn.data_received(_frame(JSON.encode(Resumed(session_id="sess-1", replayed=0))))
     assert conn.state == READY and gen.resumed == 1 and gen.retried == 1 and gen.open == 1
+    # A resume on another node numbers its replay after a jump: not a session gap; a
+    # later skip is.
+    for s in (57, 58, 60):
+        gen.on_dispatch(conn, decode_frame(b'{"op":"dispatch","s":%d,"d":{"t":"x"}}' % s), 0)
+    assert conn.last_s == 60 and gen.session_gaps == 1
     resent = wire.frames()[1]
     assert resent["op"] == "send_message" and resent["nonce"] == "0.5" and resent["id"] == 5
 
