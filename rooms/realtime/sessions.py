@@ -48,7 +48,8 @@ class Sink(Protocol):
 
 
 class Mirror(Protocol):
-    """Write-ahead copy of sessions for resume on another node
+    """Write-ahead copy, for resume on another node, of what a session received that
+    PostgreSQL cannot replay: everything but message creates
     (rooms/realtime/session_mirror.py)."""
 
     def mark_dirty(self, session: Session) -> None: ...
