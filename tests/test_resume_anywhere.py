@@ -257,3 +257,43 @@ async def test_positions_ahead_of_the_mirrors_cursors_bring_no_duplicates(
         assert [f["d"]["message"]["content"] for f in kept(after)] == ["after", "sentinel"]
         assert [f["d"]["message"]["seq"] for f in kept(after)] == \
             [at_ready + 7, at_ready + 8]
+
+
+async def test_without_positions_nothing_is_missed_and_repeats_are_droppable(
+        database_url: str, redis_url: str, http: aiohttp.ClientSession) -> None:
+    """An older client sends no positions. Its mirror cursor was written (with an edit)
+    after creates the client never processed; the resume starts below it by as many
+    dispatches as the client is behind the write, so nothing is missed: at most
+    messages it has come again, which it drops by (channel, seq)."""
+    with server_nodes(database_url, 2, HEARTH_REDIS_URL=redis_url) as (a, b):
+        alice, carol = await register(http, b.url), await register(http, b.url)
+        sender = await GatewayClient.identified(http, b.ws_url, alice["access_token"])
+        reader = await GatewayClient.identified(http, a.ws_url, carol["access_token"])
+        general = sender.channel_named("general")["id"]
+        ids = [int((await sender.ok("send_message", channel_id=general,
+                                    content=f"m{i}"))["message"]["id"]) for i in range(6)]
+        await sender.ok("edit_message", channel_id=general, message_id=ids[5],
+                        content="m5 edited")
+        got = await collect(reader, lambda f: f["d"]["t"] == "message_update")
+        cut = next(i for i, f in enumerate(got) if content_is("m2")(f)) + 1
+        seq, positions = processed(reader.positions_at_ready, got[:cut])
+        kill(a)
+        check = aioredis.Redis.from_url(redis_url)
+        try:  # the edit's write stored a cursor past what the client processed
+            meta = _keys(reader.ready["session_id"])[1]
+            assert int(await check.hget(meta, f"c{general}") or 0) > positions[general]
+        finally:
+            await check.aclose()
+        await sender.ok("send_message", channel_id=general, content="after")
+        again = await GatewayClient.connect(http, b.ws_url)
+        again.ready, again.last_seq = reader.ready, seq
+        await again.send({"op": "resume", "token": carol["access_token"],
+                          "session_id": reader.ready["session_id"], "seq": seq})
+        assert (await again.recv(timeout=15))["op"] == "resumed"
+        await sender.ok("send_message", channel_id=general, content="sentinel")
+        after = kept(await collect(again, content_is("sentinel")))
+        fresh = [f for f in after if f["d"]["t"] != "message_create"
+                 or f["d"]["message"]["seq"] > positions[general]]
+        assert len(after) - len(fresh) <= len(got[cut:]) + 1  # only repeats were dropped
+        assert [key(f) for f in fresh] == [key(f) for f in kept(got[cut:])] + [
+            key(f) for f in after if content_is("after")(f) or content_is("sentinel")(f)]
