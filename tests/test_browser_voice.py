@@ -357,7 +357,7 @@ async def test_stage_hand_promote_demote_and_qa(launch: Launcher, hearth_server:
     for person in (host, alice):
         await person.enter(cid, "Office hours")
         await expect(person.tid("session-title")).to_have_text("Office hours")
-        await expect(person.tid("session-state")).to_have_text("live")
+        await expect(person.tid("session-state")).to_have_attribute("data-state", "live")
 
     # The host speaks; Alice listens and is not heard.
     await expect(host.participant(alice_id)).to_have_attribute("data-role", "listener",

@@ -16,13 +16,16 @@ import {
   HearthError, api, dropSocket, el, gw, hooks, nameOf, orphanErrors, request,
   resumeStoredSession, saveTokens, connect, signOut, store,
 } from "./gateway.js";
+import { gathered, slotLevels } from "./voice_media.js";
+import { VOICE_KINDS, voiceIcon } from "./channel_kinds.js";
+import {
+  attendanceView, questionItem, scheduleItem, sessionDetails, sortSchedule, stateLabel,
+} from "./stage_view.js";
 
 const $ = (id) => document.getElementById(id);
-const VOICE_KINDS = new Set(["voice", "stage"]);
-const GATHER_WAIT_MS = 2500; // wait this long for ICE gathering before sending the offer
 const MEMBER_PAGES = 10; // fetch_members pages of 100 loaded for names
 const MAX_ROOMS_FETCHED = 50; // voice_fetch_states calls per community selection
-const P = { MANAGE_CHANNELS: 1 << 14, MODERATE: 1 << 17, ADMINISTRATOR: 1 << 30 };
+const P = { MANAGE_CHANNELS: 1 << 14, MODERATE: 1 << 17, MUTE_MEMBERS: 1 << 21, ADMINISTRATOR: 1 << 30 };
 
 // ------------------------------------------------------------------------------ state
 
@@ -37,6 +40,9 @@ const state = {
   rooms: new Map(), // channel id -> Map(user id -> participant)
   speaking: new Map(), // channel id -> Set(user id)
   sessions: new Map(), // channel id -> LiveSession (stage channels)
+  allSessions: new Map(), // session id -> LiveSession (the schedule of this community)
+  registered: new Set(), // session ids I registered for from this page
+  attendance: null, // {sessionId, report} shown to a host
   stages: new Map(), // session id -> {speakers, cohosts, hands}
   questions: new Map(), // question id -> Question (selected session)
   voted: new Set(), // question ids I voted for
@@ -144,7 +150,8 @@ function onEvent(d) {
     case "voice_speaking": onSpeaking(d); break;
     case "voice_disconnected":
       if (call && call.channelId === d.channel_id) {
-        endCall(`Disconnected from the room (${d.reason}).`);
+        const ended = state.sessions.get(d.channel_id)?.state === "ended";
+        endCall(ended ? "The session has ended." : `Disconnected from the room (${d.reason}).`);
       }
       break;
     case "voice_move_request":
@@ -214,9 +221,12 @@ async function selectCommunity(cid, channelId = null) {
   state.current = cid;
   if (cid) store.set("voice.community", cid);
   $("community-select").value = cid ? String(cid) : "";
+  syncUrl();
   state.users.clear();
   state.sessions.clear();
+  state.allSessions.clear();
   renderRooms();
+  renderSchedule();
   const chans = state.communities.get(cid)?.channels;
   const keep = channelId && chans?.has(channelId) ? channelId : null;
   selectRoom(keep ?? (call && chans?.has(call.channelId) ? call.channelId : null));
@@ -268,12 +278,11 @@ async function loadRooms(cid, gen = state.generation) {
 }
 
 async function loadSessions(cid, gen = state.generation) {
-  const hasStage = [...(state.communities.get(cid)?.channels.values() ?? [])]
-    .some((c) => c.kind === "stage");
-  if (!hasStage) return;
   try {
     const r = await api("GET", `/communities/${cid}/live-sessions`);
     if (gen !== state.generation) return;
+    state.allSessions = new Map(r.sessions.map((s) => [s.id, s]));
+    renderSchedule();
     for (const s of r.sessions) {
       const old = state.sessions.get(s.channel_id);
       // Several sessions may share a stage over time: show the live one, else the latest.
@@ -286,11 +295,97 @@ async function loadSessions(cid, gen = state.generation) {
 
 function onSession(session) {
   if (session.community_id !== state.current) return;
+  const before = state.allSessions.get(session.id);
+  state.allSessions.set(session.id, session);
   const old = state.sessions.get(session.channel_id);
   if (!old || old.id === session.id || session.state === "live") {
     state.sessions.set(session.channel_id, session);
   }
-  if (session.channel_id === state.selected) renderRoom();
+  if (session.state !== "live" && session.state !== "scheduled") state.stages.delete(session.id);
+  renderSchedule();
+  if (session.channel_id === state.selected) {
+    if (before && before.state !== session.state) {
+      $("session-announce").textContent = `${session.title}: ${stateLabel(session.state).toLowerCase()}.`;
+      if (session.state === "ended" && call?.channelId !== session.channel_id) setVoiceStatus("The session has ended.");
+    }
+    renderRoom();
+    if (session.state === "live" && !state.stages.has(session.id)) loadStage(session);
+  }
+}
+
+function renderSchedule() {
+  const list = sortSchedule(state.allSessions.values());
+  $("schedule").replaceChildren(...list.map((s) => scheduleItem(s, state.selected)));
+  $("schedule-empty").hidden = list.length > 0;
+}
+
+/** The address bar names the community and room shown, so a reload or a shared link
+ * opens the same place (and the back button leaves the page, not the room). */
+function syncUrl() {
+  const q = new URLSearchParams();
+  if (state.current) q.set("community", String(state.current));
+  if (state.selected) q.set("channel", String(state.selected));
+  const url = `${location.pathname}${q.size ? `?${q}` : ""}`;
+  if (url !== `${location.pathname}${location.search}`) history.replaceState(null, "", url);
+}
+
+// ------------------------------------------------------------------ session actions
+
+async function sessionAction(action) {
+  const session = state.sessions.get(state.selected);
+  if (!session) return;
+  const base = `/communities/${session.community_id}/live-sessions/${session.id}`;
+  try {
+    if (action === "attendance") { await loadAttendance(session); return; }
+    let r;
+    if (action === "register") {
+      const on = !state.registered.has(session.id);
+      r = await api(on ? "POST" : "DELETE", `${base}/register`);
+      if (on) state.registered.add(session.id); else state.registered.delete(session.id);
+    } else {
+      r = await api("POST", `${base}/${action}`);
+    }
+    onSession(r.session);
+    if (action === "end" && state.attendance?.sessionId === session.id) await loadAttendance(session);
+  } catch (err) { showError(err); }
+}
+
+async function loadAttendance(session) {
+  const r = await api("GET", `/communities/${session.community_id}/live-sessions/${session.id}/attendance`);
+  state.attendance = { sessionId: session.id, report: r };
+  renderAttendance();
+  $("attendance-panel").hidden = false;
+  $("attendance-title").focus();
+}
+
+function renderAttendance() {
+  const session = state.sessions.get(state.selected);
+  const shown = state.attendance && session && state.attendance.sessionId === session.id;
+  $("attendance-panel").hidden = !shown;
+  $("attendance-button").setAttribute("aria-expanded", String(!!shown));
+  if (shown) $("attendance-body").replaceChildren(...attendanceView(state.attendance.report, userName));
+}
+
+function renderSessionControls(session) {
+  const host = isHost(session);
+  const s = session.state;
+  $("host-controls").hidden = !host;
+  $("start-button").hidden = s !== "scheduled";
+  $("cancel-button").hidden = s !== "scheduled";
+  $("end-button").hidden = s !== "live";
+  $("attendance-button").hidden = s === "scheduled" || s === "cancelled";
+  const reg = $("register-button");
+  const registered = state.registered.has(session.id);
+  $("audience-controls").hidden = host || (s !== "scheduled" && s !== "live");
+  reg.setAttribute("aria-pressed", String(registered));
+  reg.textContent = registered ? "Registered (withdraw)" : "Register";
+  renderAttendance();
+}
+
+async function serverMute(userId, muted) {
+  try {
+    await request("voice_server_mute", { channel_id: state.selected, user_id: userId, muted });
+  } catch (err) { showError(err); }
 }
 
 // ----------------------------------------------------------------------------- rooms
@@ -309,7 +404,7 @@ function renderRooms() {
         ariaCurrent: c.id === state.selected ? "true" : null,
         ariaLabel: `${c.name}, ${c.kind === "stage" ? "stage" : "voice room"}, ${count} in the room${here ? ", you are connected" : ""}`,
       },
-      el("span", { class: "room-icon", ariaHidden: "true", text: c.kind === "stage" ? "🎙" : "🔊" }),
+      voiceIcon(c.kind, "room-icon"),
       el("span", { class: "room-name", text: c.name }),
       el("span", { class: "room-count", dataTestid: "room-count", text: String(count) })));
   }));
@@ -319,7 +414,10 @@ function selectRoom(channelId) {
   state.selected = channelId;
   state.questions.clear();
   state.voted.clear();
+  state.attendance = null;
+  syncUrl();
   renderRooms();
+  renderSchedule();
   renderRoom();
   const session = state.sessions.get(channelId);
   if (session) { loadStage(session); loadQuestions(session); }
@@ -334,13 +432,16 @@ function renderRoom() {
   $("session-info").hidden = !session;
   if (session) {
     $("session-title").textContent = session.title;
-    $("session-state").textContent = session.state;
+    $("session-state").textContent = stateLabel(session.state);
     $("session-state").dataset.state = session.state;
     $("session-description").textContent = session.description ?? "";
-    if (!state.stages.has(session.id)) loadStage(session);
+    $("session-details").replaceChildren(...sessionDetails(session));
+    renderSessionControls(session);
+    if (session.state === "live" && !state.stages.has(session.id)) loadStage(session);
     if (state.questions.size === 0) loadQuestions(session);
   }
   $("qa-panel").hidden = !session;
+  $("qa-form").hidden = !session || (session.state !== "scheduled" && session.state !== "live");
   $("hands-panel").hidden = !session;
   renderControls();
   renderParticipants();
@@ -391,6 +492,12 @@ function participantRow(p, { session, stage, channelId }) {
   ...badges.map(([k, text]) => el("span", { class: `pill ${k}`, dataTestid: `badge-${k}`, text })));
   if (session && session.host_id === p.user_id) {
     li.append(el("span", { class: "pill host", dataTestid: "badge-host", text: "Host" }));
+  }
+  if ((perms() & (P.MUTE_MEMBERS | P.ADMINISTRATOR)) && p.user_id !== state.me?.id) {
+    li.append(el("button", { type: "button", class: "link", dataAction: "server-mute",
+      dataUserId: String(p.user_id), dataMuted: String(!p.server_mute), dataTestid: "server-mute-button",
+      text: p.server_mute ? "Lift mute" : "Mute for everyone",
+      ariaLabel: `${p.server_mute ? "Lift the mute of" : "Mute"} ${userName(p.user_id)} for everyone` }));
   }
   if (host && onStage && p.user_id !== session.host_id) {
     li.append(el("button", { type: "button", class: "link", dataAction: "demote",
@@ -493,29 +600,8 @@ function renderQuestions() {
   const mod = canModerateQa(session);
   const qs = [...state.questions.values()].sort((a, b) =>
     b.votes - a.votes || a.created_at - b.created_at || a.id - b.id);
-  $("qa-list").replaceChildren(...qs.map((q) => {
-    const voted = state.voted.has(q.id);
-    const li = el("li", { class: "question", dataTestid: "question", dataQuestionId: String(q.id),
-      dataState: q.state },
-    el("p", { class: "question-text", dataTestid: "question-text", text: q.text }),
-    el("div", { class: "question-meta" },
-      el("span", { class: "muted", text: q.author_id ? userName(q.author_id) : "deleted account" }),
-      q.state !== "open" ? el("span", { class: `pill ${q.state}`, dataTestid: "question-state",
-        text: q.state === "answered" ? "Answered" : "Dismissed" }) : null,
-      el("button", { type: "button", class: "secondary vote", dataAction: "vote",
-        dataQuestionId: String(q.id), dataTestid: "vote-button", ariaPressed: String(voted),
-        ariaLabel: `${voted ? "Remove your vote" : "Upvote"}: ${q.votes} vote${q.votes === 1 ? "" : "s"}`,
-        disabled: q.state !== "open" },
-      "▲ ", el("span", { dataTestid: "vote-count", text: String(q.votes) }))));
-    if (mod && q.state === "open") {
-      li.querySelector(".question-meta").append(
-        el("button", { type: "button", class: "link", dataAction: "answered",
-          dataQuestionId: String(q.id), dataTestid: "mark-answered", text: "Mark answered" }),
-        el("button", { type: "button", class: "link", dataAction: "dismissed",
-          dataQuestionId: String(q.id), dataTestid: "mark-dismissed", text: "Dismiss" }));
-    }
-    return li;
-  }));
+  $("qa-list").replaceChildren(...qs.map((q) => questionItem(q, { voted: state.voted.has(q.id), mod,
+    author: q.author_id ? userName(q.author_id) : "deleted account" })));
   $("qa-empty").hidden = qs.length > 0;
 }
 
@@ -557,22 +643,6 @@ function micConstraints() {
 
 function receiveSlots() {
   return state.limits?.voice_receive_slots ?? 9;
-}
-
-/** Wait until ICE gathering completes (or GATHER_WAIT_MS): an offer with candidates in
- * it connects without a trickle round trip; later candidates are trickled. */
-function gathered(pc) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, GATHER_WAIT_MS);
-    function done() {
-      clearTimeout(timer);
-      pc.removeEventListener("icegatheringstatechange", check);
-      resolve();
-    }
-    function check() { if (pc.iceGatheringState === "complete") done(); }
-    pc.addEventListener("icegatheringstatechange", check);
-  });
 }
 
 async function join(channelId) {
@@ -743,28 +813,6 @@ async function rejoin(channelId) {
   if (keep && call && (keep.mute || keep.deaf)) await setSelfState(keep);
 }
 
-/** Per receive slot: the dominant frequency (Hz) and RMS of what plays right now, from
- * WebAudio analysers. A debugging aid for people ("is anything arriving?") and what the
- * browser tests assert on. */
-function measure() {
-  if (!call || !audioCtx) return [];
-  return call.slots.filter((s) => s.analyser).map((s) => {
-    const a = s.analyser;
-    const time = new Float32Array(a.fftSize);
-    a.getFloatTimeDomainData(time);
-    let sum = 0;
-    for (const v of time) sum += v * v;
-    const freq = new Float32Array(a.frequencyBinCount);
-    a.getFloatFrequencyData(freq);
-    const binHz = audioCtx.sampleRate / a.fftSize;
-    let best = -Infinity;
-    let at = 0;
-    for (let i = Math.ceil(50 / binHz); i < freq.length; i++) if (freq[i] > best) { best = freq[i]; at = i; }
-    return { slot: s.index, hz: at * binHz, db: best, rms: Math.sqrt(sum / time.length),
-      muted: s.audio.muted };
-  });
-}
-
 // --------------------------------------------------------------------------- wiring
 
 document.addEventListener("click", (ev) => {
@@ -774,6 +822,12 @@ document.addEventListener("click", (ev) => {
     if (action === "promote") setSpeaker(Number(btn.dataset.userId), true);
     else if (action === "demote") setSpeaker(Number(btn.dataset.userId), false);
     else if (action === "vote") vote(Number(btn.dataset.questionId));
+    else if (action === "server-mute") serverMute(Number(btn.dataset.userId), btn.dataset.muted === "true");
+    else if (["start", "end", "cancel", "register", "attendance"].includes(action)) sessionAction(action);
+    else if (action === "open-session") {
+      selectRoom(Number(btn.dataset.channelId));
+      $("room-title").focus();
+    }
     else if (action === "answered" || action === "dismissed") {
       setQuestionState(Number(btn.dataset.questionId), action);
     }
@@ -828,7 +882,8 @@ function showAuth(message) {
 
 // Debug/test hook, as on the other pages.
 window.hearthVoice = {
-  state, gw, measure, call: () => call,
+  state, gw, measure: () => (call && audioCtx ? slotLevels(call.slots, audioCtx) : []),
+  call: () => call,
   dropConnection: () => dropSocket(4000, "simulated drop"),
 };
 
