@@ -12,6 +12,7 @@ console error fails a test; waits are on conditions, never fixed sleeps.
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ import aiohttp
 
 from tests import test_browser as tb
 from tests import test_browser_voice as tv
+from tests.a11y import Audit
 from tests.helpers import bearer, register
 from tests.test_browser import browser  # noqa: F401  (a plain Chromium)
 from tests.test_browser_voice import launch  # noqa: F401  (Chromiums with fake microphones)
@@ -65,7 +67,7 @@ def _iso(ms: int) -> str:
 
 
 async def test_host_runs_a_session_from_the_stage_page(
-        launch: tv.Launcher, hearth_server: Any) -> None:  # noqa: F811
+        launch: tv.Launcher, hearth_server: Any, axe: Audit) -> None:  # noqa: F811
     errors: list[str] = []
     base = hearth_server.url
     # Two hours ahead, on a whole minute: the page must print it in the viewer's zone.
@@ -130,6 +132,8 @@ async def test_host_runs_a_session_from_the_stage_page(
     await expect(host.participant(alice_id)).to_have_attribute("data-role", "speaker",
                                                                timeout=tb.LIVE_MS)
     await expect(alice.tid("hand-button")).to_be_hidden(timeout=tb.LIVE_MS)
+    await axe(host.page, "the stage page, host view, live")
+    await axe(alice.page, "the stage page, audience view, live")
 
     # The host mutes her for everyone and lifts it again; her page shows both.
     await host.participant(alice_id).get_by_test_id("server-mute-button").click()
@@ -157,6 +161,7 @@ async def test_host_runs_a_session_from_the_stage_page(
     await expect(host.tid("attendance-summary")).to_have_text(
         "2 attended, 1 registered, 0 missed.")
     await expect(alice.tid("attendance-button")).to_be_hidden()
+    await axe(host.page, "the stage page, ended, with attendance")
 
     await host.page.screenshot(path="/tmp/hearth-stage-host.png", full_page=True)
     await alice.page.screenshot(path="/tmp/hearth-stage-audience.png", full_page=True)
@@ -179,7 +184,7 @@ async def _community_with(http: aiohttp.ClientSession, base: str, token: str, na
 
 
 async def test_chat_links_voice_rooms_to_their_community(
-        browser: Any, hearth_server: Any) -> None:  # noqa: F811
+        browser: Any, hearth_server: Any, axe: Audit) -> None:  # noqa: F811
     """The chat page shows voice and stage channels as such and links them to the voice
     page for their own community; the voice page lists that community's rooms, not the
     starter community's, and its switcher moves between communities."""
@@ -196,11 +201,13 @@ async def test_chat_links_voice_rooms_to_their_community(
     await expect(campfire).to_have_attribute("data-channel-kind", "voice", timeout=tb.LIVE_MS)
     await expect(campfire).to_have_attribute(
         "href", f"/voice?community={cid}&channel={ids['campfire']}")
-    await expect(campfire).to_have_accessible_name("campfire, voice room: open on the voice page")
+    await expect(campfire).to_have_accessible_name(
+        re.compile(r"^campfire\s*voice channel, opens the voice page$"))
     await expect(campfire).not_to_contain_text("#")
     stage = person.channel("town square")
     await expect(stage).to_have_attribute("data-channel-kind", "stage")
-    await expect(stage).to_have_accessible_name("town square, stage: open on the voice page")
+    await expect(stage).to_have_accessible_name(
+        re.compile(r"^town square\s*stage channel, opens the voice page$"))
     # Text channels keep their "#".
     await expect(person.channel("general").first).to_contain_text("#")
 
@@ -209,6 +216,7 @@ async def test_chat_links_voice_rooms_to_their_community(
     await person.connected()
     await expect(person.tid("community-select")).to_have_value(str(cid))
     await expect(person.tid("room-title")).to_have_text("campfire", timeout=tb.LIVE_MS)
+    await axe(person.page, "the voice page")
     names = person.tid("room-list").get_by_test_id("room-link")
     await expect(names).to_have_count(2)
     await expect(person.page.locator('[data-testid="room-link"][data-channel-name="town square"]')
@@ -228,7 +236,8 @@ async def test_chat_links_voice_rooms_to_their_community(
     assert errors == []
 
 
-async def test_stage_page_fits_a_phone(browser: Any, hearth_server: Any) -> None:  # noqa: F811
+async def test_stage_page_fits_a_phone(
+        browser: Any, hearth_server: Any, axe: Audit) -> None:  # noqa: F811
     """390x844: nothing scrolls sideways, the host's Start button is on screen and
     reachable, the schedule and details are readable."""
     errors: list[str] = []
@@ -243,6 +252,8 @@ async def test_stage_page_fits_a_phone(browser: Any, hearth_server: Any) -> None
                                   required_tier=0)
     person = await _open(browser, f"{base}/voice?community={cid}&channel={session['channel_id']}",
                          "phone", errors, viewport=PHONE)
+    await expect(person.tid("auth-view")).to_be_visible(timeout=tb.LIVE_MS)
+    await axe(person.page, "the voice page's sign-in form on a phone")
     await person.login(str(account["user"]["username"]))
     await expect(person.tid("session-start")).to_contain_text(_local_hhmm(starts_at),
                                                               timeout=tb.LIVE_MS)
@@ -254,4 +265,5 @@ async def test_stage_page_fits_a_phone(browser: Any, hearth_server: Any) -> None
         " view: window.innerWidth})")
     assert widths["doc"] <= widths["view"] and widths["body"] <= widths["view"], widths
     await person.page.screenshot(path="/tmp/hearth-stage-phone.png", full_page=True)
+    await axe(person.page, "the stage page on a phone")
     assert errors == []

@@ -29,19 +29,17 @@ export function voiceIcon(kind, className = "hash") {
   return span;
 }
 
-/** What a screen reader announces for the link. */
-export function voiceLabel(channel) {
-  return `${channel.name}, ${channel.kind === "stage" ? "stage" : "voice room"}: open on the voice page`;
-}
-
-/** The channel list entry of a voice or stage channel: a link, not a text-channel button. */
+/** The channel list entry of a voice or stage channel: a link, not a text-channel button.
+ * Its accessible name is its visible text ("campfire voice") plus a hidden hint, so
+ * speech-input users can say what they see. */
 export function voiceChannelLink(channel) {
   return el("a", {
     class: "channel-link voice-channel-link", href: voiceHref(channel),
     dataTestid: "channel-link", dataChannelId: channel.id, dataChannelName: channel.name,
-    dataChannelKind: channel.kind, ariaLabel: voiceLabel(channel),
+    dataChannelKind: channel.kind,
   },
   voiceIcon(channel.kind),
   el("span", { class: "name", text: channel.name }),
-  el("span", { class: "kind-tag", ariaHidden: "true", text: channel.kind === "stage" ? "stage" : "voice" }));
+  el("span", { class: "kind-tag", text: channel.kind === "stage" ? " stage" : " voice" }),
+  el("span", { class: "visually-hidden", text: " channel, opens the voice page" }));
 }

@@ -129,17 +129,18 @@ export function questionItem(q, { voted, mod, author }) {
       text: q.state === "answered" ? "Answered" : "Dismissed" }) : null,
     el("button", { type: "button", class: "secondary vote", dataAction: "vote",
       dataQuestionId: String(q.id), dataTestid: "vote-button", ariaPressed: String(voted),
-      ariaLabel: `${voted ? "Remove your vote" : "Upvote"}: ${q.votes} vote${q.votes === 1 ? "" : "s"}`,
       disabled: q.state !== "open" },
-    el("span", { ariaHidden: "true", text: "▲ " }), el("span", { dataTestid: "vote-count", text: String(q.votes) })));
+    el("span", { ariaHidden: "true", text: "▲ " }), el("span", { class: "visually-hidden", text: "Upvote, " }),
+    el("span", { dataTestid: "vote-count", text: String(q.votes) }),
+    el("span", { class: "visually-hidden", text: q.votes === 1 ? " vote" : " votes" })));
   if (mod && q.state === "open") {
     meta.append(
       el("button", { type: "button", class: "link", dataAction: "answered",
-        dataQuestionId: String(q.id), dataTestid: "mark-answered", text: "Mark answered",
-        ariaLabel: `Mark answered: ${q.text.slice(0, 80)}` }),
+        dataQuestionId: String(q.id), dataTestid: "mark-answered" }, "Mark answered",
+      el("span", { class: "visually-hidden", text: `: ${q.text.slice(0, 80)}` })),
       el("button", { type: "button", class: "link", dataAction: "dismissed",
-        dataQuestionId: String(q.id), dataTestid: "mark-dismissed", text: "Dismiss",
-        ariaLabel: `Dismiss: ${q.text.slice(0, 80)}` }));
+        dataQuestionId: String(q.id), dataTestid: "mark-dismissed" }, "Dismiss",
+      el("span", { class: "visually-hidden", text: `: ${q.text.slice(0, 80)}` })));
   }
   return el("li", { class: "question", dataTestid: "question", dataQuestionId: String(q.id),
     dataState: q.state },

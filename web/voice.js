@@ -402,11 +402,12 @@ function renderRooms() {
         type: "button", class: "room-link", dataTestid: "room-link", dataChannelId: String(c.id),
         dataChannelName: c.name, dataKind: c.kind,
         ariaCurrent: c.id === state.selected ? "true" : null,
-        ariaLabel: `${c.name}, ${c.kind === "stage" ? "stage" : "voice room"}, ${count} in the room${here ? ", you are connected" : ""}`,
       },
       voiceIcon(c.kind, "room-icon"),
       el("span", { class: "room-name", text: c.name }),
-      el("span", { class: "room-count", dataTestid: "room-count", text: String(count) })));
+      el("span", { class: "visually-hidden", text: c.kind === "stage" ? ", stage," : ", voice room," }),
+      el("span", { class: "room-count", dataTestid: "room-count", text: String(count) }),
+      el("span", { class: "visually-hidden", text: ` in the room${here ? ", you are connected" : ""}` })));
   }));
 }
 
@@ -473,6 +474,13 @@ function renderControls() {
   hand.textContent = raised ? "Lower hand" : "Raise hand";
 }
 
+/** A host's action on one person: the visible verb, then (for screen readers, where the
+ * row's other buttons would all read the same) whom it acts on. */
+function personButton(text, userId, props) {
+  return el("button", { type: "button", class: "link", dataUserId: String(userId), ...props },
+    text, el("span", { class: "visually-hidden", text: `: ${userName(userId)}` }));
+}
+
 function participantRow(p, { session, stage, channelId }) {
   const speaking = state.speaking.get(channelId)?.has(p.user_id) ?? false;
   const badges = [];
@@ -494,19 +502,15 @@ function participantRow(p, { session, stage, channelId }) {
     li.append(el("span", { class: "pill host", dataTestid: "badge-host", text: "Host" }));
   }
   if ((perms() & (P.MUTE_MEMBERS | P.ADMINISTRATOR)) && p.user_id !== state.me?.id) {
-    li.append(el("button", { type: "button", class: "link", dataAction: "server-mute",
-      dataUserId: String(p.user_id), dataMuted: String(!p.server_mute), dataTestid: "server-mute-button",
-      text: p.server_mute ? "Lift mute" : "Mute for everyone",
-      ariaLabel: `${p.server_mute ? "Lift the mute of" : "Mute"} ${userName(p.user_id)} for everyone` }));
+    li.append(personButton(p.server_mute ? "Lift mute" : "Mute for everyone", p.user_id, {
+      dataAction: "server-mute", dataMuted: String(!p.server_mute), dataTestid: "server-mute-button" }));
   }
   if (host && onStage && p.user_id !== session.host_id) {
-    li.append(el("button", { type: "button", class: "link", dataAction: "demote",
-      dataUserId: String(p.user_id), dataTestid: "demote-button",
-      text: "Move to audience", ariaLabel: `Move ${userName(p.user_id)} to the audience` }));
+    li.append(personButton("Move to audience", p.user_id, { dataAction: "demote",
+      dataTestid: "demote-button" }));
   } else if (host && stage && !onStage && p.user_id !== state.me?.id) {
-    li.append(el("button", { type: "button", class: "link", dataAction: "promote",
-      dataUserId: String(p.user_id), dataTestid: "promote-button",
-      text: "Invite to speak", ariaLabel: `Invite ${userName(p.user_id)} to speak` }));
+    li.append(personButton("Invite to speak", p.user_id, { dataAction: "promote",
+      dataTestid: "promote-button" }));
   }
   return li;
 }
@@ -550,9 +554,8 @@ function renderStage() {
   $("hands").replaceChildren(...hands.map((uid) => el("li", {
     class: "participant", dataTestid: "hand", dataUserId: String(uid) },
   el("span", { class: "participant-name", text: userName(uid) }),
-  host ? el("button", { type: "button", class: "link", dataAction: "promote",
-    dataUserId: String(uid), dataTestid: "promote-button", text: "Invite to speak",
-    ariaLabel: `Invite ${userName(uid)} to speak` }) : null)));
+  host ? personButton("Invite to speak", uid, { dataAction: "promote", dataTestid: "promote-button" })
+    : null)));
   $("hands-empty").hidden = hands.length > 0;
 }
 
