@@ -135,12 +135,17 @@ async def test_host_runs_a_session_from_the_stage_page(
     await axe(host.page, "the stage page, host view, live")
     await axe(alice.page, "the stage page, audience view, live")
 
-    # The host mutes her for everyone and lifts it again; her page shows both.
-    await host.participant(alice_id).get_by_test_id("server-mute-button").click()
+    # The host mutes her for everyone and lifts it again, from the keyboard; her page
+    # shows both. The list re-renders on every event, and focus stays on the button.
+    mute = host.participant(alice_id).get_by_test_id("server-mute-button")
+    await mute.focus()
+    await host.page.keyboard.press("Enter")
     await expect(alice.participant(alice_id).get_by_test_id("badge-server-mute")).to_have_count(
         1, timeout=tb.LIVE_MS)
     await expect(alice.tid("voice-status")).to_have_text("A moderator muted you.")
-    await host.participant(alice_id).get_by_test_id("server-mute-button").click()
+    await expect(mute).to_contain_text("Lift mute", timeout=tb.LIVE_MS)
+    await expect(mute).to_be_focused()
+    await host.page.keyboard.press("Enter")
     await expect(alice.participant(alice_id).get_by_test_id("badge-server-mute")).to_have_count(
         0, timeout=tb.LIVE_MS)
 

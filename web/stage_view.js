@@ -146,3 +146,26 @@ export function questionItem(q, { voted, mod, author }) {
     dataState: q.state },
   el("p", { class: "question-text", dataTestid: "question-text", text: q.text }), meta);
 }
+
+const FOCUS_KEYS = ["data-action", "data-testid", "data-user-id", "data-question-id",
+  "data-channel-id", "data-session-id"];
+
+/** Replace a list's children without losing keyboard focus: lists re-render on every
+ * live event (someone speaks, a hand goes up), and a keyboard user on one of their
+ * buttons would otherwise be thrown back to the top of the page. The button that had
+ * focus is found again by its data attributes and focused. */
+export function replaceKeepingFocus(container, nodes) {
+  const active = document.activeElement;
+  const had = active && container.contains(active) && active !== container
+    ? FOCUS_KEYS.filter((k) => active.hasAttribute(k)).map((k) => [k, active.getAttribute(k)]) : null;
+  container.replaceChildren(...nodes);
+  if (!had?.length) return;
+  const selector = `${active.tagName.toLowerCase()}${had.map(([k, v]) => `[${k}="${CSS.escape(v)}"]`).join("")}`;
+  const again = container.querySelector(selector);
+  if (again) again.focus({ preventScroll: true });
+  else {
+    // Gone (a hand that was taken): land on the list's heading, not on <body>.
+    const heading = container.closest("section, nav")?.querySelector("h2, h3");
+    if (heading) { heading.setAttribute("tabindex", "-1"); heading.focus({ preventScroll: true }); }
+  }
+}

@@ -19,7 +19,7 @@ import {
 import { gathered, slotLevels } from "./voice_media.js";
 import { VOICE_KINDS, voiceIcon } from "./channel_kinds.js";
 import {
-  attendanceView, questionItem, scheduleItem, sessionDetails, sortSchedule, stateLabel,
+  attendanceView, questionItem, replaceKeepingFocus, scheduleItem, sessionDetails, sortSchedule, stateLabel,
 } from "./stage_view.js";
 
 const $ = (id) => document.getElementById(id);
@@ -315,7 +315,7 @@ function onSession(session) {
 
 function renderSchedule() {
   const list = sortSchedule(state.allSessions.values());
-  $("schedule").replaceChildren(...list.map((s) => scheduleItem(s, state.selected)));
+  replaceKeepingFocus($("schedule"), list.map((s) => scheduleItem(s, state.selected)));
   $("schedule-empty").hidden = list.length > 0;
 }
 
@@ -394,7 +394,7 @@ function renderRooms() {
   const chans = [...(state.communities.get(state.current)?.channels.values() ?? [])]
     .sort((a, b) => (a.position ?? 0) - (b.position ?? 0) || a.id - b.id);
   $("no-rooms").hidden = chans.length > 0 || !state.current;
-  $("room-list").replaceChildren(...chans.map((c) => {
+  replaceKeepingFocus($("room-list"), chans.map((c) => {
     const count = state.rooms.get(c.id)?.size ?? 0;
     const here = call?.channelId === c.id;
     return el("li", {},
@@ -523,7 +523,7 @@ function renderParticipants() {
     || userName(a.user_id).localeCompare(userName(b.user_id)));
   const session = state.sessions.get(channelId);
   const stage = session ? state.stages.get(session.id) : null;
-  $("participants").replaceChildren(...list.map((p) => participantRow(p, { session, stage, channelId })));
+  replaceKeepingFocus($("participants"), list.map((p) => participantRow(p, { session, stage, channelId })));
   $("room-empty").hidden = list.length > 0 || !channelId;
 }
 
@@ -551,7 +551,7 @@ function renderStage() {
   const stage = session ? state.stages.get(session.id) : null;
   const hands = stage?.hands ?? [];
   const host = isHost(session);
-  $("hands").replaceChildren(...hands.map((uid) => el("li", {
+  replaceKeepingFocus($("hands"), hands.map((uid) => el("li", {
     class: "participant", dataTestid: "hand", dataUserId: String(uid) },
   el("span", { class: "participant-name", text: userName(uid) }),
   host ? personButton("Invite to speak", uid, { dataAction: "promote", dataTestid: "promote-button" })
@@ -603,7 +603,7 @@ function renderQuestions() {
   const mod = canModerateQa(session);
   const qs = [...state.questions.values()].sort((a, b) =>
     b.votes - a.votes || a.created_at - b.created_at || a.id - b.id);
-  $("qa-list").replaceChildren(...qs.map((q) => questionItem(q, { voted: state.voted.has(q.id), mod,
+  replaceKeepingFocus($("qa-list"), qs.map((q) => questionItem(q, { voted: state.voted.has(q.id), mod,
     author: q.author_id ? userName(q.author_id) : "deleted account" })));
   $("qa-empty").hidden = qs.length > 0;
 }
