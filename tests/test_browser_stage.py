@@ -271,4 +271,22 @@ async def test_stage_page_fits_a_phone(
     assert widths["doc"] <= widths["view"] and widths["body"] <= widths["view"], widths
     await person.page.screenshot(path="/tmp/hearth-stage-phone.png", full_page=True)
     await axe(person.page, "the stage page on a phone")
+
+    # The owner schedules another session from the page, typing local (Kolkata) time.
+    await person.page.locator("#schedule-new summary").click()
+    await expect(person.tid("sf-starts")).not_to_have_value("")  # a default is offered
+    await person.tid("sf-title").fill("Evening Q&A")
+    await person.tid("sf-starts").fill("2031-05-04T18:30")
+    await person.tid("sf-length").fill("45")
+    await person.tid("sf-capacity").fill("12")
+    await axe(person.page, "the schedule form on a phone")
+    await person.tid("sf-submit").click()
+    await expect(person.tid("sf-error")).to_have_text("")
+    await expect(person.tid("room-title")).to_have_text("Evening Q&A", timeout=tb.LIVE_MS)
+    await expect(person.tid("session-start")).to_have_attribute(
+        "datetime", "2031-05-04T13:00:00.000Z")  # 18:30 at +05:30
+    await expect(person.tid("session-capacity")).to_have_text("0 of 12 seats taken")
+    await expect(person.tid("schedule-item")).to_have_count(2)
+    assert await person.page.evaluate(
+        "document.documentElement.scrollWidth <= window.innerWidth")
     assert errors == []

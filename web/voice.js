@@ -18,8 +18,10 @@ import {
 } from "./gateway.js";
 import { gathered, slotLevels } from "./voice_media.js";
 import { VOICE_KINDS, voiceIcon } from "./channel_kinds.js";
+import { nextHourLocal, scheduleBody } from "./schedule_form.js";
+import { createQa } from "./stage_qa.js";
 import {
-  attendanceView, questionItem, replaceKeepingFocus, scheduleItem, sessionDetails, sortSchedule, stateLabel,
+  attendanceView, replaceKeepingFocus, scheduleItem, sessionDetails, sortSchedule, stateLabel,
 } from "./stage_view.js";
 
 const $ = (id) => document.getElementById(id);
@@ -170,6 +172,7 @@ function onEvent(d) {
       if (c && VOICE_KINDS.has(d.channel.kind)) {
         c.channels.set(d.channel.id, d.channel);
         if (d.channel.community_id === state.current) renderRooms();
+        if (d.channel.id === state.selected) renderRoom();
       }
       break;
     }
@@ -314,6 +317,7 @@ function onSession(session) {
 }
 
 function renderSchedule() {
+  $("schedule-new").hidden = !state.current || (perms() & (P.MANAGE_CHANNELS | P.ADMINISTRATOR)) === 0;
   const list = sortSchedule(state.allSessions.values());
   replaceKeepingFocus($("schedule"), list.map((s) => scheduleItem(s, state.selected)));
   $("schedule-empty").hidden = list.length > 0;
@@ -580,59 +584,10 @@ async function toggleHand() {
 
 // ------------------------------------------------------------------------------- Q&A
 
-async function loadQuestions(session) {
-  try {
-    const r = await request("qa_fetch", { session_id: session.id });
-    if (state.sessions.get(state.selected)?.id !== session.id) return;
-    state.questions = new Map(r.questions.map((q) => [q.id, q]));
-    state.voted = new Set(r.voted_ids ?? []);
-    renderQuestions();
-  } catch (err) { showError(err); }
-}
-
-function onQuestion(q) {
-  const session = state.sessions.get(state.selected);
-  if (!session || q.session_id !== session.id) return;
-  if (q.state === "dismissed" && !canModerateQa(session)) state.questions.delete(q.id);
-  else state.questions.set(q.id, q);
-  renderQuestions();
-}
-
-function renderQuestions() {
-  const session = state.sessions.get(state.selected);
-  const mod = canModerateQa(session);
-  const qs = [...state.questions.values()].sort((a, b) =>
-    b.votes - a.votes || a.created_at - b.created_at || a.id - b.id);
-  replaceKeepingFocus($("qa-list"), qs.map((q) => questionItem(q, { voted: state.voted.has(q.id), mod,
-    author: q.author_id ? userName(q.author_id) : "deleted account" })));
-  $("qa-empty").hidden = qs.length > 0;
-}
-
-async function ask(text) {
-  const session = state.sessions.get(state.selected);
-  if (!session) return false;
-  try {
-    const r = await request("qa_ask", { session_id: session.id, text }, { retry: false });
-    onQuestion(r.question);
-    return true;
-  } catch (err) { showError(err); return false; }
-}
-
-async function vote(questionId) {
-  const vote = !state.voted.has(questionId);
-  try {
-    const r = await request("qa_vote", { question_id: questionId, vote });
-    if (r.voted) state.voted.add(questionId); else state.voted.delete(questionId);
-    onQuestion(r.question);
-  } catch (err) { showError(err); }
-}
-
-async function setQuestionState(questionId, qstate) {
-  try {
-    const r = await request("qa_set_state", { question_id: questionId, state: qstate });
-    onQuestion(r.question);
-  } catch (err) { showError(err); }
-}
+const { loadQuestions, onQuestion, renderQuestions, ask, vote, setQuestionState } = createQa({
+  state, showError, userName, canModerate: canModerateQa,
+  currentSession: () => state.sessions.get(state.selected),
+});
 
 // ----------------------------------------------------------------------------- media
 
@@ -846,6 +801,23 @@ $("mute-button").addEventListener("click", () => setSelfState({ mute: !call?.sel
 $("deafen-button").addEventListener("click", () => setSelfState({ deaf: !call?.selfDeaf }));
 $("hand-button").addEventListener("click", () => toggleHand());
 $("community-select").addEventListener("change", (ev) => selectCommunity(Number(ev.target.value)));
+$("schedule-new").addEventListener("toggle", () => {
+  if ($("schedule-new").open && !$("sf-starts").value) $("sf-starts").value = nextHourLocal();
+});
+$("schedule-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const form = ev.target;
+  $("sf-error").textContent = "";
+  try {
+    const r = await api("POST", `/communities/${state.current}/live-sessions`, scheduleBody(form));
+    form.reset();
+    $("schedule-new").open = false;
+    onSession(r.session);
+    state.sessions.set(r.session.channel_id, r.session);
+    selectRoom(r.session.channel_id);
+    $("room-title").focus();
+  } catch (err) { $("sf-error").textContent = describe(err); }
+});
 $("error-close").addEventListener("click", () => { $("error-banner").hidden = true; });
 $("qa-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
