@@ -85,8 +85,8 @@ function row(term, ...desc) {
 /** The details list of one session. */
 export function sessionDetails(s) {
   const rows = [
-    ...row("Starts", timeNode(s.starts_at, "session-start"), el("span", { class: "muted",
-      text: ` (${relativeTo(s.starts_at)})` })),
+    ...row(s.state === "scheduled" ? "Starts" : "Scheduled for", timeNode(s.starts_at, "session-start"),
+      s.state === "scheduled" ? el("span", { class: "muted", text: ` (${relativeTo(s.starts_at)})` }) : null),
     ...row("Length", el("span", { text: duration(s.duration_s ?? 3600) })),
     ...row("Seats", el("span", { dataTestid: "session-capacity", text: capacityText(s) })),
     ...row("Prerequisites", el("span", { dataTestid: "session-prerequisites", text: prerequisitesText(s) })),

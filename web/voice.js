@@ -437,6 +437,8 @@ function renderRoom() {
   $("session-info").hidden = !session;
   if (session) {
     $("session-title").textContent = session.title;
+    // Usually the stage is named after the session: say it once on screen.
+    $("session-title").classList.toggle("visually-hidden", session.title === c.name);
     $("session-state").textContent = stateLabel(session.state);
     $("session-state").dataset.state = session.state;
     $("session-description").textContent = session.description ?? "";
@@ -457,7 +459,8 @@ function renderRoom() {
 function renderControls() {
   const inThis = call && call.channelId === state.selected;
   $("join-button").hidden = !!inThis;
-  $("join-button").disabled = !state.selected || !!call?.joining;
+  const over = ["ended", "cancelled"].includes(state.sessions.get(state.selected)?.state);
+  $("join-button").disabled = !state.selected || !!call?.joining || over;
   $("join-button").textContent = call && !inThis ? "Switch to this room" : "Join";
   $("leave-button").hidden = !call;
   const mute = $("mute-button");
