@@ -149,6 +149,15 @@ async def test_host_runs_a_session_from_the_stage_page(
     await expect(alice.participant(alice_id).get_by_test_id("badge-server-mute")).to_have_count(
         0, timeout=tb.LIVE_MS)
 
+    # The host makes her co-host: her page offers the host controls; and takes it back.
+    cohost = host.participant(alice_id).get_by_test_id("cohost-button")
+    await cohost.click()
+    await expect(alice.tid("end-button")).to_be_visible(timeout=tb.LIVE_MS)
+    await expect(host.participant(alice_id).get_by_test_id("badge-cohost")).to_have_count(1)
+    await expect(cohost).to_contain_text("Remove co-host", timeout=tb.LIVE_MS)
+    await cohost.click()
+    await expect(alice.tid("host-controls")).to_be_hidden(timeout=tb.LIVE_MS)
+
     # The host ends the session: both pages show it; the host reads the attendance.
     await host.tid("end-button").click()
     for person in (host, alice):

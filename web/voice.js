@@ -329,7 +329,7 @@ function syncUrl() {
   const q = new URLSearchParams();
   if (state.current) q.set("community", String(state.current));
   if (state.selected) q.set("channel", String(state.selected));
-  const url = `${location.pathname}${q.size ? `?${q}` : ""}`;
+  const url = `${location.pathname}${q.toString() ? `?${q}` : ""}`;
   if (url !== `${location.pathname}${location.search}`) history.replaceState(null, "", url);
 }
 
@@ -512,6 +512,13 @@ function participantRow(p, { session, stage, channelId }) {
     li.append(personButton(p.server_mute ? "Lift mute" : "Mute for everyone", p.user_id, {
       dataAction: "server-mute", dataMuted: String(!p.server_mute), dataTestid: "server-mute-button" }));
   }
+  const cohost = (session?.cohost_ids ?? []).includes(p.user_id);
+  if (cohost) li.append(el("span", { class: "pill host", dataTestid: "badge-cohost", text: "Co-host" }));
+  const owner = session && (session.host_id === state.me?.id || (perms() & (P.MANAGE_CHANNELS | P.ADMINISTRATOR)));
+  if (owner && session.state === "live" && p.user_id !== session.host_id && p.user_id !== state.me?.id) {
+    li.append(personButton(cohost ? "Remove co-host" : "Make co-host", p.user_id, {
+      dataAction: "cohost", dataCohost: String(!cohost), dataTestid: "cohost-button" }));
+  }
   if (host && onStage && p.user_id !== session.host_id) {
     li.append(personButton("Move to audience", p.user_id, { dataAction: "demote",
       dataTestid: "demote-button" }));
@@ -548,9 +555,12 @@ async function loadStage(session) {
 
 function onStage(d) {
   state.stages.set(d.session_id, { speakers: d.speakers, cohosts: d.cohosts, hands: d.hands });
-  const session = [...state.sessions.values()].find((s) => s.id === d.session_id);
-  if (session) state.sessions.set(session.channel_id, { ...session, cohost_ids: d.cohosts });
-  if (session?.channel_id === state.selected) { renderStage(); renderControls(); renderParticipants(); }
+  const old = [...state.sessions.values()].find((s) => s.id === d.session_id);
+  const session = old ? { ...old, cohost_ids: d.cohosts } : null;
+  if (session) state.sessions.set(session.channel_id, session);
+  if (session?.channel_id === state.selected) {
+    renderSessionControls(session); renderStage(); renderControls(); renderParticipants(); renderQuestions();
+  }
 }
 
 function renderStage() {
@@ -571,6 +581,15 @@ async function setSpeaker(userId, speaker) {
   if (!session) return;
   try {
     const r = await request("stage_set_speaker", { session_id: session.id, user_id: userId, speaker });
+    onStage({ session_id: session.id, ...r.stage });
+  } catch (err) { showError(err); }
+}
+
+async function setCohost(userId, cohost) {
+  const session = state.sessions.get(state.selected);
+  if (!session) return;
+  try {
+    const r = await request("stage_set_cohost", { session_id: session.id, user_id: userId, cohost });
     onStage({ session_id: session.id, ...r.stage });
   } catch (err) { showError(err); }
 }
@@ -783,6 +802,7 @@ document.addEventListener("click", (ev) => {
     if (action === "promote") setSpeaker(Number(btn.dataset.userId), true);
     else if (action === "demote") setSpeaker(Number(btn.dataset.userId), false);
     else if (action === "vote") vote(Number(btn.dataset.questionId));
+    else if (action === "cohost") setCohost(Number(btn.dataset.userId), btn.dataset.cohost === "true");
     else if (action === "server-mute") serverMute(Number(btn.dataset.userId), btn.dataset.muted === "true");
     else if (["start", "end", "cancel", "register", "attendance"].includes(action)) sessionAction(action);
     else if (action === "open-session") {
