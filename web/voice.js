@@ -576,33 +576,20 @@ function renderStage() {
   $("hands-empty").hidden = hands.length > 0;
 }
 
-async function setSpeaker(userId, speaker) {
+/** A stage op on the selected session; its reply carries the new stage. */
+async function stageOp(op, fields) {
   const session = state.sessions.get(state.selected);
   if (!session) return;
   try {
-    const r = await request("stage_set_speaker", { session_id: session.id, user_id: userId, speaker });
+    const r = await request(op, { session_id: session.id, ...fields });
     onStage({ session_id: session.id, ...r.stage });
   } catch (err) { showError(err); }
 }
 
-async function setCohost(userId, cohost) {
-  const session = state.sessions.get(state.selected);
-  if (!session) return;
-  try {
-    const r = await request("stage_set_cohost", { session_id: session.id, user_id: userId, cohost });
-    onStage({ session_id: session.id, ...r.stage });
-  } catch (err) { showError(err); }
-}
-
-async function toggleHand() {
-  const session = state.sessions.get(state.selected);
-  if (!session) return;
-  const raised = $("hand-button").getAttribute("aria-pressed") !== "true";
-  try {
-    const r = await request("stage_raise_hand", { session_id: session.id, raised });
-    onStage({ session_id: session.id, ...r.stage });
-  } catch (err) { showError(err); }
-}
+const setSpeaker = (userId, speaker) => stageOp("stage_set_speaker", { user_id: userId, speaker });
+const setCohost = (userId, cohost) => stageOp("stage_set_cohost", { user_id: userId, cohost });
+const toggleHand = () => stageOp("stage_raise_hand",
+  { raised: $("hand-button").getAttribute("aria-pressed") !== "true" });
 
 // ------------------------------------------------------------------------------- Q&A
 
