@@ -225,6 +225,7 @@ async def test_chat_links_voice_rooms_to_their_community(
     # Text channels keep their "#".
     await expect(person.channel("general").first).to_contain_text("#")
 
+    await axe(person.page, "the chat page's channel list", within="#community-list")
     await campfire.click()
     await person.page.wait_for_url(f"**/voice?community={cid}&channel={ids['campfire']}")
     await person.connected()

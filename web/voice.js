@@ -857,6 +857,12 @@ $("logout").addEventListener("click", () => {
   showAuth();
 });
 window.addEventListener("pagehide", () => { if (call) teardown(call); });
+// "in 5 minutes" goes stale: refresh the relative times once a minute (focus is kept).
+setInterval(() => {
+  renderSchedule();
+  const session = state.sessions.get(state.selected);
+  if (session) $("session-details").replaceChildren(...sessionDetails(session));
+}, 60_000);
 
 function showAuth(message) {
   $("voice-view").hidden = true;
