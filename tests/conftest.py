@@ -32,6 +32,7 @@ from persistence.migrate import migrate
 if TYPE_CHECKING:
     from aiohttp import web
 
+from tests.a11y import axe
 from tests.redis_fixture import (
     make_redis_server_fixture,
     redis_cluster_fixture,
@@ -39,7 +40,7 @@ from tests.redis_fixture import (
     redis_url_fixture,
 )
 
-__all__ = ["make_redis_server_fixture", "redis_cluster_fixture", "redis_server_fixture",
+__all__ = ["axe", "make_redis_server_fixture", "redis_cluster_fixture", "redis_server_fixture",
            "redis_url_fixture"]
 
 _SEED = int(os.environ.get("HEARTH_TEST_SEED", random.randrange(2**32)))

@@ -26,6 +26,7 @@ import pytest
 from bots.client import HearthClient
 from bots.voice_bot import VoiceBot, tone, write_wav
 from tests import test_browser as tb
+from tests.a11y import Audit
 from tests.helpers import bearer, register
 
 expect = tb.expect
@@ -329,7 +330,8 @@ async def browser_stays_deaf_to(person: Listener, freq_hz: float, seconds: float
         await asyncio.sleep(0.25)
 
 
-async def test_stage_hand_promote_demote_and_qa(launch: Launcher, hearth_server: Any) -> None:
+async def test_stage_hand_promote_demote_and_qa(launch: Launcher, hearth_server: Any,
+                                               axe: Audit) -> None:
     """A live session's stage: the audience is not heard until the host lets them speak
     (raise hand -> invite to speak), and not after being moved back; Q&A asks, votes,
     orders by votes, and the host marks answered and dismisses, live on both pages."""
@@ -357,7 +359,7 @@ async def test_stage_hand_promote_demote_and_qa(launch: Launcher, hearth_server:
     for person in (host, alice):
         await person.enter(cid, "Office hours")
         await expect(person.tid("session-title")).to_have_text("Office hours")
-        await expect(person.tid("session-state")).to_have_text("live")
+        await expect(person.tid("session-state")).to_have_attribute("data-state", "live")
 
     # The host speaks; Alice listens and is not heard.
     await expect(host.participant(alice_id)).to_have_attribute("data-role", "listener",
@@ -415,5 +417,7 @@ async def test_stage_hand_promote_demote_and_qa(launch: Launcher, hearth_server:
     await expect(q["alice"]["How do stages work?"]).to_have_count(0, timeout=tb.LIVE_MS)
     await expect(q["host"]["How do stages work?"]).to_have_attribute("data-state", "dismissed")
 
+    await axe(host.page, "the stage page with Q&A, host view")
+    await axe(alice.page, "the stage page with Q&A, audience view")
     await host.page.screenshot(path="/tmp/hearth-stage.png")
     assert errors == []

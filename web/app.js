@@ -8,6 +8,7 @@ import {
   HearthError, api, connect, dropSocket, el, gw, hooks, nameOf, orphanErrors, request,
   resumeStoredSession, saveTokens, signOut, store,
 } from "./gateway.js";
+import { VOICE_KINDS, voiceChannelLink } from "./channel_kinds.js";
 
 const PAGE = 50;
 const TYPING_EVERY_MS = 3000;
@@ -502,6 +503,7 @@ function renderSidebar() {
       const rs = state.readStates.get(c.id);
       const unread = c.id !== state.current && rs?.unread_count > 0;
       const active = c.id === state.current;
+      if (VOICE_KINDS.has(c.kind)) return el("li", {}, voiceChannelLink(c));
       return el("li", {}, el("button", { type: "button",
         class: `channel-link${active ? " active" : ""}${unread ? " unread" : ""}`,
         dataTestid: "channel-link", dataChannelId: c.id, dataChannelName: c.name,

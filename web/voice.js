@@ -16,13 +16,18 @@ import {
   HearthError, api, dropSocket, el, gw, hooks, nameOf, orphanErrors, request,
   resumeStoredSession, saveTokens, connect, signOut, store,
 } from "./gateway.js";
+import { gathered, slotLevels } from "./voice_media.js";
+import { VOICE_KINDS, voiceIcon } from "./channel_kinds.js";
+import { nextHourLocal, scheduleBody } from "./schedule_form.js";
+import { createQa } from "./stage_qa.js";
+import {
+  attendanceView, replaceKeepingFocus, scheduleItem, sessionDetails, sortSchedule, stateLabel,
+} from "./stage_view.js";
 
 const $ = (id) => document.getElementById(id);
-const VOICE_KINDS = new Set(["voice", "stage"]);
-const GATHER_WAIT_MS = 2500; // wait this long for ICE gathering before sending the offer
 const MEMBER_PAGES = 10; // fetch_members pages of 100 loaded for names
 const MAX_ROOMS_FETCHED = 50; // voice_fetch_states calls per community selection
-const P = { MANAGE_CHANNELS: 1 << 14, MODERATE: 1 << 17, ADMINISTRATOR: 1 << 30 };
+const P = { MANAGE_CHANNELS: 1 << 14, MODERATE: 1 << 17, MUTE_MEMBERS: 1 << 21, ADMINISTRATOR: 1 << 30 };
 
 // ------------------------------------------------------------------------------ state
 
@@ -37,6 +42,9 @@ const state = {
   rooms: new Map(), // channel id -> Map(user id -> participant)
   speaking: new Map(), // channel id -> Set(user id)
   sessions: new Map(), // channel id -> LiveSession (stage channels)
+  allSessions: new Map(), // session id -> LiveSession (the schedule of this community)
+  registered: new Set(), // session ids I registered for from this page
+  attendance: null, // {sessionId, report} shown to a host
   stages: new Map(), // session id -> {speakers, cohosts, hands}
   questions: new Map(), // question id -> Question (selected session)
   voted: new Set(), // question ids I voted for
@@ -144,7 +152,8 @@ function onEvent(d) {
     case "voice_speaking": onSpeaking(d); break;
     case "voice_disconnected":
       if (call && call.channelId === d.channel_id) {
-        endCall(`Disconnected from the room (${d.reason}).`);
+        const ended = state.sessions.get(d.channel_id)?.state === "ended";
+        endCall(ended ? "The session has ended." : `Disconnected from the room (${d.reason}).`);
       }
       break;
     case "voice_move_request":
@@ -163,6 +172,7 @@ function onEvent(d) {
       if (c && VOICE_KINDS.has(d.channel.kind)) {
         c.channels.set(d.channel.id, d.channel);
         if (d.channel.community_id === state.current) renderRooms();
+        if (d.channel.id === state.selected) renderRoom();
       }
       break;
     }
@@ -214,9 +224,12 @@ async function selectCommunity(cid, channelId = null) {
   state.current = cid;
   if (cid) store.set("voice.community", cid);
   $("community-select").value = cid ? String(cid) : "";
+  syncUrl();
   state.users.clear();
   state.sessions.clear();
+  state.allSessions.clear();
   renderRooms();
+  renderSchedule();
   const chans = state.communities.get(cid)?.channels;
   const keep = channelId && chans?.has(channelId) ? channelId : null;
   selectRoom(keep ?? (call && chans?.has(call.channelId) ? call.channelId : null));
@@ -268,12 +281,11 @@ async function loadRooms(cid, gen = state.generation) {
 }
 
 async function loadSessions(cid, gen = state.generation) {
-  const hasStage = [...(state.communities.get(cid)?.channels.values() ?? [])]
-    .some((c) => c.kind === "stage");
-  if (!hasStage) return;
   try {
     const r = await api("GET", `/communities/${cid}/live-sessions`);
     if (gen !== state.generation) return;
+    state.allSessions = new Map(r.sessions.map((s) => [s.id, s]));
+    renderSchedule();
     for (const s of r.sessions) {
       const old = state.sessions.get(s.channel_id);
       // Several sessions may share a stage over time: show the live one, else the latest.
@@ -286,11 +298,98 @@ async function loadSessions(cid, gen = state.generation) {
 
 function onSession(session) {
   if (session.community_id !== state.current) return;
+  const before = state.allSessions.get(session.id);
+  state.allSessions.set(session.id, session);
   const old = state.sessions.get(session.channel_id);
   if (!old || old.id === session.id || session.state === "live") {
     state.sessions.set(session.channel_id, session);
   }
-  if (session.channel_id === state.selected) renderRoom();
+  if (session.state !== "live" && session.state !== "scheduled") state.stages.delete(session.id);
+  renderSchedule();
+  if (session.channel_id === state.selected) {
+    if (before && before.state !== session.state) {
+      $("session-announce").textContent = `${session.title}: ${stateLabel(session.state).toLowerCase()}.`;
+      if (session.state === "ended" && call?.channelId !== session.channel_id) setVoiceStatus("The session has ended.");
+    }
+    renderRoom();
+    if (session.state === "live" && !state.stages.has(session.id)) loadStage(session);
+  }
+}
+
+function renderSchedule() {
+  $("schedule-new").hidden = !state.current || (perms() & (P.MANAGE_CHANNELS | P.ADMINISTRATOR)) === 0;
+  const list = sortSchedule(state.allSessions.values());
+  replaceKeepingFocus($("schedule"), list.map((s) => scheduleItem(s, state.selected)));
+  $("schedule-empty").hidden = list.length > 0;
+}
+
+/** The address bar names the community and room shown, so a reload or a shared link
+ * opens the same place (and the back button leaves the page, not the room). */
+function syncUrl() {
+  const q = new URLSearchParams();
+  if (state.current) q.set("community", String(state.current));
+  if (state.selected) q.set("channel", String(state.selected));
+  const url = `${location.pathname}${q.toString() ? `?${q}` : ""}`;
+  if (url !== `${location.pathname}${location.search}`) history.replaceState(null, "", url);
+}
+
+// ------------------------------------------------------------------ session actions
+
+async function sessionAction(action) {
+  const session = state.sessions.get(state.selected);
+  if (!session) return;
+  const base = `/communities/${session.community_id}/live-sessions/${session.id}`;
+  try {
+    if (action === "attendance") { await loadAttendance(session); return; }
+    let r;
+    if (action === "register") {
+      const on = !state.registered.has(session.id);
+      r = await api(on ? "POST" : "DELETE", `${base}/register`);
+      if (on) state.registered.add(session.id); else state.registered.delete(session.id);
+    } else {
+      r = await api("POST", `${base}/${action}`);
+    }
+    onSession(r.session);
+    if (action === "end" && state.attendance?.sessionId === session.id) await loadAttendance(session);
+  } catch (err) { showError(err); }
+}
+
+async function loadAttendance(session) {
+  const r = await api("GET", `/communities/${session.community_id}/live-sessions/${session.id}/attendance`);
+  state.attendance = { sessionId: session.id, report: r };
+  renderAttendance();
+  $("attendance-panel").hidden = false;
+  $("attendance-title").focus();
+}
+
+function renderAttendance() {
+  const session = state.sessions.get(state.selected);
+  const shown = state.attendance && session && state.attendance.sessionId === session.id;
+  $("attendance-panel").hidden = !shown;
+  $("attendance-button").setAttribute("aria-expanded", String(!!shown));
+  if (shown) $("attendance-body").replaceChildren(...attendanceView(state.attendance.report, userName));
+}
+
+function renderSessionControls(session) {
+  const host = isHost(session);
+  const s = session.state;
+  $("host-controls").hidden = !host;
+  $("start-button").hidden = s !== "scheduled";
+  $("cancel-button").hidden = s !== "scheduled";
+  $("end-button").hidden = s !== "live";
+  $("attendance-button").hidden = s === "scheduled" || s === "cancelled";
+  const reg = $("register-button");
+  const registered = state.registered.has(session.id);
+  $("audience-controls").hidden = host || (s !== "scheduled" && s !== "live");
+  reg.setAttribute("aria-pressed", String(registered));
+  reg.textContent = registered ? "Registered (withdraw)" : "Register";
+  renderAttendance();
+}
+
+async function serverMute(userId, muted) {
+  try {
+    await request("voice_server_mute", { channel_id: state.selected, user_id: userId, muted });
+  } catch (err) { showError(err); }
 }
 
 // ----------------------------------------------------------------------------- rooms
@@ -299,7 +398,7 @@ function renderRooms() {
   const chans = [...(state.communities.get(state.current)?.channels.values() ?? [])]
     .sort((a, b) => (a.position ?? 0) - (b.position ?? 0) || a.id - b.id);
   $("no-rooms").hidden = chans.length > 0 || !state.current;
-  $("room-list").replaceChildren(...chans.map((c) => {
+  replaceKeepingFocus($("room-list"), chans.map((c) => {
     const count = state.rooms.get(c.id)?.size ?? 0;
     const here = call?.channelId === c.id;
     return el("li", {},
@@ -307,11 +406,12 @@ function renderRooms() {
         type: "button", class: "room-link", dataTestid: "room-link", dataChannelId: String(c.id),
         dataChannelName: c.name, dataKind: c.kind,
         ariaCurrent: c.id === state.selected ? "true" : null,
-        ariaLabel: `${c.name}, ${c.kind === "stage" ? "stage" : "voice room"}, ${count} in the room${here ? ", you are connected" : ""}`,
       },
-      el("span", { class: "room-icon", ariaHidden: "true", text: c.kind === "stage" ? "🎙" : "🔊" }),
+      voiceIcon(c.kind, "room-icon"),
       el("span", { class: "room-name", text: c.name }),
-      el("span", { class: "room-count", dataTestid: "room-count", text: String(count) })));
+      el("span", { class: "visually-hidden", text: c.kind === "stage" ? ", stage," : ", voice room," }),
+      el("span", { class: "room-count", dataTestid: "room-count", text: String(count) }),
+      el("span", { class: "visually-hidden", text: ` in the room${here ? ", you are connected" : ""}` })));
   }));
 }
 
@@ -319,7 +419,10 @@ function selectRoom(channelId) {
   state.selected = channelId;
   state.questions.clear();
   state.voted.clear();
+  state.attendance = null;
+  syncUrl();
   renderRooms();
+  renderSchedule();
   renderRoom();
   const session = state.sessions.get(channelId);
   if (session) { loadStage(session); loadQuestions(session); }
@@ -334,13 +437,18 @@ function renderRoom() {
   $("session-info").hidden = !session;
   if (session) {
     $("session-title").textContent = session.title;
-    $("session-state").textContent = session.state;
+    // Usually the stage is named after the session: say it once on screen.
+    $("session-title").classList.toggle("visually-hidden", session.title === c.name);
+    $("session-state").textContent = stateLabel(session.state);
     $("session-state").dataset.state = session.state;
     $("session-description").textContent = session.description ?? "";
-    if (!state.stages.has(session.id)) loadStage(session);
+    $("session-details").replaceChildren(...sessionDetails(session));
+    renderSessionControls(session);
+    if (session.state === "live" && !state.stages.has(session.id)) loadStage(session);
     if (state.questions.size === 0) loadQuestions(session);
   }
   $("qa-panel").hidden = !session;
+  $("qa-form").hidden = !session || (session.state !== "scheduled" && session.state !== "live");
   $("hands-panel").hidden = !session;
   renderControls();
   renderParticipants();
@@ -351,7 +459,8 @@ function renderRoom() {
 function renderControls() {
   const inThis = call && call.channelId === state.selected;
   $("join-button").hidden = !!inThis;
-  $("join-button").disabled = !state.selected || !!call?.joining;
+  const over = ["ended", "cancelled"].includes(state.sessions.get(state.selected)?.state);
+  $("join-button").disabled = !state.selected || !!call?.joining || over;
   $("join-button").textContent = call && !inThis ? "Switch to this room" : "Join";
   $("leave-button").hidden = !call;
   const mute = $("mute-button");
@@ -370,6 +479,13 @@ function renderControls() {
   const raised = !!stage?.hands.includes(state.me?.id);
   hand.setAttribute("aria-pressed", String(raised));
   hand.textContent = raised ? "Lower hand" : "Raise hand";
+}
+
+/** A host's action on one person: the visible verb, then (for screen readers, where the
+ * row's other buttons would all read the same) whom it acts on. */
+function personButton(text, userId, props) {
+  return el("button", { type: "button", class: "link", dataUserId: String(userId), ...props },
+    text, el("span", { class: "visually-hidden", text: `: ${userName(userId)}` }));
 }
 
 function participantRow(p, { session, stage, channelId }) {
@@ -392,14 +508,23 @@ function participantRow(p, { session, stage, channelId }) {
   if (session && session.host_id === p.user_id) {
     li.append(el("span", { class: "pill host", dataTestid: "badge-host", text: "Host" }));
   }
+  if ((perms() & (P.MUTE_MEMBERS | P.ADMINISTRATOR)) && p.user_id !== state.me?.id) {
+    li.append(personButton(p.server_mute ? "Lift mute" : "Mute for everyone", p.user_id, {
+      dataAction: "server-mute", dataMuted: String(!p.server_mute), dataTestid: "server-mute-button" }));
+  }
+  const cohost = (session?.cohost_ids ?? []).includes(p.user_id);
+  if (cohost) li.append(el("span", { class: "pill host", dataTestid: "badge-cohost", text: "Co-host" }));
+  const owner = session && (session.host_id === state.me?.id || (perms() & (P.MANAGE_CHANNELS | P.ADMINISTRATOR)));
+  if (owner && session.state === "live" && p.user_id !== session.host_id && p.user_id !== state.me?.id) {
+    li.append(personButton(cohost ? "Remove co-host" : "Make co-host", p.user_id, {
+      dataAction: "cohost", dataCohost: String(!cohost), dataTestid: "cohost-button" }));
+  }
   if (host && onStage && p.user_id !== session.host_id) {
-    li.append(el("button", { type: "button", class: "link", dataAction: "demote",
-      dataUserId: String(p.user_id), dataTestid: "demote-button",
-      text: "Move to audience", ariaLabel: `Move ${userName(p.user_id)} to the audience` }));
+    li.append(personButton("Move to audience", p.user_id, { dataAction: "demote",
+      dataTestid: "demote-button" }));
   } else if (host && stage && !onStage && p.user_id !== state.me?.id) {
-    li.append(el("button", { type: "button", class: "link", dataAction: "promote",
-      dataUserId: String(p.user_id), dataTestid: "promote-button",
-      text: "Invite to speak", ariaLabel: `Invite ${userName(p.user_id)} to speak` }));
+    li.append(personButton("Invite to speak", p.user_id, { dataAction: "promote",
+      dataTestid: "promote-button" }));
   }
   return li;
 }
@@ -412,7 +537,7 @@ function renderParticipants() {
     || userName(a.user_id).localeCompare(userName(b.user_id)));
   const session = state.sessions.get(channelId);
   const stage = session ? state.stages.get(session.id) : null;
-  $("participants").replaceChildren(...list.map((p) => participantRow(p, { session, stage, channelId })));
+  replaceKeepingFocus($("participants"), list.map((p) => participantRow(p, { session, stage, channelId })));
   $("room-empty").hidden = list.length > 0 || !channelId;
 }
 
@@ -430,9 +555,12 @@ async function loadStage(session) {
 
 function onStage(d) {
   state.stages.set(d.session_id, { speakers: d.speakers, cohosts: d.cohosts, hands: d.hands });
-  const session = [...state.sessions.values()].find((s) => s.id === d.session_id);
-  if (session) state.sessions.set(session.channel_id, { ...session, cohost_ids: d.cohosts });
-  if (session?.channel_id === state.selected) { renderStage(); renderControls(); renderParticipants(); }
+  const old = [...state.sessions.values()].find((s) => s.id === d.session_id);
+  const session = old ? { ...old, cohost_ids: d.cohosts } : null;
+  if (session) state.sessions.set(session.channel_id, session);
+  if (session?.channel_id === state.selected) {
+    renderSessionControls(session); renderStage(); renderControls(); renderParticipants(); renderQuestions();
+  }
 }
 
 function renderStage() {
@@ -440,110 +568,35 @@ function renderStage() {
   const stage = session ? state.stages.get(session.id) : null;
   const hands = stage?.hands ?? [];
   const host = isHost(session);
-  $("hands").replaceChildren(...hands.map((uid) => el("li", {
+  replaceKeepingFocus($("hands"), hands.map((uid) => el("li", {
     class: "participant", dataTestid: "hand", dataUserId: String(uid) },
   el("span", { class: "participant-name", text: userName(uid) }),
-  host ? el("button", { type: "button", class: "link", dataAction: "promote",
-    dataUserId: String(uid), dataTestid: "promote-button", text: "Invite to speak",
-    ariaLabel: `Invite ${userName(uid)} to speak` }) : null)));
+  host ? personButton("Invite to speak", uid, { dataAction: "promote", dataTestid: "promote-button" })
+    : null)));
   $("hands-empty").hidden = hands.length > 0;
 }
 
-async function setSpeaker(userId, speaker) {
+/** A stage op on the selected session; its reply carries the new stage. */
+async function stageOp(op, fields) {
   const session = state.sessions.get(state.selected);
   if (!session) return;
   try {
-    const r = await request("stage_set_speaker", { session_id: session.id, user_id: userId, speaker });
+    const r = await request(op, { session_id: session.id, ...fields });
     onStage({ session_id: session.id, ...r.stage });
   } catch (err) { showError(err); }
 }
 
-async function toggleHand() {
-  const session = state.sessions.get(state.selected);
-  if (!session) return;
-  const raised = $("hand-button").getAttribute("aria-pressed") !== "true";
-  try {
-    const r = await request("stage_raise_hand", { session_id: session.id, raised });
-    onStage({ session_id: session.id, ...r.stage });
-  } catch (err) { showError(err); }
-}
+const setSpeaker = (userId, speaker) => stageOp("stage_set_speaker", { user_id: userId, speaker });
+const setCohost = (userId, cohost) => stageOp("stage_set_cohost", { user_id: userId, cohost });
+const toggleHand = () => stageOp("stage_raise_hand",
+  { raised: $("hand-button").getAttribute("aria-pressed") !== "true" });
 
 // ------------------------------------------------------------------------------- Q&A
 
-async function loadQuestions(session) {
-  try {
-    const r = await request("qa_fetch", { session_id: session.id });
-    if (state.sessions.get(state.selected)?.id !== session.id) return;
-    state.questions = new Map(r.questions.map((q) => [q.id, q]));
-    state.voted = new Set(r.voted_ids ?? []);
-    renderQuestions();
-  } catch (err) { showError(err); }
-}
-
-function onQuestion(q) {
-  const session = state.sessions.get(state.selected);
-  if (!session || q.session_id !== session.id) return;
-  if (q.state === "dismissed" && !canModerateQa(session)) state.questions.delete(q.id);
-  else state.questions.set(q.id, q);
-  renderQuestions();
-}
-
-function renderQuestions() {
-  const session = state.sessions.get(state.selected);
-  const mod = canModerateQa(session);
-  const qs = [...state.questions.values()].sort((a, b) =>
-    b.votes - a.votes || a.created_at - b.created_at || a.id - b.id);
-  $("qa-list").replaceChildren(...qs.map((q) => {
-    const voted = state.voted.has(q.id);
-    const li = el("li", { class: "question", dataTestid: "question", dataQuestionId: String(q.id),
-      dataState: q.state },
-    el("p", { class: "question-text", dataTestid: "question-text", text: q.text }),
-    el("div", { class: "question-meta" },
-      el("span", { class: "muted", text: q.author_id ? userName(q.author_id) : "deleted account" }),
-      q.state !== "open" ? el("span", { class: `pill ${q.state}`, dataTestid: "question-state",
-        text: q.state === "answered" ? "Answered" : "Dismissed" }) : null,
-      el("button", { type: "button", class: "secondary vote", dataAction: "vote",
-        dataQuestionId: String(q.id), dataTestid: "vote-button", ariaPressed: String(voted),
-        ariaLabel: `${voted ? "Remove your vote" : "Upvote"}: ${q.votes} vote${q.votes === 1 ? "" : "s"}`,
-        disabled: q.state !== "open" },
-      "▲ ", el("span", { dataTestid: "vote-count", text: String(q.votes) }))));
-    if (mod && q.state === "open") {
-      li.querySelector(".question-meta").append(
-        el("button", { type: "button", class: "link", dataAction: "answered",
-          dataQuestionId: String(q.id), dataTestid: "mark-answered", text: "Mark answered" }),
-        el("button", { type: "button", class: "link", dataAction: "dismissed",
-          dataQuestionId: String(q.id), dataTestid: "mark-dismissed", text: "Dismiss" }));
-    }
-    return li;
-  }));
-  $("qa-empty").hidden = qs.length > 0;
-}
-
-async function ask(text) {
-  const session = state.sessions.get(state.selected);
-  if (!session) return false;
-  try {
-    const r = await request("qa_ask", { session_id: session.id, text }, { retry: false });
-    onQuestion(r.question);
-    return true;
-  } catch (err) { showError(err); return false; }
-}
-
-async function vote(questionId) {
-  const vote = !state.voted.has(questionId);
-  try {
-    const r = await request("qa_vote", { question_id: questionId, vote });
-    if (r.voted) state.voted.add(questionId); else state.voted.delete(questionId);
-    onQuestion(r.question);
-  } catch (err) { showError(err); }
-}
-
-async function setQuestionState(questionId, qstate) {
-  try {
-    const r = await request("qa_set_state", { question_id: questionId, state: qstate });
-    onQuestion(r.question);
-  } catch (err) { showError(err); }
-}
+const { loadQuestions, onQuestion, renderQuestions, ask, vote, setQuestionState } = createQa({
+  state, showError, userName, canModerate: canModerateQa,
+  currentSession: () => state.sessions.get(state.selected),
+});
 
 // ----------------------------------------------------------------------------- media
 
@@ -557,22 +610,6 @@ function micConstraints() {
 
 function receiveSlots() {
   return state.limits?.voice_receive_slots ?? 9;
-}
-
-/** Wait until ICE gathering completes (or GATHER_WAIT_MS): an offer with candidates in
- * it connects without a trickle round trip; later candidates are trickled. */
-function gathered(pc) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, GATHER_WAIT_MS);
-    function done() {
-      clearTimeout(timer);
-      pc.removeEventListener("icegatheringstatechange", check);
-      resolve();
-    }
-    function check() { if (pc.iceGatheringState === "complete") done(); }
-    pc.addEventListener("icegatheringstatechange", check);
-  });
 }
 
 async function join(channelId) {
@@ -743,28 +780,6 @@ async function rejoin(channelId) {
   if (keep && call && (keep.mute || keep.deaf)) await setSelfState(keep);
 }
 
-/** Per receive slot: the dominant frequency (Hz) and RMS of what plays right now, from
- * WebAudio analysers. A debugging aid for people ("is anything arriving?") and what the
- * browser tests assert on. */
-function measure() {
-  if (!call || !audioCtx) return [];
-  return call.slots.filter((s) => s.analyser).map((s) => {
-    const a = s.analyser;
-    const time = new Float32Array(a.fftSize);
-    a.getFloatTimeDomainData(time);
-    let sum = 0;
-    for (const v of time) sum += v * v;
-    const freq = new Float32Array(a.frequencyBinCount);
-    a.getFloatFrequencyData(freq);
-    const binHz = audioCtx.sampleRate / a.fftSize;
-    let best = -Infinity;
-    let at = 0;
-    for (let i = Math.ceil(50 / binHz); i < freq.length; i++) if (freq[i] > best) { best = freq[i]; at = i; }
-    return { slot: s.index, hz: at * binHz, db: best, rms: Math.sqrt(sum / time.length),
-      muted: s.audio.muted };
-  });
-}
-
 // --------------------------------------------------------------------------- wiring
 
 document.addEventListener("click", (ev) => {
@@ -774,6 +789,13 @@ document.addEventListener("click", (ev) => {
     if (action === "promote") setSpeaker(Number(btn.dataset.userId), true);
     else if (action === "demote") setSpeaker(Number(btn.dataset.userId), false);
     else if (action === "vote") vote(Number(btn.dataset.questionId));
+    else if (action === "cohost") setCohost(Number(btn.dataset.userId), btn.dataset.cohost === "true");
+    else if (action === "server-mute") serverMute(Number(btn.dataset.userId), btn.dataset.muted === "true");
+    else if (["start", "end", "cancel", "register", "attendance"].includes(action)) sessionAction(action);
+    else if (action === "open-session") {
+      selectRoom(Number(btn.dataset.channelId));
+      $("room-title").focus();
+    }
     else if (action === "answered" || action === "dismissed") {
       setQuestionState(Number(btn.dataset.questionId), action);
     }
@@ -789,6 +811,23 @@ $("mute-button").addEventListener("click", () => setSelfState({ mute: !call?.sel
 $("deafen-button").addEventListener("click", () => setSelfState({ deaf: !call?.selfDeaf }));
 $("hand-button").addEventListener("click", () => toggleHand());
 $("community-select").addEventListener("change", (ev) => selectCommunity(Number(ev.target.value)));
+$("schedule-new").addEventListener("toggle", () => {
+  if ($("schedule-new").open && !$("sf-starts").value) $("sf-starts").value = nextHourLocal();
+});
+$("schedule-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const form = ev.target;
+  $("sf-error").textContent = "";
+  try {
+    const r = await api("POST", `/communities/${state.current}/live-sessions`, scheduleBody(form));
+    form.reset();
+    $("schedule-new").open = false;
+    onSession(r.session);
+    state.sessions.set(r.session.channel_id, r.session);
+    selectRoom(r.session.channel_id);
+    $("room-title").focus();
+  } catch (err) { $("sf-error").textContent = describe(err); }
+});
 $("error-close").addEventListener("click", () => { $("error-banner").hidden = true; });
 $("qa-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
@@ -818,6 +857,12 @@ $("logout").addEventListener("click", () => {
   showAuth();
 });
 window.addEventListener("pagehide", () => { if (call) teardown(call); });
+// "in 5 minutes" goes stale: refresh the relative times once a minute (focus is kept).
+setInterval(() => {
+  renderSchedule();
+  const session = state.sessions.get(state.selected);
+  if (session) $("session-details").replaceChildren(...sessionDetails(session));
+}, 60_000);
 
 function showAuth(message) {
   $("voice-view").hidden = true;
@@ -828,7 +873,8 @@ function showAuth(message) {
 
 // Debug/test hook, as on the other pages.
 window.hearthVoice = {
-  state, gw, measure, call: () => call,
+  state, gw, measure: () => (call && audioCtx ? slotLevels(call.slots, audioCtx) : []),
+  call: () => call,
   dropConnection: () => dropSocket(4000, "simulated drop"),
 };
 
