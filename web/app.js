@@ -717,9 +717,10 @@ function rerenderMessages() { list.render(); }
 
 function renderJumpBar(nearBottom = true) {
   const firstUnread = firstUnreadSeq();
-  const unreadOutOfView = state.dividerSeq != null && (firstUnread == null || !list.isRendered(firstUnread)
-    || $("messages").querySelector("[data-key=divider]")?.getBoundingClientRect().bottom
-      < $("messages").getBoundingClientRect().top);
+  const notLoadedYet = state.hasMore && (state.messages[0]?.seq ?? 0) > state.dividerSeq + 1;
+  const unreadOutOfView = state.dividerSeq != null && (firstUnread == null ? notLoadedYet
+    : !list.isRendered(firstUnread) || $("messages").querySelector("[data-key=divider]")
+      ?.getBoundingClientRect().bottom < $("messages").getBoundingClientRect().top);
   $("jump-unread").hidden = !unreadOutOfView;
   $("jump-latest").hidden = nearBottom;
 }

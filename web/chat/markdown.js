@@ -24,7 +24,8 @@ const marked = new Marked({
   breaks: true,
   renderer: {
     // Raw HTML in a message is shown as the text it is.
-    html: (token) => escapeHtml(token.text ?? token.raw ?? ""),
+    html: (token) => (token.block ? `<p>${escapeHtml(token.text ?? token.raw ?? "")}</p>`
+      : escapeHtml(token.text ?? token.raw ?? "")),
     // No images in chat (tracking pixels, huge files): a markdown image is a link to it.
     image: (token) => `<a href="${escapeHtml(token.href ?? "")}">${escapeHtml(token.text || token.href || "image")}</a>`,
   },
@@ -64,7 +65,13 @@ function parse(content) {
     return `${OPEN}${tokens.length - 1}${CLOSE}`;
   });
   const html = marked.parse(text, { async: false });
-  return { fragment: purify.sanitize(html, SANITIZE_CONFIG), tokens };
+  let fragment = purify.sanitize(html, SANITIZE_CONFIG);
+  if (typeof fragment === "string") { // markup-free input may come back as a string
+    const text = fragment;
+    fragment = document.createDocumentFragment();
+    fragment.append(text);
+  }
+  return { fragment, tokens };
 }
 
 const cache = new Map(); // content -> {fragment, tokens}; sanitised once, cloned per render
