@@ -139,7 +139,8 @@ async def test_replies_threads_reactions_mentions_dms_and_presence(
     await expect(bob_thread.filter(has_text="third, seen live")).to_have_count(1, timeout=LIVE_MS)
     await expect(thread_link.get_by_test_id("unread-badge")).to_have_count(0)
     # The channel itself never showed the thread's messages.
-    await expect(bob.message("first thread reply")).to_have_count(0)
+    await expect(bob.tid("message-list").get_by_test_id("message").filter(
+        has_text="first thread reply")).to_have_count(0)
     await bob.tid("thread-close").click()
     await expect(bob.tid("thread-panel")).to_be_hidden()
 
@@ -163,10 +164,13 @@ async def test_replies_threads_reactions_mentions_dms_and_presence(
     await bob.open_channel("general")
     await bob.page.screenshot(path="/tmp/hearth-chat-features.png")
 
-    # Bob leaves: Alice's member list shows him offline.
+    # Bob leaves: Alice's member list (the DM's people, then #general's) shows him offline.
+    await expect(member_row(alice, "bob")).to_have_attribute("data-status", "online")
     await bob.page.context.close()
     await expect(member_row(alice, "bob")).to_have_attribute("data-status", "offline",
                                                              timeout=3 * LIVE_MS)
+    await alice.open_channel("general")
+    await expect(member_row(alice, "bob")).to_have_attribute("data-status", "offline")
     await expect(alice.tid("members-offline")).to_contain_text("Bob")
     assert errors == []
 

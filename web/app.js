@@ -213,7 +213,12 @@ function onEvent(d) {
       break;
     case "member_join": onMemberJoin(d); renderMembers(); break;
     case "member_leave": onMemberLeave(d.community_id, d.user_id ?? d.user?.id); renderMembers(); break;
-    case "presence_update": if (onPresence(d)) renderMembers(); break;
+    case "presence_update": {
+      const seen = onPresence(d);
+      if (seen === "stale") reloadMembersSoon(d.community_id);
+      if (seen) renderMembers();
+      break;
+    }
     case "community_moderation_update": {
       const c = state.communities.get(d.community_id);
       if (c) c.lockdown = d.lockdown;
@@ -352,7 +357,11 @@ async function selectChannel(id) {
   if (!id) return;
   renderGate();
   const cid = state.channels.get(id)?.community_id ?? null;
-  watchPresence(cid);
+  const large = (c) => (state.communities.get(c)?.member_count ?? 0)
+    > (state.limits.presence_auto_max_members ?? Infinity);
+  // A large community's presence only flows while subscribed: re-read its list then.
+  if (cid && large(cid) && people.subscribed !== cid) people.loading.delete(cid);
+  watchPresence(cid, large);
   if (cid) loadMembers(cid).then(() => renderMembers()).catch(showError);
   if (!input.disabled) input.focus();
   const gen = ++loadGeneration;
@@ -800,8 +809,19 @@ function renderMembers() {
   $("member-count").textContent = cid ? String(people.communities.get(cid)?.size ?? "") : "";
   $("group-bar").hidden = !state.groupMode;
   $("group-create").disabled = state.groupPick.size < 1;
-  renderMemberList($("member-list"), cid, { meId: state.me?.id, groupMode: state.groupMode,
-    selected: state.groupPick });
+  renderMemberList($("member-list"), cid, { meId: state.me?.id, groupMode: state.groupMode && !!cid,
+    selected: state.groupPick, dmUserIds: isDm(ch) ? ch.member_ids : null });
+}
+
+const memberReloads = new Map(); // community id -> timer
+/** Re-read a community's member list once things settle (someone unknown appeared). */
+function reloadMembersSoon(communityId) {
+  if (memberReloads.has(communityId)) return;
+  memberReloads.set(communityId, setTimeout(() => {
+    memberReloads.delete(communityId);
+    loadMembers(communityId, { force: true }).then(() => { renderMembers(); renderSidebar(); })
+      .catch(showError);
+  }, 300));
 }
 
 function renderReplyBar() {

@@ -49,23 +49,32 @@ export function loadMembers(communityId, { force = false } = {}) {
 }
 
 /** Subscribe to one community's presence (harmless for small ones, which get it anyway). */
-export function watchPresence(communityId) {
-  if (people.subscribed === communityId) return;
+/** Subscribe to one community's presence. `isLarge(id)`: whether a community is above
+ * `limits.presence_auto_max_members`; only those are unsubscribed when the page moves
+ * on (unsubscribing opts out of a small one's automatic presence too, which DMs and
+ * the other lists still use). A DM keeps the last community's subscription. */
+export function watchPresence(communityId, isLarge = () => false) {
+  if (!communityId || people.subscribed === communityId) return;
   const previous = people.subscribed;
   people.subscribed = communityId;
-  if (previous) request("subscribe_presence", { community_id: previous, subscribed: false }, { retry: false }).catch(() => {});
-  if (communityId) request("subscribe_presence", { community_id: communityId }, { retry: false }).catch(() => {});
+  if (previous && isLarge(previous)) {
+    request("subscribe_presence", { community_id: previous, subscribed: false }, { retry: false }).catch(() => {});
+  }
+  request("subscribe_presence", { community_id: communityId }, { retry: false }).catch(() => {});
 }
 
-/** A presence_update: true when a shown community changed. */
+/** A presence_update: "changed" when a loaded community changed, "stale" when it names
+ * someone the list does not have (joins without a member_join, e.g. the starter
+ * community's, show up this way), "" otherwise. */
 export function onPresence(d) {
   const members = people.communities.get(d.community_id);
-  if (!members) return false;
+  if (!members) return "";
+  let stale = false;
   for (const p of d.presences) {
     const entry = members.get(p.user_id);
-    if (entry) entry.status = p.status;
+    if (entry) entry.status = p.status; else stale = true;
   }
-  return true;
+  return stale ? "stale" : "changed";
 }
 
 export function onMemberJoin(d) {
@@ -103,11 +112,23 @@ function memberRow(entry, meId, groupMode, selected) {
   entry.member.role !== "member" ? el("span", { class: "role-tag muted", text: entry.member.role }) : null);
 }
 
-/** Render the member list of a community into `root`. */
-export function renderMemberList(root, communityId, { meId, groupMode = false, selected = new Set() }) {
-  const members = people.communities.get(communityId);
-  if (!communityId || !members) {
-    root.replaceChildren(el("p", { class: "muted", text: communityId ? "Loading members…" : "Direct messages have no member list." }));
+/** The people of a DM or group DM, with the presence any shared community shows. */
+function dmMembers(userIds) {
+  const members = new Map();
+  for (const id of userIds) {
+    let entry = null;
+    for (const list of people.communities.values()) entry ??= list.get(id) ?? null;
+    const user = entry?.member.user ?? userById(id);
+    if (user) members.set(id, { member: { user, role: "member" }, status: entry?.status ?? "offline" });
+  }
+  return members;
+}
+
+/** Render the member list of a community (or, with `dmUserIds`, of a DM) into `root`. */
+export function renderMemberList(root, communityId, { meId, groupMode = false, selected = new Set(), dmUserIds = null }) {
+  const members = dmUserIds ? dmMembers(dmUserIds) : people.communities.get(communityId);
+  if (!members) {
+    root.replaceChildren(el("p", { class: "muted", text: communityId ? "Loading members…" : "" }));
     return;
   }
   const all = [...members.values()].sort((a, b) => nameOf(a.member.user).localeCompare(nameOf(b.member.user)));
