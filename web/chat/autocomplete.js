@@ -100,3 +100,26 @@ export class Autocomplete {
     return out;
   }
 }
+
+const FIXED_ROLES = ["everyone", "owner", "admin", "moderator", "member"];
+
+/** The options for "@query" (members, then fixed roles and @everyone in a community)
+ * or "#query" (channels). `o`: channel, channels (to offer), members(query) -> users. */
+export function mentionOptions(kind, query, o) {
+  const q = query.toLowerCase();
+  if (kind === "#") {
+    return o.channels.filter((c) => c.name.toLowerCase().startsWith(q))
+      .slice(0, 8).map((c) => ({ label: `#${c.name}`, text: `#${c.name}`, token: `<#${c.id}>` }));
+  }
+  const name = (u) => u.display_name || u.username;
+  const options = o.members(query).map((u) => ({ label: `@${name(u)}`, detail: u.username,
+    text: `@${name(u)}`, token: `<@${u.id}>` }));
+  if (o.channel?.community_id) {
+    for (const r of FIXED_ROLES.filter((role) => role.startsWith(q))) {
+      options.push(r === "everyone"
+        ? { label: "@everyone", detail: "notify everyone", text: "@everyone", token: "@everyone" }
+        : { label: `@${r}`, detail: "role", text: `@${r}`, token: `<@&${r}>` });
+    }
+  }
+  return options.slice(0, 10);
+}

@@ -18,6 +18,16 @@ function lowerBound(items, seq) {
   return lo;
 }
 
+/** Put `m` into `items` (sorted by seq) in place: replaced if its id is there, else
+ * inserted at its seq (usually the end, so the search runs from there). */
+export function insertBySeq(items, m) {
+  const i = items.findIndex((x) => x.id === m.id);
+  if (i >= 0) { items[i] = m; return; }
+  let at = items.length;
+  while (at > 0 && items[at - 1].seq > m.seq) at--;
+  items.splice(at, 0, m);
+}
+
 export class WindowedList {
   /**
    * @param {HTMLElement} container the scrolling list element

@@ -15,7 +15,7 @@ const LINK_REL = "noopener noreferrer nofollow ugc";
 const OPEN = "\uE000";
 const CLOSE = "\uE001";
 const PLACEHOLDER = /\uE000(\d+)\uE001/g;
-const MENTION = /<@(\d{1,16})>|<@&(owner|admin|moderator|member)>|<#(\d{1,16})>|@(everyone|here)\b/g;
+const MENTION = /<@(\d{1,16})>|<@&(owner|admin|moderator|member)>|<#(\d{1,16})>|@(everyone)\b/g;
 
 const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -85,7 +85,7 @@ function mentionNode(token, ctx) {
     const user = ctx.user?.(Number(token.user));
     span.textContent = `@${user ? (user.display_name || user.username) : "unknown user"}`;
     span.dataset.userId = token.user;
-    if (Number(token.user) === ctx.meId) span.classList.add("me");
+    if (Number(token.user) === ctx.meId) span.classList.add("mention-me");
   } else if (token.role) {
     span.textContent = `@${token.role}`;
     span.dataset.role = token.role;

@@ -4,7 +4,7 @@
 // channel are listed in the sidebar under it with their unread counts (app.js).
 
 import { request } from "../gateway.js";
-import { WindowedList } from "./list.js";
+import { WindowedList, insertBySeq } from "./list.js";
 
 const PAGE = 50;
 
@@ -104,13 +104,7 @@ export class ThreadPanel {
   }
 
   upsert(m, render = true) {
-    const i = this.messages.findIndex((x) => x.id === m.id);
-    if (i >= 0) this.messages[i] = m;
-    else {
-      let at = this.messages.length;
-      while (at > 0 && this.messages[at - 1].seq > m.seq) at--;
-      this.messages.splice(at, 0, m);
-    }
+    insertBySeq(this.messages, m);
     if (render) this.list.render();
   }
 
