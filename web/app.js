@@ -566,9 +566,12 @@ function rerenderMessages() { list.render(); }
 function renderJumpBar(nearBottom = true) {
   const firstUnread = firstUnreadSeq();
   const notLoadedYet = state.hasMore && (state.messages[0]?.seq ?? 0) > state.dividerSeq + 1;
+  // Offered while the first unread is above what the reader sees (not loaded yet, before
+  // the rendered window, or scrolled past upwards out of view).
   const unreadOutOfView = state.dividerSeq != null && (firstUnread == null ? notLoadedYet
-    : !list.isRendered(firstUnread) || $("messages").querySelector("[data-key=divider]")
-      ?.getBoundingClientRect().bottom < $("messages").getBoundingClientRect().top);
+    : firstUnread < (list.from ?? 0) || (list.isRendered(firstUnread)
+      && $("messages").querySelector("[data-key=divider]")?.getBoundingClientRect().bottom
+        < $("messages").getBoundingClientRect().top));
   $("jump-unread").hidden = !unreadOutOfView;
   $("jump-latest").hidden = nearBottom;
 }
