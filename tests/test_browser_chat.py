@@ -184,10 +184,22 @@ async def test_group_dm_and_up_arrow_edits_the_last_message(
     alice = await signed_in(browser, hearth_server, "alice3", "Alice", errors)
     bob = await signed_in(browser, hearth_server, "bob3", "Bob", errors)
     async with aiohttp.ClientSession() as http:
-        await register(http, hearth_server.url, "cara3", password=PASSWORD)
-    await expect(member_row(alice, "cara3")).to_have_count(1, timeout=LIVE_MS)
-    await alice.page.reload()
-    await alice.connected()
+        cara = await register(http, hearth_server.url, "cara3", password=PASSWORD)
+        # Cara connects and picks "do not disturb", then "idle": the list shows each.
+        client = await GatewayClient.identified(http, hearth_server.ws_url, cara["access_token"])
+        await expect(member_row(alice, "cara3")).to_have_attribute("data-status", "online",
+                                                                   timeout=LIVE_MS)
+        await client.ok("set_presence", status="dnd")
+        await expect(member_row(alice, "cara3")).to_have_attribute("data-status", "dnd",
+                                                                   timeout=LIVE_MS)
+        await client.ok("set_presence", status="idle")
+        await expect(member_row(alice, "cara3")).to_have_attribute("data-status", "idle",
+                                                                   timeout=LIVE_MS)
+        await expect(member_row(alice, "cara3").get_by_test_id("member-status")).to_have_text(
+            "Idle")
+        await client.close()
+    await expect(member_row(alice, "cara3")).to_have_attribute("data-status", "offline",
+                                                               timeout=LIVE_MS)
 
     # ↑ in the empty composer edits my last message.
     await alice.send("tpyo here")

@@ -28,7 +28,11 @@ export class ThreadPanel {
     this.notice = root.querySelector("[data-role=thread-gate]");
     this.list = new WindowedList(this.listEl, {
       items: () => this.messages,
-      build: (slice) => slice.map((m) => ctx.messageNode(m)),
+      // A row being edited is kept; every other row is drawn afresh (threads are short).
+      build: (slice) => {
+        const editing = new Map([...this.listEl.querySelectorAll("li.editing")].map((li) => [li.message?.id, li]));
+        return slice.map((m) => editing.get(m.id) ?? ctx.messageNode(m));
+      },
       onNeedOlder: () => this.loadOlder(),
       max: 100,
     });
