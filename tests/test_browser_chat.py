@@ -210,6 +210,23 @@ async def test_group_dm_and_up_arrow_edits_the_last_message(
     await alice.tid("edit-input").press("Enter")
     await expect(bob.message("typo fixed")).to_contain_text("(edited)", timeout=LIVE_MS)
 
+    # "#intro" offers the channel; the message names it (the wire carries <#id>).
+    await alice.tid("composer-input").press_sequentially("see #intro", delay=20)
+    await expect(alice.tid("autocomplete-option").filter(has_text="#introductions")
+                 ).to_have_count(1)
+    await alice.tid("composer-input").press("Tab")
+    await alice.tid("composer-input").press_sequentially("please", delay=5)
+    await alice.tid("composer-input").press("Enter")
+    named = bob.message("please").get_by_test_id("mention")
+    await expect(named).to_have_text("#introductions", timeout=LIVE_MS)
+    await expect(named).to_have_attribute("data-channel-id", re.compile(r"^\d+$"))
+    # "@mod" offers the moderator role.
+    await alice.tid("composer-input").press_sequentially("@mod", delay=20)
+    await expect(alice.tid("autocomplete-option").filter(has_text="@moderator")
+                 ).to_have_attribute("data-token", "<@&moderator>")
+    await alice.tid("composer-input").press("Escape")
+    await alice.tid("composer-input").fill("")
+
     # A group DM picked in the member list.
     await alice.tid("new-group-dm").click()
     await member_row(alice, "bob3").get_by_test_id("group-pick").check()
@@ -315,16 +332,20 @@ async def test_hostile_markdown_never_runs_or_reaches_the_dom(
         reply = await register(http, hearth_server.url, "mallory", password=PASSWORD)
         client = await GatewayClient.identified(http, hearth_server.ws_url, reply["access_token"])
         general = client.channel_named("general")
-        for i, content in enumerate(HOSTILE):
-            await client.ok("send_message", channel_id=general["id"], content=content,
-                            nonce=f"hostile-{i}")
+        sent = [await client.ok("send_message", channel_id=general["id"], content=content,
+                                nonce=f"hostile-{i}") for i, content in enumerate(HOSTILE)]
+        # A reply quoting a hostile message: the quote is text too.
+        await client.ok("send_message", channel_id=general["id"], content="quoting it",
+                        reply_to_id=sent[1]["message"]["id"], nonce="hostile-reply")
         await client.close()
 
     messages = victim.page.locator('[data-testid="message"]:not([data-pending])')
-    await expect(messages).to_have_count(len(HOSTILE), timeout=LIVE_MS)
+    await expect(messages).to_have_count(len(HOSTILE) + 1, timeout=LIVE_MS)
+    await expect(victim.message("quoting it").get_by_test_id("reply-quote")).to_contain_text(
+        "<img src=x onerror=")
     # Hover every message and link (mouseover payloads), and reload once so the history
     # path renders them too.
-    for i in range(len(HOSTILE)):
+    for i in range(len(HOSTILE) + 1):
         await messages.nth(i).hover()
     for link in await victim.page.locator('[data-testid="message-content"] a[href]').all():
         await link.hover()
@@ -347,7 +368,7 @@ async def test_hostile_markdown_never_runs_or_reaches_the_dom(
         "<script>window.__xss = 1</script>")
     await victim.page.reload()
     await victim.connected()
-    await expect(messages).to_have_count(len(HOSTILE), timeout=LIVE_MS)
+    await expect(messages).to_have_count(len(HOSTILE) + 1, timeout=LIVE_MS)
     audit = await victim.page.evaluate(DOM_AUDIT)
     assert audit["bad"] == [] and audit["xss"] is None, audit
     assert all(link.startswith(("https:", "http:", "mailto:")) for link in audit["links"])
