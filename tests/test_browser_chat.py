@@ -408,8 +408,9 @@ async def test_ten_thousand_messages_scroll_back_with_a_bounded_dom(
                                    general["id"], base + SEEDED)
         finally:
             await conn.close()
-        # Read up to 100 messages before the end: the divider and "jump to first unread".
-        await client.ok("mark_read", channel_id=general["id"], seq=base + SEEDED - 100)
+        # Read up to 5,000 messages before the end: the divider and "jump to first unread"
+        # far back (the page loads the run around it rather than 100 pages).
+        await client.ok("mark_read", channel_id=general["id"], seq=base + SEEDED - 5_000)
         await client.close()
 
     errors: list[str] = []
@@ -418,13 +419,25 @@ async def test_ten_thousand_messages_scroll_back_with_a_bounded_dom(
     await expect(reader.message("bulk 10000")).to_have_count(1, timeout=LIVE_MS)
     rows = reader.page.locator('[data-testid="message"]')
 
-    # The first unread is beyond the first page: the jump bar offers it and finds it.
+    # The first unread is far back: the jump bar offers it and finds it; reading on
+    # downwards pages newer history in; "jump to latest" comes back to the end.
     await expect(reader.tid("jump-unread")).to_be_visible()
     await reader.tid("jump-unread").click()
     await expect(reader.tid("new-messages-divider")).to_be_in_viewport(timeout=LIVE_MS)
-    await expect(reader.message("bulk 09901")).to_have_class(re.compile("highlight"))
+    await expect(reader.message("bulk 05001")).to_have_class(re.compile("highlight"))
+    await expect(reader.message("bulk 10000")).to_have_count(0)
+    for _ in range(40):
+        if await reader.message("bulk 05200").count():
+            break
+        await reader.tid("message-list").evaluate("list => { list.scrollTop = list.scrollHeight; }")
+        await reader.page.wait_for_function(
+            """() => { const l = document.querySelector('[data-testid="message-list"]');
+                       return l.scrollHeight - l.scrollTop - l.clientHeight > 5; }""",
+            timeout=LIVE_MS)
+    await expect(reader.message("bulk 05200")).to_have_count(1)
+    assert await rows.count() <= MAX_NODES
     await reader.tid("jump-latest").click()
-    await expect(reader.message("bulk 10000")).to_be_in_viewport()
+    await expect(reader.message("bulk 10000")).to_be_in_viewport(timeout=LIVE_MS)
 
     # Scroll back 1,000 messages, page by page: the message at the top of the list when
     # it reaches the top stays in view after each slide or load, and the DOM never

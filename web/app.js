@@ -38,6 +38,7 @@ const state = {
   current: null, // selected channel id
   messages: [], // the current channel's messages, oldest first
   hasMore: false,
+  hasNewer: false, // the loaded run stops before the newest (after a far jump)
   loaded: false,
   loadingOlder: false,
   pending: new Map(), // nonce -> {nonce, channel_id, content, error}
@@ -248,6 +249,8 @@ function onMessageCreate(m) {
   rememberUser(m.author);
   if (m.channel_id === threads.openId) {
     threads.onMessage(m);
+  } else if (m.channel_id === state.current && state.hasNewer) {
+    // Reading far back: the newest arrives when the run reaches it (loadNewer).
   } else if (m.channel_id === state.current) {
     upsert(m);
     markReadSoon();
@@ -322,6 +325,7 @@ async function selectChannel(id) {
   state.current = id;
   state.messages = [];
   state.hasMore = false;
+  state.hasNewer = false;
   state.loaded = false;
   state.replyTo = null;
   const rs = state.readStates.get(id);
@@ -403,13 +407,55 @@ async function jumpToMessage(messageId) {
   flash(list.reveal(byId().seq));
 }
 
+const NEAR_PAGES = 6;
 async function jumpToFirstUnread() {
   const after = state.dividerSeq;
   if (after == null) return;
-  const oldestLoaded = () => (state.messages[0]?.seq ?? 0) <= after + 1 || !state.hasMore;
-  await seek(oldestLoaded);
+  const oldest = state.messages[0]?.seq ?? 0;
+  if (state.hasMore && oldest - after > NEAR_PAGES * PAGE) {
+    await loadAround(after + 1); // far back: load the run around it instead of every page
+  } else {
+    await seek(() => (state.messages[0]?.seq ?? 0) <= after + 1 || !state.hasMore);
+  }
   const seq = firstUnreadSeq();
   if (seq != null) flash(list.reveal(seq));
+}
+
+/** Replace the loaded run by a page around `seq` (older and newer pages then load as
+ * the reader scrolls); live messages wait until the run reaches the newest again. */
+async function loadAround(seq) {
+  const id = state.current;
+  try {
+    const page = await request("fetch_history", { channel_id: id, around: seq, limit: PAGE });
+    if (id !== state.current || !page.messages.length) return;
+    page.messages.forEach((m) => rememberUser(m.author));
+    state.messages = page.messages;
+    state.hasMore = page.messages[0].seq > 1;
+    state.hasNewer = page.messages.at(-1).seq < (state.channels.get(id)?.last_seq ?? 0);
+    list.reset();
+    list.from = page.messages[0].seq;
+    list.render({ keep: "top", stay: true });
+  } catch (err) { showError(err); }
+}
+
+async function loadNewer() {
+  if (!state.hasNewer || state.loadingNewer || !state.messages.length) return;
+  state.loadingNewer = true;
+  const id = state.current;
+  try {
+    const page = await request("fetch_history",
+      { channel_id: id, after: state.messages.at(-1).seq, limit: PAGE });
+    if (id !== state.current) return;
+    page.messages.forEach((m) => { rememberUser(m.author); insertBySeq(state.messages, m); });
+    state.hasNewer = page.has_more;
+    list.newerLoaded();
+  } catch (err) { showError(err); } finally { state.loadingNewer = false; }
+}
+
+/** Back to the newest: scroll down, or reload the newest page after a far jump. */
+function jumpToLatest() {
+  if (state.hasNewer) selectChannel(state.current);
+  else renderMessages({ toBottom: true });
 }
 
 function markRead(channelId, seq) {
@@ -553,6 +599,7 @@ const list = new WindowedList($("messages"), {
   items: () => state.messages,
   build: buildNodes,
   onNeedOlder: () => loadOlder(),
+  onNeedNewer: () => loadNewer(),
   onChange: ({ nearBottom }) => renderJumpBar(nearBottom),
 });
 
@@ -573,7 +620,7 @@ function renderJumpBar(nearBottom = true) {
       && $("messages").querySelector("[data-key=divider]")?.getBoundingClientRect().bottom
         < $("messages").getBoundingClientRect().top));
   $("jump-unread").hidden = !unreadOutOfView;
-  $("jump-latest").hidden = nearBottom;
+  $("jump-latest").hidden = nearBottom && !state.hasNewer;
 }
 
 // ------------------------------------------------------------------------- rendering
@@ -854,7 +901,7 @@ const threads = new ThreadPanel($("thread-panel"), {
 });
 
 $("jump-unread").addEventListener("click", () => jumpToFirstUnread());
-$("jump-latest").addEventListener("click", () => renderMessages({ toBottom: true }));
+$("jump-latest").addEventListener("click", () => jumpToLatest());
 $("reply-cancel").addEventListener("click", () => { state.replyTo = null; renderReplyBar(); });
 
 $("member-list").addEventListener("click", (ev) => {
@@ -938,6 +985,7 @@ $("composer").addEventListener("submit", (ev) => {
   state.lastTypingSent = 0;
   const replyTo = state.replyTo?.id ?? null;
   state.replyTo = null;
+  if (state.hasNewer) selectChannel(state.current); // what is sent shows after the newest
   state.dividerSeq = null; // answering means the unread ones were read
   renderReplyBar();
   sendMessage(content, randomNonce(), replyTo);
@@ -953,7 +1001,7 @@ $("emoji-button").addEventListener("click", (ev) => {
 document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") closePicker(); });
 
 // Debug/test hook: drop the socket as a network failure would (the client resumes).
-window.hearth = { state, gw, people, dropConnection: () => dropSocket(4000, "simulated drop") };
+window.hearth = { state, gw, people, list, dropConnection: () => dropSocket(4000, "simulated drop") };
 
 // ------------------------------------------------------------------------------ start
 

@@ -39,6 +39,7 @@ export class WindowedList {
     this.items = o.items;
     this.build = o.build;
     this.onNeedOlder = o.onNeedOlder ?? (() => {});
+    this.onNeedNewer = o.onNeedNewer ?? (() => {});
     this.onChange = o.onChange ?? (() => {});
     this.max = o.max ?? 120;
     this.step = o.step ?? 40;
@@ -94,11 +95,12 @@ export class WindowedList {
 
   /**
    * Render the window. `toBottom`: show the newest; otherwise a reader at the bottom
-   * stays there and any other reader keeps the message they were looking at in place.
+   * stays there (unless `stay`: newer history was appended below them) and any other
+   * reader keeps the message they were looking at in place.
    */
-  render({ toBottom = false, keep = null } = {}) {
+  render({ toBottom = false, keep = null, stay = false } = {}) {
     const list = this.el;
-    const atBottom = this.follow && this.distanceFromBottom() < 60;
+    const atBottom = !stay && this.follow && this.distanceFromBottom() < 60;
     if (toBottom) { this.follow = true; this.from = null; }
     const items = this.items();
     const [start, end] = this.compute(items, keep ?? (toBottom || atBottom ? "bottom" : "top"));
@@ -138,10 +140,19 @@ export class WindowedList {
       const end = Math.min(items.length, this.end + this.step);
       if (end >= items.length) this.follow = true; else this.to = items[end - 1].seq;
       this.from = items[Math.max(this.start, end - this.max)]?.seq ?? null;
-      this.render({ keep: "bottom" });
+      this.render({ keep: "bottom", stay: true });
+    } else if (this.follow && this.distanceFromBottom() < this.edge) {
+      this.onNeedNewer();
+      this.onChange({ follow: this.follow, nearBottom: this.distanceFromBottom() < 200 });
     } else {
       this.onChange({ follow: this.follow, nearBottom: this.follow && this.distanceFromBottom() < 200 });
     }
+  }
+
+  /** Look at the edges again without a scroll event: a reader resting at an edge after
+   * a page arrived sends none, and the window must still slide on. */
+  recheck() {
+    requestAnimationFrame(() => this.onScroll());
   }
 
   /** Older messages were prepended: extend the window upwards to show them. */
@@ -150,6 +161,12 @@ export class WindowedList {
     const start = Math.max(0, lowerBound(items, this.from ?? 0) - this.step);
     this.from = items[start]?.seq ?? null;
     this.render({ keep: "top" });
+  }
+
+  /** Newer messages were appended below a reader who jumped back: show them. */
+  newerLoaded() {
+    this.render({ keep: "top", stay: true });
+    this.recheck();
   }
 
   /** Centre the window on the message with this seq and return its node. */
