@@ -21,10 +21,12 @@ import {
 import {
   bindMessageView, buildNodes, firstUnreadSeq, hue, mentionCtx, messageNode, showReactors,
 } from "./chat/message-view.js";
+import {
+  PAGE, bindHistory, jumpToFirstUnread, jumpToLatest, jumpToMessage, loadNewer, loadOlder,
+} from "./chat/history.js";
 import { renderChannelList } from "./chat/sidebar.js";
 import { ThreadPanel, threadNameFor } from "./chat/threads.js";
 
-const PAGE = 50;
 const TYPING_EVERY_MS = 3000;
 const $ = (id) => document.getElementById(id);
 
@@ -365,99 +367,6 @@ async function selectChannel(id) {
   } catch (err) { if (gen === loadGeneration) showError(err); }
 }
 
-async function loadOlder() {
-  if (!state.hasMore || state.loadingOlder || !state.messages.length) return false;
-  state.loadingOlder = true;
-  const id = state.current;
-  try {
-    const page = await request("fetch_history",
-      { channel_id: id, before: state.messages[0].seq, limit: PAGE });
-    if (id !== state.current) return false;
-    const known = new Set(state.messages.map((m) => m.id));
-    state.messages = [...page.messages.filter((m) => !known.has(m.id)), ...state.messages];
-    page.messages.forEach((m) => rememberUser(m.author));
-    state.hasMore = page.has_more;
-    list.olderLoaded();
-    return true;
-  } catch (err) { showError(err); return false; } finally { state.loadingOlder = false; }
-}
-
-const MAX_SEEK_PAGES = 40;
-/** Load older pages until `found()` holds (a reply's original, the first unread), at
- * most MAX_SEEK_PAGES pages (2,000 messages) back. */
-async function seek(found) {
-  for (let i = 0; i < MAX_SEEK_PAGES && !found(); i++) {
-    if (!state.hasMore) break;
-    if (state.loadingOlder) { await new Promise((r) => setTimeout(r, 50)); continue; }
-    if (!await loadOlder()) break;
-  }
-  return found();
-}
-
-function flash(li) {
-  if (!li) return;
-  li.scrollIntoView({ block: "center" });
-  li.classList.add("highlight");
-  setTimeout(() => li.classList.remove("highlight"), 1600);
-}
-
-async function jumpToMessage(messageId) {
-  const byId = () => state.messages.find((x) => x.id === messageId);
-  if (!await seek(byId)) { showNotice("That message is too far back to jump to."); return; }
-  flash(list.reveal(byId().seq));
-}
-
-const NEAR_PAGES = 6;
-async function jumpToFirstUnread() {
-  const after = state.dividerSeq;
-  if (after == null) return;
-  const oldest = state.messages[0]?.seq ?? 0;
-  if (state.hasMore && oldest - after > NEAR_PAGES * PAGE) {
-    await loadAround(after + 1); // far back: load the run around it instead of every page
-  } else {
-    await seek(() => (state.messages[0]?.seq ?? 0) <= after + 1 || !state.hasMore);
-  }
-  const seq = firstUnreadSeq();
-  if (seq != null) flash(list.reveal(seq));
-}
-
-/** Replace the loaded run by a page around `seq` (older and newer pages then load as
- * the reader scrolls); live messages wait until the run reaches the newest again. */
-async function loadAround(seq) {
-  const id = state.current;
-  try {
-    const page = await request("fetch_history", { channel_id: id, around: seq, limit: PAGE });
-    if (id !== state.current || !page.messages.length) return;
-    page.messages.forEach((m) => rememberUser(m.author));
-    state.messages = page.messages;
-    state.hasMore = page.messages[0].seq > 1;
-    state.hasNewer = page.messages.at(-1).seq < (state.channels.get(id)?.last_seq ?? 0);
-    list.reset();
-    list.from = page.messages[0].seq;
-    list.render({ keep: "top", stay: true });
-  } catch (err) { showError(err); }
-}
-
-async function loadNewer() {
-  if (!state.hasNewer || state.loadingNewer || !state.messages.length) return;
-  state.loadingNewer = true;
-  const id = state.current;
-  try {
-    const page = await request("fetch_history",
-      { channel_id: id, after: state.messages.at(-1).seq, limit: PAGE });
-    if (id !== state.current) return;
-    page.messages.forEach((m) => { rememberUser(m.author); insertBySeq(state.messages, m); });
-    state.hasNewer = page.has_more;
-    list.newerLoaded();
-  } catch (err) { showError(err); } finally { state.loadingNewer = false; }
-}
-
-/** Back to the newest: scroll down, or reload the newest page after a far jump. */
-function jumpToLatest() {
-  if (state.hasNewer) selectChannel(state.current);
-  else renderMessages({ toBottom: true });
-}
-
 function markRead(channelId, seq) {
   const rs = state.readStates.get(channelId);
   if (!seq || document.visibilityState !== "visible") return;
@@ -602,6 +511,7 @@ const list = new WindowedList($("messages"), {
   onNeedNewer: () => loadNewer(),
   onChange: ({ nearBottom }) => renderJumpBar(nearBottom),
 });
+bindHistory({ state, list, showError, showNotice, selectChannel, renderMessages });
 
 function renderMessages({ toBottom = false } = {}) {
   list.render({ toBottom });
