@@ -31,7 +31,13 @@ export class ThreadPanel {
       // A row being edited is kept; every other row is drawn afresh (threads are short).
       build: (slice) => {
         const editing = new Map([...this.listEl.querySelectorAll("li.editing")].map((li) => [li.message?.id, li]));
-        return slice.map((m) => editing.get(m.id) ?? ctx.messageNode(m));
+        return slice.map((m, i) => {
+          const li = editing.get(m.id) ?? ctx.messageNode(m);
+          const prev = slice[i - 1];
+          li.classList.toggle("continued", !!prev && prev.author.id === m.author.id && !m.reply_to_id
+            && m.created_at - prev.created_at < 5 * 60000);
+          return li;
+        });
       },
       onNeedOlder: () => this.loadOlder(),
       max: 100,
