@@ -204,11 +204,15 @@ async def test_unread_resume_errors_edit_and_delete(browser: Any, hearth_server:
     assert await alice.page.evaluate("window.hearth.gw.sessionId") not in (
         session_id, "no-such-session")
 
-    # An error frame is shown with its code and message; the message stays as not sent.
+    # An error frame is shown as a sentence (its code kept on the element); the message
+    # stays as not sent, with the same explanation.
     await alice.send("x" * 4_001)
-    await expect(alice.tid("error-text")).to_contain_text("content_too_long", timeout=LIVE_MS)
-    await expect(alice.page.locator('[data-pending="true"] [data-testid="message-status"]')
-                 ).to_contain_text("content_too_long")
+    await expect(alice.tid("error-text")).to_have_text("Your message is too long.",
+                                                       timeout=LIVE_MS)
+    await expect(alice.tid("error-text")).to_have_attribute("data-error-code", "content_too_long")
+    status = alice.page.locator('[data-pending="true"] [data-testid="message-status"]')
+    await expect(status).to_contain_text("not sent — Your message is too long.")
+    await expect(status).to_have_attribute("data-error-code", "content_too_long")
 
     # Alice edits her message; Bob sees the new text marked as edited.
     mine = alice.message("ping in general")

@@ -9,10 +9,26 @@ import {
   resumeStoredSession, saveTokens, signOut, store,
 } from "./gateway.js";
 import { VOICE_KINDS, voiceChannelLink } from "./channel_kinds.js";
+import { Autocomplete, mentionOptions } from "./chat/autocomplete.js";
+import { errorText, formatWait } from "./chat/error-texts.js";
+import { closePicker, openPicker } from "./chat/emoji.js";
+import { composerGate, liftTimeout, noteTimeout } from "./chat/gate.js";
+import { WindowedList, insertBySeq } from "./chat/list.js";
+import { plainText, renderMarkdown } from "./chat/markdown.js";
+import {
+  dmName, loadMembers, membersMatching, onMemberJoin, onMemberLeave, onPresence, people,
+  rememberUser, renderMemberList, showProfile, userById, watchPresence,
+} from "./chat/members.js";
+import {
+  bindMessageView, buildNodes, firstUnreadSeq, hue, mentionCtx, messageNode, showReactors,
+} from "./chat/message-view.js";
+import {
+  PAGE, bindHistory, jumpToFirstUnread, jumpToLatest, jumpToMessage, loadNewer, loadOlder,
+} from "./chat/history.js";
+import { renderChannelList } from "./chat/sidebar.js";
+import { ThreadPanel, threadNameFor } from "./chat/threads.js";
 
-const PAGE = 50;
 const TYPING_EVERY_MS = 3000;
-const QUICK_EMOJI = "👍";
 const $ = (id) => document.getElementById(id);
 
 // ------------------------------------------------------------------------------ state
@@ -25,6 +41,7 @@ const state = {
   current: null, // selected channel id
   messages: [], // the current channel's messages, oldest first
   hasMore: false,
+  hasNewer: false, // the loaded run stops before the newest (after a far jump)
   loaded: false,
   loadingOlder: false,
   pending: new Map(), // nonce -> {nonce, channel_id, content, error}
@@ -32,14 +49,20 @@ const state = {
   myReactions: new Set(), // "message:emoji" I have added
   limits: { typing_ttl_ms: 10000 },
   lastTypingSent: 0,
+  dividerSeq: null, // messages after this seq were unread when the channel was opened
+  replyTo: null, // the message the composer replies to
+  groupMode: false, // picking people for a group DM in the member list
+  groupPick: new Set(),
 };
 
 // ------------------------------------------------------------------------ errors / UI
 
 let errorTimer = null;
 function showError(err) {
-  const text = err instanceof HearthError ? `${err.code}: ${err.detail}` : String(err?.message ?? err);
+  const text = err instanceof HearthError ? errorText(err) : String(err?.message ?? err);
   $("error-text").textContent = text;
+  if (err?.code) $("error-text").dataset.errorCode = err.code;
+  else delete $("error-text").dataset.errorCode;
   $("error-banner").hidden = false;
   clearTimeout(errorTimer);
   errorTimer = setTimeout(() => { $("error-banner").hidden = true; }, 10000);
@@ -59,24 +82,6 @@ function setStatus(text, kind = "") {
   el.dataset.state = kind;
 }
 
-// Icon paths from Material Design Icons (Apache-2.0); SVG, so no emoji font is needed.
-const ICONS = {
-  thumb: "M1 21h4V9H1v12zm22-11a2 2 0 0 0-2-2h-6.31l.95-4.57.03-.32c0-.41-.17-.79-.44-1.06L14.17 1 7.59 7.59C7.22 7.95 7 8.45 7 9v10a2 2 0 0 0 2 2h9c.83 0 1.54-.5 1.84-1.22l3.02-7.05c.09-.23.14-.47.14-.73v-2z",
-  edit: "M3 17.25V21h3.75L17.81 9.94l-3.75-3.75L3 17.25zM20.71 7.04a1 1 0 0 0 0-1.41l-2.34-2.34a1 1 0 0 0-1.41 0l-1.83 1.83 3.75 3.75 1.83-1.83z",
-  trash: "M6 19a2 2 0 0 0 2 2h8a2 2 0 0 0 2-2V7H6v12zM19 4h-3.5l-1-1h-5l-1 1H5v2h14V4z",
-  flag: "M14.4 6 14 4H5v17h2v-7h5.6l.4 2h7V6z",
-};
-function icon(name) {
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", "0 0 24 24");
-  svg.setAttribute("aria-hidden", "true");
-  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
-  path.setAttribute("d", ICONS[name]);
-  svg.append(path);
-  return svg;
-}
-
-const hue = (id) => (Number(id) * 67) % 360;
 
 // ----------------------------------------------------------------------------- events
 
@@ -127,7 +132,15 @@ function onReady(f) {
   f.communities.forEach(addSnapshot);
   for (const ch of f.private_channels) state.channels.set(ch.id, ch);
   for (const rs of f.read_states) state.readStates.set(rs.channel_id, rs);
+  rememberUser(f.user);
+  people.communities.clear();
+  people.loading.clear();
+  people.subscribed = null;
   showChat();
+  // Names for mentions, DMs and the member lists: every community's members (paged).
+  for (const cid of state.communities.keys()) {
+    loadMembers(cid).then(() => { renderSidebar(); renderMembers(); rerenderMessages(); }).catch(showError);
+  }
   const saved = Number(store.get("channel"));
   const pick = [state.current, saved].find((id) => id && state.channels.has(id))
     ?? [...state.channels.values()].find((c) => c.name === "general")?.id
@@ -140,14 +153,19 @@ function onReady(f) {
 function onEvent(d) {
   switch (d.t) {
     case "message_create": onMessageCreate(d.message); break;
-    case "message_update": if (d.message.channel_id === state.current) upsert(d.message); break;
+    case "message_update":
+      if (d.message.channel_id === state.current) upsert(d.message);
+      threads.onMessage(d.message);
+      break;
     case "message_delete":
+      if (d.channel_id === threads.openId) threads.onDelete([d.message_id]);
       if (d.channel_id === state.current) {
         state.messages = state.messages.filter((m) => m.id !== d.message_id);
         renderMessages();
       }
       break;
     case "message_delete_bulk":
+      if (d.channel_id === threads.openId) threads.onDelete(d.message_ids);
       if (d.channel_id === state.current) {
         const gone = new Set(d.message_ids);
         state.messages = state.messages.filter((m) => !gone.has(m.id));
@@ -165,7 +183,9 @@ function onEvent(d) {
     case "channel_update":
       state.channels.set(d.channel.id, d.channel);
       renderSidebar();
-      if (d.channel.id === state.current) renderHeader();
+      if (d.channel.id === state.current) { renderHeader(); renderGate(); }
+      if (d.channel.id === threads.openId) threads.refreshHeader();
+      if (d.channel.kind === "thread" && d.channel.parent_id === state.current) rerenderMessages();
       break;
     case "channel_delete":
       state.channels.delete(d.channel_id);
@@ -174,8 +194,22 @@ function onEvent(d) {
       break;
     case "community_available": addSnapshot(d.snapshot); renderSidebar(); renderModLink(); break;
     case "member_update":
+      rememberUser(d.member.user);
       if (d.member.user.id === state.me?.id) refreshPermissions();
       break;
+    case "member_join": onMemberJoin(d); renderMembers(); break;
+    case "member_leave": onMemberLeave(d.community_id, d.user_id ?? d.user?.id); renderMembers(); break;
+    case "presence_update": {
+      const seen = onPresence(d);
+      if (seen === "stale") reloadMembersSoon(d.community_id);
+      if (seen) renderMembers();
+      break;
+    }
+    case "community_moderation_update": {
+      const c = state.communities.get(d.community_id);
+      if (c) c.lockdown = d.lockdown;
+      break;
+    }
     case "permissions_update":
       if (d.user_id == null || d.user_id === state.me?.id) refreshPermissions();
       break;
@@ -193,8 +227,13 @@ function onEvent(d) {
     case "member_sanctioned": {
       const where = state.communities.get(d.sanction.community_id)?.community.name ?? "a community";
       const why = d.sanction.reason ? ` Reason: ${d.sanction.reason}` : "";
-      if (d.lifted) showNotice(`Your timeout in ${where} was lifted; you can post again.`);
-      else if (d.sanction.kind === "timeout") {
+      if (d.lifted) {
+        liftTimeout(d.sanction.community_id);
+        renderGate();
+        showNotice(`Your timeout in ${where} was lifted; you can post again.`);
+      } else if (d.sanction.kind === "timeout") {
+        noteTimeout(d.sanction.community_id, d.sanction.expires_at, d.sanction.reason, where);
+        renderGate();
         const until = new Date(d.sanction.expires_at).toLocaleString([], { hour: "2-digit", minute: "2-digit" });
         showError(`You are timed out in ${where} until ${until}.${why}`);
       } else showError(`A moderator warned you in ${where}.${why}`);
@@ -210,7 +249,12 @@ function onMessageCreate(m) {
   if (m.nonce && state.pending.delete(m.nonce)) { /* our own send, confirmed */ }
   state.typing.delete(`${m.channel_id}:${m.author.id}`);
   renderTyping();
-  if (m.channel_id === state.current) {
+  rememberUser(m.author);
+  if (m.channel_id === threads.openId) {
+    threads.onMessage(m);
+  } else if (m.channel_id === state.current && state.hasNewer) {
+    // Reading far back: the newest arrives when the run reaches it (loadNewer).
+  } else if (m.channel_id === state.current) {
     upsert(m);
     markReadSoon();
   } else if (m.author.id !== state.me?.id) {
@@ -222,6 +266,7 @@ function onMessageCreate(m) {
     state.readStates.set(m.channel_id, { ...rs, unread_count: rs.unread_count + 1,
       mention_count: rs.mention_count + (mentioned ? 1 : 0) });
     renderSidebar();
+    if (ch?.kind === "thread" && ch.parent_id === state.current) rerenderMessages();
   }
 }
 
@@ -230,14 +275,15 @@ function onReaction(d) {
   if (d.user_id === state.me?.id) {
     if (d.t === "reaction_add") state.myReactions.add(key); else state.myReactions.delete(key);
   }
-  const m = state.messages.find((x) => x.id === d.message_id);
+  const inThread = d.channel_id === threads.openId;
+  const m = inThread ? threads.find(d.message_id) : state.messages.find((x) => x.id === d.message_id);
   if (!m) return;
   const reactions = m.reactions.filter((r) => r.emoji !== d.emoji);
   if (d.count > 0) {
     const at = m.reactions.findIndex((r) => r.emoji === d.emoji);
     reactions.splice(at < 0 ? reactions.length : at, 0, { emoji: d.emoji, count: d.count });
   }
-  upsert({ ...m, reactions });
+  if (inThread) threads.upsert({ ...m, reactions }); else upsert({ ...m, reactions });
 }
 
 function onTyping(d) {
@@ -264,23 +310,49 @@ function sortedChannels(communityId) {
     .sort((a, b) => a.position - b.position || a.id - b.id);
 }
 
-const channelLabel = (c) => (c.kind === "dm" || c.kind === "group_dm" ? "@" : "#");
+const isDm = (c) => c?.kind === "dm" || c?.kind === "group_dm";
+const channelLabel = (c) => (isDm(c) ? "@" : "#");
+const channelName = (c) => (isDm(c) ? dmName(c, state.me?.id) : c.name);
+
+/** Threads of a channel, newest first (archived ones stay out of the sidebar). */
+function threadsOf(channelId) {
+  return [...state.channels.values()]
+    .filter((c) => c.kind === "thread" && c.parent_id === channelId && !c.archived)
+    .sort((a, b) => b.id - a.id);
+}
+const threadOfMessage = (messageId) => [...state.channels.values()]
+  .find((c) => c.kind === "thread" && c.thread_root_message_id === messageId) ?? null;
 
 let loadGeneration = 0;
 async function selectChannel(id) {
   state.current = id;
   state.messages = [];
   state.hasMore = false;
+  state.hasNewer = false;
   state.loaded = false;
+  state.replyTo = null;
+  const rs = state.readStates.get(id);
+  state.dividerSeq = rs?.unread_count > 0 ? rs.last_read_seq : null;
   store.set("channel", id);
+  list.reset();
   renderSidebar();
   renderHeader();
-  renderMessages();
+  renderMessages({ toBottom: true });
   renderTyping();
+  renderReplyBar();
+  renderMembers();
   const input = $("composer-input");
   input.disabled = $("send-button").disabled = !id;
   if (!id) return;
-  input.focus();
+  renderGate();
+  const cid = state.channels.get(id)?.community_id ?? null;
+  const large = (c) => (state.communities.get(c)?.member_count ?? 0)
+    > (state.limits.presence_auto_max_members ?? Infinity);
+  // A large community's presence only flows while subscribed: re-read its list then.
+  if (cid && large(cid) && people.subscribed !== cid) people.loading.delete(cid);
+  watchPresence(cid, large);
+  if (cid) loadMembers(cid).then(() => renderMembers()).catch(showError);
+  if (!input.disabled) input.focus();
   const gen = ++loadGeneration;
   try {
     const page = await request("fetch_history", { channel_id: id, limit: PAGE });
@@ -288,6 +360,7 @@ async function selectChannel(id) {
     const live = state.messages; // messages that arrived while loading
     state.messages = page.messages;
     live.forEach((m) => upsert(m, false));
+    page.messages.forEach((m) => rememberUser(m.author));
     state.hasMore = page.has_more;
     state.loaded = true;
     renderMessages({ toBottom: true });
@@ -295,19 +368,17 @@ async function selectChannel(id) {
   } catch (err) { if (gen === loadGeneration) showError(err); }
 }
 
-async function loadOlder() {
-  if (!state.hasMore || state.loadingOlder || !state.messages.length) return;
-  state.loadingOlder = true;
-  const id = state.current;
-  try {
-    const page = await request("fetch_history",
-      { channel_id: id, before: state.messages[0].seq, limit: PAGE });
-    if (id !== state.current) return;
-    const known = new Set(state.messages.map((m) => m.id));
-    state.messages = [...page.messages.filter((m) => !known.has(m.id)), ...state.messages];
-    state.hasMore = page.has_more;
-    renderMessages({ keepFromBottom: true });
-  } catch (err) { showError(err); } finally { state.loadingOlder = false; }
+function markRead(channelId, seq) {
+  const rs = state.readStates.get(channelId);
+  if (!seq || document.visibilityState !== "visible") return;
+  if (rs && rs.last_read_seq >= seq && !rs.unread_count) return;
+  state.readStates.set(channelId, { channel_id: channelId, last_read_seq: seq, unread_count: 0, mention_count: 0 });
+  renderSidebar();
+  rerenderMessages();
+  request("mark_read", { channel_id: channelId, seq }).then((r) => {
+    state.readStates.set(channelId, r.read_state);
+    renderSidebar();
+  }).catch(showError);
 }
 
 let markTimer = null;
@@ -316,16 +387,7 @@ function markReadSoon() {
   markTimer = setTimeout(() => {
     const ch = state.channels.get(state.current);
     const last = state.messages.at(-1)?.seq ?? 0;
-    const seq = Math.max(last, ch?.last_seq ?? 0);
-    const rs = state.readStates.get(state.current);
-    if (!ch || document.visibilityState !== "visible" || !seq) return;
-    if (rs && rs.last_read_seq >= seq && !rs.unread_count) return;
-    state.readStates.set(ch.id, { channel_id: ch.id, last_read_seq: seq, unread_count: 0, mention_count: 0 });
-    renderSidebar();
-    request("mark_read", { channel_id: ch.id, seq }).then((r) => {
-      state.readStates.set(ch.id, r.read_state);
-      renderSidebar();
-    }).catch(showError);
+    if (ch) markRead(ch.id, Math.max(last, ch.last_seq ?? 0));
   }, 300);
 }
 document.addEventListener("visibilitychange", () => markReadSoon());
@@ -333,13 +395,7 @@ document.addEventListener("visibilitychange", () => markReadSoon());
 // --------------------------------------------------------------------------- messages
 
 function upsert(m, render = true) {
-  const i = state.messages.findIndex((x) => x.id === m.id);
-  if (i >= 0) state.messages[i] = m;
-  else {
-    let at = state.messages.length;
-    while (at > 0 && state.messages[at - 1].seq > m.seq) at--;
-    state.messages.splice(at, 0, m);
-  }
+  insertBySeq(state.messages, m);
   if (render) renderMessages();
 }
 
@@ -348,29 +404,56 @@ function randomNonce() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-function sendMessage(content, nonce = randomNonce()) {
+/** A refused send may tell us about a timeout or a lock the page did not know of. */
+function learnFromError(err, channelId) {
+  const ch = state.channels.get(channelId);
+  if (err?.code === "timed_out" && ch?.community_id && err.retryAfterMs > 0) {
+    const where = state.communities.get(ch.community_id)?.community.name;
+    noteTimeout(ch.community_id, Date.now() + err.retryAfterMs, null, where);
+    renderGate();
+  } else if (err?.code === "channel_locked" && ch && !ch.locked) {
+    state.channels.set(ch.id, { ...ch, locked: true });
+    renderGate();
+  }
+}
+
+function sendMessage(content, nonce = randomNonce(), replyTo = null) {
   const channelId = state.current;
-  state.pending.set(nonce, { nonce, channel_id: channelId, content, error: null });
+  state.pending.set(nonce, { nonce, channel_id: channelId, content, error: null, replyTo });
   renderMessages({ toBottom: true });
-  request("send_message", { channel_id: channelId, content, nonce }).then((r) => {
+  const fields = { channel_id: channelId, content, nonce };
+  if (replyTo) fields.reply_to_id = replyTo;
+  request("send_message", fields).then((r) => {
     state.pending.delete(nonce);
     onMessageCreate(r.message);
   }).catch((err) => {
     const p = state.pending.get(nonce);
     if (p) p.error = err;
     renderMessages();
+    learnFromError(err, channelId);
     showError(err);
   });
 }
 
-function toggleReaction(messageId, emoji) {
-  const key = `${messageId}:${emoji}`;
+/** A thread's composer: no optimistic copy, the panel shows the stored message. */
+function sendTo(channelId, content) {
+  return request("send_message", { channel_id: channelId, content, nonce: randomNonce() })
+    .then((r) => r.message).catch((err) => { learnFromError(err, channelId); throw err; });
+}
+
+function toggleReaction(m, emoji) {
+  const key = `${m.id}:${emoji}`;
   const mine = state.myReactions.has(key);
   request(mine ? "remove_reaction" : "add_reaction",
-    { channel_id: state.current, message_id: messageId, emoji }).then(() => {
+    { channel_id: m.channel_id, message_id: m.id, emoji }).then(() => {
     if (mine) state.myReactions.delete(key); else state.myReactions.add(key);
-    renderMessages();
-  }).catch(showError);
+    rerenderMessages();
+  }).catch((err) => { learnFromError(err, m.channel_id); showError(err); });
+}
+
+function addReaction(m, emoji) {
+  if (state.myReactions.has(`${m.id}:${emoji}`)) return;
+  toggleReaction(m, emoji);
 }
 
 function startEdit(li, m) {
@@ -380,7 +463,13 @@ function startEdit(li, m) {
   const content = li.querySelector(".content");
   content.replaceWith(box);
   box.focus();
-  const stop = () => { li.classList.remove("editing"); box.replaceWith(content); renderMessages(); };
+  box.setSelectionRange(box.value.length, box.value.length);
+  const stop = () => {
+    li.classList.remove("editing");
+    box.replaceWith(content);
+    rerenderMessages();
+    $("composer-input").focus();
+  };
   box.addEventListener("keydown", (ev) => {
     if (ev.key === "Escape") stop();
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
@@ -388,7 +477,8 @@ function startEdit(li, m) {
       const text = box.value.trim();
       if (text && text !== m.content) {
         request("edit_message", { channel_id: m.channel_id, message_id: m.id, content: text })
-          .then((r) => upsert(r.message)).catch(showError);
+          .then((r) => { if (r.message.channel_id === threads.openId) threads.upsert(r.message); else upsert(r.message); })
+          .catch(showError);
       }
       stop();
     }
@@ -398,133 +488,155 @@ function startEdit(li, m) {
 /** Whether I may delete others' messages in this channel (MANAGE_MESSAGES or staff);
  * the server checks again, this only decides whether to offer the button. */
 function canManageMessages(channelId) {
-  const cid = state.channels.get(channelId)?.community_id;
-  const c = cid ? state.communities.get(cid) : null;
+  let ch = state.channels.get(channelId);
+  if (ch?.kind === "thread") ch = state.channels.get(ch.parent_id) ?? ch;
+  const c = ch?.community_id ? state.communities.get(ch.community_id) : null;
   if (!c) return false;
   return c.permissions ? (c.permissions & ((1 << 10) | (1 << 30))) !== 0 : STAFF_ROLES.has(c.role);
 }
 
-function messageNode(m) {
-  const own = m.author.id === state.me?.id;
-  const manage = !own && canManageMessages(m.channel_id);
-  const time = new Date(m.created_at);
-  const li = el("li", { class: `message${own ? " own" : ""}`, dataTestid: "message",
-    dataKey: `m${m.id}`, dataSeq: m.seq, dataAuthor: m.author.username },
-  el("span", { class: "avatar", ariaHidden: "true", text: nameOf(m.author)[0].toUpperCase() }),
-  el("div", { class: "meta" },
-    el("span", { class: "author", dataTestid: "message-author", text: nameOf(m.author) }),
-    el("time", { dateTime: time.toISOString(), title: time.toLocaleString(),
-      text: time.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) }),
-    m.edited_at ? el("span", { class: "edited muted", text: "(edited)" }) : null),
-  el("div", { class: "content", dataTestid: "message-content", text: m.content }),
-  el("div", { class: "reactions" }, ...m.reactions.map((r) => {
-    const mine = state.myReactions.has(`${m.id}:${r.emoji}`);
-    return el("button", { type: "button", class: `reaction${mine ? " mine" : ""}`,
-      dataTestid: "reaction", dataAction: "react", dataEmoji: r.emoji,
-      ariaPressed: String(mine), ariaLabel: `${r.emoji} ${r.count}` },
-    `${r.emoji} `, el("span", { class: "count", dataTestid: "reaction-count", text: String(r.count) }));
-  })),
-  el("div", { class: "actions" },
-    el("button", { type: "button", class: "icon", dataAction: "react", dataEmoji: QUICK_EMOJI,
-      dataTestid: "react-button", ariaLabel: "React with thumbs up", title: "React" }, icon("thumb")),
-    own ? el("button", { type: "button", class: "icon", dataAction: "edit",
-      dataTestid: "edit-button", ariaLabel: "Edit message", title: "Edit" }, icon("edit")) : null,
-    own || manage ? el("button", { type: "button", class: "icon", dataAction: "delete",
-      dataTestid: "delete-button", ariaLabel: "Delete message", title: "Delete" }, icon("trash"))
-      : null,
-    own ? null : el("button", { type: "button", class: "icon", dataAction: "report",
-      dataTestid: "report-button", ariaLabel: "Report message to the moderators",
-      title: "Report" }, icon("flag"))));
-  li.style.setProperty("--hue", hue(m.author.id));
-  li.message = m;
-  return li;
+bindMessageView({
+  state,
+  threads: () => threads,
+  threadOfMessage,
+  canManageMessages,
+  listEl: $("messages"),
+  namesVersion: () => people.users.size,
+  showError,
+});
+
+const list = new WindowedList($("messages"), {
+  items: () => state.messages,
+  build: buildNodes,
+  onNeedOlder: () => loadOlder(),
+  onNeedNewer: () => loadNewer(),
+  onChange: ({ nearBottom }) => renderJumpBar(nearBottom),
+});
+bindHistory({ state, list, showError, showNotice, selectChannel, renderMessages });
+
+function renderMessages({ toBottom = false } = {}) {
+  list.render({ toBottom });
 }
 
-function pendingNode(p) {
-  const li = el("li", { class: `message own pending${p.error ? " failed" : ""}`,
-    dataTestid: "message", dataKey: `p${p.nonce}`, dataPending: "true" },
-  el("span", { class: "avatar", ariaHidden: "true", text: nameOf(state.me)[0].toUpperCase() }),
-  el("div", { class: "meta" },
-    el("span", { class: "author", text: nameOf(state.me) }),
-    el("span", { class: "muted", dataTestid: "message-status",
-      text: p.error ? `not sent — ${p.error.code}: ${p.error.detail}` : "sending…" }),
-    p.error ? el("button", { type: "button", class: "link", dataAction: "retry",
-      dataNonce: p.nonce, dataTestid: "retry-button", text: "Retry" }) : null,
-    p.error ? el("button", { type: "button", class: "link", dataAction: "discard",
-      dataNonce: p.nonce, dataTestid: "discard-button", text: "Discard" }) : null),
-  el("div", { class: "content", dataTestid: "message-content", text: p.content }));
-  li.style.setProperty("--hue", hue(state.me?.id ?? 0));
-  return li;
-}
+/** Re-render after something a message shows changed (names, thread badges). */
+function rerenderMessages() { list.render(); }
 
-function renderMessages({ toBottom = false, keepFromBottom = false } = {}) {
-  const list = $("messages");
-  const fromBottom = list.scrollHeight - list.scrollTop;
-  const atBottom = fromBottom - list.clientHeight < 60;
-  const existing = new Map([...list.children].map((li) => [li.dataset.key, li]));
-  const wanted = [];
-  let prev = null;
-  for (const m of state.messages) {
-    let li = existing.get(`m${m.id}`);
-    if (!li || (li.message !== m && !li.classList.contains("editing"))) li = messageNode(m);
-    li.classList.toggle("continued", !!prev && prev.author.id === m.author.id
-      && m.created_at - prev.created_at < 5 * 60000);
-    prev = m;
-    wanted.push(li);
-  }
-  for (const p of state.pending.values()) {
-    if (p.channel_id === state.current) wanted.push(pendingNode(p));
-  }
-  wanted.forEach((li, i) => {
-    if (list.children[i] !== li) list.insertBefore(li, list.children[i] ?? null);
-  });
-  while (list.children.length > wanted.length) list.lastElementChild.remove();
-  if (!state.messages.length && !wanted.length && state.current) {
-    list.append(el("li", { class: "empty muted", dataKey: "empty", 
-      text: state.loaded ? "No messages yet — say hello!" : "Loading…" }));
-  }
-  if (keepFromBottom) list.scrollTop = list.scrollHeight - fromBottom;
-  else if (toBottom || atBottom) list.scrollTop = list.scrollHeight;
+function renderJumpBar(nearBottom = true) {
+  const firstUnread = firstUnreadSeq();
+  const notLoadedYet = state.hasMore && (state.messages[0]?.seq ?? 0) > state.dividerSeq + 1;
+  // Offered while the first unread is above what the reader sees (not loaded yet, before
+  // the rendered window, or scrolled past upwards out of view).
+  const unreadOutOfView = state.dividerSeq != null && (firstUnread == null ? notLoadedYet
+    : firstUnread < (list.from ?? 0) || (list.isRendered(firstUnread)
+      && $("messages").querySelector("[data-key=divider]")?.getBoundingClientRect().bottom
+        < $("messages").getBoundingClientRect().top));
+  $("jump-unread").hidden = !unreadOutOfView;
+  $("jump-latest").hidden = nearBottom && !state.hasNewer;
 }
 
 // ------------------------------------------------------------------------- rendering
 
 function renderSidebar() {
-  const root = $("community-list");
-  const sections = [...state.communities.values()]
-    .sort((a, b) => a.community.id - b.community.id)
-    .map(({ community }) => [community.name, community.id, sortedChannels(community.id)]);
-  const dms = sortedChannels(null);
-  if (dms.length) sections.push(["Direct messages", null, dms]);
-  root.replaceChildren(...sections.map(([name, cid, channels]) => el("section",
-    { class: "community", dataTestid: "community", dataCommunityId: cid ?? "" },
-    el("h3", { text: name }),
-    el("ul", {}, ...channels.map((c) => {
-      const rs = state.readStates.get(c.id);
-      const unread = c.id !== state.current && rs?.unread_count > 0;
-      const active = c.id === state.current;
-      if (VOICE_KINDS.has(c.kind)) return el("li", {}, voiceChannelLink(c));
-      return el("li", {}, el("button", { type: "button",
-        class: `channel-link${active ? " active" : ""}${unread ? " unread" : ""}`,
-        dataTestid: "channel-link", dataChannelId: c.id, dataChannelName: c.name,
-        ariaCurrent: active ? "page" : null },
-      el("span", { class: "hash", ariaHidden: "true", text: channelLabel(c) }),
-      el("span", { class: "name", text: c.name || "direct message" }),
-      unread ? el("span", { class: `badge${rs.mention_count ? " mention" : ""}`,
-        dataTestid: "unread-badge", ariaLabel: `${rs.unread_count} unread`,
-        text: String(rs.mention_count || rs.unread_count) }) : null));
-    })))));
+  renderChannelList($("community-list"), {
+    communities: [...state.communities.values()].map((c) => c.community),
+    channelsOf: sortedChannels,
+    threadsOf,
+    readStates: state.readStates,
+    current: state.current,
+    openThreadId: threads.openId,
+    label: channelLabel,
+    name: channelName,
+    special: (c) => (VOICE_KINDS.has(c.kind) ? voiceChannelLink(c) : null),
+  });
 }
 
 function renderHeader() {
   const ch = state.channels.get(state.current);
-  $("channel-title").textContent = ch ? `${channelLabel(ch)} ${ch.name}` : "Hearth";
+  $("channel-title").textContent = ch ? `${channelLabel(ch)} ${channelName(ch)}` : "Hearth";
   $("channel-topic").textContent = ch?.topic ?? "";
-  $("composer-input").placeholder = ch ? `Message ${channelLabel(ch)}${ch.name}` : "Message";
+  $("composer-input").placeholder = ch ? `Message ${channelLabel(ch)}${channelName(ch)}` : "Message";
   const role = ch?.community_id ? state.communities.get(ch.community_id)?.role : null;
   $("invite-button").hidden = !role || role === "member";
   $("invite-output").textContent = "";
   renderModLink();
+}
+
+function gateFor(ch) {
+  const parent = ch?.kind === "thread" ? state.channels.get(ch.parent_id) : null;
+  const cid = ch?.community_id;
+  return composerGate(ch?.kind === "thread" && !ch.archived && parent?.locked ? { ...ch, locked: true } : ch, {
+    communityName: cid ? state.communities.get(cid)?.community.name : "",
+    canModerate: canManageMessages(ch?.id),
+  });
+}
+
+let gateTimer = null;
+/** Enable or disable the composer from the server's moderation state, with the reason
+ * and, for a timeout, the time left (ticking each second until it ends). */
+function renderGate() {
+  clearInterval(gateTimer);
+  const ch = state.channels.get(state.current);
+  const gate = gateFor(ch);
+  const box = $("composer-gate");
+  box.textContent = gate.text;
+  box.dataset.kind = gate.kind;
+  box.hidden = !ch || !gate.blocked;
+  $("composer-input").disabled = $("send-button").disabled = !ch || gate.blocked;
+  $("emoji-button").disabled = !ch || gate.blocked;
+  if (gate.kind === "timeout") gateTimer = setInterval(renderGate, 1000);
+  if (threads.openId) threads.refreshHeader();
+}
+
+function renderMembers() {
+  const ch = state.channels.get(state.current);
+  const cid = ch?.community_id ?? null;
+  $("member-count").textContent = cid ? String(people.communities.get(cid)?.size ?? "") : "";
+  $("group-bar").hidden = !state.groupMode;
+  $("group-create").disabled = state.groupPick.size < 1;
+  renderMemberList($("member-list"), cid, { meId: state.me?.id, groupMode: state.groupMode && !!cid,
+    selected: state.groupPick, dmUserIds: isDm(ch) ? ch.member_ids : null });
+}
+
+const memberReloads = new Map(); // community id -> timer
+/** Re-read a community's member list once things settle (someone unknown appeared). */
+function reloadMembersSoon(communityId) {
+  if (memberReloads.has(communityId)) return;
+  memberReloads.set(communityId, setTimeout(() => {
+    memberReloads.delete(communityId);
+    loadMembers(communityId, { force: true }).then(() => { renderMembers(); renderSidebar(); })
+      .catch(showError);
+  }, 300));
+}
+
+function renderReplyBar() {
+  const m = state.replyTo;
+  $("reply-bar").hidden = !m;
+  if (m) $("reply-bar-text").textContent = `Replying to ${nameOf(m.author)}: ${plainText(m.content, mentionCtx()).slice(0, 80)}`;
+}
+
+async function openDm(userIds) {
+  try {
+    const { channel } = await api("POST", "/dms", { user_ids: userIds });
+    state.channels.set(channel.id, channel);
+    state.groupMode = false;
+    state.groupPick.clear();
+    selectChannel(channel.id);
+  } catch (err) { showError(err); }
+}
+
+function openThread(thread) {
+  threads.open(thread);
+  renderSidebar();
+  rerenderMessages();
+}
+
+async function startThread(m) {
+  try {
+    const { channel } = await request("create_thread",
+      { channel_id: m.channel_id, name: threadNameFor(plainText(m.content, mentionCtx())), message_id: m.id });
+    state.channels.set(channel.id, channel);
+    openThread(channel);
+  } catch (err) { learnFromError(err, m.channel_id); showError(err); }
 }
 
 function renderTyping() {
@@ -558,6 +670,8 @@ function logout(message = "") {
   state.typing.clear();
   state.myReactions.clear();
   $("messages").replaceChildren();
+  threads.close();
+  list.reset();
   showAuth(message);
 }
 
@@ -588,8 +702,16 @@ $("logout").addEventListener("click", () => logout());
 $("error-close").addEventListener("click", () => { $("error-banner").hidden = true; });
 
 $("community-list").addEventListener("click", (ev) => {
+  if (ev.target.closest("[data-action=new-group]")) {
+    state.groupMode = !state.groupMode;
+    state.groupPick.clear();
+    renderMembers();
+    return;
+  }
   const btn = ev.target.closest("[data-channel-id]");
-  if (btn) selectChannel(Number(btn.dataset.channelId));
+  if (!btn) return;
+  const ch = state.channels.get(Number(btn.dataset.channelId));
+  if (ch?.kind === "thread") openThread(ch); else selectChannel(Number(btn.dataset.channelId));
 });
 
 $("create-community-form").addEventListener("submit", async (ev) => {
@@ -623,25 +745,35 @@ $("invite-button").addEventListener("click", async () => {
   } catch (err) { showError(err); }
 });
 
-$("messages").addEventListener("scroll", (ev) => {
-  if (ev.target.scrollTop < 80) loadOlder();
-});
-
-$("messages").addEventListener("click", (ev) => {
+/** Clicks on messages, in the channel and in the thread panel alike. */
+function onMessageClick(ev) {
   const btn = ev.target.closest("button[data-action]");
   if (!btn) return;
   const { action } = btn.dataset;
   if (action === "retry" || action === "discard") {
     const p = state.pending.get(btn.dataset.nonce);
     state.pending.delete(btn.dataset.nonce);
-    if (p && action === "retry") sendMessage(p.content, p.nonce); else renderMessages();
+    if (p && action === "retry") sendMessage(p.content, p.nonce, p.replyTo); else renderMessages();
     return;
   }
   const li = btn.closest("li.message");
   const m = li?.message;
   if (!m) return;
-  if (action === "react") toggleReaction(m.id, btn.dataset.emoji);
-  else if (action === "edit") startEdit(li, m);
+  if (action === "react") toggleReaction(m, btn.dataset.emoji);
+  else if (action === "pick-reaction") openPicker(btn, (emoji) => addReaction(m, emoji));
+  else if (action === "reply") {
+    state.replyTo = m;
+    renderReplyBar();
+    $("composer-input").focus();
+  } else if (action === "jump-reply") jumpToMessage(m.reply_to_id);
+  else if (action === "start-thread") startThread(m);
+  else if (action === "open-thread") {
+    const thread = state.channels.get(Number(btn.dataset.threadId));
+    if (thread) openThread(thread);
+  } else if (action === "profile") {
+    showProfile(btn, userById(Number(btn.dataset.userId)) ?? m.author,
+      { meId: state.me?.id, onMessage: (u) => openDm([u.id]) });
+  } else if (action === "edit") startEdit(li, m);
   else if (action === "delete" && m.author.id !== state.me?.id) {
     // A moderator deleting someone else's message: the reason goes to the audit log.
     const reason = window.prompt(`Delete ${nameOf(m.author)}'s message? Reason (audit log):`);
@@ -658,13 +790,90 @@ $("messages").addEventListener("click", (ev) => {
     request("report_message", { channel_id: m.channel_id, message_id: m.id, reason: reason.trim() })
       .then(() => showNotice("Thanks — the moderators have been told.")).catch(showError);
   }
+}
+$("messages").addEventListener("click", onMessageClick);
+$("thread-messages").addEventListener("click", onMessageClick);
+for (const root of [$("messages"), $("thread-messages")]) {
+  root.addEventListener("mouseover", (ev) => {
+    const btn = ev.target.closest("[data-testid=reaction]");
+    if (!btn || btn.contains(ev.relatedTarget)) return;
+    const m = btn.closest("li.message")?.message;
+    if (m) showReactors(btn, m);
+  });
+}
+
+const threads = new ThreadPanel($("thread-panel"), {
+  messageNode,
+  showError,
+  markRead,
+  send: sendTo,
+  channel: (id) => state.channels.get(id) ?? null,
+  gate: gateFor,
+  closed: () => { renderSidebar(); rerenderMessages(); },
+});
+
+$("jump-unread").addEventListener("click", () => jumpToFirstUnread());
+$("jump-latest").addEventListener("click", () => jumpToLatest());
+$("reply-cancel").addEventListener("click", () => { state.replyTo = null; renderReplyBar(); });
+
+$("member-list").addEventListener("click", (ev) => {
+  const pick = ev.target.closest("input[data-action=pick], input.group-pick");
+  if (pick) {
+    const id = Number(pick.dataset.userId);
+    if (pick.checked) state.groupPick.add(id); else state.groupPick.delete(id);
+    $("group-create").disabled = state.groupPick.size < 1;
+    return;
+  }
+  const btn = ev.target.closest("[data-action=profile]");
+  if (btn) {
+    showProfile(btn, userById(Number(btn.dataset.userId)),
+      { meId: state.me?.id, onMessage: (u) => openDm([u.id]) });
+  }
+});
+$("group-create").addEventListener("click", () => openDm([...state.groupPick]));
+$("group-cancel").addEventListener("click", () => {
+  state.groupMode = false;
+  state.groupPick.clear();
+  renderMembers();
+});
+$("members-toggle").addEventListener("click", () => {
+  const panel = $("member-panel");
+  panel.hidden = !panel.hidden;
+  $("members-toggle").setAttribute("aria-expanded", String(!panel.hidden));
 });
 
 const composer = $("composer-input");
+const autocomplete = new Autocomplete(composer, (kind, query) => {
+  const ch = state.channels.get(state.current);
+  return mentionOptions(kind, query, {
+    channel: ch,
+    channels: sortedChannels(ch?.community_id ?? null).filter((c) => !isDm(c)),
+    members: (q) => (ch?.community_id ? membersMatching(ch.community_id, q)
+      : (ch?.member_ids ?? []).map(userById).filter((u) => u && nameOf(u).toLowerCase().startsWith(q.toLowerCase()))),
+  });
+});
+
+/** ↑ in an empty composer edits my last message in this channel. */
+function editLastMessage() {
+  const mine = [...state.messages].reverse().find((m) => m.author.id === state.me?.id);
+  if (!mine) return false;
+  list.reveal(mine.seq);
+  const li = $("messages").querySelector(`[data-key="m${mine.id}"]`);
+  if (!li) return false;
+  li.scrollIntoView({ block: "nearest" });
+  startEdit(li, mine);
+  return true;
+}
+
 composer.addEventListener("keydown", (ev) => {
   if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
     ev.preventDefault();
     $("composer").requestSubmit();
+  } else if (ev.key === "ArrowUp" && !composer.value && !ev.shiftKey && !ev.isComposing) {
+    if (editLastMessage()) ev.preventDefault();
+  } else if (ev.key === "Escape" && state.replyTo) {
+    state.replyTo = null;
+    renderReplyBar();
   }
 });
 composer.addEventListener("input", () => {
@@ -681,16 +890,30 @@ composer.addEventListener("input", () => {
 });
 $("composer").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  const content = composer.value.trim();
-  if (!content || !state.current) return;
+  const content = autocomplete.toWire(composer.value.trim());
+  if (!content || !state.current || composer.disabled) return;
   composer.value = "";
   composer.style.height = "auto";
   state.lastTypingSent = 0;
-  sendMessage(content);
+  const replyTo = state.replyTo?.id ?? null;
+  state.replyTo = null;
+  if (state.hasNewer) selectChannel(state.current); // what is sent shows after the newest
+  state.dividerSeq = null; // answering means the unread ones were read
+  renderReplyBar();
+  sendMessage(content, randomNonce(), replyTo);
 });
+$("emoji-button").addEventListener("click", (ev) => {
+  openPicker(ev.currentTarget, (emoji) => {
+    const at = composer.selectionStart ?? composer.value.length;
+    composer.value = composer.value.slice(0, at) + emoji + composer.value.slice(composer.selectionEnd ?? at);
+    composer.focus();
+    composer.setSelectionRange(at + emoji.length, at + emoji.length);
+  });
+});
+document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") closePicker(); });
 
 // Debug/test hook: drop the socket as a network failure would (the client resumes).
-window.hearth = { state, gw, dropConnection: () => dropSocket(4000, "simulated drop") };
+window.hearth = { state, gw, people, list, dropConnection: () => dropSocket(4000, "simulated drop") };
 
 // ------------------------------------------------------------------------------ start
 

@@ -202,7 +202,8 @@ function onFrame(f) {
       if (!req) { if (f.op === "error") orphanErrors.report(new HearthError(f.code, f.message)); break; }
       gw.requests.delete(f.id);
       if (f.op === "ok") req.resolve(f.data);
-      else req.reject(new HearthError(f.code, f.message));
+      else req.reject(Object.assign(new HearthError(f.code, f.message),
+        { retryAfterMs: f.retry_after_ms ?? 0 }));
       break;
     }
     case "dispatch":
