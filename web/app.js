@@ -1,13 +1,16 @@
 // Hearth web client: plain ES module, no build step, no framework.
 // REST for accounts and communities (docs/CONTRACTS.md), the /gateway websocket for
-// everything live (protocol/frames.py). Tokens live in sessionStorage, so two tabs can
-// be two different people. The connection layer (tokens, REST, gateway) is gateway.js,
-// shared with the moderator console (mod.js).
+// everything live (protocol/frames.py). One sign-in per browser serves every page and
+// tab (session.js: refresh token in an HttpOnly cookie, access token in memory). The
+// connection layer (REST, gateway) is gateway.js, shared with the other pages; the
+// header is shell.js, errors are worded by errors.js.
 
 import {
   HearthError, api, connect, dropSocket, el, gw, hooks, nameOf, orphanErrors, request,
-  resumeStoredSession, saveTokens, signOut, store,
+  resumeStoredSession, signIn, signOut, store, accessToken,
 } from "./gateway.js";
+import { errorCode, friendlyError } from "./errors.js";
+import { mountShell } from "./shell.js";
 
 const PAGE = 50;
 const TYPING_EVERY_MS = 3000;
@@ -37,8 +40,8 @@ const state = {
 
 let errorTimer = null;
 function showError(err) {
-  const text = err instanceof HearthError ? `${err.code}: ${err.detail}` : String(err?.message ?? err);
-  $("error-text").textContent = text;
+  $("error-text").textContent = friendlyError(err);
+  $("error-text").dataset.errorCode = errorCode(err);
   $("error-banner").hidden = false;
   clearTimeout(errorTimer);
   errorTimer = setTimeout(() => { $("error-banner").hidden = true; }, 10000);
@@ -134,6 +137,7 @@ function onReady(f) {
   renderSidebar();
   renderModLink();
   if (pick) selectChannel(pick);
+  shell.refresh();
 }
 
 function onEvent(d) {
@@ -272,6 +276,7 @@ async function selectChannel(id) {
   state.hasMore = false;
   state.loaded = false;
   store.set("channel", id);
+  shell.setCommunity(state.channels.get(id)?.community_id ?? null);
   renderSidebar();
   renderHeader();
   renderMessages();
@@ -446,7 +451,7 @@ function pendingNode(p) {
   el("div", { class: "meta" },
     el("span", { class: "author", text: nameOf(state.me) }),
     el("span", { class: "muted", dataTestid: "message-status",
-      text: p.error ? `not sent — ${p.error.code}: ${p.error.detail}` : "sending…" }),
+      text: p.error ? `not sent — ${friendlyError(p.error)}` : "sending…" }),
     p.error ? el("button", { type: "button", class: "link", dataAction: "retry",
       dataNonce: p.nonce, dataTestid: "retry-button", text: "Retry" }) : null,
     p.error ? el("button", { type: "button", class: "link", dataAction: "discard",
@@ -549,8 +554,8 @@ function showAuth(message = "") {
   $("auth-username").focus();
 }
 
+// The session ended (signed out here or in another tab, or expired): back to the form.
 function logout(message = "") {
-  signOut();
   Object.assign(state, { me: null, current: null, messages: [] });
   state.pending.clear();
   state.typing.clear();
@@ -572,17 +577,21 @@ $("auth-form").addEventListener("submit", async (ev) => {
   $("auth-error").textContent = "";
   for (const b of ev.target.querySelectorAll("button")) b.disabled = true;
   try {
-    saveTokens(await api("POST", `/auth/${mode}`, body, { auth: false }));
+    await signIn(mode, body);
     $("auth-password").value = "";
+    // Sent here from another page to sign in (?next=/mod...): go back there.
+    const next = new URLSearchParams(location.search).get("next");
+    if (next && /^\/(?!\/)[\w\-/?=&.%]*$/.test(next)) { location.assign(next); return; }
     connect();
   } catch (err) {
-    $("auth-error").textContent = `${err.code}: ${err.detail}`;
+    $("auth-error").textContent = friendlyError(err);
+    $("auth-error").dataset.errorCode = errorCode(err);
   } finally {
     for (const b of ev.target.querySelectorAll("button")) b.disabled = false;
   }
 });
 
-$("logout").addEventListener("click", () => logout());
+$("logout").addEventListener("click", () => { signOut().catch(showError); });
 $("error-close").addEventListener("click", () => { $("error-banner").hidden = true; });
 
 $("community-list").addEventListener("click", (ev) => {
@@ -688,7 +697,7 @@ $("composer").addEventListener("submit", (ev) => {
 });
 
 // Debug/test hook: drop the socket as a network failure would (the client resumes).
-window.hearth = { state, gw, dropConnection: () => dropSocket(4000, "simulated drop") };
+window.hearth = { state, gw, accessToken, dropConnection: () => dropSocket(4000, "simulated drop") };
 
 // ------------------------------------------------------------------------------ start
 
@@ -700,4 +709,8 @@ Object.assign(hooks, {
   authLost: logout,
 });
 orphanErrors.report = showError;
-if (!resumeStoredSession()) showAuth();
+const shell = mountShell({
+  page: "chat",
+  onCommunity: (id) => { const first = sortedChannels(id)[0]; if (first) selectChannel(first.id); },
+});
+resumeStoredSession().then((signedIn) => { if (!signedIn) showAuth(); });
