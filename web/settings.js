@@ -34,7 +34,8 @@ const OVERRIDE_BITS = [
   ["ADD_REACTIONS", "React"], ["ATTACH_FILES", "Attach files"],
   ["CONNECT_VOICE", "Join voice"], ["SPEAK", "Speak"],
 ];
-const KIND_LABEL = { text: "#", announcement: "📣", category: "▸", voice: "🔊", stage: "🎙" };
+const KIND_LABEL = { text: "#", announcement: "#", category: "", voice: "♪", stage: "♪" };
+const KIND_PILL = { announcement: "announcements", voice: "voice room", stage: "stage" };
 const SETTINGS_BITS = PERMS.MANAGE_COMMUNITY | PERMS.MANAGE_CHANNELS | PERMS.MANAGE_ROLES
   | PERMS.MANAGE_AUTOMOD | PERMS.ADMINISTRATOR;
 
@@ -80,8 +81,17 @@ async function act(form, fn, done) {
 }
 
 const cid = () => state.current.community.id;
-const channels = () => [...state.current.channels].filter((c) => c.kind !== "thread")
-  .sort((a, b) => a.position - b.position || a.id - b.id);
+const byPosition = (a, b) => a.position - b.position || a.id - b.id;
+/** The community's channels in sidebar order: top-level ones (categories included) by
+ * position, each category followed by its own channels. */
+function channels() {
+  const all = state.current.channels.filter((c) => c.kind !== "thread");
+  const ids = new Set(all.map((c) => c.id));
+  const top = all.filter((c) => !c.parent_id || !ids.has(c.parent_id)).sort(byPosition);
+  return top.flatMap((c) => [c, ...all.filter((k) => k.parent_id === c.id).sort(byPosition)]);
+}
+const siblings = (c) => channels().filter((k) => (k.parent_id ?? 0) === (c.parent_id ?? 0)
+  || (!channels().some((p) => p.id === k.parent_id) && !channels().some((p) => p.id === c.parent_id)));
 const when = (ms) => new Date(ms).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
 
 // ---------------------------------------------------------------------------- load
@@ -118,18 +128,23 @@ async function show(wanted = null) {
 function renderChannels() {
   const list = channels();
   const categories = list.filter((c) => c.kind === "category");
-  $("channel-list").replaceChildren(...list.map((c, i) => el("li", {
-    class: `row-item${c.parent_id ? " nested" : ""}`, dataTestid: "channel-row",
-    dataChannelName: c.name, dataChannelId: String(c.id),
-  },
-  el("span", { class: "kind", ariaHidden: "true", text: KIND_LABEL[c.kind] ?? "#" }),
-  el("span", { class: "grow", text: c.name }),
-  c.private ? el("span", { class: "pill", text: "private" }) : null,
-  c.required_tier ? el("span", { class: "pill", text: `tier ${c.required_tier}` }) : null,
-  el("button", { type: "button", class: "icon", ariaLabel: `Move ${c.name} up`, text: "↑",
-    dataAction: "up", disabled: i === 0 }),
-  el("button", { type: "button", class: "icon", ariaLabel: `Move ${c.name} down`, text: "↓",
-    dataAction: "down", disabled: i === list.length - 1 }))));
+  $("channel-list").replaceChildren(...list.map((c) => {
+    const sibs = siblings(c);
+    const i = sibs.indexOf(c);
+    return el("li", {
+      class: `row-item kind-${c.kind}${c.parent_id ? " nested" : ""}`, dataTestid: "channel-row",
+      dataChannelName: c.name, dataChannelId: String(c.id),
+    },
+    el("span", { class: "kind", ariaHidden: "true", text: KIND_LABEL[c.kind] ?? "#" }),
+    el("span", { class: "grow", text: c.name }),
+    KIND_PILL[c.kind] ? el("span", { class: "pill", text: KIND_PILL[c.kind] }) : null,
+    c.private ? el("span", { class: "pill", text: "private" }) : null,
+    c.required_tier ? el("span", { class: "pill", text: `tier ${c.required_tier}` }) : null,
+    el("button", { type: "button", class: "icon", ariaLabel: `Move ${c.name} up`, text: "↑",
+      dataAction: "up", disabled: i === 0 }),
+    el("button", { type: "button", class: "icon", ariaLabel: `Move ${c.name} down`, text: "↓",
+      dataAction: "down", disabled: i === sibs.length - 1 }));
+  }));
   $("channel-parent").replaceChildren(el("option", { value: "", text: "(none)" }),
     ...categories.map((c) => el("option", { value: String(c.id), text: c.name })));
   const postable = list.filter((c) => c.kind !== "category");
@@ -143,18 +158,27 @@ function renderChannels() {
 $("channel-list").addEventListener("click", (ev) => {
   const btn = ev.target.closest("button[data-action]");
   if (!btn) return;
-  const list = channels();
-  const i = list.findIndex((c) => String(c.id) === btn.closest("li").dataset.channelId);
+  const moved = channels().find((c) => String(c.id) === btn.closest("li").dataset.channelId);
+  if (!moved) return;
+  const sibs = siblings(moved);
+  const i = sibs.indexOf(moved);
   const j = btn.dataset.action === "up" ? i - 1 : i + 1;
-  if (i < 0 || j < 0 || j >= list.length) return;
-  // Positions may repeat (older channels): renumber the two in the new order.
-  const [a, b] = [list[i], list[j]];
-  const base = Math.min(i, j);
+  if (j < 0 || j >= sibs.length) return;
+  // Swap the two among their siblings, then number every channel by its place in the
+  // whole list (positions may repeat in older communities): one order everywhere.
+  const other = sibs[j];
+  const swapped = new Map([[moved.id, other.position], [other.id, moved.position]]);
+  const order = state.current.channels.map((c) => ({ ...c, position: swapped.get(c.id) ?? c.position }));
   act(null, async () => {
-    await api("PATCH", `/channels/${a.id}`, { position: base + (j > i ? 1 : 0) });
-    await api("PATCH", `/channels/${b.id}`, { position: base + (j > i ? 0 : 1) });
-    for (const [k, c] of list.entries()) {
-      if (c !== a && c !== b && c.position !== k) await api("PATCH", `/channels/${c.id}`, { position: k });
+    const before = state.current.channels;
+    state.current = { ...state.current, channels: order };
+    const target = channels();
+    state.current = { ...state.current, channels: before };
+    for (const [k, c] of target.entries()) {
+      const now = before.find((b) => b.id === c.id);
+      if (now.position !== k || c.id === moved.id || c.id === other.id) {
+        await api("PATCH", `/channels/${c.id}`, { position: k });
+      }
     }
     await show(cid());
   }, "Order saved.");

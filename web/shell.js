@@ -165,6 +165,8 @@ export function mountShell({ page, onCommunity = null } = {}) {
     setCommunity(id) {
       if (id === state.current) return;
       state.current = id;
+      // One the header has not read yet (just created or joined): read them again.
+      if (id && !state.communities.some((c) => c.community.id === id)) { refresh(); return; }
       renderCommunities();
       renderLinks();
     },
