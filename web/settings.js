@@ -276,9 +276,11 @@ $("member-role-form").addEventListener("submit", (ev) => {
   }, `${nameOf(member.user)} has the role now.`);
 });
 
+let overrideEdits = 0; // bumped when the person changes a bit: a late read must not undo it
 async function loadOverrides() {
   const channelId = Number($("override-channel").value);
   if (!channelId) { $("override-list").replaceChildren(); return; }
+  const edits = overrideEdits;
   const { overrides } = await api("GET", `/channels/${channelId}/overrides`);
   const names = new Map(roleTargets().map(([kind, id, name]) => [`${kind}:${id}`, name]));
   const words = (bits) => OVERRIDE_BITS.filter(([k]) => bits & BIT[k]).map(([, l]) => l).join(", ");
@@ -288,6 +290,7 @@ async function loadOverrides() {
       o.allow ? el("span", { class: "pill ok", text: `allow: ${words(o.allow) || o.allow}` }) : null,
       o.deny ? el("span", { class: "pill danger", text: `deny: ${words(o.deny) || o.deny}` }) : null)));
   const current = overrides.find((o) => `${o.kind}:${o.target_id}` === $("override-target").value);
+  if (edits !== overrideEdits) return;
   for (const select of $("override-bits").querySelectorAll("select")) {
     const bit = BIT[select.dataset.bit];
     select.value = current?.allow & bit ? "allow" : current?.deny & bit ? "deny" : "";
@@ -295,6 +298,7 @@ async function loadOverrides() {
 }
 
 $("override-channel").addEventListener("change", () => loadOverrides().catch(showError));
+$("override-bits").addEventListener("change", () => { overrideEdits += 1; });
 $("override-target").addEventListener("change", () => loadOverrides().catch(showError));
 $("override-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
