@@ -969,8 +969,9 @@ async function confirmAction() {
     $("action-dialog").close();
     afterAction(kind, ctx, result);
   } catch (err) {
-    // A refusal keeps the dialog open with the server's code and message.
+    // A refusal keeps the dialog open, in words (the code in data-error-code).
     $("action-error").textContent = `Refused — ${describe(err)}`;
+    $("action-error").dataset.errorCode = errorCode(err);
     $("action-confirm").disabled = false;
   }
 }
