@@ -93,6 +93,10 @@ async def test_sign_in_survives_a_restart_and_serves_every_page(
     # Signing in on one tab signs the other tabs in.
     await chat.login("rosa")
     await expect(voice.tid("shell-user-name")).to_have_text("Rosa", timeout=LIVE_MS)
+    await voice.connected()
+    await expect(voice.tid("auth-view")).to_be_hidden()
+    await mod.connected()
+    await expect(mod.tid("signed-out")).to_be_hidden()
     # The 401 of the other device's refused refresh is the expected console error here.
     assert [e for e in errors if "401" not in e] == []
 

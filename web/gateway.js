@@ -275,6 +275,11 @@ const SIGNED_OUT_TEXT = {
   signed_out: "You signed out.",
 };
 
+// Signed in in another tab: this page connects too (its `ready` hook shows it signed in).
+session.on("signedIn", (_user, from) => {
+  if (from === "other tab" && gw.wanted && gw.stopped && !gw.ws) connect();
+});
+
 session.on("signedOut", ({ reason, here }) => {
   stopGateway();
   hooks.authLost(here && reason === "signed_out" ? "" : SIGNED_OUT_TEXT[reason] ?? "");
@@ -283,6 +288,7 @@ session.on("signedOut", ({ reason, here }) => {
 /** Start: the browser's sign-in (session.js), then connect. Resolves false when there
  * is none (the page shows its sign-in form). */
 export async function resumeStoredSession() {
+  gw.wanted = true; // this page lives on the gateway (a sign-in in another tab connects it)
   hooks.status("connecting…", "connecting");
   let user = null;
   try {

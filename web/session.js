@@ -80,9 +80,9 @@ export function on(event, fn) {
   return () => listeners[event].delete(fn);
 }
 
-function emit(event, arg) {
+function emit(event, arg, from = "here") {
   for (const fn of [...listeners[event]]) {
-    try { fn(arg); } catch (err) { console.warn("session listener failed", err); }
+    try { fn(arg, from); } catch (err) { console.warn("session listener failed", err); }
   }
 }
 
@@ -103,13 +103,14 @@ export function refresh() {
   return mem.refreshing;
 }
 
-/** Start a page: the user of the browser's sign-in, or null if there is none. */
-export async function restore() {
+/** Start a page: the user of the browser's sign-in, or null if there is none.
+ * Listeners of "signedIn" get `from` "restore" (or "other tab" when another tab signed in). */
+export async function restore(from = "restore") {
   if (mem.user) return mem.user;
   if (!csrfToken()) return null; // never signed in on this browser (or signed out)
   try {
     const user = await refresh();
-    emit("signedIn", user);
+    emit("signedIn", user, from);
     return user;
   } catch (err) {
     if (err.code === "network_error") throw err;
@@ -148,7 +149,7 @@ if (channel) {
       forget();
       emit("signedOut", { reason: ev.data.everywhere ? "everywhere" : "signed_out", here: false });
     } else if (ev.data?.t === "signed_in" && !mem.user) {
-      restore().catch(() => {}); // tells the listeners when it succeeds
+      restore("other tab").catch(() => {}); // tells the listeners when it succeeds
     }
   };
 }

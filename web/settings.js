@@ -467,6 +467,11 @@ hooks.authLost = (message) => {
 const shell = mountShell({ page: "settings", onCommunity: (id) => show(id).catch(showError) });
 window.hearthSettings = { state };
 
+session.on("signedIn", (_user, from) => {
+  if (from !== "other tab") return;
+  $("signed-out").hidden = true;
+  show(Number(new URLSearchParams(location.search).get("community")) || null).catch(showError);
+});
 session.restore().then((user) => {
   if (!user) { hooks.authLost(""); return; }
   show(Number(new URLSearchParams(location.search).get("community")) || null).catch(showError);
