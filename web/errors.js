@@ -75,3 +75,25 @@ export function showErrorIn(node, err) {
   node.textContent = friendlyError(err);
   node.dataset.errorCode = errorCode(err);
 }
+
+/** The page-wide feedback of docs/web-style.md: `showError(err)` fills the red
+ * #error-banner (#error-text) for 10 s, `showNotice(text)` the green #notice for 5 s. */
+export function banners(doc = document) {
+  const timers = { error: null, notice: null };
+  const $ = (id) => doc.getElementById(id);
+  $("error-close")?.addEventListener("click", () => { $("error-banner").hidden = true; });
+  return {
+    showError(err) {
+      showErrorIn($("error-text"), err);
+      $("error-banner").hidden = false;
+      clearTimeout(timers.error);
+      timers.error = setTimeout(() => { $("error-banner").hidden = true; }, 10000);
+    },
+    showNotice(text) {
+      $("notice").textContent = text;
+      $("notice").hidden = false;
+      clearTimeout(timers.notice);
+      timers.notice = setTimeout(() => { $("notice").hidden = true; }, 5000);
+    },
+  };
+}

@@ -9,7 +9,7 @@
 
 import { api, el, hooks, nameOf } from "./gateway.js";
 import * as session from "./session.js";
-import { errorCode, friendlyError } from "./errors.js";
+import { banners } from "./errors.js";
 import { mountShell } from "./shell.js";
 import { PERMS } from "./pages.js";
 
@@ -49,22 +49,7 @@ const state = {
 
 // ------------------------------------------------------------------------ feedback
 
-let errorTimer = null;
-function showError(err) {
-  $("error-text").textContent = friendlyError(err);
-  $("error-text").dataset.errorCode = errorCode(err);
-  $("error-banner").hidden = false;
-  clearTimeout(errorTimer);
-  errorTimer = setTimeout(() => { $("error-banner").hidden = true; }, 10000);
-}
-
-let noticeTimer = null;
-function showNotice(text) {
-  $("notice").textContent = text;
-  $("notice").hidden = false;
-  clearTimeout(noticeTimer);
-  noticeTimer = setTimeout(() => { $("notice").hidden = true; }, 5000);
-}
+const { showError, showNotice } = banners();
 
 /** Run one change: disable the form's buttons meanwhile, report the outcome. */
 async function act(form, fn, done) {
@@ -456,7 +441,6 @@ $("live-form").addEventListener("submit", (ev) => {
 
 // -------------------------------------------------------------------------- start
 
-$("error-close").addEventListener("click", () => { $("error-banner").hidden = true; });
 renderRoleBits();
 hooks.authLost = (message) => {
   $("settings").hidden = true;
