@@ -21,7 +21,8 @@ from protocol.models import Community, Member, Role, User
 
 def _community(row: asyncpg.Record) -> Community:
     return Community(id=row["id"], name=row["name"], owner_id=row["owner_id"],
-                     created_at=millis(row["created_at"]) or 0)
+                     created_at=millis(row["created_at"]) or 0,
+                     description=row.get("description") or "")
 
 
 def _member(row: asyncpg.Record) -> Member:
@@ -32,7 +33,7 @@ def _member(row: asyncpg.Record) -> Member:
                   role_ids=list(row.get("role_ids") or ()), tier=row.get("tier") or 0)
 
 
-_COMMUNITY_COLUMNS = "id, name, owner_id, created_at"
+_COMMUNITY_COLUMNS = "id, name, owner_id, created_at, description"
 
 # A member row joined with the user's public profile.
 _ROLE_IDS = """ARRAY(SELECT mr.role_id FROM member_roles mr
@@ -204,7 +205,7 @@ async def memberships(conn: asyncpg.Connection, user_id: int) -> list[tuple[Comm
     """Every community the user belongs to with their role there, oldest joined first
     (the order a client lists them in)."""
     rows = await conn.fetch(
-        """SELECT c.id, c.name, c.owner_id, c.created_at, cm.role
+        """SELECT c.id, c.name, c.owner_id, c.created_at, c.description, cm.role
              FROM community_members cm
              JOIN communities c ON c.id = cm.community_id
             WHERE cm.user_id = $1

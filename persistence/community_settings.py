@@ -1,4 +1,5 @@
-"""Writes of the owner's settings page that no other module had: renaming a community,
+"""Writes of the owner's settings page that no other module had: a community's name and
+description,
 changing a channel's name, topic, position or category, listing and revoking invites.
 
 Authorization and events are the caller's (rooms/chat/settings.py); these only read and
@@ -14,15 +15,18 @@ from protocol.community_admin import Invite
 from protocol.models import Community
 
 
-async def rename_community(conn: asyncpg.Connection, community_id: int,
-                           name: str) -> Community | None:
+async def update_community(conn: asyncpg.Connection, community_id: int, *,
+                           name: str | None, description: str | None) -> Community | None:
+    """Change the name and/or description (None keeps one)."""
     row = await conn.fetchrow(
-        "UPDATE communities SET name = $2 WHERE id = $1 RETURNING id, name, owner_id, created_at",
-        community_id, name)
+        """UPDATE communities SET name = COALESCE($2, name),
+                  description = COALESCE($3, description)
+            WHERE id = $1 RETURNING id, name, owner_id, created_at, description""",
+        community_id, name, description)
     if row is None:
         return None
     return Community(id=row["id"], name=row["name"], owner_id=row["owner_id"],
-                     created_at=millis(row["created_at"]) or 0)
+                     created_at=millis(row["created_at"]) or 0, description=row["description"])
 
 
 async def update_channel(conn: asyncpg.Connection, channel_id: int, *, name: str | None,

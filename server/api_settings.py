@@ -1,5 +1,5 @@
 """REST routes the owner's settings page (web/settings.html) needed and nobody had:
-``PATCH /communities/{id}`` (rename), ``PATCH /channels/{id}`` (name, topic, position,
+``PATCH /communities/{id}`` (name, description), ``PATCH /channels/{id}`` (name, topic, position,
 category), ``GET`` and ``DELETE /communities/{id}/invites[/{code}]``. Thin handlers over
 :class:`rooms.chat.settings.CommunitySettings`, which holds the rules.
 """
@@ -24,9 +24,10 @@ InviteCode = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
 class UpdateCommunityBody(msgspec.Struct, kw_only=True):
-    """The community's new name."""
+    """What changes; fields left out keep their value."""
 
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    description: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
 
 
 class UpdateChannelBody(msgspec.Struct, kw_only=True):
@@ -58,7 +59,8 @@ def add_settings_routes(app: web.Application, auth: Authenticator,
         user = await require_user(request, auth)
         path = path_params(request, _CommunityPath)
         body = await read_body(request, UpdateCommunityBody)
-        community = await settings.rename(user, path.community_id, body.name)
+        community = await settings.update(user, path.community_id, name=body.name,
+                                          description=body.description)
         return json_response(CommunityReply(community=community))
 
     async def update_channel(request: web.Request) -> web.StreamResponse:
@@ -85,7 +87,8 @@ def add_settings_routes(app: web.Application, auth: Authenticator,
     api = rest_api(app)
     tag = "community settings"
     api.route("PATCH", "/communities/{community_id}", rename, tag=tag,
-              summary="Rename the community (MANAGE_COMMUNITY: owner or admin).",
+              summary="Change the community's name or description (MANAGE_COMMUNITY: "
+                      "owner or admin).",
               body=UpdateCommunityBody, reply=CommunityReply)
     api.route("PATCH", "/channels/{channel_id}", update_channel, tag=tag,
               summary="Change a channel's name, topic, position or category "

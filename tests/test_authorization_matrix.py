@@ -102,7 +102,7 @@ COMMUNITY_OPS = ("manage_channels", "manage_roles", "set_member_roles", "set_tie
                  # staff only (it names messages in channels the reader may not see)
                  "read_activity",
                  # the settings page's routes (server/api_settings.py): owner and admin
-                 "rename_community", "update_channel", "list_invites", "revoke_invite")
+                 "update_community", "update_channel", "list_invites", "revoke_invite")
 STAFF_OPS = {"warn_member": OK, "timeout_member": OK, "fetch_audit_log": OK,
              "fetch_review_queue": OK}
 COMMUNITY_EXPECTED: dict[str, dict[str, str]] = {
@@ -340,10 +340,10 @@ async def try_community_op(http: aiohttp.ClientSession, actor: GatewayClient, w:
         status, _ = await call(http, "POST", f"{w.base}/communities/{cid}/invites",
                                w.token(name), {})
         return {200: OK, 201: OK, 403: FORBIDDEN, 404: HIDDEN}.get(status, str(status))
-    if op in ("rename_community", "update_channel", "list_invites", "revoke_invite"):
-        if op == "rename_community":
+    if op in ("update_community", "update_channel", "list_invites", "revoke_invite"):
+        if op == "update_community":
             status, _ = await call(http, "PATCH", f"{w.base}/communities/{cid}",
-                                   w.token(name), {"name": f"Matrix by {name}"})
+                                   w.token(name), {"description": f"set by {name}"})
         elif op == "update_channel":
             status, _ = await call(http, "PATCH", f"{w.base}/channels/"
                                    f"{w.channels['general']}", w.token(name),

@@ -72,6 +72,7 @@ async def test_owner_sets_up_a_community_from_the_settings_page(
 
     # Community name.
     await owner.tid("community-name").fill("Pottery Circle")
+    await owner.tid("community-description").fill("Wheels, kilns and glazes.")
     await owner.tid("community-save").click()
     await expect(owner.tid("settings-title")).to_have_text("Pottery Circle settings",
                                                            timeout=LIVE_MS)
@@ -133,6 +134,7 @@ async def check_member_view(owner: Owner, http: aiohttp.ClientSession,
     assert status == 200
     [snap] = [c for c in body["communities"] if c["community"]["id"] == community_id]
     assert snap["community"]["name"] == "Pottery Circle"
+    assert snap["community"]["description"] == "Wheels, kilns and glazes."
     names = [c["name"] for c in sorted(snap["channels"], key=lambda c: (c["position"], c["id"]))
              if c["kind"] != "thread"]
     # The member sees the public channels in the owner's order, not the private or

@@ -103,6 +103,7 @@ async function show(wanted = null) {
   if (!state.current) return;
   $("settings-title").textContent = `${state.current.community.name} settings`;
   $("community-name").value = state.current.community.name;
+  $("community-description").value = state.current.community.description ?? "";
   renderChannels();
   await Promise.all([loadRoles(), loadMembers(), loadRules(), loadInvites(), loadLive()]
     .map((p) => p.catch(showError)));
@@ -187,12 +188,13 @@ $("channel-form").addEventListener("submit", (ev) => {
 
 $("community-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  const name = $("community-name").value.trim();
+  const body = { name: $("community-name").value.trim(),
+    description: $("community-description").value.trim() };
   act(ev.target, async () => {
-    await api("PATCH", `/communities/${cid()}`, { name });
+    await api("PATCH", `/communities/${cid()}`, body);
     await show(cid());
     shell.refresh();
-  }, "Community renamed.");
+  }, "Community settings saved.");
 });
 
 // --------------------------------------------------------------------------- roles

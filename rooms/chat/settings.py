@@ -1,11 +1,11 @@
-"""The owner's settings page's own operations: rename a community, edit a channel
+"""The owner's settings page's own operations: a community's name and description, a channel
 (name, topic, position, category), list and revoke invites.
 
 Everything else the settings page does (channels, roles, overrides, automod, invites,
 live sessions) already has a route; these fill the gaps. Same rules as the rest of
 rooms/: the resolver decides (``MANAGE_COMMUNITY`` for the community and its invites,
 ``MANAGE_CHANNELS`` for channels), every change is audited, a channel change reaches
-its viewers as ``channel_update``. A renamed community has no event of its own yet:
+its viewers as ``channel_update``. A community's new name has no event of its own yet:
 members see the new name when they next connect (docs/ASSUMPTIONS.md).
 """
 
@@ -38,22 +38,34 @@ class CommunitySettings:
         self.hub = hub
         self.access = access
 
-    async def rename(self, actor: User, community_id: int, name: str) -> Community:
+    async def update(self, actor: User, community_id: int, *, name: str | None,
+                     description: str | None) -> Community:
+        """Change the name and/or description (None keeps one); audited as
+        ``community.update`` with what changed."""
         await self.access.require(community_id, actor.id, Permission.MANAGE_COMMUNITY)
-        name = name.strip()
-        check_text(name)
-        if not 1 <= len(name) <= 100:
-            raise RequestError(ErrorCode.INVALID_ARGUMENT, "a name is 1 to 100 characters")
-        async with self.db.transaction("community.rename") as conn:
-            before = await conn.fetchval("SELECT name FROM communities WHERE id = $1",
-                                         community_id)
-            community = await settings_db.rename_community(conn, community_id, name)
-            if community is None:
+        if name is not None:
+            name = name.strip()
+            if not 1 <= len(name) <= 100:
+                raise RequestError(ErrorCode.INVALID_ARGUMENT, "a name is 1 to 100 characters")
+        if description is not None:
+            description = description.strip()
+        check_text(name or "", description or "")
+        async with self.db.transaction("community.update") as conn:
+            before = await conn.fetchrow(
+                "SELECT name, description FROM communities WHERE id = $1 FOR UPDATE",
+                community_id)
+            community = await settings_db.update_community(conn, community_id, name=name,
+                                                           description=description)
+            if before is None or community is None:
                 raise not_found("unknown community")
-            await audit_db.record(conn, community_id=community_id, actor_id=actor.id,
-                                  action="community.rename", target_type="community",
-                                  target_id=community_id, reason=None,
-                                  before={"name": before}, after={"name": name})
+            changed = [k for k in ("name", "description")
+                       if getattr(community, k) != before[k]]
+            if changed:
+                await audit_db.record(conn, community_id=community_id, actor_id=actor.id,
+                                      action="community.update", target_type="community",
+                                      target_id=community_id, reason=None,
+                                      before={k: before[k] for k in changed},
+                                      after={k: getattr(community, k) for k in changed})
         return community
 
     async def update_channel(self, actor: User, channel_id: int, *, name: str | None,
