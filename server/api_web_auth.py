@@ -44,7 +44,7 @@ from protocol.codes import ErrorCode
 from protocol.models import User
 from protocol.rest import TokenPair
 from server.api_auth import LoginRequest, RegisterRequest, json_response, require_user
-from server.auth import Authenticator
+from server.auth import Authenticator, InvalidToken
 from server.cors import origin_allowed
 from server.rest.decoding import read_body
 from server.rest.errors import ApiError
@@ -99,6 +99,12 @@ def check_csrf(request: web.Request) -> None:
                        f"the {CSRF_HEADER} header must equal the {CSRF_COOKIE} cookie")
 
 
+def _expired_cookie(name: str, path: str, secure: bool) -> str:
+    """A ``Set-Cookie`` value that deletes cookie ``name`` of ``path``."""
+    return (f"{name}=; Max-Age=0; Path={path}; SameSite=Strict"
+            + ("; Secure" if secure else ""))
+
+
 def _refresh_cookie(request: web.Request) -> str:
     token = request.cookies.get(REFRESH_COOKIE, "")
     if not token or not token.isascii() or len(token) > 4096:
@@ -151,7 +157,14 @@ class _WebAuthRoutes:
 
     async def refresh(self, request: web.Request) -> web.Response:
         check_csrf(request)
-        pair = await self.auth.refresh(_refresh_cookie(request))
+        try:
+            pair = await self.auth.refresh(_refresh_cookie(request))
+        except (InvalidToken, ApiError) as exc:
+            # A dead sign-in: drop the CSRF cookie too, so the page stops trying it
+            # (session.js only refreshes while that cookie exists).
+            message = exc.message if isinstance(exc, ApiError) else str(exc)
+            raise ApiError(ErrorCode.INVALID_TOKEN, message, headers={
+                "Set-Cookie": _expired_cookie(CSRF_COOKIE, "/", _secure(request))}) from None
         return self._signed_in(request, pair)
 
     async def logout(self, request: web.Request) -> web.Response:

@@ -152,6 +152,9 @@ async def test_logout_clears_and_sign_out_everywhere_revokes_every_family(
             status, body = await web_post(third, live_server, "refresh",
                                           third_session["csrf_token"])
             assert (status, body["error"]["code"]) == (401, "invalid_token")
+            # The refusal also deletes the CSRF cookie: the page stops trying.
+            assert "hearth_csrf" not in third.cookie_jar.filter_cookies(
+                URL(live_server.url + "/"))
         async with browser_like.post(f"{live_server.url}/api/v1/auth/refresh",
                                      json={"refresh_token": api_refresh}) as reply:
             assert reply.status == 401
