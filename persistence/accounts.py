@@ -204,6 +204,25 @@ async def revoke_refresh_family_txn(conn: asyncpg.Connection, token_hash: bytes)
     return True
 
 
+async def revoke_user_refresh_tokens_txn(conn: asyncpg.Connection, user_id: int) -> int:
+    """Revoke every refresh token of ``user_id`` ("sign out everywhere"); returns how many
+    families were live.
+
+    Same order as :func:`_revoke_family_txn`: locking the user's live rows first waits for
+    any rotation in flight (it holds its token's row lock), and the UPDATE, a new
+    statement, then also sees the child that rotation inserted.
+    """
+    await conn.execute(
+        "SELECT 1 FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL FOR UPDATE",
+        user_id)
+    families = await conn.fetchval(
+        """WITH revoked AS (
+               UPDATE refresh_tokens SET revoked_at = now()
+               WHERE user_id = $1 AND revoked_at IS NULL RETURNING family_id)
+           SELECT count(DISTINCT family_id) FROM revoked""", user_id)
+    return int(families or 0)
+
+
 # ------------------------------------------------------------ load-test provisioning
 
 

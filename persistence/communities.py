@@ -21,7 +21,8 @@ from protocol.models import Community, Member, Role, User
 
 def _community(row: asyncpg.Record) -> Community:
     return Community(id=row["id"], name=row["name"], owner_id=row["owner_id"],
-                     created_at=millis(row["created_at"]) or 0)
+                     created_at=millis(row["created_at"]) or 0,
+                     description=row.get("description") or "")
 
 
 def _member(row: asyncpg.Record) -> Member:
@@ -32,7 +33,7 @@ def _member(row: asyncpg.Record) -> Member:
                   role_ids=list(row.get("role_ids") or ()), tier=row.get("tier") or 0)
 
 
-_COMMUNITY_COLUMNS = "id, name, owner_id, created_at"
+_COMMUNITY_COLUMNS = "id, name, owner_id, created_at, description"
 
 # A member row joined with the user's public profile.
 _ROLE_IDS = """ARRAY(SELECT mr.role_id FROM member_roles mr
@@ -72,6 +73,39 @@ async def get_community(conn: asyncpg.Connection, community_id: int) -> Communit
     row = await conn.fetchrow(
         f"SELECT {_COMMUNITY_COLUMNS} FROM communities WHERE id = $1", community_id)
     return _community(row) if row is not None else None
+
+
+async def transfer_ownership_txn(conn: asyncpg.Connection, community_id: int,
+                                 new_owner_id: int, *,
+                                 only_from: int | None = None) -> int | None:
+    """Make ``new_owner_id`` the owner of ``community_id``; the previous owner stays a
+    member as ``admin``. Returns the previous owner's id, or None when nothing changed
+    (no such community, already the owner, or ``only_from`` given and the owner is
+    someone else).
+
+    The community row is locked first (``FOR UPDATE``), so concurrent transfers
+    serialize, and one waiting behind another re-reads the owner it left: with
+    ``only_from`` this is a compare-and-set that exactly one caller wins.
+    """
+    previous = await conn.fetchval(
+        "SELECT owner_id FROM communities WHERE id = $1 FOR UPDATE", community_id)
+    if previous is None or previous == new_owner_id:
+        return None
+    if only_from is not None and previous != only_from:
+        return None
+    await conn.execute("UPDATE communities SET owner_id = $2 WHERE id = $1",
+                       community_id, new_owner_id)
+    if await add_member_txn(conn, community_id, new_owner_id, Role.OWNER) is None:
+        await set_role(conn, community_id, new_owner_id, Role.OWNER)
+    await set_role(conn, community_id, previous, Role.ADMIN)
+    return int(previous)
+
+
+async def human_accounts_besides(conn: asyncpg.Connection, user_id: int) -> bool:
+    """Whether any person (not a bot or system account) other than ``user_id`` has an
+    account (committed, as this transaction sees it)."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE NOT is_bot AND id <> $1)", user_id))
 
 
 # ---------------------------------------------------------------------------- members
@@ -171,7 +205,7 @@ async def memberships(conn: asyncpg.Connection, user_id: int) -> list[tuple[Comm
     """Every community the user belongs to with their role there, oldest joined first
     (the order a client lists them in)."""
     rows = await conn.fetch(
-        """SELECT c.id, c.name, c.owner_id, c.created_at, cm.role
+        """SELECT c.id, c.name, c.owner_id, c.created_at, c.description, cm.role
              FROM community_members cm
              JOIN communities c ON c.id = cm.community_id
             WHERE cm.user_id = $1

@@ -111,6 +111,10 @@ class ErrorCode(enum.StrEnum):
     """REST login: too many failed attempts; retry after ``Retry-After`` seconds."""
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"
     """A browser page from an origin that is not allowed (CORS preflight, gateway)."""
+    CSRF_FAILED = "csrf_failed"
+    """REST web session (``/auth/web/...``): the request lacks the CSRF proof (the
+    ``X-Hearth-CSRF`` header equal to the ``hearth_csrf`` cookie) or comes from another
+    site; nothing changed. Reload the page and sign in again."""
     METHOD_NOT_ALLOWED = "method_not_allowed"
     """REST: the path exists but not with this HTTP method (``Allow`` lists those that do)."""
     PAYLOAD_TOO_LARGE = "payload_too_large"

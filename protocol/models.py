@@ -151,6 +151,8 @@ class Community(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     owner_id: Id
     created_at: Millis = 0
+    description: str = ""
+    """What the community is about, in a sentence or two (set on the settings page)."""
 
 
 class Member(msgspec.Struct, frozen=True, kw_only=True):

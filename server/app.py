@@ -32,6 +32,7 @@ from protocol.moderation import RaidSignalKind
 from rooms.chat.chat import ChatService, CommittedPublisher
 from rooms.chat.communities import CommunityService
 from rooms.chat.group_commit import GroupCommitWriter
+from rooms.chat.settings import CommunitySettings
 from rooms.moderation.automod_service import AutomodService
 from rooms.moderation.enforcement import PostGate, make_slowmode
 from rooms.moderation.moderation import ModerationService
@@ -63,6 +64,8 @@ from server.api_communities import add_community_routes
 from server.api_live import add_live_routes
 from server.api_moderation import add_moderation_routes, audit_retention
 from server.api_roles import add_role_routes
+from server.api_settings import add_settings_routes
+from server.api_web_auth import add_web_auth_routes
 from server.auth import Authenticator
 from server.config import Config, media_worker_count, secret_for
 from server.cors import cors_middleware
@@ -71,6 +74,7 @@ from server.gc_policy import GcPolicy
 from server.lifecycle import TaskSupervisor, Teardown
 from server.logs import request_id_middleware
 from server.metrics import Metrics, render
+from server.ownership import claim_starter_txn
 from server.readiness import Check, Readiness
 from server.rest.openapi import add_openapi_route
 from server.sidecar_host import (
@@ -115,6 +119,7 @@ class Services:
         self.communities = CommunityService(
             self.db, self.hub, config.limits, access=self.access,
             on_join=lambda cid: self.raid.note(cid, RaidSignalKind.JOINS))
+        self.settings = CommunitySettings(self.db, self.hub, self.access)
         self.slowmode = make_slowmode(self.redis)
         self.gate = PostGate(self.slowmode,
                              on_message=lambda cid: self.raid.note(cid, RaidSignalKind.MESSAGES))
@@ -274,11 +279,16 @@ class Services:
         await catch_up_after_reconnect(self.heads, self.hub)
 
     async def _on_register(self, conn: Connection, user: User) -> None:
-        """New people land in the starter community, so they have somewhere to talk.
+        """New people land in the starter community, so they have somewhere to talk;
+        the first of them becomes its owner.
         Runs inside the registration transaction; the new account has no session yet,
         so there is nobody to notify but the community's member list, which is read
         from the database on demand."""
         if self.starter_community_id is not None and not user.bot:
+            # The first person on a fresh install owns it (server/ownership.py). Claimed
+            # before joining: the join's member-count trigger locks the community row,
+            # which the claim must take first (else two first registrations deadlock).
+            await claim_starter_txn(conn, self.starter_community_id, user.id)
             await self.communities.add_starter_member_txn(conn, self.starter_community_id,
                                                           user.id)
 
@@ -479,6 +489,12 @@ async def voice_page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(WEB_ROOT / "voice.html")
 
 
+async def settings_page(request: web.Request) -> web.StreamResponse:
+    """The owner's settings page (web/settings.html): community, channels, roles,
+    automod, invites and live sessions through the REST routes, each checked there."""
+    return web.FileResponse(WEB_ROOT / "settings.html")
+
+
 def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     """The whole server as an aiohttp application (``bus``: a test may bring its own)."""
     services = Services(config, bus)
@@ -494,10 +510,12 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     app.router.add_get("/gateway", gateway_handler)
     app.router.add_get("/metrics", metrics)
     add_auth_routes(app, services.auth)
+    add_web_auth_routes(app, services.auth)
     add_community_routes(app, services.auth, services.communities)
     add_automod_routes(app, services.auth, services.automod)
     add_moderation_routes(app, services.auth, services.moderation, services.review)
     add_role_routes(app, services.auth, services.roles)
+    add_settings_routes(app, services.auth, services.settings)
     add_live_routes(app, services.auth, services.live)
     # sidecars (server/sidecar_host.py): service keys, every sidecar's routes and tasks
     mount_sidecars(app, services.sidecar_core, services.sidecars)
@@ -506,5 +524,6 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
         app.router.add_get("/", index)
         app.router.add_get("/mod", mod_console)
         app.router.add_get("/voice", voice_page)
+        app.router.add_get("/settings", settings_page)
         app.router.add_static("/static/", WEB_ROOT, show_index=False)
     return app

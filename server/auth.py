@@ -396,6 +396,13 @@ class Authenticator:
         async with self.db.transaction("auth.logout") as conn:
             await accounts.revoke_refresh_family_txn(conn, _sha256(refresh_token))
 
+    async def logout_everywhere(self, user_id: int) -> int:
+        """Revoke every refresh-token family of ``user_id``: every browser and app signed
+        in as them must sign in again once its access token expires (at most
+        ``access_ttl_s``). Returns how many families were live."""
+        async with self.db.transaction("auth.logout_everywhere") as conn:
+            return await accounts.revoke_user_refresh_tokens_txn(conn, user_id)
+
     async def create_bot(self, owner: User, username: str,
                          display_name: str | None = None) -> BotCreated:
         """A bot account owned by ``owner`` and its long-lived token (shown only now)."""

@@ -1,4 +1,4 @@
-"""The ``hearth`` command: ``serve``, ``migrate``, ``docs``, ``loadtest``.
+"""The ``hearth`` command: ``serve``, ``migrate``, ``docs``, ``loadtest``, ``grant-owner``.
 
 ``hearth serve`` with no configuration runs the embedded default: PostgreSQL from the
 ``pgserver`` package in ``.hearth/postgres`` and the in-process bus.
@@ -89,6 +89,43 @@ async def _migrate(config: Config) -> list[str]:
             embedded.stop()
 
 
+async def _grant_owner(config: Config, community_id: int, username: str) -> int:
+    """``hearth grant-owner``: make an account the owner of a community (e.g. the
+    starter community of an install that had people before owners were bootstrapped).
+    Writes PostgreSQL directly; members see the new roles when they next connect."""
+    from persistence.database import Database
+    from persistence.embedded import EmbeddedPostgres
+    from persistence.migrate import migrate
+    from server.ownership import GrantError, grant_owner
+
+    embedded = None
+    dsn = config.database_url
+    if not dsn:
+        embedded = EmbeddedPostgres(config.data_path() / "postgres")
+        dsn = await asyncio.to_thread(embedded.start)
+    try:
+        db = await Database.connect(dsn, min_size=1, max_size=1)
+        try:
+            await migrate(db.pool)
+            granted = await grant_owner(db, community_id, username)
+        except GrantError as exc:
+            print(f"hearth: grant-owner: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await db.close()
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+    if granted.previous_owner_id is None:
+        print(f"{username} already owns {granted.community_name!r} "
+              f"(community {granted.community_id}); nothing changed")
+    else:
+        print(f"{username} now owns {granted.community_name!r} "
+              f"(community {granted.community_id}); the previous owner "
+              f"(user {granted.previous_owner_id}) is an admin")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "loadtest":
@@ -113,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     docs.add_argument("--out", default="docs/protocol.md")
     docs.add_argument("--rest-out", default="docs/rest.md")
     sub.add_parser("loadtest", help="run the load-test harness (see hearth loadtest --help)")
+    grant = sub.add_parser("grant-owner", help="make an account the owner of a community")
+    grant.add_argument("--community", type=int, required=True, help="the community's id")
+    grant.add_argument("--user", required=True, help="the account's username")
     args = parser.parse_args(argv)
 
     if args.command == "docs":
@@ -135,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hearth: configuration error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(config)
+    if args.command == "grant-owner":
+        return asyncio.run(_grant_owner(config, args.community, args.user))
     if args.command == "migrate":
         applied = asyncio.run(_migrate(config))
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))

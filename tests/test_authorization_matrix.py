@@ -100,7 +100,9 @@ COMMUNITY_OPS = ("manage_channels", "manage_roles", "set_member_roles", "set_tie
                  "create_service_key", "list_service_keys", "revoke_service_key",
                  # the activity sidecar's read of another member (sidecars/activity/http.py):
                  # staff only (it names messages in channels the reader may not see)
-                 "read_activity")
+                 "read_activity",
+                 # the settings page's routes (server/api_settings.py): owner and admin
+                 "update_community", "update_channel", "list_invites", "revoke_invite")
 STAFF_OPS = {"warn_member": OK, "timeout_member": OK, "fetch_audit_log": OK,
              "fetch_review_queue": OK}
 COMMUNITY_EXPECTED: dict[str, dict[str, str]] = {
@@ -338,6 +340,24 @@ async def try_community_op(http: aiohttp.ClientSession, actor: GatewayClient, w:
         status, _ = await call(http, "POST", f"{w.base}/communities/{cid}/invites",
                                w.token(name), {})
         return {200: OK, 201: OK, 403: FORBIDDEN, 404: HIDDEN}.get(status, str(status))
+    if op in ("update_community", "update_channel", "list_invites", "revoke_invite"):
+        if op == "update_community":
+            status, _ = await call(http, "PATCH", f"{w.base}/communities/{cid}",
+                                   w.token(name), {"description": f"set by {name}"})
+        elif op == "update_channel":
+            status, _ = await call(http, "PATCH", f"{w.base}/channels/"
+                                   f"{w.channels['general']}", w.token(name),
+                                   {"topic": f"set by {name}"})
+        elif op == "list_invites":
+            status, _ = await call(http, "GET", f"{w.base}/communities/{cid}/invites",
+                                   w.token(name))
+        else:
+            status, made = await call(http, "POST", f"{w.base}/communities/{cid}/invites",
+                                      w.token("owner"), {})
+            assert status == 201, made
+            status, _ = await call(http, "DELETE", f"{w.base}/communities/{cid}/invites/"
+                                   f"{made['code']}", w.token(name))
+        return {200: OK, 204: OK, 403: FORBIDDEN, 404: HIDDEN}.get(status, str(status))
     if op in ("create_service_key", "list_service_keys", "revoke_service_key",
               "read_activity"):
         keys = f"{w.base}/communities/{cid}/service-keys"
@@ -400,6 +420,34 @@ async def test_community_operations_as_every_role(
                                   f"{COMMUNITY_EXPECTED[actor_name][op]}, got {got}")
         await actor.close()
     assert not mismatches, "\n" + "\n".join(mismatches)
+
+
+async def test_session_routes_act_only_for_their_own_credential(
+        live_server: RunningServer, http: aiohttp.ClientSession) -> None:
+    """The web session routes (server/api_web_auth.py) take the browser's cookie with its
+    CSRF proof and nothing else: no actor's bearer token refreshes or signs anyone out
+    there (403 ``csrf_failed`` before any lookup). ``POST /auth/logout-all`` signs out
+    the caller only: every actor's own refresh token dies, nobody else's."""
+    w = await build_world(http, live_server)
+    for actor_name in ACTORS:
+        for route in ("refresh", "logout", "logout-all"):
+            status, body = await call(http, "POST", f"{w.base}/auth/web/{route}",
+                                      w.token(actor_name))
+            assert (status, body["error"]["code"]) == (403, "csrf_failed"), (actor_name, route)
+    for index, actor_name in enumerate(ACTORS):
+        status, _ = await call(http, "POST", f"{w.base}/auth/logout-all", w.token(actor_name))
+        assert status == 204, actor_name
+        for other_name in ACTORS:
+            refresh = w.people[other_name]["refresh_token"]
+            async with http.post(f"{w.base}/auth/refresh",
+                                 json={"refresh_token": refresh}) as reply:
+                gone = ACTORS.index(other_name) <= index
+                assert reply.status == (401 if gone else 200), (actor_name, other_name)
+                if not gone:
+                    w.people[other_name]["refresh_token"] = (await reply.json())[
+                        "refresh_token"]
+    status, body = await call(http, "POST", f"{w.base}/auth/logout-all", "not-a-token")
+    assert (status, body["error"]["code"]) == (401, "unauthorized")
 
 
 async def test_the_principal_route_takes_no_user_token(

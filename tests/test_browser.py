@@ -1,6 +1,6 @@
 """The web client (web/) in headless Chromium against a real ``hearth serve`` process.
 
-Two browser contexts are two people (tokens live in sessionStorage, per context). The
+Two browser contexts are two people (each has its own cookie jar, so its own sign-in). The
 tests drive the page the way a person would and assert what each one sees; every
 console error or uncaught exception on either page fails the test.
 
@@ -52,7 +52,8 @@ async def browser() -> AsyncIterator[Any]:
 
 
 class Person:
-    """One browser context (its own sessionStorage) with one page, watching for errors."""
+    """One browser context (its own cookies: its own sign-in) with one page, watching
+    for errors."""
 
     def __init__(self, page: Any, name: str, errors: list[str]) -> None:
         self.page = page
@@ -147,7 +148,7 @@ async def test_two_people_chat_live_and_history_survives_reload(
         "1", timeout=LIVE_MS)
     await expect(bobs_copy.get_by_test_id("reaction")).to_have_attribute("aria-pressed", "true")
 
-    # Alice reloads: still logged in (sessionStorage), the history has both messages in order.
+    # Alice reloads: still signed in (the session cookie), the history has both messages in order.
     await alice.page.reload()
     await alice.connected()
     await expect(alice.message("hi A, B here")).to_have_count(1, timeout=LIVE_MS)
@@ -204,15 +205,15 @@ async def test_unread_resume_errors_edit_and_delete(browser: Any, hearth_server:
     assert await alice.page.evaluate("window.hearth.gw.sessionId") not in (
         session_id, "no-such-session")
 
-    # An error frame is shown as a sentence (its code kept on the element); the message
-    # stays as not sent, with the same explanation.
+    # An error frame is shown in words (its code kept in an attribute); the message
+    # stays as not sent.
     await alice.send("x" * 4_001)
-    await expect(alice.tid("error-text")).to_have_text("Your message is too long.",
-                                                       timeout=LIVE_MS)
-    await expect(alice.tid("error-text")).to_have_attribute("data-error-code", "content_too_long")
-    status = alice.page.locator('[data-pending="true"] [data-testid="message-status"]')
-    await expect(status).to_contain_text("not sent — Your message is too long.")
-    await expect(status).to_have_attribute("data-error-code", "content_too_long")
+    await expect(alice.tid("error-text")).to_have_text(
+        "That message is too long. Please shorten it.", timeout=LIVE_MS)
+    await expect(alice.tid("error-text")).to_have_attribute("data-error-code",
+                                                            "content_too_long")
+    await expect(alice.page.locator('[data-pending="true"] [data-testid="message-status"]')
+                 ).to_contain_text("not sent — That message is too long")
 
     # Alice edits her message; Bob sees the new text marked as edited.
     mine = alice.message("ping in general")
@@ -245,7 +246,10 @@ async def test_login_errors_and_communities(browser: Any, hearth_server: Any) ->
     await owner.tid("auth-username").fill("olivia")
     await owner.tid("auth-password").fill("not the password")
     await owner.tid("login-button").click()
-    await expect(owner.tid("auth-error")).to_contain_text("invalid_credentials")
+    await expect(owner.tid("auth-error")).to_have_text(
+        "That username and password don't match. Please try again.")
+    await expect(owner.tid("auth-error")).to_have_attribute("data-error-code",
+                                                            "invalid_credentials")
     await owner.tid("auth-password").fill(PASSWORD)
     await owner.tid("login-button").click()
     await owner.connected()
@@ -275,7 +279,7 @@ async def test_login_errors_and_communities(browser: Any, hearth_server: Any) ->
     await expect(guest.message("welcome, Gus")).to_have_count(1, timeout=LIVE_MS)
 
     # A channel created over REST shows up live in both sidebars (channel_create).
-    token = await owner.page.evaluate("sessionStorage.getItem('hearth.access')")
+    token = await owner.page.evaluate("window.hearth.accessToken()")
     community_id = await study.get_attribute("data-community-id")
     async with aiohttp.ClientSession() as http, http.post(
             f"{hearth_server.url}/api/v1/communities/{community_id}/channels",

@@ -205,7 +205,10 @@ async def test_console_receives_a_report_and_resolves_it_for_every_moderator(
     await expect(mod1.item("queue", "borderline remark")).to_have_attribute(
         "data-status", "resolved", timeout=LIVE_MS)
     await mod1.tid("action-confirm").click()
-    await expect(mod1.tid("action-error")).to_contain_text("conflict", timeout=LIVE_MS)
+    await expect(mod1.tid("action-error")).to_have_attribute("data-error-code", "conflict",
+                                                            timeout=LIVE_MS)
+    await expect(mod1.tid("action-error")).to_have_text(
+        "Refused — Someone changed this at the same time. Reload and try again.")
     await mod1.tid("action-cancel").click()
     await expect(mod1.item("queue", "borderline remark").get_by_test_id(
         "item-resolution")).to_contain_text("looked at it first")
@@ -276,7 +279,9 @@ async def test_console_member_channel_and_community_tools(
         "title", re.compile("above your role"))
     await mod.act(mod.member(crew.mods[1].id).get_by_test_id("action-kick"), "testing")
     await expect(mod.tid("action-error")).to_contain_text("Refused", timeout=LIVE_MS)
-    await expect(mod.tid("action-error")).to_contain_text("forbidden")
+    await expect(mod.tid("action-error")).to_have_attribute("data-error-code", "forbidden")
+    await expect(mod.tid("action-error")).to_have_text(
+        "Refused — You don't have permission to do that.")
     await expect(mod.tid("action-dialog")).to_be_visible()
     await mod.tid("action-cancel").click()
     status, body = await rest(http, hearth_server.url, crew.owner.token, "fetch_audit_log",

@@ -309,7 +309,8 @@ async def test_voice_page_explains_refusals(launch: Launcher, hearth_server: Any
     await person.tid("auth-username").fill(_username(account))
     await person.tid("auth-password").fill("not the password")
     await person.tid("login-button").click()
-    await expect(person.tid("auth-error")).to_contain_text("invalid_credentials")
+    await expect(person.tid("auth-error")).to_have_text(
+        "That username and password don't match. Please try again.")
     errors[:] = [e for e in errors if "401" not in e]
     await person.tid("auth-password").fill(tb.PASSWORD)
     await person.tid("login-button").click()

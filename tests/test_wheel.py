@@ -185,9 +185,16 @@ async def test_installed_hearth_serves_from_an_empty_directory(installed: Instal
                 assert reply.status == 200
                 assert reply.content_type == "text/html"
                 assert "<html" in (await reply.text()).lower()
-            async with http.get(f"{base}/static/app.js") as reply:
-                assert reply.status == 200
+            for path in ("/static/app.js", "/static/session.js", "/static/shell.js",
+                         "/settings", "/mod", "/voice"):
+                async with http.get(f"{base}{path}") as reply:
+                    assert reply.status == 200, path
             account = await register(http, base)
+            # The first account of a fresh embedded install owns the starter community.
+            async with http.get(f"{base}/api/v1/communities", headers={
+                    "Authorization": f"Bearer {account['access_token']}"}) as reply:
+                [starter] = (await reply.json())["communities"]
+                assert starter["role"] == "owner", starter
             client = await GatewayClient.connect(http, f"ws://127.0.0.1:{port}/gateway")
             try:
                 assert client.hello["op"] == "hello"

@@ -1,12 +1,13 @@
 // Hearth web client: plain ES module, no build step, no framework.
 // REST for accounts and communities (docs/CONTRACTS.md), the /gateway websocket for
-// everything live (protocol/frames.py). Tokens live in sessionStorage, so two tabs can
-// be two different people. The connection layer (tokens, REST, gateway) is gateway.js,
-// shared with the moderator console (mod.js).
+// everything live (protocol/frames.py). One sign-in per browser serves every page and
+// tab (session.js: refresh token in an HttpOnly cookie, access token in memory). The
+// connection layer (REST, gateway) is gateway.js, shared with the other pages; the
+// header is shell.js, errors are worded by errors.js.
 
 import {
   HearthError, api, connect, dropSocket, el, gw, hooks, nameOf, orphanErrors, request,
-  resumeStoredSession, saveTokens, signOut, store,
+  resumeStoredSession, signIn, signOut, store, accessToken,
 } from "./gateway.js";
 import { VOICE_KINDS, voiceChannelLink } from "./channel_kinds.js";
 import { Autocomplete, mentionOptions } from "./chat/autocomplete.js";
@@ -27,6 +28,8 @@ import {
 } from "./chat/history.js";
 import { renderChannelList } from "./chat/sidebar.js";
 import { ThreadPanel, threadNameFor } from "./chat/threads.js";
+import { errorCode, friendlyError } from "./errors.js";
+import { mountShell } from "./shell.js";
 
 const TYPING_EVERY_MS = 3000;
 const $ = (id) => document.getElementById(id);
@@ -59,10 +62,8 @@ const state = {
 
 let errorTimer = null;
 function showError(err) {
-  const text = err instanceof HearthError ? errorText(err) : String(err?.message ?? err);
-  $("error-text").textContent = text;
-  if (err?.code) $("error-text").dataset.errorCode = err.code;
-  else delete $("error-text").dataset.errorCode;
+  $("error-text").textContent = errorText(err);
+  $("error-text").dataset.errorCode = errorCode(err);
   $("error-banner").hidden = false;
   clearTimeout(errorTimer);
   errorTimer = setTimeout(() => { $("error-banner").hidden = true; }, 10000);
@@ -148,6 +149,7 @@ function onReady(f) {
   renderSidebar();
   renderModLink();
   if (pick) selectChannel(pick);
+  shell.refresh();
 }
 
 function onEvent(d) {
@@ -335,6 +337,7 @@ async function selectChannel(id) {
   state.dividerSeq = rs?.unread_count > 0 ? rs.last_read_seq : null;
   store.set("channel", id);
   list.reset();
+  shell.setCommunity(state.channels.get(id)?.community_id ?? null);
   renderSidebar();
   renderHeader();
   renderMessages({ toBottom: true });
@@ -663,8 +666,8 @@ function showAuth(message = "") {
   $("auth-username").focus();
 }
 
+// The session ended (signed out here or in another tab, or expired): back to the form.
 function logout(message = "") {
-  signOut();
   Object.assign(state, { me: null, current: null, messages: [] });
   state.pending.clear();
   state.typing.clear();
@@ -688,17 +691,21 @@ $("auth-form").addEventListener("submit", async (ev) => {
   $("auth-error").textContent = "";
   for (const b of ev.target.querySelectorAll("button")) b.disabled = true;
   try {
-    saveTokens(await api("POST", `/auth/${mode}`, body, { auth: false }));
+    await signIn(mode, body);
     $("auth-password").value = "";
+    // Sent here from another page to sign in (?next=/mod...): go back there.
+    const next = new URLSearchParams(location.search).get("next");
+    if (next && /^\/(?!\/)[\w\-/?=&.%]*$/.test(next)) { location.assign(next); return; }
     connect();
   } catch (err) {
-    $("auth-error").textContent = `${err.code}: ${err.detail}`;
+    $("auth-error").textContent = friendlyError(err);
+    $("auth-error").dataset.errorCode = errorCode(err);
   } finally {
     for (const b of ev.target.querySelectorAll("button")) b.disabled = false;
   }
 });
 
-$("logout").addEventListener("click", () => logout());
+$("logout").addEventListener("click", () => { signOut().catch(showError); });
 $("error-close").addEventListener("click", () => { $("error-banner").hidden = true; });
 
 $("community-list").addEventListener("click", (ev) => {
@@ -913,7 +920,7 @@ $("emoji-button").addEventListener("click", (ev) => {
 document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") closePicker(); });
 
 // Debug/test hook: drop the socket as a network failure would (the client resumes).
-window.hearth = { state, gw, people, list, dropConnection: () => dropSocket(4000, "simulated drop") };
+window.hearth = { state, gw, people, list, accessToken, dropConnection: () => dropSocket(4000, "simulated drop") };
 
 // ------------------------------------------------------------------------------ start
 
@@ -925,4 +932,8 @@ Object.assign(hooks, {
   authLost: logout,
 });
 orphanErrors.report = showError;
-if (!resumeStoredSession()) showAuth();
+const shell = mountShell({
+  page: "chat",
+  onCommunity: (id) => { const first = sortedChannels(id)[0]; if (first) selectChannel(first.id); },
+});
+resumeStoredSession().then((signedIn) => { if (!signedIn) showAuth(); });

@@ -1,17 +1,22 @@
-// Hearth connection layer shared by the chat page (app.js) and the moderator console
-// (mod.js): tokens, REST calls, and the /gateway websocket with resume, heartbeats,
-// backoff and request/reply matching. One copy, so both pages behave the same when a
-// token expires or the socket drops. Plain ES module, no build step.
+// Hearth connection layer shared by the chat page (app.js), the moderator console
+// (mod.js) and the voice page (voice.js): REST calls and the /gateway websocket with
+// resume, heartbeats, backoff and request/reply matching. One copy, so every page
+// behaves the same when a token expires or the socket drops. Plain ES module, no build
+// step. Tokens come from session.js (one sign-in per browser, access token in memory).
 //
 // A page plugs in through `hooks`: it gets `ready`/`resumed`/`event` callbacks, status
-// text for its status line, and `authLost` when the session cannot be refreshed.
+// text for its status line, and `authLost` when the session ends (expired, or signed
+// out in this tab or another).
+
+import * as session from "./session.js";
 
 export const API = "/api/v1";
 
+/** Page preferences (the selected community...), kept per browser. No credentials. */
 export const store = {
-  get: (k) => sessionStorage.getItem(`hearth.${k}`),
-  set: (k, v) => (v == null ? sessionStorage.removeItem(`hearth.${k}`)
-    : sessionStorage.setItem(`hearth.${k}`, String(v))),
+  get: (k) => localStorage.getItem(`hearth.${k}`),
+  set: (k, v) => (v == null ? localStorage.removeItem(`hearth.${k}`)
+    : localStorage.setItem(`hearth.${k}`, String(v))),
 };
 
 export class HearthError extends Error {
@@ -51,8 +56,11 @@ export const nameOf = (user) => user?.display_name || user?.username || "someone
 
 /** Authorization headers for a raw fetch (refreshing the token first if it is old). */
 export async function authHeaders() {
-  await ensureFreshToken();
-  return { Authorization: `Bearer ${store.get("access")}` };
+  try {
+    return { Authorization: `Bearer ${await session.accessToken()}` };
+  } catch (err) {
+    throw new HearthError(err.code ?? "invalid_token", err.detail ?? "not signed in");
+  }
 }
 
 export async function api(method, path, body, { auth = true, retry = true } = {}) {
@@ -77,42 +85,33 @@ export async function api(method, path, body, { auth = true, retry = true } = {}
   return data;
 }
 
-let refreshTimer = null;
-let refreshing = null;
-
-export function saveTokens(reply) {
-  store.set("access", reply.access_token);
-  store.set("refresh", reply.refresh_token);
-  store.set("expires_at", Date.now() + reply.expires_in * 1000);
-  scheduleRefresh();
+/** Sign in or create an account (`mode` "login" / "register") for every tab. */
+export async function signIn(mode, body) {
+  try {
+    return await session.signIn(mode, body);
+  } catch (err) {
+    throw new HearthError(err.code, err.detail);
+  }
 }
 
-export function scheduleRefresh() {
-  clearTimeout(refreshTimer);
-  const left = Number(store.get("expires_at") || 0) - Date.now();
-  refreshTimer = setTimeout(() => refreshTokens(), Math.max(1000, left * 0.8));
-}
-
-/** Rotate the token pair once (concurrent callers share it). Resolves true on success. */
-export function refreshTokens() {
-  refreshing ??= (async () => {
-    const token = store.get("refresh");
-    if (!token) return false;
-    try {
-      saveTokens(await api("POST", "/auth/refresh", { refresh_token: token }, { auth: false }));
-      return true;
-    } catch (err) {
-      if (err.code === "network_error") { setTimeout(() => refreshTokens(), 5000); return false; }
-      hooks.authLost("Your session has expired; please log in again.");
-      return false;
-    }
-  })().finally(() => { refreshing = null; });
-  return refreshing;
+/** Get a new access token once. Resolves true on success; on a refused refresh the
+ * session has ended and `authLost` follows (session.js tells every listener). */
+export async function refreshTokens() {
+  try {
+    await session.refresh();
+    return true;
+  } catch (err) {
+    if (err.code === "network_error") setTimeout(() => refreshTokens(), 5000);
+    return false;
+  }
 }
 
 export async function ensureFreshToken() {
-  if (Number(store.get("expires_at") || 0) - Date.now() < 15000) await refreshTokens();
+  await session.accessToken();
 }
+
+/** The current access token (for a raw fetch or a test's REST call). */
+export const accessToken = () => session.accessToken();
 
 // ---------------------------------------------------------------------------- gateway
 
@@ -166,12 +165,11 @@ function onFrame(f) {
     case "hello":
       hooks.hello(f);
       startHeartbeat(f.heartbeat_interval_ms);
-      ensureFreshToken().then(() => {
-        const token = store.get("access");
+      session.accessToken().then((token) => {
         sendRaw(gw.sessionId
           ? { op: "resume", token, session_id: gw.sessionId, seq: gw.seq, positions: resumePositions() }
           : { op: "identify", token, client: gw.client });
-      });
+      }, () => {}); // not signed in any more: authLost follows
       break;
     case "ready":
       gw.sessionId = f.session_id;
@@ -286,13 +284,8 @@ function onClose(ev) {
   }, delay);
 }
 
-/** Forget the tokens, revoke the refresh token, close the socket and fail every
- * pending request. The page then shows its logged-out view. */
-export function signOut() {
-  const refresh = store.get("refresh");
-  if (refresh) api("POST", "/auth/logout", { refresh_token: refresh }, { auth: false }).catch(() => {});
-  for (const k of ["access", "refresh", "expires_at", "channel"]) store.set(k, null);
-  clearTimeout(refreshTimer);
+/** Close the socket and fail every pending request (the session has ended). */
+function stopGateway() {
   gw.stopped = true;
   clearTimeout(gw.timer);
   gw.ws?.close(1000, "logout");
@@ -302,11 +295,50 @@ export function signOut() {
   hooks.status("offline");
 }
 
-/** Start: connect with the stored tokens. False when there are none (log in first). */
-export function resumeStoredSession() {
-  if (!store.get("refresh")) return false;
+/** Sign this browser out (or, with `everywhere`, every browser and app): every tab's
+ * socket closes and each page shows its signed-out view through `authLost`. */
+export async function signOut({ everywhere = false } = {}) {
+  store.set("channel", null);
+  try {
+    await session.signOut({ everywhere });
+  } catch (err) {
+    throw new HearthError(err.code, err.detail);
+  }
+}
+
+const SIGNED_OUT_TEXT = {
+  expired: "Your session has ended; please sign in again.",
+  everywhere: "You signed out everywhere.",
+  signed_out: "You signed out.",
+};
+
+// Signed in in another tab: this page connects too (its `ready` hook shows it signed in).
+session.on("signedIn", (_user, from) => {
+  if (from === "other tab" && gw.wanted && gw.stopped && !gw.ws) connect();
+});
+
+session.on("signedOut", ({ reason, here }) => {
+  stopGateway();
+  hooks.authLost(here && reason === "signed_out" ? "" : SIGNED_OUT_TEXT[reason] ?? "");
+});
+
+/** Start: the browser's sign-in (session.js), then connect. Resolves false when there
+ * is none (the page shows its sign-in form). */
+export async function resumeStoredSession() {
+  gw.wanted = true; // this page lives on the gateway (a sign-in in another tab connects it)
   hooks.status("connecting…", "connecting");
-  scheduleRefresh();
+  let user = null;
+  try {
+    user = await session.restore();
+  } catch {
+    user = null;
+  }
+  if (!user) { hooks.status("offline"); return false; }
   connect();
   return true;
+}
+
+/** Connect after a sign-in on this page. */
+export function connectSignedIn() {
+  connect();
 }

@@ -1,7 +1,8 @@
 // Hearth moderator console: the live moderator feed, the review queue, one-click actions
 // on an item or a member, channel and community tools, and the audit log. Plain ES
 // module, no build step; the connection layer is gateway.js (shared with the chat page),
-// so the console runs on the tokens the chat page stored in this tab's sessionStorage.
+// and the console runs on the browser's one sign-in (session.js), so a new tab opens
+// it without signing in again. The header is shell.js; errors are worded by errors.js.
 //
 // The page never decides what a moderator may do: it offers the tools, sends the ops
 // (protocol/frames.py, "Moderation (issue 5)") and shows the server's refusal when there
@@ -11,6 +12,8 @@ import {
   HearthError, api, authHeaders, API, dropSocket, el, gw, hooks, nameOf, orphanErrors, request,
   resumeStoredSession, store,
 } from "./gateway.js";
+import { errorCode, friendlyError } from "./errors.js";
+import { mountShell } from "./shell.js";
 
 const $ = (id) => document.getElementById(id);
 const FEED_MAX = 200; // feed entries kept on the page (oldest dropped)
@@ -58,6 +61,7 @@ const state = {
 let errorTimer = null;
 function showError(err) {
   $("error-text").textContent = describe(err);
+  $("error-text").dataset.errorCode = errorCode(err);
   $("error-banner").hidden = false;
   clearTimeout(errorTimer);
   errorTimer = setTimeout(() => { $("error-banner").hidden = true; }, 10000);
@@ -72,7 +76,7 @@ function showNotice(text) {
 }
 
 function describe(err) {
-  return err instanceof HearthError ? `${err.code}: ${err.detail}` : String(err?.message ?? err);
+  return friendlyError(err);
 }
 
 function setStatus(text, kind = "") {
@@ -316,6 +320,7 @@ async function selectCommunity(id, { keepFeed = false } = {}) {
   renderAppeals();
   if (!id) return;
   store.set("mod.community", id);
+  shell.setCommunity(id);
   $("community-select").value = String(id);
   const url = new URL(location.href);
   url.searchParams.set("community", id);
@@ -964,8 +969,9 @@ async function confirmAction() {
     $("action-dialog").close();
     afterAction(kind, ctx, result);
   } catch (err) {
-    // A refusal keeps the dialog open with the server's code and message.
+    // A refusal keeps the dialog open, in words (the code in data-error-code).
     $("action-error").textContent = `Refused — ${describe(err)}`;
+    $("action-error").dataset.errorCode = errorCode(err);
     $("action-confirm").disabled = false;
   }
 }
@@ -1065,12 +1071,14 @@ Object.assign(hooks, {
   authLost: (message) => {
     $("console").hidden = true;
     $("signed-out").hidden = false;
-    showError(message);
+    if (message) showError(message);
   },
 });
 orphanErrors.report = showError;
 gw.client = "hearth-mod/1";
-if (!resumeStoredSession()) {
+const shell = mountShell({ page: "mod" });
+resumeStoredSession().then((signedIn) => {
+  if (signedIn) return;
   $("signed-out").hidden = false;
   setStatus("offline");
-}
+});

@@ -1,7 +1,8 @@
 // Hearth voice rooms and live-session stages in the browser (issue 6). Plain ES module, no
 // build step; the connection layer is gateway.js (shared with the chat page and the
-// moderator console), so this page runs on the tokens the chat page stored in this tab,
-// or logs in itself.
+// moderator console), and the page runs on the browser's one sign-in (session.js): a new
+// tab needs no second sign-in, and signing in here signs in every page. The header is
+// shell.js; errors are worded by errors.js.
 //
 // Media: one RTCPeerConnection per room, offered by us and never renegotiated (the
 // server's SFU design, protocol/voice.py): the first transceiver is the microphone
@@ -14,7 +15,7 @@
 
 import {
   HearthError, api, dropSocket, el, gw, hooks, nameOf, orphanErrors, request,
-  resumeStoredSession, saveTokens, connect, signOut, store,
+  resumeStoredSession, signIn, connect, signOut, store,
 } from "./gateway.js";
 import { gathered, slotLevels } from "./voice_media.js";
 import { VOICE_KINDS, voiceIcon } from "./channel_kinds.js";
@@ -23,6 +24,8 @@ import { createQa } from "./stage_qa.js";
 import {
   attendanceView, replaceKeepingFocus, scheduleItem, sessionDetails, sortSchedule, stateLabel,
 } from "./stage_view.js";
+import { errorCode, friendlyError } from "./errors.js";
+import { mountShell } from "./shell.js";
 
 const $ = (id) => document.getElementById(id);
 const MEMBER_PAGES = 10; // fetch_members pages of 100 loaded for names
@@ -60,13 +63,14 @@ let audioCtx = null;
 let errorTimer = null;
 function showError(err) {
   $("error-text").textContent = describe(err);
+  $("error-text").dataset.errorCode = errorCode(err);
   $("error-banner").hidden = false;
   clearTimeout(errorTimer);
   errorTimer = setTimeout(() => { $("error-banner").hidden = true; }, 10000);
 }
 
 function describe(err) {
-  return err instanceof HearthError ? `${err.code}: ${err.detail}` : String(err?.message ?? err);
+  return friendlyError(err);
 }
 
 function setStatus(text, kind = "") {
@@ -222,7 +226,7 @@ function renderCommunitySelect() {
 async function selectCommunity(cid, channelId = null) {
   const gen = ++state.generation;
   state.current = cid;
-  if (cid) store.set("voice.community", cid);
+  if (cid) { store.set("voice.community", cid); shell.setCommunity(cid); }
   $("community-select").value = cid ? String(cid) : "";
   syncUrl();
   state.users.clear();
@@ -844,7 +848,7 @@ $("auth-form").addEventListener("submit", async (ev) => {
   $("auth-error").textContent = "";
   const body = { username: $("auth-username").value.trim(), password: $("auth-password").value };
   try {
-    saveTokens(await api("POST", "/auth/login", body, { auth: false }));
+    await signIn("login", body);
     $("auth-password").value = "";
     connect();
   } catch (err) {
@@ -853,8 +857,7 @@ $("auth-form").addEventListener("submit", async (ev) => {
 });
 $("logout").addEventListener("click", () => {
   leave({ quiet: true });
-  signOut();
-  showAuth();
+  signOut().catch(showError); // authLost shows the form (here and in every other tab)
 });
 window.addEventListener("pagehide", () => { if (call) teardown(call); });
 // "in 5 minutes" goes stale: refresh the relative times once a minute (focus is kept).
@@ -890,7 +893,9 @@ Object.assign(hooks, {
 });
 orphanErrors.report = showError;
 gw.client = "hearth-voice/1";
-if (!resumeStoredSession()) {
+const shell = mountShell({ page: "voice" });
+resumeStoredSession().then((signedIn) => {
+  if (signedIn) return;
   showAuth();
   setStatus("offline");
-}
+});

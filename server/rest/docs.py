@@ -224,7 +224,8 @@ def render_rest_markdown(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_CREDENTIAL = {"bearer": "bearer", "serviceKey": "service key"}
+_CREDENTIAL = {"bearer": "bearer", "serviceKey": "service key",
+               "webSession": "session cookie + CSRF"}
 
 
 def current_document() -> dict[str, Any]:

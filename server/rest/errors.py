@@ -62,6 +62,7 @@ HTTP_STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.LOCKDOWN: 403,
     ErrorCode.AUTOMOD_BLOCKED: 403,
     ErrorCode.ORIGIN_NOT_ALLOWED: 403,
+    ErrorCode.CSRF_FAILED: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     # the state of the target

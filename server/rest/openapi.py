@@ -56,7 +56,9 @@ class Operation:
     auth: bool = True
     credentials: tuple[str, ...] = ("bearer",)
     """Which credentials the route takes when ``auth``: ``bearer`` (a user's access
-    token or a bot token), ``serviceKey`` (a service key, ``hsk_...``), or both."""
+    token or a bot token), ``serviceKey`` (a service key, ``hsk_...``), or both; or
+    ``webSession`` (the browser's refresh cookie with its CSRF proof,
+    server/api_web_auth.py)."""
     media_type: str = "application/json"
     path_types: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Types of path parameters; a name ending in ``_id`` is an :data:`Id` unless given."""
@@ -256,6 +258,11 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
                 "serviceKey": {"type": "http", "scheme": "bearer",
                                "description": "A service key (`hsk_...`) of the "
                                               "community, with the scope the route "
-                                              "names."}},
+                                              "names."},
+                "webSession": {"type": "apiKey", "in": "cookie", "name": "hearth_refresh",
+                               "description": "The browser's HttpOnly refresh cookie, "
+                                              "with the header `X-Hearth-CSRF` equal to "
+                                              "the `hearth_csrf` cookie (else 403 "
+                                              "`csrf_failed`)."}},
         },
     }

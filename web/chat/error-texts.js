@@ -1,34 +1,9 @@
-// Friendly texts for the protocol's error codes (protocol/codes.py, docs/rest.md "Errors"),
-// for the chat page. Kept as one plain table so it can be merged with the shell's shared
-// mapping when that lands: same shape (code -> sentence), nothing else in it.
+// The chat page's error sentences: the shared words of web/errors.js, plus what only the
+// chat page shows with them (automod's reason, the time left of a wait).
 // The code itself stays available to tests and bug reports as a data attribute.
 
-export const ERROR_TEXTS = Object.freeze({
-  already_exists: "That already exists.",
-  automod_blocked: "This message was blocked by the community's automatic moderation.",
-  banned: "You are banned from this community.",
-  channel_locked: "This channel is locked: only moderators can post here.",
-  conflict: "Someone else changed this meanwhile. Reload and try again.",
-  content_too_long: "Your message is too long.",
-  disconnected: "You are offline. It will be sent when the connection is back.",
-  empty_message: "A message cannot be empty.",
-  forbidden: "You don't have permission to do that here.",
-  internal: "Something went wrong on the server. Please try again.",
-  invalid_argument: "That request was not valid.",
-  invalid_emoji: "That emoji can't be used as a reaction.",
-  limit_exceeded: "A limit of this community was reached.",
-  lockdown: "The community is in lockdown: new members can't post for now.",
-  not_found: "That no longer exists, or you can't see it.",
-  rate_limited: "You're doing that too fast. Wait a moment and try again.",
-  slowmode: "Slow mode is on in this channel.",
-  thread_archived: "This thread is archived: it is read-only.",
-  timed_out: "You are timed out in this community.",
-  too_many_mentions: "Too many mentions in one message.",
-  too_many_reactions: "This message has too many different reactions already.",
-  too_many_attachments: "Too many attachments.",
-  unavailable: "The server is busy for a moment. Try again shortly.",
-  unauthorized: "Your session has ended. Please sign in again.",
-});
+import { friendlyError } from "../errors.js";
+
 
 /** "4 min 12 s", "35 s", "2 h 5 min": a short, human wait. */
 export function formatWait(ms) {
@@ -42,11 +17,11 @@ export function formatWait(ms) {
 }
 
 /** The sentence to show for an error (a HearthError-like {code, detail, retryAfterMs},
- * or anything else). Unknown codes fall back to the server's own message. */
+ * or anything else). Unknown codes get the shared fallback sentence. */
 export function errorText(err) {
   const code = err?.code;
-  if (!code) return String(err?.message ?? err);
-  let text = ERROR_TEXTS[code] ?? (err.detail ? `${err.detail}` : `Error: ${code}`);
+  if (!code) return friendlyError(err);
+  let text = friendlyError(err);
   if (code === "automod_blocked" && err.detail) text = `${text} (${err.detail})`;
   if (err.retryAfterMs > 0 && ["rate_limited", "slowmode", "timed_out", "banned"].includes(code)) {
     text = `${text} Try again in ${formatWait(err.retryAfterMs)}.`;
