@@ -528,7 +528,7 @@ async def test_timed_out_member_sees_why_and_how_long(browser: Any, hearth_serve
         await expect(tim.tid("composer-input")).to_be_enabled()
         await tim.send("can I talk?")
         await expect(tim.tid("error-text")).to_contain_text(
-            "You are timed out in this community. Try again in", timeout=LIVE_MS)
+            "You are timed out in this community for now. Try again in", timeout=LIVE_MS)
         await expect(tim.tid("error-text")).to_have_attribute("data-error-code", "timed_out")
         await expect(gate).to_contain_text(re.compile(r"post again in (9 min \d+|10 min 0) s"))
         await expect(tim.tid("composer-input")).to_be_disabled()
