@@ -257,7 +257,7 @@ def normalise(text: str) -> str:
     """Short answers match after NFKC, case folding and collapsing whitespace and
     dropping trailing punctuation (``" Paris. "`` is ``"paris"``)."""
     folded = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join(folded.split()).rstrip(".!?;:,")
+    return " ".join(folded.split()).rstrip(".!?;:, ")
 
 
 def draw(questions: Sequence[Question], *, pool_size: int | None, shuffle_questions: bool,
