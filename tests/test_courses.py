@@ -268,8 +268,17 @@ async def test_assignment_graded_by_staff(api: Api) -> None:
 
 async def test_drip_unlock_reaches_a_connected_learner(api: Api) -> None:
     """A module dripping at a date: once the time comes, the drip task unlocks it and
-    the connected learner gets ``lesson_unlocked`` over the gateway; the unlock is
-    claimed once (a second tick finds nothing)."""
+    the connected learner gets ``lesson_unlocked`` over the gateway, exactly once
+    although two more drip workers (as other processes would run) claim concurrently
+    with the server's own."""
+    from server.app import SERVICES
+    from server.sidecar_host import CoreHost
+    from sidecars.courses.drip import Drip
+    from sidecars.courses.service import CourseService
+
+    services = api.server.app[SERVICES]
+    others = [Drip(host, CourseService(host)) for host in
+              (CoreHost(services.sidecar_core), CoreHost(services.sidecar_core))]
     await api.setup(members=("learner",))
     course_id = await api.course()
     first = await api.module(course_id, position=1)
@@ -287,11 +296,23 @@ async def test_drip_unlock_reaches_a_connected_learner(api: Api) -> None:
     assert outline["modules"][1]["lessons"][0]["state"] == "locked"
     assert outline["modules"][1]["opens_at"] == soon
     client = await GatewayClient.identified(api.http, api.server.ws_url, api.token("learner"))
+    claimed = 0
+
+    async def compete() -> None:
+        nonlocal claimed
+        while True:
+            claimed += sum(await asyncio.gather(*(d.tick() for d in others)))
+            await asyncio.sleep(0.02)
+
+    racing = asyncio.create_task(compete())
     try:
         got = await client.event("lesson_unlocked", course_id=course_id, timeout=10)
         assert got["reason"] == "drip" and got["lesson_ids"] == [dripped]
         assert got["at"] >= soon
+        await client.no_event("lesson_unlocked", wait=1.5)
+        assert claimed <= 1
     finally:
+        racing.cancel()
         await client.close()
     outline = await api.ok("learner", "GET", api.courses(f"/{course_id}"))
     assert outline["modules"][1]["lessons"][0]["state"] == "available"
