@@ -465,8 +465,22 @@ async def test_live_session_prerequisite_refuses_until_completed(api: Api) -> No
 
 
 async def test_course_prerequisites_and_drafts(api: Api) -> None:
+    """Prerequisite courses gate enrolment; drafts are staff's only; course changes
+    reach staff (``course_changed``), not learners."""
     await api.setup(members=("learner",), outsiders=("outsider",))
-    basics = await api.course(title="Basics")
+    owner = await GatewayClient.identified(api.http, api.server.ws_url, api.token("owner"))
+    learner = await GatewayClient.identified(api.http, api.server.ws_url,
+                                             api.token("learner"))
+    try:
+        basics = await api.course(title="Basics")
+        created = await owner.event("course_changed", course_id=basics, timeout=10)
+        assert created["change"] == "created" and created["by"] == api.uid("owner")
+        published = await owner.event("course_changed", course_id=basics, timeout=10)
+        assert published["change"] == "updated" and published["status"] == "published"
+        await learner.no_event("course_changed", wait=0.5)
+    finally:
+        await owner.close()
+        await learner.close()
     module = await api.module(basics)
     lesson = await api.lesson(basics, module)
     advanced = await api.course(title="Advanced", prerequisite_ids=[basics])
