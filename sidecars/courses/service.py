@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -44,6 +45,12 @@ VERB_OF_STATE = {E.PENDING_PAYMENT: "registered", E.ACTIVE: "enrolled", E.PAUSED
 active)."""
 
 
+Structure = tuple[list[asyncpg.Record], list[asyncpg.Record]]
+"""A course's module rows and lesson rows, in course order."""
+STRUCTURE_CACHE = 256
+"""Courses whose structure a process keeps (oldest dropped first)."""
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -71,6 +78,7 @@ class CourseService:
 
     def __init__(self, host: Host) -> None:
         self.host = host
+        self._structures: dict[tuple[int, object], Structure] = {}
 
     # ----------------------------------------------------------------- who may do what
 
@@ -104,11 +112,25 @@ class CourseService:
 
     # ----------------------------------------------------------------------- outline
 
+    async def structure(self, conn: asyncpg.Connection,
+                        course_row: asyncpg.Record) -> Structure:
+        """A course's modules and lessons (outline columns), cached per process by the
+        course's ``updated_at`` (every authoring change bumps it), so reading an
+        outline costs no structure query while the course is unchanged."""
+        key = (course_row["id"], course_row["updated_at"])
+        found = self._structures.get(key)
+        if found is None:
+            found = (await store.modules(conn, course_row["id"]),
+                     await store.lessons(conn, course_row["id"]))
+            if len(self._structures) >= STRUCTURE_CACHE:
+                self._structures.pop(next(iter(self._structures)))
+            self._structures[key] = found
+        return found
+
     async def outline(self, conn: asyncpg.Connection, course_row: asyncpg.Record,
                       user_id: int) -> tuple[rules.Outline, asyncpg.Record | None,
                                              list[asyncpg.Record], rules.Computed]:
-        module_rows = await store.modules(conn, course_row["id"])
-        lesson_rows = await store.lessons(conn, course_row["id"])
+        module_rows, lesson_rows = await self.structure(conn, course_row)
         outline = store.outline_of(module_rows, lesson_rows, course_row["lessons_in_order"])
         enrol = await store.enrolment(conn, course_row["id"], user_id)
         progress = await store.progress(conn, enrol["id"]) if enrol is not None else []
@@ -129,14 +151,22 @@ class CourseService:
                            user_id: int) -> CourseReply:
         """The course with the caller's lock state of every lesson (staff see every
         lesson available: they author them)."""
-        member = await self.member(community_id, user_id)
+        async def load() -> tuple[asyncpg.Record | None, Any, list[Any], Structure | None]:
+            async with self.host.connection() as conn:
+                row = await store.course(conn, community_id, course_id)
+                if row is None:
+                    return None, None, [], None
+                enrol, progress = await store.enrolment_with_progress(conn, course_id,
+                                                                      user_id)
+                return row, enrol, progress, await self.structure(conn, row)
+
+        # the membership check and the reads run side by side (two round trips, not 4+)
+        member, (row, enrol, progress, structure) = await asyncio.gather(
+            self.member(community_id, user_id), load())
         staff = self.is_staff(member)
-        async with self.host.connection() as conn:
-            row = await self.visible_course(conn, community_id, course_id, staff)
-            module_rows = await store.modules(conn, course_id)
-            lesson_rows = await store.lessons(conn, course_id)
-            enrol = await store.enrolment(conn, course_id, user_id)
-            progress = await store.progress(conn, enrol["id"]) if enrol is not None else []
+        if row is None or structure is None or (row["status"] == "draft" and not staff):
+            raise SidecarError(ErrorCode.NOT_FOUND, "unknown course")
+        module_rows, lesson_rows = structure
         outline = store.outline_of(module_rows, lesson_rows, row["lessons_in_order"])
         computed = self.compute(row, outline, enrol, store.states_of(progress))
         by_lesson = {p["lesson_id"]: p for p in progress}

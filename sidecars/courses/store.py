@@ -209,6 +209,18 @@ async def enrolment(conn: asyncpg.Connection, course_id: int, user_id: int,
         + (" FOR UPDATE" if for_update else ""), course_id, user_id)
 
 
+async def enrolment_with_progress(conn: asyncpg.Connection, course_id: int, user_id: int,
+                                  ) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
+    """The enrolment and its progress rows in one round trip (the outline's read)."""
+    rows = await conn.fetch(
+        "SELECT e.*, p.lesson_id, p.state AS lesson_state, p.watched_s, p.time_spent_s"
+        " FROM enrolments e LEFT JOIN lesson_progress p ON p.enrolment_id = e.id"
+        " WHERE e.course_id = $1 AND e.user_id = $2", course_id, user_id)
+    if not rows:
+        return None, []
+    return rows[0], [r for r in rows if r["lesson_id"] is not None]
+
+
 async def progress(conn: asyncpg.Connection, enrolment_id: int) -> list[asyncpg.Record]:
     return list(await conn.fetch(
         "SELECT lesson_id, state, watched_s, time_spent_s FROM lesson_progress"
@@ -216,7 +228,10 @@ async def progress(conn: asyncpg.Connection, enrolment_id: int) -> list[asyncpg.
 
 
 def states_of(rows: list[asyncpg.Record]) -> dict[int, LessonState]:
-    return {r["lesson_id"]: LessonState(r["state"]) for r in rows}
+    """Lesson id -> state, from :func:`progress` rows (``state``) or
+    :func:`enrolment_with_progress` rows (``lesson_state``)."""
+    key = "lesson_state" if rows and "lesson_state" in rows[0].keys() else "state"
+    return {r["lesson_id"]: LessonState(r[key]) for r in rows}
 
 
 async def set_lesson_state(conn: asyncpg.Connection, enrolment_id: int, lesson_id: int,
