@@ -504,3 +504,69 @@ async def test_course_prerequisites_and_drafts(api: Api) -> None:
     status, body = await api.call("owner", "PATCH", api.courses(f"/{basics}"),
                                   {"prerequisite_ids": [basics]})
     assert status == 400, body
+
+
+async def test_live_session_lesson_completes_from_attendance(api: Api) -> None:
+    """A live-session lesson completes once the attendance report shows the configured
+    share of the session attended (here: 60 % needed; 50 % attended is refused, 80 %
+    completes)."""
+    await api.setup(members=("learner",))
+    course_id = await api.course()
+    module = await api.module(course_id)
+    session = (await api.ok("owner", "POST", f"/communities/{api.cid}/live-sessions", {
+        "title": "Live", "starts_at": 4_000_000_000_000}))["session"]
+    lesson = await api.lesson(course_id, module, kind="live_session",
+                              live_session_id=session["id"], live_min_percent=60)
+    await api.ok("learner", "POST", api.courses(f"/{course_id}/enrolment"))
+    one = f"/communities/{api.cid}/live-sessions/{session['id']}"
+    await api.ok("owner", "POST", one + "/start")
+    await api.ok("owner", "POST", one + "/end")
+    conn = await asyncpg.connect(api.server.database_url)
+    try:
+        # a 100-second live window; the learner attended 50 s of it (two overlapping
+        # stretches count once)
+        await conn.execute("UPDATE live_sessions SET started_at = now() - interval '100 s',"
+                           " ended_at = now() WHERE id = $1", session["id"])
+        for start, end in ((100, 60), (80, 50)):
+            await conn.execute(
+                "INSERT INTO live_attendance (session_id, user_id, joined_at, left_at)"
+                " VALUES ($1, $2, now() - $3 * interval '1 s', now() - $4 * interval '1 s')",
+                session["id"], api.uid("learner"), start, end)
+        complete = api.courses(f"/{course_id}/lessons/{lesson}/complete")
+        status, body = await api.call("learner", "POST", complete)
+        assert status == 409 and "attended 50%" in body["error"]["message"], body
+        await conn.execute(
+            "INSERT INTO live_attendance (session_id, user_id, joined_at, left_at)"
+            " VALUES ($1, $2, now() - interval '40 s', now() - interval '10 s')",
+            session["id"], api.uid("learner"))
+    finally:
+        await conn.close()
+    done = await api.ok("learner", "POST", complete)
+    assert done["state"] == "completed" and done["course_completed"]
+
+
+async def test_enrolment_expires_after_its_access_period(api: Api) -> None:
+    await api.setup(members=("learner",))
+    course_id = await api.course(access_days=30)
+    module = await api.module(course_id)
+    await api.lesson(course_id, module)
+    enrolment = (await api.ok("learner", "POST",
+                              api.courses(f"/{course_id}/enrolment")))["enrolment"]
+    assert enrolment["expires_at"] - enrolment["activated_at"] == 30 * 86_400_000
+    client = await GatewayClient.identified(api.http, api.server.ws_url, api.token("learner"))
+    try:
+        conn = await asyncpg.connect(api.server.database_url)
+        try:
+            await conn.execute("UPDATE enrolments SET expires_at = now() WHERE id = $1",
+                               enrolment["id"])
+        finally:
+            await conn.close()
+        got = await client.event("enrolment_updated", state="expired", timeout=10)
+        assert got["course_id"] == course_id
+    finally:
+        await client.close()
+    outline = await api.ok("learner", "GET", api.courses(f"/{course_id}"))
+    assert outline["enrolment"]["state"] == "expired"
+    assert outline["modules"][0]["lessons"][0]["state"] == "locked"
+    again = await api.ok("learner", "POST", api.courses(f"/{course_id}/enrolment"))
+    assert again["enrolment"]["state"] == "active"
