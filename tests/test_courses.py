@@ -164,6 +164,9 @@ async def test_enrol_learn_quiz_complete_and_certificate(api: Api) -> None:
     assert passed["result"]["score"] == {"raw": 5, "max": 5, "scaled": 1.0}
     assert passed["result"]["success"] is True
     assert passed["timestamp"].endswith("Z") and len(passed["id"]) == 36
+    video_done = [s for s in export["statements"] if s["object"]["id"].endswith(
+        f":lesson:{last}")]
+    assert video_done[0]["result"] == {"completion": True, "duration": "PT30S"}
     status, _ = await api.call("learner", "GET", api.courses(f"/{course_id}/statements"))
     assert status == 403
     # the same actions reached the outbox as learner_statement events

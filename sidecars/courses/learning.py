@@ -3,6 +3,7 @@ the server) and assignments (graded by staff)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import random
@@ -113,10 +114,11 @@ class Learning:
             course_row, lesson, enrol = await self._learner(conn, community_id, course_id,
                                                             lesson_id, user_id)
             kind = lesson["kind"]
+            so_far = await conn.fetchrow(
+                "SELECT watched_s, time_spent_s FROM lesson_progress WHERE enrolment_id = $1"
+                " AND lesson_id = $2", enrol["id"], lesson_id)
+            watched, spent = (so_far["watched_s"], so_far["time_spent_s"]) if so_far else (0, 0)
             if kind == "video" and course_row["min_watch_percent"] and lesson["duration_s"]:
-                watched = await conn.fetchval(
-                    "SELECT watched_s FROM lesson_progress WHERE enrolment_id = $1"
-                    " AND lesson_id = $2", enrol["id"], lesson_id) or 0
                 share = watched * 100 // lesson["duration_s"]
                 if share < course_row["min_watch_percent"]:
                     raise SidecarError(ErrorCode.CONFLICT,
@@ -133,7 +135,8 @@ class Learning:
                                    f"a {kind} lesson completes by being "
                                    + ("passed" if kind == "quiz" else "graded"))
             await self.courses.statement(conn, course_row, user_id, "completed", "lesson",
-                                         lesson_id, StatementResult(completion=True))
+                                         lesson_id, StatementResult(completion=True,
+                                                                    duration_s=spent))
             computed, enrol, serial = await self.courses.lesson_done(
                 conn, course_row, enrol, lesson_id, LessonState.COMPLETED, after)
         await self.courses.flush(after)
@@ -146,12 +149,17 @@ class Learning:
                         body: ProgressBody) -> int:
         """Queue the beats for the batch writer and wait until they are committed
         (nothing acknowledged is lost). Every lesson must be open to the learner."""
-        await self.courses.member(community_id, user_id)
-        async with self.host.connection() as conn:
-            course_row = await self.courses.visible_course(conn, community_id, course_id,
-                                                           False)
-            _, enrol, _, computed = await self.courses.outline(conn, course_row,
-                                                               user_id)
+        async def load() -> tuple[asyncpg.Record | None, rules.Computed]:
+            async with self.host.connection() as conn:
+                course_row = await self.courses.visible_course(conn, community_id,
+                                                               course_id, False)
+                _, enrol, _, computed = await self.courses.outline(conn, course_row,
+                                                                   user_id)
+                return enrol, computed
+
+        # the membership check beside the reads: a beat costs two round trips
+        _, (enrol, computed) = await asyncio.gather(
+            self.courses.member(community_id, user_id), load())
         if enrol is None or not rules.opens_content(EnrolmentState(enrol["state"])):
             raise SidecarError(ErrorCode.FORBIDDEN, "enrol in the course first")
         for item in body.items:

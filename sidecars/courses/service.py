@@ -9,7 +9,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 import msgspec
@@ -129,11 +128,10 @@ class CourseService:
 
     async def outline(self, conn: asyncpg.Connection, course_row: asyncpg.Record,
                       user_id: int) -> tuple[rules.Outline, asyncpg.Record | None,
-                                             list[asyncpg.Record], rules.Computed]:
+                                             list[store.Progress], rules.Computed]:
         module_rows, lesson_rows = await self.structure(conn, course_row)
         outline = store.outline_of(module_rows, lesson_rows, course_row["lessons_in_order"])
-        enrol = await store.enrolment(conn, course_row["id"], user_id)
-        progress = await store.progress(conn, enrol["id"]) if enrol is not None else []
+        enrol, progress = await store.enrolment_with_progress(conn, course_row["id"], user_id)
         computed = self.compute(course_row, outline, enrol, store.states_of(progress))
         return outline, enrol, progress, computed
 
@@ -151,7 +149,8 @@ class CourseService:
                            user_id: int) -> CourseReply:
         """The course with the caller's lock state of every lesson (staff see every
         lesson available: they author them)."""
-        async def load() -> tuple[asyncpg.Record | None, Any, list[Any], Structure | None]:
+        async def load() -> tuple[asyncpg.Record | None, asyncpg.Record | None,
+                                  list[store.Progress], Structure | None]:
             async with self.host.connection() as conn:
                 row = await store.course(conn, community_id, course_id)
                 if row is None:
@@ -169,7 +168,7 @@ class CourseService:
         module_rows, lesson_rows = structure
         outline = store.outline_of(module_rows, lesson_rows, row["lessons_in_order"])
         computed = self.compute(row, outline, enrol, store.states_of(progress))
-        by_lesson = {p["lesson_id"]: p for p in progress}
+        by_lesson = {p.lesson_id: p for p in progress}
         activated = store.ms(enrol["activated_at"]) if enrol is not None else None
         modules: list[ModuleOutline] = []
         lessons_of: dict[int, list[LessonOutline]] = {m["id"]: [] for m in module_rows}
@@ -180,11 +179,11 @@ class CourseService:
                 state = rules.LessonState.AVAILABLE
             watched = 0
             if p is not None and r["duration_s"] > 0:
-                watched = min(100, p["watched_s"] * 100 // r["duration_s"])
+                watched = min(100, p.watched_s * 100 // r["duration_s"])
             lessons_of[r["module_id"]].append(LessonOutline(
                 id=r["id"], title=r["title"], kind=r["kind"], required=r["required"],
                 preview=r["preview"], duration_s=r["duration_s"], state=state,
-                watched_percent=watched, time_spent_s=p["time_spent_s"] if p else 0))
+                watched_percent=watched, time_spent_s=p.time_spent_s if p else 0))
         for m, rule in zip(module_rows, outline.modules, strict=True):
             opens = rules.module_unlock_ms(rule, activated) if activated is not None else None
             modules.append(ModuleOutline(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
@@ -210,15 +211,30 @@ async def enrolment(conn: asyncpg.Connection, course_id: int, user_id: int,
 
 
 async def enrolment_with_progress(conn: asyncpg.Connection, course_id: int, user_id: int,
-                                  ) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
-    """The enrolment and its progress rows in one round trip (the outline's read)."""
-    rows = await conn.fetch(
-        "SELECT e.*, p.lesson_id, p.state AS lesson_state, p.watched_s, p.time_spent_s"
-        " FROM enrolments e LEFT JOIN lesson_progress p ON p.enrolment_id = e.id"
+                                  ) -> tuple[asyncpg.Record | None, list[Progress]]:
+    """The enrolment and its progress in one round trip (the outline's read): the
+    progress comes as four arrays, not as a row per lesson repeating the enrolment."""
+    row = await conn.fetchrow(
+        "SELECT e.*, p.ids, p.states, p.watched, p.spent FROM enrolments e"
+        " LEFT JOIN LATERAL (SELECT array_agg(lesson_id) AS ids, array_agg(state) AS states,"
+        " array_agg(watched_s) AS watched, array_agg(time_spent_s) AS spent"
+        " FROM lesson_progress WHERE enrolment_id = e.id) p ON true"
         " WHERE e.course_id = $1 AND e.user_id = $2", course_id, user_id)
-    if not rows:
+    if row is None:
         return None, []
-    return rows[0], [r for r in rows if r["lesson_id"] is not None]
+    if row["ids"] is None:
+        return row, []
+    return row, [Progress(*t) for t in zip(row["ids"], row["states"], row["watched"],
+                                           row["spent"], strict=True)]
+
+
+class Progress(NamedTuple):
+    """One lesson's progress, as the outline reads it."""
+
+    lesson_id: int
+    state: str
+    watched_s: int
+    time_spent_s: int
 
 
 async def progress(conn: asyncpg.Connection, enrolment_id: int) -> list[asyncpg.Record]:
@@ -227,11 +243,9 @@ async def progress(conn: asyncpg.Connection, enrolment_id: int) -> list[asyncpg.
         " WHERE enrolment_id = $1", enrolment_id))
 
 
-def states_of(rows: list[asyncpg.Record]) -> dict[int, LessonState]:
-    """Lesson id -> state, from :func:`progress` rows (``state``) or
-    :func:`enrolment_with_progress` rows (``lesson_state``)."""
-    key = "lesson_state" if rows and "lesson_state" in rows[0].keys() else "state"
-    return {r["lesson_id"]: LessonState(r[key]) for r in rows}
+def states_of(rows: Sequence[asyncpg.Record | Progress]) -> dict[int, LessonState]:
+    """Lesson id -> state, from :func:`progress` rows or :class:`Progress`."""
+    return {r[0]: LessonState(r[1]) for r in rows}
 
 
 async def set_lesson_state(conn: asyncpg.Connection, enrolment_id: int, lesson_id: int,

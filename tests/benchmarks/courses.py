@@ -140,6 +140,20 @@ async def bench(base: str, ws_url: str, db_url: str, learners: int, connected: i
                 body = await reply.read()
                 assert reply.status == 200 and len(body) > 1000
         await open_loop(50, 2, outline)  # warm-up
+        alone = []
+        for _ in range(200):  # one at a time: the service time without queueing
+            t = time.perf_counter()
+            await outline(0)
+            alone.append((time.perf_counter() - t) * 1000)
+        print(f"outline one at a time: p50={pct(alone, .5):.1f} ms "
+              f"p99={pct(alone, .99):.1f} ms")
+
+        async def me(i: int) -> None:
+            async with http.get(api + "/users/@me", headers=bearer(star["token"])) as reply:
+                await reply.read()
+        lat = await open_loop(200, seconds, me)
+        print(f"baseline GET /users/@me at 200/s: p50={pct(lat, .5):.1f} ms "
+              f"p99={pct(lat, .99):.1f} ms (what this machine gives any route)")
         lat = await open_loop(200, seconds, outline)
         print(f"outline (200 lessons, full progress) at 200/s for {seconds:.0f}s: "
               f"n={len(lat)} p50={pct(lat, .5):.1f} ms p99={pct(lat, .99):.1f} ms "
@@ -169,13 +183,16 @@ async def bench(base: str, ws_url: str, db_url: str, learners: int, connected: i
               f"p99={pct(lat, .99):.1f} ms max={max(lat):.1f} ms; stored time "
               f"{stored} s = acked x 10: {stored == acked * 10}")
 
-        # 3. drip to connected learners
+        # 3. drip to connected learners (their own session: a websocket holds its
+        # connection, so the REST session's connection limit must not apply)
         clients: list[GatewayClient] = []
         sem = asyncio.Semaphore(50)
+        sockets = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
         async def connect(person: dict[str, Any]) -> None:
             async with sem:
-                clients.append(await GatewayClient.identified(http, ws_url, person["token"]))
+                clients.append(await GatewayClient.identified(sockets, ws_url,
+                                                              person["token"]))
         await asyncio.gather(*(connect(p) for p in people[:connected]))
         now = int(await conn.fetchval("SELECT extract(epoch FROM now()) * 1000"))
         at = now + 3000
@@ -198,6 +215,7 @@ async def bench(base: str, ws_url: str, db_url: str, learners: int, connected: i
               f"{max(got) if got else float('nan'):.0f} ms")
         for client in clients:
             await client.close()
+        await sockets.close()
         await conn.close()
 
 
