@@ -213,6 +213,11 @@ async def bench(base: str, ws_url: str, db_url: str, learners: int, connected: i
               f"{len(got)} got lesson_unlocked; after the drip time p50="
               f"{pct(got, .5):.0f} ms p99={pct(got, .99):.0f} ms max="
               f"{max(got) if got else float('nan'):.0f} ms")
+        lag = await conn.fetchrow(
+            "SELECT max(notified_at - unlock_at) AS worst, count(*) AS n FROM module_unlocks"
+            " WHERE module_id = $1 AND notified_at IS NOT NULL", module)
+        print(f"drip, server side: {lag['n']} unlocks claimed, the last "
+              f"{lag['worst'].total_seconds() * 1000:.0f} ms after its time")
         for client in clients:
             await client.close()
         await sockets.close()
