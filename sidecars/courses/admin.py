@@ -55,13 +55,19 @@ class Admin:
         self.host = host
         self.courses = courses
 
-    async def enrolments(self, community_id: int, course_id: int, after_id: int,
-                         limit: int) -> EnrolmentsReply:
+    async def _page(self, table: str, community_id: int, course_id: int, after_id: int,
+                    limit: int) -> list[asyncpg.Record]:
+        """A page of a course's rows of ``table`` by id (keyset: ``after`` the last)."""
+        assert table in ("enrolments", "course_statements")
         async with self.host.connection() as conn:
             await self.courses.visible_course(conn, community_id, course_id, True)
-            rows = await conn.fetch(
-                "SELECT * FROM enrolments WHERE course_id = $1 AND id > $2 ORDER BY id"
-                " LIMIT $3", course_id, after_id, limit)
+            return list(await conn.fetch(
+                f"SELECT * FROM {table} WHERE course_id = $1 AND id > $2 ORDER BY id"
+                " LIMIT $3", course_id, after_id, limit))
+
+    async def enrolments(self, community_id: int, course_id: int, after_id: int,
+                         limit: int) -> EnrolmentsReply:
+        rows = await self._page("enrolments", community_id, course_id, after_id, limit)
         return EnrolmentsReply(enrolments=[store.enrolment_of(r) for r in rows])
 
     async def grant(self, community_id: int, course_id: int, user_id: int,
@@ -155,11 +161,8 @@ class Admin:
 
     async def statements(self, community_id: int, course_id: int, after_id: int,
                          limit: int) -> StatementsReply:
-        async with self.host.connection() as conn:
-            await self.courses.visible_course(conn, community_id, course_id, True)
-            rows = await conn.fetch(
-                "SELECT * FROM course_statements WHERE course_id = $1 AND id > $2"
-                " ORDER BY id LIMIT $3", course_id, after_id, limit)
+        rows = await self._page("course_statements", community_id, course_id, after_id,
+                                limit)
         out = [to_xapi(r["id"], r["user_id"], r["verb"], r["object_type"], r["object_id"],
                        course_id, r["result"], r["at"]) for r in rows]
         return StatementsReply(statements=out,

@@ -216,6 +216,7 @@ async def bench(base: str, ws_url: str, db_url: str, learners: int, connected: i
         lag = await conn.fetchrow(
             "SELECT max(notified_at - unlock_at) AS worst, count(*) AS n FROM module_unlocks"
             " WHERE module_id = $1 AND notified_at IS NOT NULL", module)
+        assert lag is not None
         print(f"drip, server side: {lag['n']} unlocks claimed, the last "
               f"{lag['worst'].total_seconds() * 1000:.0f} ms after its time")
         for client in clients:
