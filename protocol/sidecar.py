@@ -95,8 +95,9 @@ class EnrolmentUpdated(EventBase, tag="enrolment_updated", kw_only=True):
 
 class LessonUnlocked(EventBase, tag="lesson_unlocked", kw_only=True):
     """Lessons of a course you are enrolled in became available: a module's drip time
-    was reached, the previous module was completed, staff released the course to you,
-    or a prerequisite was met. Sent to you only."""
+    was reached (``drip``), the previous module was completed (``previous_completed``),
+    staff released the course to you (``released``), or, in a course taken in order,
+    the lesson before was completed (``prerequisite``). Sent to you only."""
 
     community_id: Id
     course_id: _Course

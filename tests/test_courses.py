@@ -573,3 +573,27 @@ async def test_enrolment_expires_after_its_access_period(api: Api) -> None:
     assert outline["modules"][0]["lessons"][0]["state"] == "locked"
     again = await api.ok("learner", "POST", api.courses(f"/{course_id}/enrolment"))
     assert again["enrolment"]["state"] == "active"
+
+
+async def test_lessons_in_order_unlock_one_after_another(api: Api) -> None:
+    await api.setup(members=("learner",))
+    course_id = await api.course(lessons_in_order=True)
+    module = await api.module(course_id)
+    first = await api.lesson(course_id, module, position=1)
+    optional = await api.lesson(course_id, module, position=2, required=False)
+    second = await api.lesson(course_id, module, position=3)
+    await api.ok("learner", "POST", api.courses(f"/{course_id}/enrolment"))
+    outline = await api.ok("learner", "GET", api.courses(f"/{course_id}"))
+    states = [lesson["state"] for lesson in outline["modules"][0]["lessons"]]
+    assert states == ["available", "locked", "locked"]
+    status, _ = await api.call("learner", "POST",
+                               api.courses(f"/{course_id}/lessons/{second}/complete"))
+    assert status == 403
+    client = await GatewayClient.identified(api.http, api.server.ws_url, api.token("learner"))
+    try:
+        await api.ok("learner", "POST", api.courses(f"/{course_id}/lessons/{first}/complete"))
+        got = await client.event("lesson_unlocked", course_id=course_id, timeout=10)
+        assert got["reason"] == "prerequisite" and got["lesson_ids"] == [optional, second]
+    finally:
+        await client.close()
+

@@ -348,12 +348,22 @@ class CourseService:
             "UPDATE enrolments SET progress_percent = $2, updated_at = now() WHERE id = $1"
             " RETURNING *", enrol["id"], computed.progress_percent))
         opened = computed.open_modules - before.open_modules
+        locked = rules.LessonState.LOCKED
         for module_id in sorted(opened):
             ids = [rule.id for rule in outline.lessons if rule.module_id == module_id]
             after.to_users.append((enrol["user_id"], LessonUnlocked(
                 community_id=course_row["community_id"], course_id=course_row["id"],
                 module_id=module_id, lesson_ids=ids[:1000],
                 reason=UnlockReason.PREVIOUS_COMPLETED, at=now_ms())))
+        # lessons in order: the next lessons of modules already open
+        unlocked = [rule.id for rule in outline.lessons if rule.module_id not in opened
+                    and before.states.get(rule.id) is locked
+                    and computed.states.get(rule.id) is not locked]
+        if unlocked:
+            after.to_users.append((enrol["user_id"], LessonUnlocked(
+                community_id=course_row["community_id"], course_id=course_row["id"],
+                lesson_ids=unlocked[:1000], reason=UnlockReason.PREREQUISITE,
+                at=now_ms())))
         serial = None
         if computed.complete and E(enrol["state"]) is E.ACTIVE:
             moved = await self.move(conn, course_row, enrol, enrol["user_id"],
