@@ -95,6 +95,10 @@ class ErrorCode(enum.StrEnum):
     the same nonce for a message; it succeeds once the store is back."""
     INTERNAL = "internal"
     """The server failed; nothing was applied. Safe to retry with the same nonce."""
+    PREREQUISITE_NOT_MET = "prerequisite_not_met"
+    """A prerequisite of the target is not met yet (e.g. a live session's
+    ``prerequisite_course`` you have not completed, or a course's prerequisite
+    courses); the message names it. Nothing changed; retry once it is met."""
     INVALID_REQUEST = "invalid_request"
     """REST: the body, path or query is malformed or fails the schema (the message says
     which field); the websocket equivalent is ``invalid_frame``."""

@@ -148,6 +148,44 @@ class LoggedIn(DomainEventBase, tag="logged_in", frozen=True):
     user_id: Id
 
 
+class StatementResult(msgspec.Struct, kw_only=True, frozen=True):
+    """The outcome of a learner statement (xAPI's ``result``); every field optional."""
+
+    score: int | None = None
+    """Points scored (a quiz, a graded assignment)."""
+    max_score: int | None = None
+    success: bool | None = None
+    """Passed (true) or failed (false); null when not graded."""
+    completion: bool | None = None
+    """Whether the object is now completed."""
+    duration_s: int | None = None
+    """Time spent, in seconds."""
+    response: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    """A short note (a state a learner moved to, a late submission's rule)."""
+
+
+class LearnerStatement(DomainEventBase, tag="learner_statement", frozen=True, kw_only=True):
+    """A learner did something in a sidecar (the courses sidecar: enrolled, started,
+    progressed, completed, attempted, passed, failed, submitted, scored, earned a
+    certificate). Shaped like an xAPI statement: ``actor`` (``user_id``), ``verb``,
+    ``object`` (``object_type`` + ``object_id``, inside ``course_id``) and
+    ``result``, so analytics and gamification consume every learner action the same
+    way. Written in the transaction of the change by the sidecar
+    (``Host.append_events``)."""
+
+    community_id: Id
+    user_id: Id
+    verb: Annotated[str, msgspec.Meta(max_length=40, description="xAPI-style verb: "
+                                      "`enrolled`, `completed`, `passed`...")]
+    object_type: Annotated[str, msgspec.Meta(max_length=40, description="`course`, "
+                                             "`lesson`, `module`, `quiz`, `assignment`, "
+                                             "`certificate`.")]
+    object_id: Annotated[str, msgspec.Meta(max_length=64)]
+    course_id: Id | None = None
+    result: StatementResult | None = None
+    at: Millis
+
+
 DomainEvent = (
     MessageSent
     | MessageDeleted
@@ -161,8 +199,10 @@ DomainEvent = (
     | LiveAttended
     | VoiceAttended
     | LoggedIn
+    | LearnerStatement
 )
-"""Every domain event the core writes to the outbox."""
+"""Every domain event the core (and a sidecar, through ``Host.append_events``) writes
+to the outbox."""
 
 _decoder = msgspec.json.Decoder(DomainEvent)
 _encoder = msgspec.json.Encoder()

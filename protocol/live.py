@@ -77,8 +77,10 @@ class LiveSession(msgspec.Struct, frozen=True, kw_only=True):
     required_tier: int = 0
     """Members below this tier cannot register or see the stage (0: everyone)."""
     prerequisite_course: str | None = None
-    """A course to have completed first: stored and shown, not checked yet (no courses
-    service exists)."""
+    """A course to have completed first: a course id in decimal (``"42"``), checked at
+    registration (``prerequisite_not_met`` until completed; staff with
+    ``MANAGE_CHANNELS`` are exempt, as for the tier); any other text is a label from
+    before courses existed, shown and not checked."""
     recorded: bool = False
     """The stage's audio mix is recorded (WAV) while live."""
     state: LiveSessionState = LiveSessionState.SCHEDULED
@@ -174,7 +176,8 @@ class LiveSessionCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     required_tier: TierLevel = 0
     """Minimum member tier to register and see the stage."""
     prerequisite_course: CourseRef | None = None
-    """Free text until a courses service exists (not checked)."""
+    """A course id in decimal (``"42"``): registration needs that course completed
+    (``prerequisite_not_met``); other text is a label, not checked."""
     recorded: bool = False
     """Record the stage's audio mix."""
 

@@ -47,8 +47,127 @@ class ActivityRecorded(EventBase, tag="activity_recorded"):
     at: Millis
 
 
-SidecarEvent = ActivityRecorded
-"""Every event a sidecar may publish (a union as soon as there are two)."""
+# ------------------------------------------------------------ courses (sidecars/courses)
+
+
+class EnrolmentState(enum.StrEnum):
+    """An enrolment's state (docs/courses.md: the state machine)."""
+
+    PENDING_PAYMENT = "pending_payment"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+class UnlockReason(enum.StrEnum):
+    DRIP = "drip"
+    PREVIOUS_COMPLETED = "previous_completed"
+    RELEASED = "released"
+    PREREQUISITE = "prerequisite"
+
+
+class CourseChange(enum.StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+_Course = Annotated[int, msgspec.Meta(ge=1, le=2**53 - 1, description="The course.")]
+
+
+class EnrolmentUpdated(EventBase, tag="enrolment_updated", kw_only=True):
+    """Your enrolment in a course changed state (enrolled, activated after payment or a
+    grant, paused because its access rule stopped holding, resumed, completed, expired,
+    revoked). Sent to you only (the courses sidecar, docs/courses.md)."""
+
+    community_id: Id
+    course_id: _Course
+    enrolment_id: Id
+    state: Annotated[EnrolmentState, msgspec.Meta(description="The new state.")]
+    reason: Annotated[str | None, msgspec.Meta(
+        description="Why (e.g. `tier`, `left`, `granted`); null when self-evident.")] = None
+    progress_percent: Annotated[int, msgspec.Meta(ge=0, le=100, description=(
+        "Required lessons completed, in percent."))] = 0
+    at: Millis
+
+
+class LessonUnlocked(EventBase, tag="lesson_unlocked", kw_only=True):
+    """Lessons of a course you are enrolled in became available: a module's drip time
+    was reached (``drip``), the previous module was completed (``previous_completed``),
+    staff released the course to you (``released``), or, in a course taken in order,
+    the lesson before was completed (``prerequisite``). Sent to you only."""
+
+    community_id: Id
+    course_id: _Course
+    module_id: Annotated[Id | None, msgspec.Meta(
+        description="The module unlocked; null when several were.")] = None
+    lesson_ids: Annotated[list[int], msgspec.Meta(
+        max_length=1000, description="The lessons now available.")]
+    reason: Annotated[UnlockReason, msgspec.Meta(description="What unlocked them.")]
+    at: Millis
+
+
+class CourseCompleted(EventBase, tag="course_completed", kw_only=True):
+    """You completed a course (its completion rule holds). Sent to you only."""
+
+    community_id: Id
+    course_id: _Course
+    certificate_serial: Annotated[str | None, msgspec.Meta(
+        description="The certificate issued, if the course issues one "
+                    "(`GET /api/v1/certificates/{serial}` verifies it).")] = None
+    at: Millis
+
+
+class QuizGraded(EventBase, tag="quiz_graded", kw_only=True):
+    """The server graded your quiz attempt. Sent to you only."""
+
+    community_id: Id
+    course_id: _Course
+    lesson_id: Id
+    attempt_id: Id
+    score: Annotated[int, msgspec.Meta(ge=0, description="Points scored (0 when late).")]
+    max_score: Annotated[int, msgspec.Meta(ge=0, description="Points of the questions "
+                                           "drawn.")]
+    passed: Annotated[bool, msgspec.Meta(description="Whether the pass mark was reached.")]
+    attempts_left: Annotated[int | None, msgspec.Meta(
+        description="Attempts still allowed; null without a limit.")] = None
+    at: Millis
+
+
+class AssignmentGraded(EventBase, tag="assignment_graded", kw_only=True):
+    """Staff graded your assignment submission. Sent to you only."""
+
+    community_id: Id
+    course_id: _Course
+    lesson_id: Id
+    submission_id: Id
+    score: Annotated[int, msgspec.Meta(ge=0, description="Points given.")]
+    max_score: Annotated[int, msgspec.Meta(ge=0, description="The rubric's total.")]
+    passed: Annotated[bool, msgspec.Meta(description="A pass completes the lesson.")]
+    feedback: Annotated[str, msgspec.Meta(max_length=4000,
+                                          description="Staff's words to you.")] = ""
+    at: Millis
+
+
+class CourseChanged(EventBase, tag="course_changed", kw_only=True):
+    """A course of the community was created, changed (content, status, access) or
+    deleted. Sent to the community's members with ``MANAGE_COURSES`` only."""
+
+    community_id: Id
+    course_id: _Course
+    change: Annotated[CourseChange, msgspec.Meta(description="What happened to it.")]
+    status: Annotated[str, msgspec.Meta(max_length=20, description=(
+        "`draft`, `published` or `archived`."))]
+    title: Annotated[str, msgspec.Meta(max_length=200, description="Its title now.")]
+    by: Annotated[Id | None, msgspec.Meta(description="Who changed it.")] = None
+    at: Millis
+
+
+SidecarEvent = (ActivityRecorded | EnrolmentUpdated | LessonUnlocked | CourseCompleted
+                | QuizGraded | AssignmentGraded | CourseChanged)
+"""Every event a sidecar may publish."""
 
 
 # ------------------------------------------------------------------- gateway requests

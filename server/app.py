@@ -213,6 +213,10 @@ class Services:
         self.sidecar_core = SidecarCore(config, self.db, self.hub, self.auth, self.principals,
                                        self.tasks)
         self.sidecars = load_sidecars(self.sidecar_core, selected_sidecars(config))
+        # The core asks the mounted sidecars about prerequisites (a live session's
+        # prerequisite_course asks the "course" check) without importing any of them.
+        for sidecar in self.sidecars:
+            self.live.prerequisite_checks.update(sidecar.prerequisite_checks())
         # The gateway's routing table: each domain lists the requests it serves.
         self.router = Router([self.chat, self.moderation, self.review, self.roles,
                               self.presence, self.live, self.voice,

@@ -34,19 +34,24 @@ import asyncpg
 from aiohttp import web
 
 import sidecars
+from persistence import channels as channels_db
+from persistence import communities as communities_db
 from persistence import roles as roles_db
 from persistence.database import Database
 from persistence.migrate import migrate
 from persistence.outbox import Consumer, OutboxNotifier, retention_forever
 from protocol.base import Request
+from protocol.chat import ChannelCreated, ChannelDeleted
 from protocol.codes import ErrorCode
 from protocol.frames import Result
+from protocol.models import ChannelKind, Role
 from protocol.sidecar import Scope, SidecarEvent
 from rooms.errors import RequestError
 from rooms.moderation.principals import Principal, PrincipalRefused, PrincipalService
 from rooms.realtime.bus import Bus, InProcessBus, community_topic, user_topic
 from rooms.realtime.hub import Hub
 from rooms.realtime.outages import ThrottledLog
+from rooms.realtime.permissions import FIXED_ROLE_BITS, Permission, base_bits
 from rooms.realtime.rate_limit import RateLimiter, make_limiter
 from rooms.realtime.redis_client import RedisClients, redis_clients
 from rooms.realtime.routing import Handler
@@ -149,7 +154,56 @@ class CoreHost(Host):
         if access is None:
             return None
         return MemberInfo(community_id, user_id, access.role, access.tier,
-                          tuple(access.role_ids))
+                          tuple(access.role_ids),
+                          int(base_bits(access.role, access.custom_bits)))
+
+    async def members_with(self, community_id: int, bit: Permission) -> list[int]:
+        # Staff are few: the fixed roles whose defaults carry the bit, plus members
+        # holding a custom role; each candidate's bits are resolved like member().
+        fixed = [r.value for r, bits in FIXED_ROLE_BITS.items() if bits & bit]
+        async with self.core.db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT m.user_id, m.role,"
+                " coalesce(array_agg(r.permissions) FILTER (WHERE r.id IS NOT NULL), '{}')"
+                " AS bits FROM community_members m"
+                " LEFT JOIN member_roles mr ON mr.community_id = m.community_id"
+                " AND mr.user_id = m.user_id"
+                " LEFT JOIN community_roles r ON r.id = mr.role_id"
+                " WHERE m.community_id = $1 AND (m.role = ANY($2::text[])"
+                " OR mr.role_id IS NOT NULL) GROUP BY m.user_id, m.role", community_id, fixed)
+        return sorted(r["user_id"] for r in rows
+                      if base_bits(Role(r["role"]), r["bits"]) & bit)
+
+    async def create_private_channel(self, community_id: int, name: str, created_by: int,
+                                     member_ids: list[int]) -> int:
+        async with self.core.db.transaction("sidecar.channel") as conn:
+            allowed = set(await communities_db.member_ids(conn, community_id))
+            members = sorted(set(member_ids) & allowed)
+            channel = await channels_db.create_channel_txn(
+                conn, kind=ChannelKind.TEXT, name=name[:100], community_id=community_id,
+                created_by=created_by if created_by in allowed else None, private=True,
+                member_ids=members)
+        await self.core.hub.publish_many(
+            [(user_topic(m), ChannelCreated(channel=channel)) for m in members])
+        return channel.id
+
+    async def set_channel_member(self, channel_id: int, user_id: int, listed: bool) -> bool:
+        async with self.core.db.transaction("sidecar.channel.member") as conn:
+            channel = await channels_db.get_channel(conn, channel_id)
+            if channel is None or channel.community_id is None or not channel.private:
+                return False
+            if listed:
+                if await roles_db.member_access(conn, channel.community_id, user_id) is None:
+                    return False
+                changed = await channels_db.add_channel_member(conn, channel_id, user_id)
+            else:
+                changed = await channels_db.remove_channel_member(conn, channel_id, user_id)
+        if changed:
+            event: ChannelCreated | ChannelDeleted = ChannelCreated(channel=channel) \
+                if listed else ChannelDeleted(channel_id=channel_id,
+                                              community_id=channel.community_id)
+            await self.core.hub.publish(user_topic(user_id), event)
+        return changed
 
     async def user_id(self, request: web.Request) -> int:
         return (await require_user(request, self.core.auth)).id
@@ -221,7 +275,8 @@ def add_sidecar_route(api: RestApi, sidecar: Sidecar, route: Route) -> None:
     """One sidecar route into the REST route table (documented like the core's)."""
     api.route(route.method, route.path, _rest(route.handler), summary=route.summary,
               tag=sidecar.name, body=route.body, query=route.query, reply=route.reply,
-              status=route.status, auth=route.auth,
+              status=route.status, auth=route.auth, media_type=route.media_type,
+              path_types=dict(route.path_types),
               credentials=("bearer", "serviceKey") if route.service_key else ("bearer",))
 
 

@@ -12,7 +12,15 @@ A sidecar imports ``protocol``, this module and its own modules: never ``rooms/`
 - PostgreSQL connections and transactions (its own tables; core tables read-only);
 - publishing typed events (``protocol.sidecar.SidecarEvent``) to a user, on every
   node, or to a community's members;
-- reading a member's role and tier;
+- reading a member's role, tier and community-level permission bits
+  (:attr:`MemberInfo.permissions`, :class:`Permission`), and listing the members
+  holding a bit (:meth:`Host.members_with`);
+- writing domain events (``protocol.domain_events``, e.g. ``LearnerStatement``) to the
+  outbox in the sidecar's own transaction (:meth:`Host.append_events`);
+- a private channel whose member list the sidecar keeps
+  (:meth:`Host.create_private_channel`, :meth:`Host.set_channel_member`);
+- answering the core's prerequisite questions (:meth:`Sidecar.prerequisite_checks`:
+  a live session's ``prerequisite_course`` asks the ``course`` check);
 - telling a service key from a user's token (:meth:`Host.is_service_key`), and
   authenticating a request as a user (bearer token) or as a service key with a scope;
 - REST routes (:class:`Route`): the host adds each to the REST route table, so it is
@@ -29,24 +37,26 @@ A sidecar imports ``protocol``, this module and its own modules: never ``rooms/`
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 from aiohttp import web
 
-from persistence.outbox import AfterCommit, BatchHandler, Delivered, Handler
+from persistence.outbox import AfterCommit, BatchHandler, Delivered, Handler, append_txn
 from protocol.base import Request, ResultBase
 from protocol.codes import ErrorCode
+from protocol.domain_events import DomainEvent
 from protocol.models import Role
 from protocol.sidecar import SERVICE_KEY_PREFIX, Scope, SidecarEvent
+from rooms.realtime.permissions import Permission
 
 __all__ = ["AfterCommit", "BatchHandler", "Delivered", "GatewayHandler", "Handler", "Host",
-           "MemberInfo", "PrincipalInfo", "Route", "RouteHandler", "Scope", "Sidecar",
-           "SidecarError", "Subscriber", "Task"]
+           "MemberInfo", "Permission", "PrerequisiteCheck", "PrincipalInfo", "Route",
+           "RouteHandler", "Scope", "Sidecar", "SidecarError", "Subscriber", "Task"]
 
 T = TypeVar("T")
 
@@ -56,6 +66,11 @@ Task = Callable[[], Coroutine[Any, Any, None]]
 
 GatewayHandler = Callable[[int, Any], Coroutine[Any, Any, ResultBase]]
 """(the caller's user id, the request) -> the ``ok`` result; raise :class:`SidecarError`."""
+
+
+PrerequisiteCheck = Callable[[int, int, str], Coroutine[Any, Any, str | None]]
+"""(community id, user id, reference) -> None when met, else the reason the member is
+shown (the core answers ``prerequisite_not_met`` with it)."""
 
 
 class SidecarError(Exception):
@@ -91,6 +106,11 @@ class Route:
     service_key: bool = False
     """Whether a service key (:meth:`Host.principal`) is taken too, besides a user's
     bearer token."""
+    media_type: str = "application/json"
+    """The success reply's media type (e.g. ``application/pdf``: documented as a string
+    body)."""
+    path_types: Mapping[str, Any] = field(default_factory=dict)
+    """Types of path parameters not ending in ``_id`` (e.g. a certificate's serial)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,13 @@ class MemberInfo:
     role: Role
     tier: int
     role_ids: tuple[int, ...]
+    permissions: int = 0
+    """Community-level bits (:class:`Permission`): the fixed role's defaults united
+    with the custom roles' (every bit with ``ADMINISTRATOR``); channel overrides do not
+    apply at this level."""
+
+    def has(self, bit: Permission) -> bool:
+        return bool(self.permissions & (bit | Permission.ADMINISTRATOR))
 
 
 @dataclass(frozen=True)
@@ -151,6 +178,30 @@ class Host(abc.ABC):
     @abc.abstractmethod
     async def member(self, community_id: int, user_id: int) -> MemberInfo | None:
         """The member's role and tier now; None for a non-member."""
+
+    @abc.abstractmethod
+    async def members_with(self, community_id: int, bit: Permission) -> list[int]:
+        """The members whose community-level bits include ``bit`` (staff lists: who
+        gets a course's change)."""
+
+    async def append_events(self, conn: asyncpg.Connection,
+                            events: list[DomainEvent]) -> None:
+        """Write domain events to the outbox in the caller's transaction (the one of
+        :meth:`transaction`), so they commit with the change they describe."""
+        await append_txn(conn, events)
+
+    @abc.abstractmethod
+    async def create_private_channel(self, community_id: int, name: str, created_by: int,
+                                     member_ids: list[int]) -> int:
+        """A new private text channel of the community listing ``member_ids`` (members
+        only; the creator is not added); each listed member's sessions get it at once.
+        Returns its id."""
+
+    @abc.abstractmethod
+    async def set_channel_member(self, channel_id: int, user_id: int, listed: bool) -> bool:
+        """List (``listed``) or unlist a member of a private channel the sidecar made;
+        their sessions gain or lose it at once. False when nothing changed (already
+        so, not a member of its community, or not a private channel)."""
 
     @abc.abstractmethod
     async def user_id(self, request: web.Request) -> int:
@@ -212,4 +263,10 @@ class Sidecar(abc.ABC):
 
     def gateway_handlers(self) -> dict[type[Request], GatewayHandler]:
         """Gateway requests this sidecar serves (each type in ``SidecarRequest``)."""
+        return {}
+
+    def prerequisite_checks(self) -> dict[str, PrerequisiteCheck]:
+        """Kinds of prerequisite this sidecar answers for the core (``course``: a live
+        session's ``prerequisite_course``), wired into the gateway process that
+        mounts it. One sidecar per kind."""
         return {}

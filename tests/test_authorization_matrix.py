@@ -778,3 +778,171 @@ def test_resolution_order_pure() -> None:
     assert not thread_bits(bits([Override("everyone", 0, 0, int(P.SEND_IN_THREADS))])) \
         & P.SEND_MESSAGES
     assert thread_bits(P(0)) == P(0)
+
+
+# ------------------------------------------------------------------------------ courses
+# The courses sidecar (sidecars/courses/http.py, docs/courses.md): every route, as every
+# kind of caller. ``teacher`` is a plain member holding a custom role with only
+# MANAGE_COURSES (the new bit: staff is the bit, not the fixed role); ``learner`` is
+# enrolled (and earned a certificate), ``member`` and the moderator are members who are
+# not; ``key`` is a service key with courses:read; ``anon`` sends no credentials.
+
+COURSE_ACTORS = ("owner", "admin", "teacher", "moderator", "learner", "member",
+                 "outsider", "anon", "key")
+CREATED = 201
+
+
+def _cells(staff: int, *, moderator: int = 403, learner: int = 403, member: int = 403,
+           outsider: int = 404, anon: int = 401, key: int = 401) -> dict[str, int]:
+    return {"owner": staff, "admin": staff, "teacher": staff, "moderator": moderator,
+            "learner": learner, "member": member, "outsider": outsider, "anon": anon,
+            "key": key}
+
+
+EVERY_MEMBER = {"staff": 200, "moderator": 200, "learner": 200, "member": 200}
+PUBLIC = dict.fromkeys(COURSE_ACTORS, 200)
+
+COURSE_MATRIX: dict[tuple[str, str], dict[str, int]] = {
+    ("GET", "/courses"): _cells(**EVERY_MEMBER),
+    ("POST", "/courses"): _cells(CREATED),
+    ("GET", "/courses/{course_id}"): _cells(**EVERY_MEMBER),
+    ("PATCH", "/courses/{course_id}"): _cells(200),
+    ("POST", "/courses/{course_id}/modules"): _cells(CREATED),
+    ("PATCH", "/courses/{course_id}/modules/{module_id}"): _cells(200),
+    ("POST", "/courses/{course_id}/lessons"): _cells(CREATED),
+    ("PATCH", "/courses/{course_id}/lessons/{lesson_id}"): _cells(200),
+    # a lesson opens to staff and to the enrolled; to others it is locked
+    ("GET", "/courses/{course_id}/lessons/{lesson_id}"): _cells(200, learner=200),
+    ("POST", "/courses/{course_id}/lessons/{lesson_id}/questions"): _cells(CREATED),
+    ("GET", "/courses/{course_id}/enrolments"): _cells(200, key=200),
+    ("POST", "/courses/{course_id}/enrolments/{user_id}/grant"): _cells(200, key=403),
+    ("POST", "/courses/{course_id}/enrolments/{user_id}/revoke"): _cells(200),
+    ("POST", "/courses/{course_id}/enrolments/{user_id}/release"): _cells(200),
+    # learning needs an enrolment: staff who are not enrolled are refused like members
+    ("POST", "/courses/{course_id}/progress"): _cells(403, learner=200),
+    ("POST", "/courses/{course_id}/lessons/{lesson_id}/complete"): _cells(403, learner=200),
+    ("POST", "/courses/{course_id}/lessons/{lesson_id}/attempts"): _cells(403, learner=CREATED),
+    ("GET", "/courses/{course_id}/lessons/{lesson_id}/attempts"): _cells(**EVERY_MEMBER),
+    ("POST", "/courses/{course_id}/lessons/{lesson_id}/attempts/{attempt_id}/submit"):
+        _cells(403, learner=200),
+    ("POST", "/courses/{course_id}/lessons/{lesson_id}/submissions"):
+        _cells(403, learner=CREATED),
+    ("GET", "/courses/{course_id}/lessons/{lesson_id}/submissions"): _cells(**EVERY_MEMBER),
+    ("POST", "/courses/{course_id}/submissions/{submission_id}/grade"): _cells(200),
+    ("GET", "/courses/{course_id}/certificate"): _cells(404, learner=200, member=404,
+                                                        moderator=404),
+    ("GET", "/courses/{course_id}/statements"): _cells(200, key=200),
+    ("POST", "/certificates/{serial}/revoke"): _cells(200),
+    ("GET", "/certificates/{serial}"): PUBLIC,
+    ("GET", "/certificates/{serial}/pdf"): PUBLIC,
+    # last: enrolling changes who is enrolled (every member may enrol themselves)
+    ("POST", "/courses/{course_id}/enrolment"): _cells(**EVERY_MEMBER),
+    ("DELETE", "/courses/{course_id}"): _cells(200),
+}
+"""(method, path after ``/communities/{community_id}`` or ``/api/v1``) -> status per
+caller. Cells run in this order."""
+
+
+async def test_every_course_route_as_every_caller(live_server: RunningServer,
+                                                  http: aiohttp.ClientSession) -> None:
+    from server.rest.openapi import rest_api
+    from tests.course_helpers import Api
+
+    api = Api(http, live_server)
+    await api.setup(members=("admin", "moderator", "teacher", "learner", "member", "target"),
+                    outsiders=("outsider",))
+    cid = api.cid
+    for name, role in (("admin", "admin"), ("moderator", "moderator")):
+        await api.ok("owner", "PATCH", f"/communities/{cid}/members/{api.uid(name)}",
+                     {"role": role})
+    role = await api.ok("owner", "POST", f"/communities/{cid}/roles",
+                        {"name": "teacher", "permissions": int(P.MANAGE_COURSES),
+                         "position": 1, "reason": "matrix"})
+    await api.ok("owner", "PUT", f"/communities/{cid}/members/{api.uid('teacher')}/roles",
+                 {"role_ids": [role["role"]["id"]]})
+    key = (await api.ok("owner", "POST", f"/communities/{cid}/service-keys",
+                        {"name": "lrs", "scopes": ["courses:read"]}))["secret"]
+    course = await api.course(certificate=True)
+    module = await api.module(course)
+    text = await api.lesson(course, module)
+    quiz = await api.lesson(course, module, kind="quiz", quiz={"pass_percent": 50})
+    await api.ok("owner", "POST", api.courses(f"/{course}/lessons/{quiz}/questions"),
+                 {"kind": "true_false", "prompt": "yes?", "correct_choices": [0]})
+    task = await api.lesson(course, module, kind="assignment")
+    await api.ok("learner", "POST", api.courses(f"/{course}/enrolment"))
+    await api.ok("owner", "POST", api.courses(f"/{course}/enrolments/{api.uid('target')}/grant"),
+                 {})
+    graduated = await api.course(certificate=True, title="Done")
+    done_module = await api.module(graduated)
+    done_lesson = await api.lesson(graduated, done_module)
+    await api.ok("learner", "POST", api.courses(f"/{graduated}/enrolment"))
+    serial = (await api.ok("learner", "POST", api.courses(
+        f"/{graduated}/lessons/{done_lesson}/complete")))["certificate_serial"]
+    attempt = (await api.ok("learner", "POST", api.courses(
+        f"/{course}/lessons/{quiz}/attempts")))["attempt_id"]
+    submission = (await api.ok("learner", "POST", api.courses(
+        f"/{course}/lessons/{task}/submissions"), {"kind": "text", "content": "mine"})
+    )["submission"]["id"]
+
+    async def cell(method: str, route: str, actor: str) -> int:
+        target = api.uid("target")
+        path = route.format(course_id=course, module_id=module, lesson_id=text,
+                            user_id=target, attempt_id=attempt, submission_id=submission,
+                            serial=serial)
+        body: Any = None
+        if route.endswith("/questions") or "/attempts" in route:
+            path = path.replace(f"/lessons/{text}/", f"/lessons/{quiz}/")
+        if route.endswith("/submissions"):
+            path = path.replace(f"/lessons/{text}/", f"/lessons/{task}/")
+            body = {"kind": "text", "content": "x"} if method == "POST" else None
+        if route == "/courses/{course_id}/certificate":
+            path = path.replace(f"/courses/{course}/", f"/courses/{graduated}/")
+        if route.endswith("/submit"):
+            if actor == "learner":
+                started = await api.ok("learner", "POST",
+                                       api.courses(f"/{course}/lessons/{quiz}/attempts"))
+                path = path.replace(f"/attempts/{attempt}/",
+                                    f"/attempts/{started['attempt_id']}/")
+            body = {"answers": []}
+        if route.endswith("/revoke") and "enrolments" in route:
+            await api.ok("owner", "POST", api.courses(f"/{course}/enrolments/{target}/grant"),
+                         {})
+            body = {}
+        if method == "DELETE":
+            path = path.replace(f"/courses/{course}",
+                                f"/courses/{await api.course(title='gone')}")
+        body = body if body is not None else {
+            ("POST", "/courses"): {"title": "new"},
+            ("PATCH", "/courses/{course_id}"): {"description": "d"},
+            ("POST", "/courses/{course_id}/modules"): {"title": "m"},
+            ("PATCH", "/courses/{course_id}/modules/{module_id}"): {"title": "m2"},
+            ("POST", "/courses/{course_id}/lessons"): {"module_id": module, "title": "l",
+                                                       "kind": "text"},
+            ("PATCH", "/courses/{course_id}/lessons/{lesson_id}"): {"body": "b"},
+            ("POST", "/courses/{course_id}/lessons/{lesson_id}/questions"): {
+                "kind": "true_false", "prompt": "p", "correct_choices": [1]},
+            ("POST", "/courses/{course_id}/enrolments/{user_id}/grant"): {},
+            ("POST", "/courses/{course_id}/progress"): {"items": [{"lesson_id": text}]},
+            ("POST", "/courses/{course_id}/submissions/{submission_id}/grade"): {"score": 0},
+            ("POST", "/certificates/{serial}/revoke"): {"reason": "matrix"},
+        }.get((method, route))
+        full = path if route.startswith("/certificates/{serial}") and method == "GET" \
+            else f"/communities/{cid}{path}"
+        token = key if actor == "key" else None
+        status, _ = await api.call(None if actor in ("anon", "key") else actor, method, full,
+                                   body, token=token)
+        return status
+
+    mismatches = []
+    for (method, route), expected in COURSE_MATRIX.items():
+        for actor in COURSE_ACTORS:
+            got = await cell(method, route, actor)
+            if got != expected[actor]:
+                mismatches.append(f"{method:6} {route:60} {actor:9} expected "
+                                  f"{expected[actor]}, got {got}")
+    assert not mismatches, "\n" + "\n".join(mismatches)
+    # every route of the sidecar is in the table (a new route must be added to it)
+    operations = {(op.method, op.path.removeprefix("/api/v1")
+                   .replace("/communities/{community_id}", "", 1))
+                  for op in rest_api(live_server.app).operations if op.tag == "courses"}
+    assert operations == set(COURSE_MATRIX), operations ^ set(COURSE_MATRIX)

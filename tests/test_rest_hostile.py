@@ -94,12 +94,19 @@ async def world(live_server: RunningServer, http: aiohttp.ClientSession) -> Worl
                      {"name": "hostile", "scopes": ["tiers:read", "tiers:write", "members:read",
                                                     "courses:read", "courses:write",
                                                     "events:publish"]})
+    course = (await post(f"/communities/{cid}/courses", {"title": "c"}))["course"]
+    module = (await post(f"/communities/{cid}/courses/{course['id']}/modules",
+                         {"title": "m"}))["module"]
+    lesson = (await post(f"/communities/{cid}/courses/{course['id']}/lessons",
+                         {"module_id": module["id"], "title": "l", "kind": "text"}))["lesson"]
     async with http.get(api + "/openapi.json") as reply:
         document = await reply.json()
     ids: dict[str, int | str] = {
         "community_id": cid, "channel_id": created["channels"][0]["id"],
         "user_id": member["user"]["id"], "role_id": role["id"], "target_id": role["id"],
-        "rule_id": rule["id"], "session_id": live["id"], "kind": "role", "code": code}
+        "rule_id": rule["id"], "session_id": live["id"], "kind": "role", "code": code,
+        "course_id": course["id"], "module_id": module["id"], "lesson_id": lesson["id"],
+        "attempt_id": 1, "submission_id": 1, "serial": "AAAA-AAAA-AAAA-AAAA"}
     return World(base, owner["access_token"], key["secret"], ids, document)
 
 

@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -255,5 +256,55 @@ async def test_a_sidecar_event_reaches_the_member_on_a_gateway_process(
             finally:
                 await bus.close()
             await client.close()
+    finally:
+        stop_server_process(gateway)
+
+
+async def test_courses_alone_beside_a_gateway_without_sidecars(
+        database_url: str, sidecars_started: list[SidecarProcess]) -> None:
+    """``hearth serve --only courses`` serves the course routes against the gateway's
+    database; the gateway (``HEARTH_SIDECARS=none``) has no course check, so a live
+    session whose prerequisite is a course id refuses registration with
+    ``unavailable`` (fails closed) rather than letting everyone in."""
+    gateway = start_server_process(database_url, HEARTH_SIDECARS="none")
+    try:
+        side = SidecarProcess(database_url, "courses")
+        sidecars_started.append(side)
+        async with aiohttp.ClientSession() as http:
+            owner = await register(http, gateway.url)
+            learner = await register(http, gateway.url)
+            api, courses_api = gateway.url + "/api/v1", side.url + "/api/v1"
+
+            async def call(base: str, who: dict[str, Any], method: str, path: str,
+                           body: Any = None) -> tuple[int, Any]:
+                async with http.request(method, base + path, json=body,
+                                        headers=bearer(who["access_token"])) as reply:
+                    return reply.status, await reply.json()
+
+            status, made = await call(api, owner, "POST", "/communities", {"name": "c"})
+            cid = made["community"]["id"]
+            _, invite = await call(api, owner, "POST", f"/communities/{cid}/invites", {})
+            await call(api, learner, "POST", f"/invites/{invite['code']}/join", {})
+            status, course = await call(courses_api, owner, "POST",
+                                        f"/communities/{cid}/courses", {"title": "Solo"})
+            assert status == 201, course
+            course_id = course["course"]["id"]
+            status, _ = await call(courses_api, owner, "PATCH",
+                                   f"/communities/{cid}/courses/{course_id}",
+                                   {"status": "published"})
+            assert status == 200
+            status, got = await call(courses_api, learner, "POST",
+                                     f"/communities/{cid}/courses/{course_id}/enrolment")
+            assert status == 200 and got["enrolment"]["state"] == "active", got
+            status, _ = await call(api, owner, "GET", f"/communities/{cid}/courses")
+            assert status == 404  # not mounted on the gateway
+            status, live = await call(api, owner, "POST", f"/communities/{cid}/live-sessions",
+                                      {"title": "t", "starts_at": 4_000_000_000_000,
+                                       "prerequisite_course": str(course_id)})
+            assert status == 201, live
+            status, refused = await call(
+                api, learner, "POST",
+                f"/communities/{cid}/live-sessions/{live['session']['id']}/register")
+            assert status == 503 and refused["error"]["code"] == "unavailable", refused
     finally:
         stop_server_process(gateway)

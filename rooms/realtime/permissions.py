@@ -52,6 +52,7 @@ class Permission(IntFlag):
     BYPASS_SLOWMODE = 1 << 20
     MUTE_MEMBERS = 1 << 21      # voice: server mute (voice_server_mute)
     MOVE_MEMBERS = 1 << 22      # voice: disconnect and move (voice_disconnect, voice_move)
+    MANAGE_COURSES = 1 << 23    # courses sidecar: author courses, grade, grant and revoke
     ADMINISTRATOR = 1 << 30     # every bit, and channel overrides do not apply
 
 
@@ -65,7 +66,7 @@ MODERATOR_BITS = (MEMBER_BITS | P.MANAGE_MESSAGES | P.TIMEOUT_MEMBERS | P.KICK_M
                   | P.MODERATE | P.VIEW_AUDIT_LOG | P.BYPASS_SLOWMODE | P.MENTION_EVERYONE
                   | P.MUTE_MEMBERS | P.MOVE_MEMBERS)
 ADMIN_BITS = (MODERATOR_BITS | P.BAN_MEMBERS | P.MANAGE_CHANNELS | P.MANAGE_ROLES
-              | P.MANAGE_AUTOMOD | P.MANAGE_COMMUNITY)
+              | P.MANAGE_AUTOMOD | P.MANAGE_COMMUNITY | P.MANAGE_COURSES)
 FIXED_ROLE_BITS: dict[Role, Permission] = {
     Role.MEMBER: MEMBER_BITS, Role.MODERATOR: MODERATOR_BITS, Role.ADMIN: ADMIN_BITS,
     Role.OWNER: ALL_BITS,

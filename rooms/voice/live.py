@@ -69,6 +69,11 @@ log = logging.getLogger(__name__)
 P = Permission
 S = LiveSessionState
 
+PrerequisiteCheck = Callable[[int, int, str], Awaitable[str | None]]
+"""(community id, user id, reference) -> None when the prerequisite is met, else the
+reason shown to the member. Registered by whoever provides that kind of prerequisite
+(the courses sidecar provides ``course``, see ``sidecars/api.py``)."""
+
 REMINDER_FANOUT_BATCH = 500
 """Reminder events handed to the bus per call."""
 
@@ -98,6 +103,9 @@ class LiveService(LiveBase):
         self.reminder_lead_s = reminder_lead_s
         self.reminder_every_s = reminder_every_s
         self.reminders_sent = 0
+        self.prerequisite_checks: dict[str, PrerequisiteCheck] = {}
+        """Kind -> check; ``course`` answers for ``prerequisite_course`` (wired by
+        ``server/app.py`` from the mounted sidecars)."""
 
     def handlers(self) -> dict[type[Request], Callable[[Session, Any], Awaitable[Result]]]:
         return self.stage.handlers() | self.qa.handlers()
@@ -285,6 +293,8 @@ class LiveService(LiveBase):
                 bits = await self._member_bits(cid, user_id)
                 if access.tier < row.session.required_tier and not bits & STAFF_SEES_TIERS:
                     raise forbidden(f"this session needs tier {row.session.required_tier}")
+                if not bits & STAFF_SEES_TIERS:
+                    await self._check_prerequisite(cid, user_id, row.session.prerequisite_course)
                 if not await live_db.register(conn, session_id, user_id, row.session.capacity):
                     raise RequestError(ErrorCode.LIMIT_EXCEEDED,
                                        f"the session is full ({row.session.capacity})")
@@ -302,6 +312,24 @@ class LiveService(LiveBase):
         return row.session
 
     # --------------------------------------------------------------------- attendance
+
+    async def _check_prerequisite(self, community_id: int, user_id: int,
+                                  ref: str | None) -> None:
+        """``prerequisite_course`` is checked when it is a course id (decimal digits,
+        e.g. ``"42"``): ``prerequisite_not_met`` until the member completed it. Any
+        other text is a label from before courses existed: shown, not checked. A
+        course id with no course check mounted in this process fails closed
+        (``unavailable``) rather than letting everyone in."""
+        if ref is None or not ref.strip().isdecimal():
+            return
+        check = self.prerequisite_checks.get("course")
+        if check is None:
+            raise RequestError(ErrorCode.UNAVAILABLE,
+                               "course prerequisites cannot be checked here (no courses "
+                               "service is mounted)")
+        reason = await check(community_id, user_id, ref.strip())
+        if reason is not None:
+            raise RequestError(ErrorCode.PREREQUISITE_NOT_MET, reason)
 
     async def attendance(self, user_id: int, session_id: int) -> AttendanceReport:
         """Who attended (host, co-host or ``MANAGE_CHANNELS``)."""

@@ -56,6 +56,7 @@ HTTP_STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.INVALID_CREDENTIALS: 401,
     ErrorCode.INVALID_TOKEN: 401,
     ErrorCode.FORBIDDEN: 403,
+    ErrorCode.PREREQUISITE_NOT_MET: 403,
     ErrorCode.BANNED: 403,
     ErrorCode.TIMED_OUT: 403,
     ErrorCode.CHANNEL_LOCKED: 403,
