@@ -59,6 +59,9 @@ from rooms.realtime.sessions import NOT_STORED, AccessView, Session, SessionRegi
 
 log = logging.getLogger(__name__)
 
+ABANDONED = "the client went away"
+"""Why a resume stopped early: its client closed the connection while it waited."""
+
 FetchMissing = Callable[[int, int, int], Awaitable[list[Message]]]
 
 
@@ -196,12 +199,16 @@ class SessionOpener:
         return session, ready
 
     async def resume(self, user: User, session_id: str, seq: int, codec: Codec,
-                     sink: Sink, positions: dict[int, int] | None = None) -> \
+                     sink: Sink, positions: dict[int, int] | None = None,
+                     abandoned: Callable[[], bool] = lambda: False) -> \
             tuple[Session, list[bytes], bool] | str:
         """Reattach a session: the copy held here if it is still the owner, else (with
         a mirror) the one in Redis. Returns the session, the frames to replay and
         whether it came from Redis (it is then *held*: call :meth:`catch_up` once the
-        replay is written), or why not."""
+        replay is written), or why not. ``abandoned`` says the client has gone: checked
+        before the claim and before loading the view, so an attempt its client gave up
+        on claims nothing (a late claim would take the session from the connection the
+        client resumed on meanwhile) and loads nothing."""
         session = self.registry.get(session_id)
         if session is not None and session.user.id != user.id:
             return "unknown or expired session"
@@ -213,7 +220,7 @@ class SessionOpener:
             session = None
         if session is None:
             elsewhere = await self.resume_elsewhere(user, session_id, seq, codec, sink,
-                                                    positions)
+                                                    positions, abandoned)
             return elsewhere if isinstance(elsewhere, str) else (*elsewhere, True)
         here = self._resume_here(session, seq, codec, sink)
         return here if isinstance(here, str) else (*here, False)
@@ -238,7 +245,8 @@ class SessionOpener:
         return session, replay
 
     async def resume_elsewhere(self, user: User, session_id: str, seq: int, codec: Codec,
-                               sink: Sink, positions: dict[int, int] | None = None) -> \
+                               sink: Sink, positions: dict[int, int] | None = None,
+                               abandoned: Callable[[], bool] = lambda: False) -> \
             tuple[Session, list[bytes]] | str:
         """Take over a session another process held (it may be dead) from the mirror.
 
@@ -256,6 +264,8 @@ class SessionOpener:
         once the replay is written."""
         if self.mirror is None:
             return "unknown or expired session"
+        if abandoned():
+            return ABANDONED
         mirrored = await self.mirror.claim(session_id, user.id, codec.encoding.value)
         if isinstance(mirrored, str):
             return mirrored
@@ -263,6 +273,8 @@ class SessionOpener:
         if seq < mirrored.floor:
             await self.mirror.forget(session_id, mirrored.epoch)
             return "too far behind; identify and fetch history"
+        if abandoned():  # claimed (the epoch moved on; Redis still has it all): a
+            return ABANDONED  # later resume claims it again, from anywhere
         session = Session(user, codec, self.limits.replay_buffer_events, session_id=session_id)
         session.epoch = mirrored.epoch
         await self._load_view(session)
