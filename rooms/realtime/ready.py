@@ -25,6 +25,7 @@ process topic), which drops its copy and closes its socket, if any, with 4006.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -116,6 +117,8 @@ class SessionOpener:
         self.on_close = list(on_close)
         """Told when a session is forgotten here for good (voice rooms leave); must
         not block."""
+        self._notices: set[asyncio.Future[None]] = set()
+        """Takeover notices being published (kept so they are not collected midway)."""
         if mirror is not None:
             hub.listen(takeover_topic(mirror.owner), self._taken_over)
 
@@ -320,18 +323,28 @@ class SessionOpener:
 
     async def _announce_takeover(self, session_id: str, mirrored: MirroredSession) -> None:
         """Tell the previous owner that its copy is superseded, so that it stops now
-        rather than at its next refused write."""
+        rather than at its next refused write. Nothing is sent when there was no owner
+        or this process was it (handled here directly). The publish is not waited for:
+        the notice is only a shortcut (the epoch in Redis already fences the old copy,
+        and :meth:`resume` checks ownership before using a copy), and in a reconnect
+        storm the previous owner is usually the dead process, so waiting for the bus
+        round trip would only delay the resume."""
         assert self.mirror is not None
         notice = encode_takeover(session_id, mirrored.epoch)
         previous = mirrored.previous_owner
         if previous == self.mirror.owner:
             self._taken_over(notice)
         elif previous:
-            try:
-                await self.hub.bus.publish(takeover_topic(previous), notice)
-            except Exception as exc:  # it stops at its next write instead
-                log.warning("could not tell %s that session %s moved (%s: %s)", previous,
-                            session_id, type(exc).__name__, exc)
+            task = asyncio.ensure_future(self._publish_takeover(previous, session_id, notice))
+            self._notices.add(task)
+            task.add_done_callback(self._notices.discard)
+
+    async def _publish_takeover(self, previous: str, session_id: str, notice: bytes) -> None:
+        try:
+            await self.hub.bus.publish(takeover_topic(previous), notice)
+        except Exception as exc:  # it stops at its next write instead
+            log.warning("could not tell %s that session %s moved (%s: %s)", previous,
+                        session_id, type(exc).__name__, exc)
 
     def _taken_over(self, payload: bytes) -> None:
         """A session held here was claimed by a later epoch: stop this copy (its socket,
