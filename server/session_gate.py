@@ -12,8 +12,9 @@ on instead of bunched at the end.
 When the queue is longer than ``max_queue_s`` of work (estimated from how long recent
 holders held a slot), a newcomer is refused at once instead of waiting: the gateway
 answers it with the retryable path (``reconnect`` with ``retry_after_ms``, then close
-1013; before the upgrade HTTP 503 with ``Retry-After``), the delay proportional to the
-backlog and jittered, so the retries arrive when there is room.
+1013; before the upgrade HTTP 503 with ``Retry-After``), the delay jittered between the
+time until the queue is back at its limit and the whole backlog, so the retries arrive
+as room opens.
 
 FIFO is kept by a queue of futures rather than :class:`asyncio.Semaphore`, whose order
 among waiters is not a documented guarantee and which does not count its waiters.
@@ -70,12 +71,16 @@ class SessionGate:
 
     def refusal(self) -> int | None:
         """``retry_after_ms`` for a newcomer if the queue is over its limit, else None.
-        Uniform in [0.5, 1.5] x the backlog, so the retries spread over the time it
-        takes to work the queue off."""
+
+        Uniform between the excess (``backlog - max_queue_s``: when the queue will be
+        back at its limit) and the whole backlog: the refused come back as room opens
+        over the next ``max_queue_s``, rather than all at once or after the queue has
+        run dry (a delay of the whole backlog or more leaves the process idle while
+        they wait, and they finish later than if they had queued)."""
         backlog = self.backlog_s()
         if not self._waiters or backlog <= self.max_queue_s:
             return None
-        ms = int(backlog * 1000 * random.uniform(0.5, 1.5))
+        ms = int(random.uniform(backlog - self.max_queue_s, backlog) * 1000)
         return min(max(ms, self.MIN_RETRY_MS), self.MAX_RETRY_MS)
 
     @contextlib.asynccontextmanager
