@@ -271,7 +271,7 @@ class Gateway:
     def __init__(self, *, auth: Authenticator, opener: SessionOpener, router: Router,
                  limits: Limits, allowed_origins: list[str],
                  admission_per_s: int = 2000, session_start_concurrency: int = 32,
-                 session_start_max_queue_s: float = 10.0) -> None:
+                 session_start_max_queue_s: float = 5.0) -> None:
         self.auth = auth
         self.opener = opener
         self.router = router
