@@ -232,6 +232,10 @@ class Connection(asyncio.Protocol):
             self.sink.on_invalid_session(self, frame)
         elif op == "heartbeat_ack":
             pass
+        elif op == "reconnect":  # a busy or draining server: come back after this long
+            self.retry_after_s = (frame.retry_after_ms or 0) / 1000
+            self.sink.count_error("server_busy" if self.state in (RESUMING, IDENTIFYING)
+                                  else "frame_reconnect")
         else:  # reconnect; resumed or invalid_session out of place
             self.sink.count_error(f"frame_{op}")
 

@@ -77,6 +77,7 @@ class FrameView(msgspec.Struct, gc=False):
     session_id: str | None = None
     replayed: int | None = None
     reason: str | None = None
+    retry_after_ms: int | None = None
     communities: list[SnapshotView] = []
     private_channels: list[ChannelView] = []
 

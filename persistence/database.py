@@ -8,6 +8,7 @@ owns the pool; nothing else in Hearth creates connections.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -49,8 +50,14 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
 class Database:
     """An asyncpg pool plus named transactions (names show up in logs and metrics)."""
 
+    PROBE_TIMEOUT_S = 1.0
+    """Longest :meth:`ping` waits for PostgreSQL (inside the readiness check's 2 s)."""
+
     def __init__(self, pool: asyncpg.Pool | None = None) -> None:
         self._pool = pool
+        self._dsn: str | None = None
+        self._probe: asyncpg.Connection | None = None
+        self._probe_lock = asyncio.Lock()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -76,8 +83,10 @@ class Database:
         )
         assert pool is not None
         self._pool = pool
+        self._dsn = dsn
 
     async def close(self) -> None:
+        await self._drop_probe()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -113,11 +122,30 @@ class Database:
             yield conn
 
     async def ping(self) -> bool:
+        """Is PostgreSQL answering? For readiness, on a dedicated connection of its own:
+        through the pool it waited behind every queued request, so a resume storm that
+        saturates the pool (seconds of queue) made the node report "database down"
+        while the database was fine, and flap. The probe connection is opened lazily,
+        kept, and reopened after a failure; the whole ping is bounded by
+        :data:`PROBE_TIMEOUT_S`. A Database built on a bare pool (no DSN) probes
+        through the pool."""
         if self._pool is None:
             return False
         try:
-            async with self.pool.acquire(timeout=2) as conn:
-                value: Any = await conn.fetchval("SELECT 1")
-                return bool(value == 1)
+            async with asyncio.timeout(self.PROBE_TIMEOUT_S):
+                if self._dsn is None:
+                    async with self.pool.acquire() as pooled:
+                        return bool(await pooled.fetchval("SELECT 1") == 1)
+                async with self._probe_lock:
+                    if self._probe is None or self._probe.is_closed():
+                        self._probe = await asyncpg.connect(self._dsn)
+                    value: Any = await self._probe.fetchval("SELECT 1")
+                    return bool(value == 1)
         except Exception:
+            await self._drop_probe()
             return False
+
+    async def _drop_probe(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.terminate()  # no round trip: it may be the thing that is stuck

@@ -145,7 +145,9 @@ class CloseCode(enum.IntEnum):
     """The server hit an unexpected error on this connection. Resumable."""
     TRY_AGAIN_LATER = 1013
     """``identify`` or ``resume`` needed PostgreSQL or Redis and it cannot be reached
-    for the moment. Resumable: reconnect after a jittered back-off (about 1 s)."""
+    for the moment, or the node has too many of them queued (then ``reconnect`` came
+    first: wait its ``retry_after_ms``). Resumable: reconnect after a jittered back-off
+    (about 1 s) and resume."""
     UNKNOWN_ERROR = 4000
     """Unspecified; reconnect and resume."""
     DECODE_ERROR = 4001

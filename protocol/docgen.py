@@ -322,8 +322,9 @@ class _Renderer:
         ])
         d.para(
             "Any other `encoding` value is refused before the upgrade (HTTP 400 "
-            "`invalid_argument`); a node that is draining or admitting too many new "
-            "connections at once answers HTTP 503 `unavailable` with `Retry-After` "
+            "`invalid_argument`); a node that is draining, admitting too many new "
+            "connections at once, or with more identifies/resumes queued than it works "
+            "off in a few seconds answers HTTP 503 `unavailable` with `Retry-After` "
             "(seconds), and a page from an origin not allowed HTTP 403 "
             "`origin_not_allowed`, each in the REST error body. Every "
             "websocket message carries exactly one frame; frames are never split or "

@@ -114,7 +114,9 @@ FIELD_NOTES: Final[dict[tuple[str, str], str]] = {
     ("Dispatch", "d"): "The event; its `t` says which.",
     ("Reconnect", "retry_after_ms"): "Wait this long (milliseconds) before reconnecting. "
     "A draining node spreads its clients uniformly over 0 to 1,000 ms (over more only when "
-    "it holds more connections than the others admit in a second, 2,000 per process).",
+    "it holds more connections than the others admit in a second, 2,000 per process). A "
+    "node with too many identifies/resumes queued (a reconnect storm) sends it before "
+    "closing 1013, with a jittered delay (1 to 30 s) after which its queue has room.",
     # records
     ("User", "username"): "Unique account name.",
     ("User", "display_name"): "The name to show.",

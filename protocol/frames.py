@@ -436,7 +436,9 @@ class Dispatch(ServerFrameBase, tag="dispatch"):
 
 class Reconnect(ServerFrameBase, tag="reconnect"):
     """The server asks the client to reconnect (and resume) after ``retry_after_ms``.
-    Sent before a 1001/4010 close when a node drains."""
+    Sent before a 1001/4010 close when a node drains, and before a 1013 close when
+    too many identifies/resumes are queued ahead of this one (nothing was done for
+    it: the session, if any, is still resumable)."""
 
     retry_after_ms: int = 0
 

@@ -267,6 +267,14 @@ class GatewayProtocol:
         self._outbox.append(self.codec.encode(Reconnect(retry_after_ms=retry_after_ms)))
         self._close_with(CloseCode.GOING_AWAY, "server draining")
 
+    def refuse_busy(self, retry_after_ms: int) -> None:
+        """Too many identify/resume ahead of this one: ask the client to come back after
+        ``retry_after_ms`` (``reconnect``), then close 1013. Nothing was done for it."""
+        if not self._expect(State.AUTHENTICATING):
+            return
+        self._outbox.append(self.codec.encode(Reconnect(retry_after_ms=retry_after_ms)))
+        self._close_with(CloseCode.TRY_AGAIN_LATER, "server busy")
+
     def fail(self, code: CloseCode, reason: str) -> None:
         """Close for a reason found outside the protocol (slow consumer, shutdown)."""
         self._close_with(code, reason)

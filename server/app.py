@@ -223,7 +223,9 @@ class Services:
                               SidecarRequests(self.sidecars)])
         self.gateway = Gateway(auth=self.auth, opener=self.opener, router=self.router,
                                limits=config.limits, allowed_origins=config.allowed_origins,
-                               admission_per_s=config.admission_per_s)
+                               admission_per_s=config.admission_per_s,
+                               session_start_concurrency=config.session_start_concurrency,
+                               session_start_max_queue_s=config.session_start_max_queue_s)
         checks: dict[str, Check] = {"database": self.db.ping, "bus": self.bus.ping}
         if self.mirror is not None:
             checks["sessions"] = self.mirror.ping
@@ -275,6 +277,10 @@ class Services:
         m.add_delta(m.drops.labels("ephemeral"), "ephemeral", hub.ephemeral_dropped)
         m.add_delta(m.drops.labels("admission"), "admission",
                     gateway.stats["admission_refused"])
+        m.add_delta(m.drops.labels("session_start_busy"), "starts_refused",
+                    gateway.stats["starts_refused"])
+        m.add_delta(m.drops.labels("session_start_abandoned"), "starts_abandoned",
+                    gateway.stats["starts_abandoned"])
         m.add_delta(m.duplicates_dropped, "dups", hub.duplicates_dropped)
 
     async def on_bus_reconnect(self) -> None:

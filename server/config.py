@@ -52,6 +52,18 @@ class Config(msgspec.Struct, kw_only=True):
     admission_per_s: int = 2000
     """New websocket connections a process accepts per second (burst: one second's
     worth); beyond it, HTTP 503 with a jittered Retry-After. Bounds reconnect storms."""
+    session_start_concurrency: int = 32
+    """Identify/resume a process works on at once, each whole (authentication, claim,
+    view, replay, catch-up) and first come first served (server/session_gate.py). After
+    a process dies its clients all resume on the survivors: bounded, they finish
+    steadily from the first second instead of all late together. Above the database
+    pool size (``db_pool_size``) so the pool stays busy."""
+    session_start_max_queue_s: float = 5.0
+    """Longest estimated wait in that queue; beyond it a newcomer is refused at once
+    (HTTP 503 + Retry-After, or ``reconnect`` + close 1013) with a jittered delay
+    between the excess and the whole backlog. Keep it well under
+    ``limits.identify_timeout_ms`` (10 s): a connection still waiting then is closed
+    with 4003 and its place in the queue wasted."""
     presence_ttl_s: float = 45.0
     """Lease of a process's presence in Redis, renewed every third of it: the users of a
     dead process are shown offline within this plus about 3 s. At most 55."""

@@ -39,12 +39,13 @@ from protocol.session import (
 )
 from rooms.errors import RequestError
 from rooms.realtime.outages import ThrottledLog, unavailable
-from rooms.realtime.ready import SessionOpener
+from rooms.realtime.ready import ABANDONED, SessionOpener
 from rooms.realtime.routing import Router
 from rooms.realtime.sessions import Session
 from server.auth import Authenticator
 from server.cors import origin_allowed
 from server.rest.errors import error_response, retry_after_header
+from server.session_gate import GateBusy, SessionGate
 
 log = logging.getLogger(__name__)
 
@@ -152,17 +153,39 @@ class GatewayConnection:
         for event in self.protocol.events():
             if isinstance(event, RequestReceived):
                 await self._serve(event)
-            elif isinstance(event, IdentifyRequested):
-                await self._identify(event)
-            elif isinstance(event, ResumeRequested):
-                await self._resume(event)
+            elif isinstance(event, IdentifyRequested | ResumeRequested):
+                await self._start(event)
             self.flush()
         self.flush()
+
+    def abandoned(self) -> bool:
+        """The client is gone (closed or reset while it waited): work for it is waste."""
+        return self.transport.is_closing()
+
+    async def _start(self, event: IdentifyRequested | ResumeRequested) -> None:
+        """Identify or resume inside the process's :class:`SessionGate`: at most
+        ``session_start_concurrency`` at once, each served whole, in arrival order; a
+        newcomer finding the queue over its limit is asked to come back later."""
+        try:
+            async with self.gateway.session_gate.slot():
+                if self.abandoned():
+                    self.gateway.stats["starts_abandoned"] += 1
+                    return
+                if isinstance(event, IdentifyRequested):
+                    await self._identify(event)
+                else:
+                    await self._resume(event)
+        except GateBusy as busy:
+            self.gateway.stats["starts_refused"] += 1
+            self.protocol.refuse_busy(busy.retry_after_ms)
 
     async def _identify(self, event: IdentifyRequested) -> None:
         user = await self.gateway.auth.authenticate(event.token)
         if user is None:
             self.protocol.reject_authentication()
+            return
+        if self.abandoned():
+            self.gateway.stats["starts_abandoned"] += 1
             return
         session, ready = await self.gateway.opener.open(user, self.codec, self)
         # No await between open() and here: nothing can be dispatched before ready.
@@ -178,9 +201,15 @@ class GatewayConnection:
         if user is None:
             self.protocol.reject_authentication()
             return
+        if self.abandoned():  # before the claim: no takeover for a client that left
+            self.gateway.stats["starts_abandoned"] += 1
+            return
         opener = self.gateway.opener
         result = await opener.resume(user, event.session_id, event.seq, self.codec, self,
-                                     event.positions)
+                                     event.positions, abandoned=self.abandoned)
+        if result == ABANDONED:
+            self.gateway.stats["starts_abandoned"] += 1
+            return
         if isinstance(result, str):
             self.protocol.reject_resume(result)
             return
@@ -241,7 +270,8 @@ class Gateway:
 
     def __init__(self, *, auth: Authenticator, opener: SessionOpener, router: Router,
                  limits: Limits, allowed_origins: list[str],
-                 admission_per_s: int = 2000) -> None:
+                 admission_per_s: int = 2000, session_start_concurrency: int = 32,
+                 session_start_max_queue_s: float = 5.0) -> None:
         self.auth = auth
         self.opener = opener
         self.router = router
@@ -254,12 +284,15 @@ class Gateway:
         self._admission_tokens = float(admission_per_s)
         self._admission_at = time.monotonic()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.session_gate = SessionGate(session_start_concurrency, session_start_max_queue_s)
+        """Bounds concurrent identify/resume work (server/session_gate.py)."""
         self.failures = ThrottledLog(log)
         """Failed requests and connections: an outage is one line per store and interval,
         not a traceback per request."""
         self.stats: dict[str, int] = {
             "connections_total": 0, "resume_attempts": 0, "resume_successes": 0,
             "slow_consumers": 0, "frames_in": 0, "admission_refused": 0, "handshakes_abandoned": 0,
+            "starts_refused": 0, "starts_abandoned": 0,
         }
 
     def flush_soon(self, conn: GatewayConnection) -> None:
@@ -304,6 +337,13 @@ class Gateway:
             self.stats["admission_refused"] += 1
             return error_response(ErrorCode.UNAVAILABLE, "too many new connections; retry",
                                   retry_after_header(random.randint(1, 5) * 1000))
+        backlog = self.session_gate.refusal()
+        if backlog is not None:
+            # More identify/resume queued than this process works off in a few seconds:
+            # refuse before the upgrade too (cheaper than the refusal after it).
+            self.stats["starts_refused"] += 1
+            return error_response(ErrorCode.UNAVAILABLE, "too many sessions starting; retry",
+                                  retry_after_header(backlog))
         # aiohttp refuses a frame of exactly max_msg_size; the documented limit is the
         # largest frame accepted, so one byte more is the first refused.
         ws = web.WebSocketResponse(max_msg_size=self.limits.max_frame_bytes + 1, autoping=True,

@@ -5,7 +5,8 @@ one is configured), the migrations (run once, before any worker starts), the tok
 secret, and the prometheus multiprocess directory. Each worker is ``hearth serve`` in
 single-process mode with ``SO_REUSEPORT``, so the kernel spreads connections across
 them; they exchange events through Redis. A worker that dies is started again after a
-short pause (its clients reconnect to the others meanwhile and resume). SIGTERM/SIGINT
+short pause (its clients reconnect to the others meanwhile and resume), or at once when
+it was killed by a signal after running a while (:func:`restart_delay`). SIGTERM/SIGINT
 are passed on, so every worker drains its clients (close 1001) before exiting.
 
 The supervisor also owns the node's media workers (voice rooms, ``rooms/media/``):
@@ -40,6 +41,22 @@ from server.metrics import MULTIPROC_ENV, mark_process_dead
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 1.0
+"""Pause before restarting a worker that exited on its own or crashed soon after start:
+a worker in a crash loop must not spin the CPU its siblings need."""
+SETTLED_AFTER_S = 10.0
+"""A worker killed by a signal after running this long is restarted at once: it was
+killed (OOM killer, an operator's kill -9), not crash-looping, and its clients are
+reconnecting to the survivors right now. The sooner it listens again, the sooner the
+kernel (``SO_REUSEPORT``) spreads the reconnect storm over two processes instead of one."""
+
+
+def restart_delay(returncode: int | None, ran_for_s: float) -> float:
+    """Seconds to wait before restarting a worker that exited with ``returncode`` after
+    running ``ran_for_s``: none for a signal kill (negative return code) of a worker that
+    had settled, :data:`RESTART_DELAY_S` otherwise."""
+    if returncode is not None and returncode < 0 and ran_for_s >= SETTLED_AFTER_S:
+        return 0.0
+    return RESTART_DELAY_S
 MEDIA_READY_S = 30.0
 """How long the media workers may take to open their sockets (they import aiortc)."""
 
@@ -185,6 +202,34 @@ def _spawn(index: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
 
+class GatewayWorkers:
+    """The gateway processes and their restarts (spawning injected, so the restart
+    policy is testable without processes or sleeps)."""
+
+    def __init__(self, count: int, spawn: Callable[[int], subprocess.Popen[bytes]],
+                 now: float) -> None:
+        self.spawn = spawn
+        self.procs = {i: spawn(i) for i in range(count)}
+        self.started_at = dict.fromkeys(self.procs, now)
+        self.restart_at: dict[int, float] = {}
+
+    def poll(self, now: float) -> None:
+        """Notice dead workers; restart each when its :func:`restart_delay` is over."""
+        for index, proc in list(self.procs.items()):
+            if proc.poll() is None:
+                continue
+            if index not in self.restart_at:
+                delay = restart_delay(proc.returncode, now - self.started_at[index])
+                log.warning("worker %d (pid %d) exited with %s; restarting in %.1f s", index,
+                            proc.pid, proc.returncode, delay)
+                mark_process_dead(proc.pid)
+                self.restart_at[index] = now + delay
+            if now >= self.restart_at[index]:
+                del self.restart_at[index]
+                self.procs[index] = self.spawn(index)
+                self.started_at[index] = now
+
+
 def _run(count: int, env: dict[str, str], config: Config,
          tick: Callable[[], None] | None = None) -> int:
     stopping = False
@@ -195,25 +240,16 @@ def _run(count: int, env: dict[str, str], config: Config,
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    workers = {i: _spawn(i, env) for i in range(count)}
+    gateways = GatewayWorkers(count, lambda i: _spawn(i, env), time.monotonic())
+    workers = gateways.procs
     print(f"Hearth is running at http://{config.host}:{config.port}/ with {count} worker "
           f"processes (pids {', '.join(str(p.pid) for p in workers.values())}).", flush=True)
-    died_at: dict[int, float] = {}
     while not stopping:
-        time.sleep(0.2)
+        # Polled often while a restart is pending, so a killed worker is back quickly.
+        time.sleep(0.05 if gateways.restart_at else 0.2)
         if tick is not None:
             tick()
-        for index, proc in list(workers.items()):
-            if proc.poll() is None:
-                continue
-            if index not in died_at:
-                log.warning("worker %d (pid %d) exited with %s; restarting", index, proc.pid,
-                            proc.returncode)
-                mark_process_dead(proc.pid)
-                died_at[index] = time.monotonic()
-            elif time.monotonic() - died_at[index] >= RESTART_DELAY_S:
-                del died_at[index]
-                workers[index] = _spawn(index, env)
+        gateways.poll(time.monotonic())
     for proc in workers.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -25,7 +25,7 @@ import asyncpg
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from persistence.database import DatabaseUnavailable
+from persistence.database import Database, DatabaseUnavailable
 from persistence.embedded import EmbeddedPostgres
 from rooms.realtime.outages import CircuitBreaker, ThrottledLog, outage_of, unavailable
 from tests.conftest import RunningServer, start_server_process, stop_server_process
@@ -134,6 +134,26 @@ def test_circuit_breaker_skips_the_store_for_a_growing_pause_after_failures() ->
     clock.now += 1.01
     assert not breaker.is_open()
     assert breaker.skipped == 2
+
+
+async def test_database_ping_answers_at_once_while_the_pool_is_saturated(
+        database_url: str) -> None:
+    """Readiness must not wait in the pool's queue: with every pooled connection held
+    (a resume storm), ping answers on its own connection, well inside the check's
+    budget; after the probe connection is killed it reconnects."""
+    db = await Database.connect(database_url, min_size=1, max_size=1)
+    try:
+        async with db.connection():  # the pool's only connection, held
+            started = time.monotonic()
+            assert await db.ping()
+            assert await db.ping()
+            assert time.monotonic() - started < Database.PROBE_TIMEOUT_S
+            assert db._probe is not None
+            db._probe.terminate()  # as if PostgreSQL dropped it
+            assert await db.ping()  # found closed: reconnected
+    finally:
+        await db.close()
+    assert not await db.ping()
 
 
 # --------------------------------------------------------------- a PostgreSQL to stop

@@ -8,6 +8,8 @@ with its newest seq in PostgreSQL, and the hub repairs the ones that moved on.
 
 from __future__ import annotations
 
+import asyncio
+
 from persistence import channels as channels_db
 from persistence import messages as messages_db
 from persistence.database import Database
@@ -24,8 +26,27 @@ class MissedMessages:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._in_flight: dict[tuple[int, int, int], asyncio.Future[list[Message]]] = {}
+        self.coalesced = 0
+        """Calls that shared another's query instead of running their own."""
 
     async def __call__(self, channel_id: int, after: int, upto: int) -> list[Message]:
+        """Messages of ``channel_id`` after ``after`` up to ``upto``. Single flight: in a
+        resume storm the clients of a channel mostly stopped at the same message and
+        the channel's head is the same for all, so the same range is asked for by
+        hundreds at once; they share one query instead of each queueing for the pool.
+        Every caller gets its own list."""
+        key = (channel_id, after, upto)
+        shared = self._in_flight.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(self._read(channel_id, after, upto))
+            self._in_flight[key] = shared
+            shared.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        else:
+            self.coalesced += 1
+        return list(await asyncio.shield(shared))
+
+    async def _read(self, channel_id: int, after: int, upto: int) -> list[Message]:
         """Messages the bus lost, from the record (bounded: a longer gap is left to the
         clients, who see it by seq and page history themselves)."""
         found: list[Message] = []

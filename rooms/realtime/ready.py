@@ -25,6 +25,7 @@ process topic), which drops its copy and closes its socket, if any, with 4006.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -58,6 +59,9 @@ from rooms.realtime.session_mirror import (
 from rooms.realtime.sessions import NOT_STORED, AccessView, Session, SessionRegistry, Sink
 
 log = logging.getLogger(__name__)
+
+ABANDONED = "the client went away"
+"""Why a resume stopped early: its client closed the connection while it waited."""
 
 FetchMissing = Callable[[int, int, int], Awaitable[list[Message]]]
 
@@ -113,6 +117,8 @@ class SessionOpener:
         self.on_close = list(on_close)
         """Told when a session is forgotten here for good (voice rooms leave); must
         not block."""
+        self._notices: set[asyncio.Future[None]] = set()
+        """Takeover notices being published (kept so they are not collected midway)."""
         if mirror is not None:
             hub.listen(takeover_topic(mirror.owner), self._taken_over)
 
@@ -196,12 +202,16 @@ class SessionOpener:
         return session, ready
 
     async def resume(self, user: User, session_id: str, seq: int, codec: Codec,
-                     sink: Sink, positions: dict[int, int] | None = None) -> \
+                     sink: Sink, positions: dict[int, int] | None = None,
+                     abandoned: Callable[[], bool] = lambda: False) -> \
             tuple[Session, list[bytes], bool] | str:
         """Reattach a session: the copy held here if it is still the owner, else (with
         a mirror) the one in Redis. Returns the session, the frames to replay and
         whether it came from Redis (it is then *held*: call :meth:`catch_up` once the
-        replay is written), or why not."""
+        replay is written), or why not. ``abandoned`` says the client has gone: checked
+        before the claim and before loading the view, so an attempt its client gave up
+        on claims nothing (a late claim would take the session from the connection the
+        client resumed on meanwhile) and loads nothing."""
         session = self.registry.get(session_id)
         if session is not None and session.user.id != user.id:
             return "unknown or expired session"
@@ -213,7 +223,7 @@ class SessionOpener:
             session = None
         if session is None:
             elsewhere = await self.resume_elsewhere(user, session_id, seq, codec, sink,
-                                                    positions)
+                                                    positions, abandoned)
             return elsewhere if isinstance(elsewhere, str) else (*elsewhere, True)
         here = self._resume_here(session, seq, codec, sink)
         return here if isinstance(here, str) else (*here, False)
@@ -238,7 +248,8 @@ class SessionOpener:
         return session, replay
 
     async def resume_elsewhere(self, user: User, session_id: str, seq: int, codec: Codec,
-                               sink: Sink, positions: dict[int, int] | None = None) -> \
+                               sink: Sink, positions: dict[int, int] | None = None,
+                               abandoned: Callable[[], bool] = lambda: False) -> \
             tuple[Session, list[bytes]] | str:
         """Take over a session another process held (it may be dead) from the mirror.
 
@@ -256,6 +267,8 @@ class SessionOpener:
         once the replay is written."""
         if self.mirror is None:
             return "unknown or expired session"
+        if abandoned():
+            return ABANDONED
         mirrored = await self.mirror.claim(session_id, user.id, codec.encoding.value)
         if isinstance(mirrored, str):
             return mirrored
@@ -263,6 +276,8 @@ class SessionOpener:
         if seq < mirrored.floor:
             await self.mirror.forget(session_id, mirrored.epoch)
             return "too far behind; identify and fetch history"
+        if abandoned():  # claimed (the epoch moved on; Redis still has it all): a
+            return ABANDONED  # later resume claims it again, from anywhere
         session = Session(user, codec, self.limits.replay_buffer_events, session_id=session_id)
         session.epoch = mirrored.epoch
         await self._load_view(session)
@@ -308,18 +323,28 @@ class SessionOpener:
 
     async def _announce_takeover(self, session_id: str, mirrored: MirroredSession) -> None:
         """Tell the previous owner that its copy is superseded, so that it stops now
-        rather than at its next refused write."""
+        rather than at its next refused write. Nothing is sent when there was no owner
+        or this process was it (handled here directly). The publish is not waited for:
+        the notice is only a shortcut (the epoch in Redis already fences the old copy,
+        and :meth:`resume` checks ownership before using a copy), and in a reconnect
+        storm the previous owner is usually the dead process, so waiting for the bus
+        round trip would only delay the resume."""
         assert self.mirror is not None
         notice = encode_takeover(session_id, mirrored.epoch)
         previous = mirrored.previous_owner
         if previous == self.mirror.owner:
             self._taken_over(notice)
         elif previous:
-            try:
-                await self.hub.bus.publish(takeover_topic(previous), notice)
-            except Exception as exc:  # it stops at its next write instead
-                log.warning("could not tell %s that session %s moved (%s: %s)", previous,
-                            session_id, type(exc).__name__, exc)
+            task = asyncio.ensure_future(self._publish_takeover(previous, session_id, notice))
+            self._notices.add(task)
+            task.add_done_callback(self._notices.discard)
+
+    async def _publish_takeover(self, previous: str, session_id: str, notice: bytes) -> None:
+        try:
+            await self.hub.bus.publish(takeover_topic(previous), notice)
+        except Exception as exc:  # it stops at its next write instead
+            log.warning("could not tell %s that session %s moved (%s: %s)", previous,
+                        session_id, type(exc).__name__, exc)
 
     def _taken_over(self, payload: bytes) -> None:
         """A session held here was claimed by a later epoch: stop this copy (its socket,
