@@ -378,8 +378,12 @@ class Consumer:
                 if not await self._outage(exc, "checking for older transactions",
                                           self.backoff_s):
                     raise
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as the wake-up does, and this loop would then
+            # outlive its shutdown.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await wake.wait()
 
 
 async def retention_forever(db: Database, older_than_days: float,

@@ -22,6 +22,11 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+CANCEL_AGAIN_S = 1.0
+"""How often shutdown repeats the cancellation of a background task still running."""
+CANCEL_LIMIT_S = 10.0
+"""How long shutdown waits for a cancelled background task before leaving it behind."""
+
 
 class TaskSupervisor:
     """Owns the process's background tasks: started by name, watched, cancelled."""
@@ -82,14 +87,31 @@ class TaskSupervisor:
         return failures
 
     async def _cancel(self, tasks: list[asyncio.Task[None]]) -> list[tuple[str, BaseException]]:
-        for task in tasks:
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+        """Cancel ``tasks`` and wait for them, cancelling again every
+        :data:`CANCEL_AGAIN_S` a task that is still running (a cancellation can be lost,
+        e.g. by ``asyncio.wait_for`` on Python 3.11), for at most :data:`CANCEL_LIMIT_S`:
+        a task that will not stop is reported and left behind rather than hanging the
+        shutdown."""
+        pending = set(tasks)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CANCEL_LIMIT_S
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=min(
+                CANCEL_AGAIN_S, max(deadline - loop.time(), 0.0)))
+            if pending and loop.time() >= deadline:
+                break
         failures: list[tuple[str, BaseException]] = []
-        for task, result in zip(tasks, results, strict=True):
+        for task in tasks:
             name = task.get_name()
-            if isinstance(result, BaseException) and not isinstance(
-                    result, asyncio.CancelledError):
+            if not task.done():
+                log.error("background task %s did not stop within %.0f s of its "
+                          "cancellation; left behind", name, CANCEL_LIMIT_S)
+                failures.append((name, TimeoutError("did not stop when cancelled")))
+                continue
+            result = None if task.cancelled() else task.exception()
+            if result is not None:
                 failures.append((name, result))
                 if name not in self.failed:
                     log.error("background task %s failed at shutdown", name,

@@ -5,6 +5,7 @@ runs every step, in reverse, when one of them fails, and reports each failure.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -204,3 +205,51 @@ async def test_a_crashed_sidecar_task_makes_an_only_apps_readyz_fail(
                                                           crashing_sidecar_task, http, caplog)
     finally:
         await runner.cleanup()
+
+
+async def _swallows_one_cancellation(stopped: asyncio.Event) -> None:
+    """What a lost cancellation looks like (asyncio.wait_for on Python 3.11 can lose
+    one): the first cancel is absorbed and the loop goes on."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        pass
+    try:
+        await asyncio.Event().wait()
+    finally:
+        stopped.set()
+
+
+async def test_a_lost_cancellation_does_not_hang_the_shutdown() -> None:
+    supervisor = TaskSupervisor()
+    stopped = asyncio.Event()
+    supervisor.start("outbox-consumer", _swallows_one_cancellation(stopped))
+    await asyncio.sleep(0)  # let it reach its first wait
+    assert await supervisor.close() == []
+    assert stopped.is_set()
+
+
+async def test_a_task_that_never_stops_is_reported_and_left_behind(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import server.lifecycle as lifecycle
+
+    monkeypatch.setattr(lifecycle, "CANCEL_AGAIN_S", 0.01)
+    monkeypatch.setattr(lifecycle, "CANCEL_LIMIT_S", 0.05)
+
+    refusing = True
+
+    async def stubborn() -> None:
+        while refusing:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+
+    supervisor = TaskSupervisor()
+    task = supervisor.start("stubborn", stubborn())
+    await asyncio.sleep(0)
+    failures = await supervisor.close()
+    assert [name for name, _ in failures] == ["stubborn"]
+    assert "did not stop" in caplog.text
+    assert not task.done()
+    refusing = False  # let it end, so the test leaves no task behind
+    task.cancel()
+    await task
