@@ -79,6 +79,12 @@ export function mountShell({ page, onCommunity = null } = {}) {
     h("a", { href: "/", class: "shell-brand" }, logo(), h("span", { text: "Hearth" })),
     select, links, h("span", { class: "shell-spacer" }), userBox);
   document.body.prepend(nav);
+  // Pages size their full-height views with --shell-h; the header is taller when it
+  // wraps on a narrow screen, so it publishes its real height.
+  const publishHeight = () => document.documentElement.style.setProperty(
+    "--shell-h", `${Math.ceil(nav.getBoundingClientRect().height)}px`);
+  new ResizeObserver(publishHeight).observe(nav);
+  publishHeight();
 
   function closeMenu() {
     menu.hidden = true;
