@@ -128,7 +128,14 @@ export function mountShell({ page, onCommunity = null } = {}) {
     if (open) menu.querySelector("[role=menuitem]").focus();
   });
   menu.addEventListener("keydown", (ev) => {
-    if (ev.key === "Escape") { closeMenu(); menuButton.focus(); }
+    if (ev.key === "Escape") { closeMenu(); menuButton.focus(); return; }
+    // A menu moves with the arrow keys (WAI-ARIA menu pattern); Tab still works too.
+    const items = [...menu.querySelectorAll("[role=menuitem]")];
+    const at = items.indexOf(document.activeElement);
+    const to = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: items.length - 1 }[ev.key];
+    if (to === undefined) return;
+    ev.preventDefault();
+    items[(to + items.length) % items.length].focus();
   });
   document.addEventListener("click", (ev) => { if (!userBox.contains(ev.target)) closeMenu(); });
 
