@@ -85,6 +85,7 @@ from server.sidecar_host import (
     mount_sidecars,
     selected_sidecars,
 )
+from server.web_files import web_files_middleware
 
 log = logging.getLogger(__name__)
 
@@ -509,7 +510,8 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     """The whole server as an aiohttp application (``bus``: a test may bring its own)."""
     services = Services(config, bus)
     app = web.Application(middlewares=[request_id_middleware,
-                                       cors_middleware(config.allowed_origins)],
+                                       cors_middleware(config.allowed_origins),
+                                       web_files_middleware],
                           client_max_size=1024 * 1024)
     app[SERVICES] = services
     app.cleanup_ctx.append(_database)

@@ -15,6 +15,26 @@ import { friendlyError } from "./errors.js";
 import { PAGES } from "./pages.js";
 
 const API = "/api/v1";
+const THEME_KEY = "hearth.theme";
+const THEMES = { system: "System", light: "Light", dark: "Dark" };
+
+/** The reader's colour theme: "system" follows prefers-color-scheme (style.css's
+ * light-dark() tokens do that on their own); "light"/"dark" pin it on <html>. */
+function storedTheme() {
+  try {
+    const t = localStorage.getItem(THEME_KEY);
+    return t in THEMES ? t : "system";
+  } catch {
+    return "system";  // storage refused (private mode): follow the system
+  }
+}
+
+function applyTheme(theme) {
+  if (theme === "system") delete document.documentElement.dataset.theme;
+  else document.documentElement.dataset.theme = theme;
+}
+
+applyTheme(storedTheme());
 
 function h(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -65,9 +85,20 @@ export function mountShell({ page, onCommunity = null } = {}) {
     }
     closeMenu();
   };
+  const themeItem = h("button", { type: "button", role: "menuitem", class: "shell-menu-item",
+    "data-testid": "theme-toggle", onclick: () => {
+      const order = Object.keys(THEMES);
+      const next = order[(order.indexOf(storedTheme()) + 1) % order.length];
+      try { localStorage.setItem(THEME_KEY, next); } catch { /* this tab only */ }
+      applyTheme(next);
+      showTheme();
+    } });
+  const showTheme = () => { themeItem.textContent = `Theme: ${THEMES[storedTheme()]}`; };
+  showTheme();
   const menu = h("div", { id: "shell-user-menu", class: "shell-menu", role: "menu",
     "data-testid": "user-menu", hidden: true },
   who,
+  themeItem,
   h("button", { type: "button", role: "menuitem", class: "shell-menu-item",
     "data-testid": "sign-out", onclick: signOut(false) }, "Sign out"),
   h("button", { type: "button", role: "menuitem", class: "shell-menu-item",
@@ -79,6 +110,12 @@ export function mountShell({ page, onCommunity = null } = {}) {
     h("a", { href: "/", class: "shell-brand" }, logo(), h("span", { text: "Hearth" })),
     select, links, h("span", { class: "shell-spacer" }), userBox);
   document.body.prepend(nav);
+  // Pages size their full-height views with --shell-h; the header is taller when it
+  // wraps on a narrow screen, so it publishes its real height.
+  const publishHeight = () => document.documentElement.style.setProperty(
+    "--shell-h", `${Math.ceil(nav.getBoundingClientRect().height)}px`);
+  new ResizeObserver(publishHeight).observe(nav);
+  publishHeight();
 
   function closeMenu() {
     menu.hidden = true;
@@ -91,7 +128,14 @@ export function mountShell({ page, onCommunity = null } = {}) {
     if (open) menu.querySelector("[role=menuitem]").focus();
   });
   menu.addEventListener("keydown", (ev) => {
-    if (ev.key === "Escape") { closeMenu(); menuButton.focus(); }
+    if (ev.key === "Escape") { closeMenu(); menuButton.focus(); return; }
+    // A menu moves with the arrow keys (WAI-ARIA menu pattern); Tab still works too.
+    const items = [...menu.querySelectorAll("[role=menuitem]")];
+    const at = items.indexOf(document.activeElement);
+    const to = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: items.length - 1 }[ev.key];
+    if (to === undefined) return;
+    ev.preventDefault();
+    items[(to + items.length) % items.length].focus();
   });
   document.addEventListener("click", (ev) => { if (!userBox.contains(ev.target)) closeMenu(); });
 

@@ -78,7 +78,11 @@ export function openPicker(anchor, onPick) {
     closePicker();
     onPick(btn.dataset.emoji);
   });
-  picker.addEventListener("keydown", (ev) => { if (ev.key === "Escape") closePicker(); });
+  picker.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Escape") return;
+    closePicker();
+    anchor.focus();  // back where the reader was, not to the top of the page
+  });
   document.body.append(picker);
   const r = anchor.getBoundingClientRect();
   const top = Math.max(8, Math.min(r.bottom + 4, window.innerHeight - picker.offsetHeight - 8));

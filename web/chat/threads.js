@@ -43,6 +43,12 @@ export class ThreadPanel {
       max: 100,
     });
     root.querySelector("[data-role=thread-close]").addEventListener("click", () => this.close());
+    // Escape closes the panel (unless a popup inside it used the key).
+    root.addEventListener("keydown", (ev) => {
+      if (ev.key === "Escape" && !ev.defaultPrevented && !document.querySelector(".emoji-picker")) {
+        this.close();
+      }
+    });
     this.form.addEventListener("submit", (ev) => {
       ev.preventDefault();
       const content = this.input.value.trim();
@@ -86,6 +92,11 @@ export class ThreadPanel {
     delete this.root.dataset.threadId;
     this.listEl.replaceChildren();
     this.ctx.closed?.();
+    // Back to the conversation's composer: what opened the panel (a message's thread
+    // button, a sidebar link) is re-rendered by closed() and gone.
+    if (this.root.contains(document.activeElement) || document.activeElement === document.body) {
+      document.getElementById("composer-input")?.focus();
+    }
   }
 
   refreshHeader() {
