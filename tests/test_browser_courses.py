@@ -1,0 +1,160 @@
+"""The courses pages (web/courses.html for learners, web/course-build.html for staff) in
+headless Chromium against a real ``hearth serve`` with the courses sidecar.
+
+A learner sees why locked courses are locked (in words), enrols, reads a text lesson,
+passes a timed quiz graded by the server (the page holds no answer before submitting),
+reaches 100 % / completed and gets a certificate whose public verification URL says
+valid. Staff build such a course from the builder page alone. Both pages pass axe.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import aiohttp
+
+from tests import test_browser as tb
+from tests.helpers import bearer, register
+
+expect = tb.expect
+browser = tb.browser
+pytestmark = tb.pytestmark
+LIVE_MS = tb.LIVE_MS
+SCREENSHOT = "/tmp/hearth-courses-{}.png"
+SECRET = "terracotta"  # the accepted answer of the short question: never in the DOM early
+
+
+async def rest(http: aiohttp.ClientSession, method: str, url: str, token: str,
+               body: Any = None) -> Any:
+    async with http.request(method, url, headers=bearer(token), json=body) as reply:
+        data = await reply.json() if reply.status != 204 else None
+        assert reply.status < 300, (method, url, reply.status, data)
+        return data
+
+
+async def starter_community(http: aiohttp.ClientSession, base: str, token: str) -> int:
+    data = await rest(http, "GET", f"{base}/communities", token)
+    return int(data["communities"][0]["community"]["id"])
+
+
+async def open_courses(person: tb.Person, url: str, community_id: int, path: str = "/courses"
+                       ) -> None:
+    await person.page.goto(f"{url}{path}?community={community_id}")
+
+
+def course_row(person: tb.Person, title: str) -> Any:
+    return person.page.locator(f'[data-testid="course-row"][data-course-title="{title}"]')
+
+
+async def take_course(learner: tb.Person, url: str, title: str, axe: Any) -> None:
+    """Enrol, read the text lesson, pass the quiz with the timer shown, reach 100 %, and
+    check the certificate's public verification URL."""
+    row = course_row(learner, title)
+    await expect(row).to_have_count(1, timeout=LIVE_MS)
+    await row.get_by_test_id("enrol").click()
+    await expect(learner.tid("course-heading")).to_have_text(title, timeout=LIVE_MS)
+    await expect(learner.tid("course-state")).to_have_text("enrolled")
+    await expect(learner.tid("course-progress")).to_have_text("0 %")
+
+    await learner.page.locator('[data-testid="lesson-link"][data-lesson-title="Reading"]').click()
+    await expect(learner.tid("lesson-body").locator("strong")).to_have_text("centre the clay",
+                                                                           timeout=LIVE_MS)
+    await learner.tid("lesson-complete").click()
+    await expect(learner.tid("course-progress")).to_have_text("50 %", timeout=LIVE_MS)
+
+    await learner.page.locator('[data-testid="lesson-link"][data-lesson-title="Check"]').click()
+    await expect(learner.tid("quiz-facts")).to_contain_text("2 questions", timeout=LIVE_MS)
+    await learner.tid("quiz-start").click()
+    await expect(learner.tid("quiz-timer")).to_have_text(
+        re.compile(r"Time left: [45]:\d\d"), timeout=LIVE_MS)
+    await expect(learner.page.locator('[data-testid="question"]')).to_have_count(2)
+    # The server sent prompts and choices only: no answer key anywhere in the page.
+    html = await learner.page.content()
+    assert SECRET not in html.lower()
+    form_html = await learner.tid("quiz-form").inner_html()
+    assert "correct" not in form_html.lower() and "accepted" not in form_html.lower()
+    await axe(learner.page, "the learner page, quiz running")
+
+    choice = learner.page.locator('[data-testid="question"]').filter(has_text="kiln").get_by_label(
+        "Kiln")
+    await choice.check()
+    await learner.page.locator('[data-testid="question"]').filter(
+        has_text="red clay").get_by_test_id("answer-text").fill("Terracotta.")
+    await learner.tid("quiz-submit").click()
+    await expect(learner.tid("quiz-result")).to_have_attribute("data-passed", "true",
+                                                               timeout=LIVE_MS)
+    await expect(learner.tid("quiz-result")).to_contain_text("Score 2 of 2")
+    await expect(learner.tid("course-progress")).to_have_text("100 %", timeout=LIVE_MS)
+    await expect(learner.tid("course-state")).to_have_text("completed")
+
+    verify = learner.tid("certificate-verify")
+    await expect(verify).to_be_visible(timeout=LIVE_MS)
+    await expect(learner.tid("certificate-pdf")).to_have_attribute(
+        "href", re.compile(r"^/api/v1/certificates/[A-Z0-9-]{19}/pdf$"))
+    await learner.page.screenshot(path=SCREENSHOT.format("learner"), full_page=True)
+    verify_url = await verify.get_attribute("href")
+    assert verify_url and verify_url.startswith(url)
+    async with aiohttp.ClientSession() as http, http.get(verify_url) as reply:
+        body = await reply.json()  # no login
+    assert reply.status == 200 and body["certificate"]["valid"] is True, body
+    assert body["certificate"]["course_title"] == title
+
+
+async def test_learner_sees_locks_and_completes_a_course(
+        browser: Any, hearth_server: Any, axe: Any) -> None:
+    errors: list[str] = []
+    url = hearth_server.url
+    base = f"{url}/api/v1"
+    async with aiohttp.ClientSession() as http:
+        staff = await register(http, url, "tutor")  # the first account owns the starter
+        token = staff["access_token"]
+        cid = await starter_community(http, base, token)
+        courses = f"{base}/communities/{cid}/courses"
+        basics = (await rest(http, "POST", courses, token, {
+            "title": "Wheel basics", "description": "Throwing a pot",
+            "certificate": True}))["course"]
+        module = (await rest(http, "POST", f"{courses}/{basics['id']}/modules", token,
+                             {"title": "First steps"}))["module"]
+        await rest(http, "POST", f"{courses}/{basics['id']}/lessons", token, {
+            "module_id": module["id"], "title": "Reading", "kind": "text", "position": 0,
+            "body": "First **centre the clay**.\n\n<script>alert(1)</script>"})
+        quiz = (await rest(http, "POST", f"{courses}/{basics['id']}/lessons", token, {
+            "module_id": module["id"], "title": "Check", "kind": "quiz", "position": 1,
+            "quiz": {"pass_percent": 100, "time_limit_s": 300}}))["lesson"]
+        await rest(http, "POST", f"{courses}/{basics['id']}/lessons/{quiz['id']}/questions",
+                   token, {"kind": "single", "prompt": "Where is a pot fired?",
+                           "choices": ["Kiln", "Fridge"], "correct_choices": [0]})
+        await rest(http, "POST", f"{courses}/{basics['id']}/lessons/{quiz['id']}/questions",
+                   token, {"kind": "short", "prompt": "What is red clay called once fired?",
+                           "accepted_answers": [SECRET], "position": 1})
+        await rest(http, "PATCH", f"{courses}/{basics['id']}", token, {"status": "published"})
+        for body in ({"title": "Masterclass", "access": {"kind": "tier", "value": 3}},
+                     {"title": "Glazing", "prerequisite_ids": [basics["id"]]}):
+            made = (await rest(http, "POST", courses, token, body))["course"]
+            await rest(http, "PATCH", f"{courses}/{made['id']}", token, {"status": "published"})
+
+    learner = await tb.Person.open(browser, url, "learner", errors)
+    await learner.register("lena", "Lena")
+    await open_courses(learner, url, cid)
+    await expect(learner.tid("nav-courses")).to_have_attribute("aria-current", "page",
+                                                               timeout=LIVE_MS)
+    await expect(learner.page.locator('[data-testid="course-row"]')).to_have_count(
+        3, timeout=LIVE_MS)
+    await expect(learner.tid("build-link")).to_be_hidden()
+    # Locked courses say why, in words, and offer no enrol button.
+    await expect(course_row(learner, "Masterclass").get_by_test_id("lock-reason")).to_have_text(
+        "Locked: needs tier 3")
+    await expect(course_row(learner, "Glazing").get_by_test_id("lock-reason")).to_have_text(
+        "Locked: finish Wheel basics first")
+    await expect(course_row(learner, "Glazing").get_by_test_id("enrol")).to_have_count(0)
+    await axe(learner.page, "the learner page's catalogue")
+
+    await take_course(learner, url, "Wheel basics", axe)
+    # The text lesson's raw HTML stayed text (sanitised markdown).
+    assert await learner.page.evaluate("typeof window.__pwned") == "undefined"
+    # The prerequisite is met now: Glazing opens for enrolling.
+    await expect(course_row(learner, "Glazing").get_by_test_id("enrol")).to_have_count(1)
+    await expect(course_row(learner, "Glazing").get_by_test_id("lock-reason")).to_have_count(0)
+    assert not errors, json.dumps(errors, indent=1)
