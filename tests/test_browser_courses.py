@@ -158,3 +158,75 @@ async def test_learner_sees_locks_and_completes_a_course(
     await expect(course_row(learner, "Glazing").get_by_test_id("enrol")).to_have_count(1)
     await expect(course_row(learner, "Glazing").get_by_test_id("lock-reason")).to_have_count(0)
     assert not errors, json.dumps(errors, indent=1)
+
+
+async def test_staff_build_a_course_a_learner_completes_it(
+        browser: Any, hearth_server: Any, axe: Any) -> None:
+    errors: list[str] = []
+    url = hearth_server.url
+    staff = await tb.Person.open(browser, url, "staff", errors)
+    await staff.register("tutor", "Tutor")  # the first account owns the starter community
+    learner = await tb.Person.open(browser, url, "learner", errors)
+    await learner.register("lena", "Lena")
+
+    await staff.page.goto(f"{url}/courses")
+    await expect(staff.tid("build-link")).to_be_visible(timeout=LIVE_MS)
+    await staff.tid("build-link").click()
+    await expect(staff.tid("builder-title")).to_have_text("Build Hearth courses", timeout=LIVE_MS)
+    await axe(staff.page, "the builder page, empty")
+
+    await staff.tid("course-title").fill("Raku firing")
+    await staff.tid("course-description").fill("Fast firing, crackle glazes")
+    await staff.tid("course-create").click()
+    await expect(staff.tid("editor-heading")).to_have_text("Raku firing", timeout=LIVE_MS)
+    await expect(staff.tid("editor-status")).to_have_text("draft")
+
+    await staff.tid("module-title").fill("First steps")
+    await staff.tid("module-create").click()
+    await expect(staff.page.locator('[data-testid="build-module"]')).to_have_count(
+        1, timeout=LIVE_MS)
+    await staff.tid("lesson-title").fill("Reading")
+    await staff.tid("lesson-kind").select_option("text")
+    await staff.tid("lesson-body").fill("First **centre the clay**.")
+    await staff.tid("lesson-create").click()
+    await expect(staff.page.locator('[data-testid="build-lesson"]')).to_have_count(
+        1, timeout=LIVE_MS)
+    await staff.tid("lesson-title").fill("Check")
+    await staff.tid("lesson-kind").select_option("quiz")
+    await staff.tid("quiz-pass").fill("100")
+    await staff.tid("quiz-time").fill("300")
+    await staff.tid("lesson-create").click()
+    await expect(staff.page.locator('[data-testid="build-lesson"]')).to_have_count(
+        2, timeout=LIVE_MS)
+
+    await expect(staff.tid("question-lesson")).to_have_value(re.compile(r"\d+"))
+    await staff.tid("question-kind").select_option("single")
+    await staff.tid("question-prompt").fill("Where is a pot fired?")
+    await staff.tid("question-choices").fill("Kiln\nFridge")
+    await staff.tid("question-correct").fill("1")
+    await staff.tid("question-create").click()
+    questions = staff.page.locator('[data-testid="question-row"]')
+    await expect(questions).to_have_count(1, timeout=LIVE_MS)
+    await expect(questions.nth(0)).to_contain_text("right: Kiln")
+    await staff.tid("question-kind").select_option("short")
+    await staff.tid("question-prompt").fill("What is red clay called once fired?")
+    await staff.tid("question-accepted").fill(SECRET)
+    await staff.tid("question-create").click()
+    await expect(questions).to_have_count(2, timeout=LIVE_MS)
+    await staff.tid("publish").click()
+    await expect(staff.tid("editor-status")).to_have_text("published", timeout=LIVE_MS)
+    await axe(staff.page, "the builder page, a course open")
+
+    await learner.page.goto(f"{url}/courses")
+    await take_course(learner, url, "Raku firing", axe)
+
+    # The roster shows the learner's progress.
+    await staff.page.locator('[data-testid="build-row"][data-course-title="Raku firing"]'
+                             ).get_by_test_id("course-edit").click()
+    row = staff.page.locator('[data-testid="roster-row"]').filter(has_text="Lena")
+    await expect(row).to_have_count(1, timeout=LIVE_MS)
+    await expect(row.get_by_test_id("roster-state")).to_have_text("completed")
+    await expect(row.get_by_test_id("roster-progress")).to_have_text("100 %")
+    await staff.page.screenshot(path=SCREENSHOT.format("builder"), full_page=True)
+    await axe(staff.page, "the builder page with its roster")
+    assert not errors, json.dumps(errors, indent=1)
