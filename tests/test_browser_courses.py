@@ -137,6 +137,10 @@ async def test_learner_sees_locks_and_completes_a_course(
 
     learner = await tb.Person.open(browser, url, "learner", errors)
     await learner.register("lena", "Lena")
+    async with aiohttp.ClientSession() as http:
+        members = await rest(http, "GET", f"{base}/communities/{cid}/members?limit=10", token)
+    learner_id = next(m["user"]["id"] for m in members["members"]
+                      if m["user"]["username"] == "lena")
     await open_courses(learner, url, cid)
     await expect(learner.tid("nav-courses")).to_have_attribute("aria-current", "page",
                                                                timeout=LIVE_MS)
@@ -150,6 +154,18 @@ async def test_learner_sees_locks_and_completes_a_course(
         "Locked: finish Wheel basics first")
     await expect(course_row(learner, "Glazing").get_by_test_id("enrol")).to_have_count(0)
     await axe(learner.page, "the learner page's catalogue")
+
+    # Live: staff grant the tier course; the learner's catalogue shows it with no reload.
+    masterclass = await learner.page.locator(
+        '[data-testid="course-row"][data-course-title="Masterclass"]').get_attribute(
+        "data-course-id")
+    async with aiohttp.ClientSession() as http:
+        await rest(http, "POST", f"{courses}/{masterclass}/enrolments/{learner_id}/grant",
+                   token, {"reason": "scholarship"})
+    await expect(course_row(learner, "Masterclass").get_by_test_id("course-enrolment")
+                 ).to_have_text("enrolled", timeout=LIVE_MS)
+    await expect(course_row(learner, "Masterclass").get_by_test_id("lock-reason")
+                 ).to_have_count(0)
 
     await take_course(learner, url, "Wheel basics", axe)
     # The text lesson's raw HTML stayed text (sanitised markdown).

@@ -5,10 +5,12 @@
 // before submitting), and the certificate with its public verification link.
 //
 // Every read and action is a courses REST route (docs/courses.md); the server decides,
-// the page only offers and reports. Live updates: the page re-reads the open course when
-// the tab regains focus (no gateway connection just for this page: cheap and enough).
+// the page only offers and reports. Live updates: the gateway's course events for this
+// learner (lesson_unlocked, enrolment_updated, quiz_graded, course_completed) make the
+// page re-read the catalogue and the open course (one socket, as every page keeps), and
+// so does the tab regaining focus (what a dropped connection missed).
 
-import { api, el } from "../gateway.js";
+import { api, connect, el, hooks } from "../gateway.js";
 import * as session from "../session.js";
 import { banners } from "../errors.js";
 import { mountShell } from "../shell.js";
@@ -396,6 +398,19 @@ function renderAssignment(lesson) {
     form);
 }
 
+// ------------------------------------------------------------------------ live
+
+const COURSE_EVENTS = new Set(["lesson_unlocked", "enrolment_updated", "quiz_graded", "course_completed"]);
+let rereading = null;
+
+/** Read the catalogue and the open course again (a burst of events: once). A running
+ * quiz is never disturbed; its own submit re-reads. */
+function reread() {
+  if (!state.cid || state.timer || rereading) return;
+  rereading = (state.course ? reloadCourse() : loadCatalogue()).catch(report)
+    .finally(() => { rereading = null; });
+}
+
 // ------------------------------------------------------------------------ start
 
 const shell = mountShell({ page: "courses", onCommunity: (id) => show(id).catch(report) });
@@ -409,9 +424,8 @@ if (!user) {
   const wanted = Number(new URLSearchParams(location.search).get("community"));
   const first = shell.communities.find((c) => c.community.id === wanted) ?? shell.communities[0];
   if (first) await show(first.community.id).catch(report);
-  // Live enough: what changed elsewhere (a drip unlock, a grade) shows when the tab is back.
-  window.addEventListener("focus", () => {
-    if (!state.cid || state.timer) return; // never disturb a running quiz
-    (state.course ? reloadCourse() : loadCatalogue()).catch(report);
-  });
+  window.addEventListener("focus", reread);
+  hooks.event = (d) => { if (COURSE_EVENTS.has(d.t) && d.community_id === state.cid) reread(); };
+  hooks.authLost = () => { $("courses").hidden = true; $("signed-out").hidden = false; };
+  connect();
 }
