@@ -9,8 +9,10 @@ valid. Staff build such a course from the builder page alone. Both pages pass ax
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import wave
 from typing import Any
 
 import aiohttp
@@ -23,6 +25,7 @@ browser = tb.browser
 pytestmark = tb.pytestmark
 LIVE_MS = tb.LIVE_MS
 SCREENSHOT = "/tmp/hearth-courses-{}.png"
+MEDIA_URL = "http://media.test/throwing.wav"
 SECRET = "terracotta"  # the accepted answer of the short question: never in the DOM early
 
 
@@ -37,6 +40,17 @@ async def rest(http: aiohttp.ClientSession, method: str, url: str, token: str,
 async def starter_community(http: aiohttp.ClientSession, base: str, token: str) -> int:
     data = await rest(http, "GET", f"{base}/communities", token)
     return int(data["communities"][0]["community"]["id"])
+
+
+def silent_clip(seconds: int) -> bytes:
+    """A WAV of silence: a <video> element plays it (audio only) in headless Chromium."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as clip:
+        clip.setnchannels(1)
+        clip.setsampwidth(1)
+        clip.setframerate(8000)
+        clip.writeframes(b"\x80" * 8000 * seconds)
+    return out.getvalue()
 
 
 async def open_courses(person: tb.Person, url: str, community_id: int, path: str = "/courses"
@@ -114,12 +128,19 @@ async def test_learner_sees_locks_and_completes_a_course(
         courses = f"{base}/communities/{cid}/courses"
         basics = (await rest(http, "POST", courses, token, {
             "title": "Wheel basics", "description": "Throwing a pot",
-            "certificate": True}))["course"]
+            "certificate": True, "min_watch_percent": 80}))["course"]
         module = (await rest(http, "POST", f"{courses}/{basics['id']}/modules", token,
                              {"title": "First steps"}))["module"]
         await rest(http, "POST", f"{courses}/{basics['id']}/lessons", token, {
             "module_id": module["id"], "title": "Reading", "kind": "text", "position": 0,
             "body": "First **centre the clay**.\n\n<script>alert(1)</script>"})
+        await rest(http, "POST", f"{courses}/{basics['id']}/lessons", token, {
+            "module_id": module["id"], "title": "Watch", "kind": "video", "position": 2,
+            "required": False, "media_url": MEDIA_URL, "duration_s": 2})
+        later = (await rest(http, "POST", f"{courses}/{basics['id']}/modules", token, {
+            "title": "Glaze week", "position": 1, "drip": "after_days", "drip_days": 3}))["module"]
+        await rest(http, "POST", f"{courses}/{basics['id']}/lessons", token, {
+            "module_id": later["id"], "title": "Glazes", "kind": "text", "required": False})
         quiz = (await rest(http, "POST", f"{courses}/{basics['id']}/lessons", token, {
             "module_id": module["id"], "title": "Check", "kind": "quiz", "position": 1,
             "quiz": {"pass_percent": 100, "time_limit_s": 300}}))["lesson"]
@@ -136,6 +157,9 @@ async def test_learner_sees_locks_and_completes_a_course(
             await rest(http, "PATCH", f"{courses}/{made['id']}", token, {"status": "published"})
 
     learner = await tb.Person.open(browser, url, "learner", errors)
+    clip = silent_clip(2)
+    await learner.page.route(MEDIA_URL, lambda route: route.fulfill(
+        status=200, body=clip, headers={"Content-Type": "audio/wav"}))
     await learner.register("lena", "Lena")
     async with aiohttp.ClientSession() as http:
         members = await rest(http, "GET", f"{base}/communities/{cid}/members?limit=10", token)
@@ -168,6 +192,20 @@ async def test_learner_sees_locks_and_completes_a_course(
                  ).to_have_count(0)
 
     await take_course(learner, url, "Wheel basics", axe)
+    # A module on a drip says when it opens, in words.
+    await expect(learner.tid("module-lock")).to_have_text("Locked: unlocks in 3 days")
+    # A video lesson: the page beats the watched share; once watched, it completes.
+    await learner.page.locator('[data-testid="lesson-link"][data-lesson-title="Watch"]').click()
+    media = learner.tid("lesson-media")
+    await expect(media).to_have_attribute("src", MEDIA_URL, timeout=LIVE_MS)
+    await media.evaluate("(m) => { m.muted = true; return m.play(); }")
+    await learner.page.wait_for_function(
+        "document.querySelector('[data-testid=lesson-media]').ended", timeout=10_000)
+    await learner.tid("lesson-complete").click()
+    watched = learner.page.locator('[data-testid="lesson-link"][data-lesson-title="Watch"]'
+                                   ).locator("xpath=..").get_by_test_id("lesson-state")
+    await expect(watched).to_have_text(re.compile(r"^done, (9\d|100) % watched$"),
+                                       timeout=LIVE_MS)
     # The text lesson's raw HTML stayed text (sanitised markdown).
     assert await learner.page.evaluate("typeof window.__pwned") == "undefined"
     # The prerequisite is met now: Glazing opens for enrolling.
