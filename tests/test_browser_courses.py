@@ -284,3 +284,39 @@ async def test_staff_build_a_course_a_learner_completes_it(
     await staff.page.screenshot(path=SCREENSHOT.format("builder"), full_page=True)
     await axe(staff.page, "the builder page with its roster")
     assert not errors, json.dumps(errors, indent=1)
+
+
+async def test_a_quiz_hands_itself_in_when_time_is_up(browser: Any, hearth_server: Any) -> None:
+    errors: list[str] = []
+    url = hearth_server.url
+    base = f"{url}/api/v1"
+    async with aiohttp.ClientSession() as http:
+        staff = await register(http, url, "tutor")
+        token = staff["access_token"]
+        cid = await starter_community(http, base, token)
+        courses = f"{base}/communities/{cid}/courses"
+        course = (await rest(http, "POST", courses, token, {"title": "Speed round"}))["course"]
+        module = (await rest(http, "POST", f"{courses}/{course['id']}/modules", token,
+                             {"title": "Only"}))["module"]
+        quiz = (await rest(http, "POST", f"{courses}/{course['id']}/lessons", token, {
+            "module_id": module["id"], "title": "Quick", "kind": "quiz",
+            "quiz": {"time_limit_s": 10, "max_attempts": 2}}))["lesson"]
+        await rest(http, "POST", f"{courses}/{course['id']}/lessons/{quiz['id']}/questions",
+                   token, {"kind": "true_false", "prompt": "Clay shrinks in the kiln.",
+                           "correct_choices": [0]})
+        await rest(http, "PATCH", f"{courses}/{course['id']}", token, {"status": "published"})
+
+    learner = await tb.Person.open(browser, url, "learner", errors)
+    await learner.register("lena", "Lena")
+    await open_courses(learner, url, cid)
+    await course_row(learner, "Speed round").get_by_test_id("enrol").click()
+    await learner.page.locator('[data-testid="lesson-link"][data-lesson-title="Quick"]').click()
+    await learner.tid("quiz-start").click()
+    await expect(learner.tid("quiz-timer")).to_have_text(re.compile(r"Time left: 0:(10|0\d)"),
+                                                         timeout=LIVE_MS)
+    # Nobody answers: at 0:00 the page hands the attempt in; the server grades it.
+    await expect(learner.tid("quiz-result")).to_have_attribute("data-passed", "false",
+                                                               timeout=20_000)
+    await expect(learner.tid("quiz-result")).to_contain_text("Attempts left: 1")
+    await expect(learner.tid("quiz-again")).to_be_visible()
+    assert not errors, json.dumps(errors, indent=1)
