@@ -506,6 +506,13 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(WEB_ROOT / "settings.html")
 
 
+async def courses_page(request: web.Request) -> web.StreamResponse:
+    """The courses pages (web/courses.html for learners, web/course-build.html for
+    staff): every read and action is a courses REST route, checked there."""
+    name = "course-build.html" if request.path.rstrip("/").endswith("/build") else "courses.html"
+    return web.FileResponse(WEB_ROOT / name)
+
+
 def build_app(config: Config, bus: Bus | None = None) -> web.Application:
     """The whole server as an aiohttp application (``bus``: a test may bring its own)."""
     services = Services(config, bus)
@@ -537,5 +544,8 @@ def build_app(config: Config, bus: Bus | None = None) -> web.Application:
         app.router.add_get("/mod", mod_console)
         app.router.add_get("/voice", voice_page)
         app.router.add_get("/settings", settings_page)
+        if any(sidecar.name == "courses" for sidecar in services.sidecars):
+            app.router.add_get("/courses", courses_page)
+            app.router.add_get("/courses/build", courses_page)
         app.router.add_static("/static/", WEB_ROOT, show_index=False)
     return app

@@ -186,7 +186,8 @@ async def test_installed_hearth_serves_from_an_empty_directory(installed: Instal
                 assert reply.content_type == "text/html"
                 assert "<html" in (await reply.text()).lower()
             for path in ("/static/app.js", "/static/session.js", "/static/shell.js",
-                         "/settings", "/mod", "/voice"):
+                         "/settings", "/mod", "/voice", "/courses", "/courses/build",
+                         "/static/courses/learner.js", "/static/courses/builder.js"):
                 async with http.get(f"{base}{path}") as reply:
                     assert reply.status == 200, path
             account = await register(http, base)

@@ -14,7 +14,7 @@ export const PERMS = {
   MANAGE_MESSAGES: 1 << 10, TIMEOUT_MEMBERS: 1 << 11, KICK_MEMBERS: 1 << 12,
   BAN_MEMBERS: 1 << 13, MANAGE_CHANNELS: 1 << 14, MANAGE_ROLES: 1 << 15,
   VIEW_AUDIT_LOG: 1 << 16, MODERATE: 1 << 17, MANAGE_AUTOMOD: 1 << 18,
-  MANAGE_COMMUNITY: 1 << 19, ADMINISTRATOR: 1 << 30,
+  MANAGE_COMMUNITY: 1 << 19, MANAGE_COURSES: 1 << 23, ADMINISTRATOR: 1 << 30,
 };
 
 const MOD_BITS = PERMS.MANAGE_MESSAGES | PERMS.TIMEOUT_MEMBERS | PERMS.KICK_MEMBERS
@@ -29,6 +29,8 @@ export const PAGES = [
     visible: (ctx) => ctx.bits(MOD_BITS) },
   { id: "settings", title: "Settings", href: "/settings", order: 40,
     visible: (ctx) => ctx.bits(SETTINGS_BITS) },
+  { id: "courses", title: "Courses", href: "/courses", order: 50,
+    visible: (ctx) => ctx.community != null },
 ];
 
 /** Add a page at run time (a sidecar's module may call this before the shell mounts). */
