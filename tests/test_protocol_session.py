@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from protocol import chat, moderation, roles
+from protocol import chat, moderation, roles, sidecar
 from protocol import moderation as mod
 from protocol.chat import (
     ChannelCreated,
@@ -711,6 +711,21 @@ def moderation_sample_events() -> list[Event]:
         roles.PermissionsUpdated(community_id=3, user_id=7),
         ActivityRecorded(community_id=3, kind=ActivityKind.MESSAGE, total=2,
                          at=1_700_000_000_000),
+        sidecar.EnrolmentUpdated(community_id=3, course_id=4, enrolment_id=9,
+                                 state=sidecar.EnrolmentState.PAUSED, reason="tier",
+                                 progress_percent=40, at=1_700_000_000_000),
+        sidecar.LessonUnlocked(community_id=3, course_id=4, module_id=2, lesson_ids=[5, 6],
+                               reason=sidecar.UnlockReason.DRIP, at=1_700_000_000_000),
+        sidecar.CourseCompleted(community_id=3, course_id=4, certificate_serial="HC-1A2B",
+                                at=1_700_000_000_000),
+        sidecar.QuizGraded(community_id=3, course_id=4, lesson_id=5, attempt_id=12, score=3,
+                           max_score=4, passed=True, attempts_left=1, at=1_700_000_000_000),
+        sidecar.AssignmentGraded(community_id=3, course_id=4, lesson_id=6, submission_id=13,
+                                 score=8, max_score=10, passed=True, feedback="Clear.",
+                                 at=1_700_000_000_000),
+        sidecar.CourseChanged(community_id=3, course_id=4,
+                              change=sidecar.CourseChange.UPDATED, status="published",
+                              title="Wheel basics", by=8, at=1_700_000_000_000),
     ]
 
 
