@@ -229,6 +229,10 @@ class CommunitySnapshot(msgspec.Struct, frozen=True, kw_only=True):
     """While in lockdown: members who joined less than this many seconds ago cannot post."""
     lockdown_account_age_s: int = 0
     """While in lockdown: accounts younger than this many seconds cannot post."""
+    timed_out_until: Millis | None = None
+    """In ``ready``: when the member's running timeout in this community ends (Unix
+    ms), so a client can disable its composer from the start; null when none.
+    ``member_sanctioned`` keeps it current."""
 
 
 class Presence(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,6 +7,7 @@ import asyncio
 import csv
 import datetime as dt
 import io
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -45,8 +46,22 @@ async def post(crew: Crew, who: GatewayClient, content: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------- timeouts
 
 
-async def test_timeout_blocks_sends_reactions_threads_until_lifted(crew: Crew) -> None:
+async def ready_timeout(http: aiohttp.ClientSession, ws_url: str, token: str,
+                        community_id: int) -> int | None:
+    """``timed_out_until`` of the community in a fresh session's ``ready``."""
+    client = await GatewayClient.connect(http, ws_url)
+    ready = await client.identify(token)
+    await client.close()
+    [snapshot] = [c for c in ready["communities"] if c["community"]["id"] == community_id]
+    until: int | None = snapshot.get("timed_out_until")
+    return until
+
+
+async def test_timeout_blocks_sends_reactions_threads_until_lifted(
+        crew: Crew, live_server: RunningServer, http: aiohttp.ClientSession) -> None:
     mod, member = crew.mod.ws, crew.member.ws
+    assert await ready_timeout(http, live_server.ws_url, crew.member.token,
+                               crew.community_id) is None
     message = await post(crew, crew.mods[1].ws, "hello")
     data = await mod.ok("timeout_member", community_id=crew.community_id,
                         user_id=crew.member.id, duration_s=600, reason="cool off")
@@ -58,6 +73,10 @@ async def test_timeout_blocks_sends_reactions_threads_until_lifted(crew: Crew) -
     reply = await member.request("send_message", channel_id=crew.general, content="no")
     assert reply["op"] == "error" and reply["code"] == "timed_out", reply
     assert 590_000 < reply["retry_after_ms"] <= 600_000
+    # A session opened now knows it from ready (a client closes its composer at once).
+    until = await ready_timeout(http, live_server.ws_url, crew.member.token,
+                                crew.community_id)
+    assert until is not None and 590_000 < until - time.time() * 1000 <= 600_000
     reply = await member.request("add_reaction", channel_id=crew.general,
                                  message_id=message["id"], emoji="👍")
     assert reply["code"] == "timed_out"
@@ -73,6 +92,8 @@ async def test_timeout_blocks_sends_reactions_threads_until_lifted(crew: Crew) -
                  reason="ok now")
     lifted = await member.event("member_sanctioned")
     assert lifted["lifted"] is True
+    assert await ready_timeout(http, live_server.ws_url, crew.member.token,
+                               crew.community_id) is None
     await post(crew, member, "back")
     assert [e["action"] for e in await audit(mod, crew.community_id, target_id=crew.member.id)] \
         == ["member.untimeout", "member.timeout"]

@@ -90,6 +90,11 @@ function addSnapshot(snap) {
   state.communities.set(snap.community.id, { community: snap.community, role: snap.role,
     member_count: snap.member_count, permissions: snap.permissions ?? 0 });
   for (const ch of snap.channels) state.channels.set(ch.id, ch);
+  // A timeout already running when the page connected (ready carries it), so the
+  // composer is closed with the time left from the start, not after a refused send.
+  if (snap.timed_out_until) {
+    noteTimeout(snap.community.id, snap.timed_out_until, null, snap.community.name);
+  }
 }
 
 // Bits of rooms/realtime/permissions.py Permission that open the moderator console.

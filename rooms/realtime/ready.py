@@ -155,7 +155,8 @@ class SessionOpener:
                 tier=member.tier, permissions=int(member.base),
                 lockdown=lockdown is not None,
                 lockdown_member_age_s=lockdown[0] if lockdown else 0,
-                lockdown_account_age_s=lockdown[1] if lockdown else 0))
+                lockdown_account_age_s=lockdown[1] if lockdown else 0,
+                timed_out_until=sanctions.timeouts.get(community.id)))
             session.roles[community.id] = role
             if count <= self.limits.presence_auto_max_members:
                 session.view(PRESENCE).communities.add(community.id)
