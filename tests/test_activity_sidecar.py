@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,14 @@ async def test_only_staff_or_a_key_read_another_members_activity(
                                 "/activity", headers=headers) as reply:
                 return reply.status, await reply.json()
 
+        # The joins reach the activity tables through the outbox subscriber, after
+        # their commit: wait until staff can read each join before checking who may.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        for whose in ("member", "member2"):
+            while (await read("owner", whose))[1].get("totals", {}).get("joined") != 1:
+                assert loop.time() < deadline, f"{whose}'s join never recorded"
+                await asyncio.sleep(0.05)
         for who, whose, want in (("member", "member", 200), ("member", "member2", 403),
                                  ("member", "owner", 403), ("moderator", "member", 200),
                                  ("owner", "member2", 200), ("outsider", "member", 404)):
