@@ -95,5 +95,19 @@ export function banners(doc = document) {
       clearTimeout(timers.notice);
       timers.notice = setTimeout(() => { $("notice").hidden = true; }, 5000);
     },
+    /** Run one change from a form: its buttons disabled meanwhile, the outcome told
+     * (`done` as a notice, a failure as an error). */
+    async act(form, fn, done) {
+      const buttons = form ? [...form.querySelectorAll("button")] : [];
+      buttons.forEach((b) => { b.disabled = true; });
+      try {
+        await fn();
+        if (done) this.showNotice(done);
+      } catch (err) {
+        this.showError(err);
+      } finally {
+        buttons.forEach((b) => { b.disabled = false; });
+      }
+    },
   };
 }

@@ -49,21 +49,10 @@ const state = {
 
 // ------------------------------------------------------------------------ feedback
 
-const { showError, showNotice } = banners();
+const feedback = banners();
+const { showError, showNotice } = feedback;
+const act = feedback.act.bind(feedback);
 
-/** Run one change: disable the form's buttons meanwhile, report the outcome. */
-async function act(form, fn, done) {
-  const buttons = form ? [...form.querySelectorAll("button")] : [];
-  buttons.forEach((b) => { b.disabled = true; });
-  try {
-    await fn();
-    if (done) showNotice(done);
-  } catch (err) {
-    showError(err);
-  } finally {
-    buttons.forEach((b) => { b.disabled = false; });
-  }
-}
 
 const cid = () => state.current.community.id;
 const byPosition = (a, b) => a.position - b.position || a.id - b.id;

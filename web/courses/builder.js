@@ -13,7 +13,9 @@ import { PERMS } from "../pages.js";
 import { ENROLMENT_WORDS } from "./words.js";
 
 const $ = (id) => document.getElementById(id);
-const { showError, showNotice } = banners();
+const feedback = banners();
+const { showError, showNotice } = feedback;
+const act = feedback.act.bind(feedback);
 const STAFF = PERMS.MANAGE_COURSES | PERMS.ADMINISTRATOR;
 const DRIP_WORDS = { immediate: "opens at once", after_days: "opens some days after enrolling",
   at_date: "opens on a date", after_previous: "opens after the previous module" };
@@ -23,18 +25,6 @@ const KIND_WORDS = { text: "text", video: "video", quiz: "quiz", live_session: "
 const state = { cid: null, courses: [], course: null, names: new Map() };
 const base = () => `/communities/${state.cid}/courses`;
 
-async function act(form, fn, done) {
-  const buttons = form ? [...form.querySelectorAll("button")] : [];
-  buttons.forEach((b) => { b.disabled = true; });
-  try {
-    await fn();
-    if (done) showNotice(done);
-  } catch (err) {
-    showError(err);
-  } finally {
-    buttons.forEach((b) => { b.disabled = false; });
-  }
-}
 
 const numberOrNull = (id) => ($(id).value === "" ? null : Number($(id).value));
 
